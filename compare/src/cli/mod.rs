@@ -1,0 +1,9 @@
+//! The `virtlab` subcommands.
+
+pub mod container;
+pub mod vm;
+
+/// Exit status when virtlab itself fails (bad input, missing KVM, ...), as
+/// opposed to the workload's own exit status, which is passed through.
+/// 125 follows docker/podman/runc's convention for "the tool failed".
+pub const EXIT_TOOL_ERROR: u8 = 125;

@@ -1,0 +1,52 @@
+//! `virtlab`: run one workload natively, in a container and in a KVM virtual
+//! machine, watch each step, and measure the difference.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// virtlab: hypervisor versus container, measured.
+#[derive(Debug, Parser)]
+#[command(name = "virtlab", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workload in a KVM virtual machine (our VMM and minikernel).
+    #[command(subcommand)]
+    Vm(cli::vm::VmCommand),
+    /// Run a command in a container (namespaces, cgroups, pivot_root).
+    #[command(subcommand)]
+    Container(cli::container::ContainerCommand),
+    /// Print the path of the built-in workload binary (writing it out if needed).
+    Workload,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Vm(cmd) => cli::vm::run(cmd),
+        Command::Container(cmd) => cli::container::run(cmd),
+        Command::Workload => virtlab_workload::materialize()
+            .map(|p| {
+                println!("{}", p.display());
+                0
+            })
+            .map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("virtlab: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(cli::EXIT_TOOL_ERROR)
+        }
+    }
+}

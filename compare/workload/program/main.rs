@@ -1,0 +1,495 @@
+//! The virtlab workload: one static x86_64 program with no libc that talks to
+//! the kernel only through raw `syscall` instructions.
+//!
+//! The byte-identical file runs natively, as a container's process, inside a
+//! Linux guest and in ring 3 on the minikernel, which implements exactly the
+//! system calls used here: read nothing, write, getpid, clock_gettime, mmap,
+//! munmap and exit_group.
+//!
+//! Every run prints `virtlab.ready ...` first (the moment the workload is
+//! running: what startup measurements wait for), then does its work, then one
+//! `virtlab.result mode=... key=value ...` line, and exits 0.
+//!
+//! Modes:
+//!   ready            print the ready marker and exit (startup cost)
+//!   cpu N            N rounds of integer mixing (pure computation)
+//!   syscall N        N getpid() round trips into the kernel
+//!   mem MIB          map MIB MiB and touch every 4 KiB page once
+//!   io KIB           write KIB KiB to standard output, 4 KiB per write()
+//!   fault KIND       misbehave on purpose: pf (bad address), ud (invalid
+//!                    instruction), gp (privileged instruction)
+//!   spin             loop forever (for timeouts)
+
+#![no_std]
+#![no_main]
+
+use core::arch::{asm, global_asm};
+use core::panic::PanicInfo;
+
+// Linux x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
+const SYS_WRITE: u64 = 1;
+const SYS_MMAP: u64 = 9;
+const SYS_MUNMAP: u64 = 11;
+const SYS_GETPID: u64 = 39;
+const SYS_CLOCK_GETTIME: u64 = 228;
+const SYS_EXIT_GROUP: u64 = 231;
+
+const CLOCK_MONOTONIC: u64 = 1;
+const PROT_READ: u64 = 1;
+const PROT_WRITE: u64 = 2;
+const MAP_PRIVATE: u64 = 2;
+const MAP_ANONYMOUS: u64 = 0x20;
+const PAGE: usize = 4096;
+
+// The process entry point. Linux (and the minikernel) start us with RSP
+// pointing at argc, followed by the argv pointers and a NULL.
+global_asm!(
+    ".globl _start",
+    "_start:",
+    "xor ebp, ebp",
+    "mov rdi, rsp",
+    "and rsp, -16",
+    "call {main}",
+    "ud2",
+    main = sym start,
+);
+
+/// # Safety
+/// `sp` is the initial stack pointer of the process (argc, argv..., NULL).
+unsafe extern "C" fn start(sp: *const usize) -> ! {
+    // SAFETY: the ABI guarantees argc at sp[0] and argc argv pointers after it.
+    let args = unsafe { Args::from_stack(sp) };
+    let code = run(&args);
+    exit(code)
+}
+
+struct Args {
+    argc: usize,
+    argv: *const *const u8,
+}
+
+impl Args {
+    /// # Safety
+    /// `sp` must point at a process's initial stack.
+    unsafe fn from_stack(sp: *const usize) -> Args {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            Args {
+                argc: *sp,
+                argv: sp.add(1) as *const *const u8,
+            }
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        if i >= self.argc {
+            return None;
+        }
+        // SAFETY: i < argc, and every argv entry is a NUL-terminated string.
+        unsafe {
+            let p = *self.argv.add(i);
+            if p.is_null() {
+                return None;
+            }
+            let mut len = 0;
+            while *p.add(len) != 0 {
+                len += 1;
+            }
+            Some(core::slice::from_raw_parts(p, len))
+        }
+    }
+}
+
+fn run(args: &Args) -> i32 {
+    let mode = args.get(1).unwrap_or(b"ready");
+    let arg = args.get(2);
+    let pid = getpid();
+    let mut out = Line::new();
+    out.push(b"virtlab.ready pid=").num(pid).push(b" t_ns=").num(now_ns()).push(b"\n");
+    out.flush(1);
+
+    match mode {
+        b"ready" => {
+            out.push(b"virtlab.result mode=ready pid=").num(pid).push(b"\n");
+            out.flush(1);
+            0
+        }
+        b"cpu" => with_count(arg, 10_000_000, cpu),
+        b"syscall" => with_count(arg, 10_000, syscalls),
+        b"mem" => with_count(arg, 16, mem),
+        b"io" => with_count(arg, 64, io),
+        b"fault" => fault(arg.unwrap_or(b"pf")),
+        b"spin" => loop {
+            core::hint::spin_loop();
+        },
+        _ => usage(),
+    }
+}
+
+fn usage() -> i32 {
+    let mut l = Line::new();
+    l.push(b"usage: virtlab-workload [ready | cpu N | syscall N | mem MIB | io KIB | fault pf|ud|gp | spin]\n");
+    l.flush(2);
+    2
+}
+
+fn with_count(arg: Option<&[u8]>, default: u64, f: fn(u64) -> i32) -> i32 {
+    match arg {
+        None => f(default),
+        Some(a) => match parse_u64(a) {
+            Some(n) => f(n),
+            None => usage(),
+        },
+    }
+}
+
+fn cpu(n: u64) -> i32 {
+    let t0 = now_ns();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut acc: u64 = 0;
+    for i in 0..n {
+        // xorshift64* mixing: cheap, branch-free, not vectorisable.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        acc = acc.wrapping_add(x.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ i);
+        acc = core::hint::black_box(acc);
+    }
+    let ns = now_ns() - t0;
+    let mut l = Line::new();
+    l.push(b"virtlab.result mode=cpu n=").num(n).push(b" ns=").num(ns);
+    l.push(b" checksum=").hex(acc).push(b"\n");
+    l.flush(1);
+    0
+}
+
+fn syscalls(n: u64) -> i32 {
+    let t0 = now_ns();
+    for _ in 0..n {
+        core::hint::black_box(getpid());
+    }
+    let ns = now_ns() - t0;
+    let mut l = Line::new();
+    l.push(b"virtlab.result mode=syscall n=").num(n).push(b" ns=").num(ns);
+    l.push(b" ns_per_call=").num(ns / n.max(1)).push(b"\n");
+    l.flush(1);
+    0
+}
+
+fn mem(mib: u64) -> i32 {
+    let len = (mib as usize) << 20;
+    let mut l = Line::new();
+    if len == 0 {
+        l.push(b"virtlab.result mode=mem mib=0 pages=0 ns=0 ns_per_page=0\n");
+        l.flush(1);
+        return 0;
+    }
+    let t0 = now_ns();
+    // SAFETY: an anonymous private mapping has no preconditions.
+    let addr = unsafe {
+        syscall6(
+            SYS_MMAP,
+            0,
+            len as u64,
+            PROT_READ | PROT_WRITE,
+            MAP_PRIVATE | MAP_ANONYMOUS,
+            u64::MAX,
+            0,
+        )
+    };
+    if (addr as i64) < 0 && (addr as i64) > -4096 {
+        l.push(b"virtlab.error mode=mem mmap failed errno=").num(addr.wrapping_neg());
+        l.push(b" mib=").num(mib).push(b"\n");
+        l.flush(2);
+        return 1;
+    }
+    let base = addr as *mut u8;
+    let pages = len / PAGE;
+    for p in 0..pages {
+        // SAFETY: the page lies inside the mapping just created.
+        unsafe { core::ptr::write_volatile(base.add(p * PAGE), 1) };
+    }
+    let ns = now_ns() - t0;
+    // SAFETY: unmapping the mapping created above.
+    unsafe { syscall6(SYS_MUNMAP, addr, len as u64, 0, 0, 0, 0) };
+    l.push(b"virtlab.result mode=mem mib=").num(mib).push(b" pages=").num(pages as u64);
+    l.push(b" ns=").num(ns).push(b" ns_per_page=").num(ns / pages as u64).push(b"\n");
+    l.flush(1);
+    0
+}
+
+fn io(kib: u64) -> i32 {
+    // 4 KiB of printable filler, in 64-byte lines, written one page per call.
+    let mut buf = [b'.'; PAGE];
+    for (i, b) in buf.iter_mut().enumerate() {
+        if i % 64 == 63 {
+            *b = b'\n';
+        } else if i % 64 < 11 {
+            *b = b"virtlab.io "[i % 64];
+        }
+    }
+    let total = kib as usize * 1024;
+    let mut left = total;
+    let mut writes = 0u64;
+    let t0 = now_ns();
+    while left > 0 {
+        let chunk = left.min(PAGE);
+        if !write_all(1, &buf[..chunk]) {
+            return 1;
+        }
+        writes += 1;
+        left -= chunk;
+    }
+    let ns = now_ns() - t0;
+    let mut l = Line::new();
+    l.push(b"virtlab.result mode=io kib=").num(kib).push(b" bytes=").num(total as u64);
+    l.push(b" writes=").num(writes).push(b" ns=").num(ns).push(b"\n");
+    l.flush(1);
+    0
+}
+
+fn fault(kind: &[u8]) -> i32 {
+    let mut l = Line::new();
+    l.push(b"virtlab.fault kind=").push(kind).push(b" (on purpose)\n");
+    l.flush(1);
+    // SAFETY: none of these is safe; faulting is the point of this mode.
+    unsafe {
+        match kind {
+            b"pf" => {
+                core::ptr::write_volatile(0x10 as *mut u64, 0xdead);
+            }
+            b"ud" => asm!("ud2"),
+            b"gp" => asm!("hlt"),
+            _ => return usage(),
+        }
+    }
+    1
+}
+
+fn getpid() -> u64 {
+    // SAFETY: getpid has no arguments and no effects.
+    unsafe { syscall6(SYS_GETPID, 0, 0, 0, 0, 0, 0) }
+}
+
+fn now_ns() -> u64 {
+    let mut ts = [0u64; 2];
+    // SAFETY: ts is a valid, writable struct timespec.
+    unsafe {
+        syscall6(
+            SYS_CLOCK_GETTIME,
+            CLOCK_MONOTONIC,
+            ts.as_mut_ptr() as u64,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    ts[0].wrapping_mul(1_000_000_000).wrapping_add(ts[1])
+}
+
+fn write_all(fd: u64, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: buf is valid for reads of buf.len() bytes.
+        let r = unsafe { syscall6(SYS_WRITE, fd, buf.as_ptr() as u64, buf.len() as u64, 0, 0, 0) };
+        if (r as i64) <= 0 {
+            return false;
+        }
+        buf = &buf[(r as usize).min(buf.len())..];
+    }
+    true
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: exit_group never returns.
+    unsafe {
+        syscall6(SYS_EXIT_GROUP, code as u64, 0, 0, 0, 0, 0);
+    }
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// # Safety
+/// The caller upholds the contract of system call `nr` with these arguments.
+#[inline(always)]
+unsafe fn syscall6(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: the x86_64 Linux system call ABI: RCX and R11 are clobbered.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") a1, in("rsi") a2, in("rdx") a3,
+            in("r10") a4, in("r8") a5, in("r9") a6,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(n)
+}
+
+/// A small line buffer on the stack: no allocator here.
+struct Line {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Line {
+    fn new() -> Line {
+        Line { buf: [0; 256], len: 0 }
+    }
+
+    fn push(&mut self, s: &[u8]) -> &mut Line {
+        for &c in s {
+            if self.len < self.buf.len() {
+                self.buf[self.len] = c;
+                self.len += 1;
+            }
+        }
+        self
+    }
+
+    fn num(&mut self, mut n: u64) -> &mut Line {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push_copy(&digits, i)
+    }
+
+    fn hex(&mut self, mut n: u64) -> &mut Line {
+        let mut digits = [0u8; 16];
+        for d in digits.iter_mut().rev() {
+            *d = b"0123456789abcdef"[(n & 15) as usize];
+            n >>= 4;
+        }
+        self.push(b"0x").push_copy(&digits, 0)
+    }
+
+    fn push_copy(&mut self, digits: &[u8], from: usize) -> &mut Line {
+        let mut tmp = [0u8; 20];
+        let n = digits.len() - from;
+        tmp[..n].copy_from_slice(&digits[from..]);
+        self.push(&tmp[..n])
+    }
+
+    fn flush(&mut self, fd: u64) {
+        let len = self.len;
+        self.len = 0;
+        let copy = self.buf;
+        write_all(fd, &copy[..len]);
+    }
+}
+
+// The compiler may emit calls to these even in a freestanding program.
+// Byte loops through `rep` string instructions, so they cannot be turned back
+// into calls to themselves.
+
+/// # Safety
+/// As C's memcpy.
+#[no_mangle]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller passes valid, non-overlapping ranges of n bytes.
+    unsafe {
+        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _,
+             options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// # Safety
+/// As C's memmove.
+#[no_mangle]
+pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize) + n {
+        // SAFETY: a forward copy is correct when dst is below src or disjoint.
+        return unsafe { memcpy(dst, src, n) };
+    }
+    // SAFETY: overlapping with dst above src: copy backwards (DF set, then cleared).
+    unsafe {
+        asm!("std", "rep movsb", "cld",
+             inout("rcx") n => _, inout("rdi") dst.add(n - 1) => _, inout("rsi") src.add(n - 1) => _,
+             options(nostack));
+    }
+    dst
+}
+
+/// # Safety
+/// As C's memset.
+#[no_mangle]
+pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
+    // SAFETY: the caller passes a valid range of n bytes.
+    unsafe {
+        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8,
+             options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// # Safety
+/// As C's memcmp.
+#[no_mangle]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    for i in 0..n {
+        // SAFETY: the caller passes valid ranges of n bytes.
+        let (x, y) = unsafe { (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i))) };
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+    }
+    0
+}
+
+/// # Safety
+/// As C's bcmp.
+#[no_mangle]
+pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: same contract.
+    unsafe { memcmp(a, b, n) }
+}
+
+/// # Safety
+/// As C's strlen.
+#[no_mangle]
+pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
+    let mut n = 0;
+    // SAFETY: the caller passes a NUL-terminated string.
+    while unsafe { core::ptr::read_volatile(s.add(n)) } != 0 {
+        n += 1;
+    }
+    n
+}
+
+/// `core` is prebuilt with unwinding tables that name this symbol; with
+/// `panic=abort` nothing ever unwinds, so it is never called.
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}
+
+#[panic_handler]
+fn panic(_: &PanicInfo) -> ! {
+    let mut l = Line::new();
+    l.push(b"virtlab.error workload panicked\n");
+    l.flush(2);
+    exit(101)
+}

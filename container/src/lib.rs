@@ -1,0 +1,1 @@
+//! Container launcher: Linux namespaces, cgroups and pivot_root.
