@@ -1,6 +1,7 @@
 //! The `virtlab` subcommands.
 
 pub mod container;
+pub mod units;
 pub mod vm;
 
 /// Exit status when virtlab itself fails (bad input, missing KVM, ...), as

@@ -1,17 +1,236 @@
-//! `virtlab vm ...`
+//! `virtlab vm ...`: boot a guest on our VMM and run the workload in it.
 
-use clap::Subcommand;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use virtlab_vmm::{ConsoleKind, ConsoleSink, KernelSource, Observer, RunReport, Step, VmConfig};
+
+use super::units::{parse_duration, parse_size};
 
 /// VM subcommands.
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
-    /// Boot a guest and run the workload in it.
-    Run,
+    /// Boot a guest kernel (the built-in minikernel by default) and run a
+    /// workload in it, in ring 3.
+    ///
+    /// The workload is the built-in one unless the first word after `--` is
+    /// a path: `virtlab vm run -- cpu 1000000` runs the built-in workload in
+    /// cpu mode; `virtlab vm run -- ./prog arg` runs a static x86_64 ELF.
+    /// The exit status is the workload's (128+signal number for a fault, as
+    /// for a native process; 124 on timeout; 125 when virtlab fails).
+    #[command(verbatim_doc_comment)]
+    Run(VmRunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ConsoleArg {
+    /// Emulated 16550 UART: one VM exit per byte (full virtualization).
+    Uart,
+    /// Paravirtual port: one VM exit per write() (para-virtualization).
+    Pv,
+}
+
+/// Arguments of `virtlab vm run`.
+#[derive(Debug, Args)]
+pub struct VmRunArgs {
+    /// Guest kernel: an ELF image following the minikernel's boot ABI
+    /// (default: the built-in minikernel).
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Guest RAM (K, M, G suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    mem: u64,
+    /// Stop the guest after this long (ms, s, m; 0 = never).
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Console device: the emulated UART or the paravirtual port.
+    #[arg(long, value_enum, default_value = "uart")]
+    console: ConsoleArg,
+    /// Narrate each step on stderr: what it does, the ioctl, the time it
+    /// took, and the idea of the course notes it shows.
+    #[arg(long)]
+    explain: bool,
+    /// Wait for Enter before each step (implies --explain).
+    #[arg(long)]
+    step: bool,
+    /// Print a table of step timings and VM exits on stderr at the end.
+    #[arg(long)]
+    timings: bool,
+    /// Print one JSON report on stdout (the guest's output is included in
+    /// it instead of being printed).
+    #[arg(long)]
+    json: bool,
+    /// The workload and its arguments (default: the built-in workload's
+    /// `ready` mode).
+    #[arg(last = true, value_name = "WORKLOAD")]
+    workload: Vec<String>,
 }
 
 /// Runs a VM subcommand; returns the exit status to use.
 pub fn run(cmd: VmCommand) -> anyhow::Result<u8> {
     match cmd {
-        VmCommand::Run => anyhow::bail!("virtlab vm run is not built yet"),
+        VmCommand::Run(args) => vm_run(args),
     }
+}
+
+fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
+    let mut config = VmConfig::builtin_workload(&[]);
+    config.kernel = match &args.kernel {
+        Some(p) => KernelSource::File(p.clone()),
+        None => KernelSource::Minikernel,
+    };
+    config.mem_size = args.mem;
+    config.timeout = (!args.timeout.is_zero()).then_some(args.timeout);
+    config.console = match args.console {
+        ConsoleArg::Uart => ConsoleKind::Uart,
+        ConsoleArg::Pv => ConsoleKind::Pv,
+    };
+    let words = if args.workload.is_empty() { vec!["ready".to_string()] } else { args.workload.clone() };
+    if words[0].contains('/') {
+        let path = PathBuf::from(&words[0]);
+        config.workload = std::fs::read(&path)
+            .with_context(|| format!("cannot read workload {}; give a path to a static x86_64 executable", path.display()))?;
+        config.argv = words;
+    } else {
+        if !virtlab_workload::MODES.contains(&words[0].as_str()) && !["fault", "spin"].contains(&words[0].as_str()) {
+            anyhow::bail!(
+                "unknown workload mode {:?}; use one of {} (or a path to an executable, e.g. ./prog)",
+                words[0],
+                virtlab_workload::MODES.join(", ")
+            );
+        }
+        config.argv.extend(words);
+    }
+
+    let sink = if args.json { ConsoleSink::Capture } else { ConsoleSink::Stdout };
+    let mut narrator = Narrator { explain: args.explain || args.step, step: args.step, n: 0, stdin_open: true };
+    if narrator.step && !std::io::stdin().is_terminal() {
+        eprintln!("virtlab: --step: standard input is not a terminal; press Enter there or pipe newlines in");
+    }
+    let report = virtlab_vmm::run(&config, sink, &mut narrator).context("the VM could not run")?;
+
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &report).context("cannot write JSON")?;
+        writeln!(out)?;
+    }
+    if args.timings {
+        eprint!("{}", timings_table(&report));
+    }
+    if !report.stop.is_exit() {
+        eprintln!("virtlab: {}", report.summary);
+    } else if args.explain || args.step {
+        eprintln!("virtlab: {}", report.summary);
+    }
+    Ok(report.exit_status.clamp(0, 255) as u8)
+}
+
+/// `--explain` and `--step`.
+struct Narrator {
+    explain: bool,
+    step: bool,
+    n: usize,
+    stdin_open: bool,
+}
+
+impl Observer for Narrator {
+    fn before(&mut self, step: Step) {
+        if !self.explain {
+            return;
+        }
+        self.n += 1;
+        let (what, how, idea) = step.explain();
+        eprintln!("\n[vm {}/{}] {}: {what}", self.n, Step::ALL.len(), step.name());
+        eprintln!("        how:  {how}");
+        eprintln!("        idea: {idea}");
+        if self.step && self.stdin_open {
+            eprint!("        press Enter to run this step... ");
+            let mut line = String::new();
+            if std::io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
+                self.stdin_open = false;
+                eprintln!("(no more input: running the rest without pausing)");
+            }
+        }
+    }
+
+    fn after(&mut self, step: Step, took: Duration, detail: &str) {
+        if !self.explain {
+            return;
+        }
+        if !step.is_host_step() {
+            // Guest milestones are not announced beforehand: the guest
+            // decides when they happen.
+            self.n += 1;
+            let (what, how, idea) = step.explain();
+            eprintln!("\n[vm {}/{}] {}: {what}", self.n, Step::ALL.len(), step.name());
+            eprintln!("        how:  {how}");
+            eprintln!("        idea: {idea}");
+        }
+        eprintln!("        took: {} -> {detail}", fmt_duration(took));
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.1} us")
+    } else if us < 1e6 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+/// The `--timings` table.
+pub fn timings_table(r: &RunReport) -> String {
+    let mut s = String::new();
+    s += "\nstep              since start        took\n";
+    for p in &r.phases {
+        s += &format!(
+            "{:<16} {:>12} {:>12}\n",
+            p.name,
+            fmt_duration(Duration::from_secs_f64(p.at_us / 1e6)),
+            fmt_duration(Duration::from_secs_f64(p.took_us / 1e6))
+        );
+    }
+    let run_s = r.guest_run_us / 1e6;
+    s += &format!(
+        "\nVM exits: {} in {} of guest run ({:.0} per second)\n",
+        r.exits.total,
+        fmt_duration(Duration::from_secs_f64(run_s)),
+        if run_s > 0.0 { r.exits.total as f64 / run_s } else { 0.0 }
+    );
+    for (reason, n) in &r.exits.by_reason {
+        s += &format!("  {reason:<14} {n:>10}\n");
+    }
+    for (dev, n) in &r.exits.by_device {
+        s += &format!("  port: {dev:<8} {n:>10}\n");
+    }
+    let kib = r.console_bytes as f64 / 1024.0;
+    if kib > 0.0 {
+        let console_exits = r.exits.by_device.get(r.console.name()).or_else(|| r.exits.by_device.get("pv-console"));
+        s += &format!(
+            "console ({}): {} bytes, {:.1} exits per KiB\n",
+            r.console.name(),
+            r.console_bytes,
+            console_exits.copied().unwrap_or(0) as f64 / kib
+        );
+    }
+    let sc = &r.syscalls;
+    s += &format!(
+        "system calls: {} via SYSCALL, {} trapped as #PF and emulated, {} unknown (-ENOSYS)\n",
+        sc.via_syscall, sc.via_trap, sc.enosys
+    );
+    let m = &r.memory;
+    s += &format!(
+        "memory: guest RAM {} MiB, touched {:.1} MiB; VMM process peak RSS {:.1} MiB, minus guest pages {:.1} MiB\n",
+        m.guest_ram_bytes >> 20,
+        m.guest_touched_bytes as f64 / 1048576.0,
+        m.process_peak_rss_bytes as f64 / 1048576.0,
+        m.vmm_overhead_bytes as f64 / 1048576.0
+    );
+    s
 }

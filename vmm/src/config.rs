@@ -1,0 +1,84 @@
+//! Plain configuration for a VM run, kept apart from the live objects built
+//! from it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::exit::UnknownIo;
+
+/// The guest kernel.
+#[derive(Debug, Clone, Default)]
+pub enum KernelSource {
+    /// The built-in minikernel.
+    #[default]
+    Minikernel,
+    /// An ELF kernel file that follows the minikernel's boot ABI.
+    File(PathBuf),
+}
+
+/// How the guest's console output reaches the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsoleKind {
+    /// An emulated 16550 UART: one VM exit per byte (full virtualization).
+    #[default]
+    Uart,
+    /// A paravirtual port: one VM exit per write() (para-virtualization).
+    Pv,
+}
+
+impl ConsoleKind {
+    /// "uart" or "pv".
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsoleKind::Uart => "uart",
+            ConsoleKind::Pv => "pv",
+        }
+    }
+}
+
+/// The smallest guest memory accepted.
+pub const MIN_MEM: u64 = 4 << 20;
+/// The default guest memory.
+pub const DEFAULT_MEM: u64 = 64 << 20;
+/// The default timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything needed to boot a guest and run one workload in it.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// The guest kernel.
+    pub kernel: KernelSource,
+    /// The workload: a static x86_64 ELF executable.
+    pub workload: Vec<u8>,
+    /// Its argv, argv[0] included.
+    pub argv: Vec<String>,
+    /// Guest RAM in bytes.
+    pub mem_size: u64,
+    /// Console device.
+    pub console: ConsoleKind,
+    /// Stop the guest after this long (None: never).
+    pub timeout: Option<Duration>,
+    /// What to do about accesses to ports and addresses no device owns.
+    pub unknown_io: UnknownIo,
+}
+
+impl VmConfig {
+    /// The built-in workload with `args` (e.g. `["cpu", "1000"]`) on the
+    /// minikernel, with default memory, console and timeout.
+    pub fn builtin_workload(args: &[&str]) -> VmConfig {
+        let mut argv = vec!["virtlab-workload".to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        VmConfig {
+            kernel: KernelSource::Minikernel,
+            workload: Vec::new(),
+            argv,
+            mem_size: DEFAULT_MEM,
+            console: ConsoleKind::Uart,
+            timeout: Some(DEFAULT_TIMEOUT),
+            unknown_io: UnknownIo::Stop,
+        }
+    }
+}
