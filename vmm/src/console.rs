@@ -125,7 +125,7 @@ mod tests {
         assert!(c.ready_at().is_none());
         c.write(b"\n");
         assert!(c.ready_at().is_some());
-        assert_eq!(c.bytes(), 27);
+        assert_eq!(c.bytes(), 25);
         assert_eq!(c.output(), b"boot\nvirtlab.ready pid=1\n");
     }
 

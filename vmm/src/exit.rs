@@ -80,12 +80,12 @@ impl FaultInfo {
     /// the signal the kernel would send), so native and VM runs compare.
     pub fn exit_status(&self) -> i32 {
         let signal = match self.vector {
-            0 => 8,          // #DE -> SIGFPE
-            1 | 3 => 5,      // #DB, #BP -> SIGTRAP
-            6 => 4,          // #UD -> SIGILL
-            16 | 19 => 8,    // x87 / SIMD floating point -> SIGFPE
-            17 => 7,         // #AC -> SIGBUS
-            _ => 11,         // #PF, #GP, ... -> SIGSEGV
+            0 => 8,       // #DE -> SIGFPE
+            1 | 3 => 5,   // #DB, #BP -> SIGTRAP
+            6 => 4,       // #UD -> SIGILL
+            16 | 19 => 8, // x87 / SIMD floating point -> SIGFPE
+            17 => 7,      // #AC -> SIGBUS
+            _ => 11,      // #PF, #GP, ... -> SIGSEGV
         };
         128 + signal
     }
@@ -141,7 +141,7 @@ pub fn exception_name(vector: u8) -> &'static str {
 
 /// Why the guest stopped running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
 pub enum GuestStop {
     /// The guest wrote its exit status to the exit port.
     Exited(u32),
@@ -222,7 +222,9 @@ impl GuestStop {
         match self {
             GuestStop::Exited(s) => format!("the workload exited with status {s}"),
             GuestStop::Fault(f) => format!("guest fault: {}", f.describe()),
-            GuestStop::Shutdown => "the vCPU shut down (triple fault: the guest kernel could not even handle its double fault)".into(),
+            GuestStop::Shutdown => {
+                "the vCPU shut down (triple fault: the guest kernel could not even handle its double fault)".into()
+            }
             GuestStop::Halted => "the guest halted with nothing left to wake it".into(),
             GuestStop::UnknownPort { port, write } => format!(
                 "the guest {} I/O port {port:#x}, which no device owns",
@@ -237,7 +239,9 @@ impl GuestStop {
             ),
             GuestStop::FailEntry { reason } => format!("KVM could not enter the guest (hardware reason {reason:#x})"),
             GuestStop::InternalError => "KVM internal error: the host could not emulate a guest instruction".into(),
-            GuestStop::SystemEvent { event } => format!("the guest requested system event {event} (reset or power off)"),
+            GuestStop::SystemEvent { event } => {
+                format!("the guest requested system event {event} (reset or power off)")
+            }
             GuestStop::Unexpected { what } => format!("unexpected VM exit: {what}"),
             GuestStop::Timeout { after_ms } => format!("the guest was stopped after the {after_ms} ms timeout"),
         }
@@ -378,7 +382,8 @@ mod tests {
     #[test]
     fn the_exit_port_stops_with_the_status() {
         let (mut h, mut bus, mut st) = (Harness::new(), bus(), ExitStats::default());
-        let f = handle_exit(&mut bus, &mut h.ctx(), &mut st, UnknownIo::Stop, Exit::IoOut(port::EXIT, &7u32.to_le_bytes()));
+        let f =
+            handle_exit(&mut bus, &mut h.ctx(), &mut st, UnknownIo::Stop, Exit::IoOut(port::EXIT, &7u32.to_le_bytes()));
         assert_eq!(f, Flow::Stop(GuestStop::Exited(7)));
         assert_eq!(GuestStop::Exited(7).exit_status(), 7);
         assert_eq!(GuestStop::Exited(0x1ff).exit_status(), 0xff);
@@ -389,7 +394,9 @@ mod tests {
         let (mut h, mut bus, mut st) = (Harness::new(), bus(), ExitStats::default());
         let report = FaultReport { vector: 14, error_code: 6, rip: 0x40_1000, cs: 0x23, cr2: 0x10, rsp: 0x7f_0000 };
         let at = BOOT_INFO_ADDR + std::mem::offset_of!(BootInfo, fault) as u64;
-        for (i, v) in [report.vector, report.error_code, report.rip, report.cs, report.cr2, report.rsp].iter().enumerate() {
+        for (i, v) in
+            [report.vector, report.error_code, report.rip, report.cs, report.cr2, report.rsp].iter().enumerate()
+        {
             h.mem.write_obj(*v, GuestAddress(at + 8 * i as u64)).unwrap();
         }
         let f = handle_exit(&mut bus, &mut h.ctx(), &mut st, UnknownIo::Stop, Exit::IoOut(port::FAULT, &[14]));

@@ -17,7 +17,9 @@ const PAGE: u64 = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The kernel file is not an ELF image.
-    #[error("the kernel is not an ELF file ({0}); give an ELF kernel such as the built-in minikernel (leave out --kernel)")]
+    #[error(
+        "the kernel is not an ELF file ({0}); give an ELF kernel such as the built-in minikernel (leave out --kernel)"
+    )]
     KernelNotElf(&'static str),
     /// linux-loader refused the kernel.
     #[error("cannot load the kernel ELF: {0}; is it a 64-bit x86 kernel linked at or above {KERNEL_BASE:#x}?")]
@@ -237,7 +239,8 @@ pub fn build_user_stack(mem: &GuestMemoryMmap, top: u64, argv: &[String]) -> Res
     if strings as u64 + 8 * (argv.len() as u64 + 8) > USER_STACK_SIZE / 2 {
         return Err(LoadError::ArgsTooLong(strings));
     }
-    let write = |addr: u64, bytes: &[u8]| mem.write_slice(bytes, GuestAddress(addr)).map_err(|e| LoadError::Memory(addr, e));
+    let write =
+        |addr: u64, bytes: &[u8]| mem.write_slice(bytes, GuestAddress(addr)).map_err(|e| LoadError::Memory(addr, e));
     let mut at = top;
     let mut ptrs = Vec::with_capacity(argv.len());
     for a in argv {

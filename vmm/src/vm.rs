@@ -142,9 +142,7 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
     check_mem_size(config.mem_size)?;
     let kernel_image: std::borrow::Cow<'_, [u8]> = match &config.kernel {
         KernelSource::Minikernel => virtlab_minikernel::ELF.into(),
-        KernelSource::File(p) => {
-            std::fs::read(p).map_err(|e| VmError::ReadKernel(p.display().to_string(), e))?.into()
-        }
+        KernelSource::File(p) => std::fs::read(p).map_err(|e| VmError::ReadKernel(p.display().to_string(), e))?.into(),
     };
     let workload: &[u8] = if config.workload.is_empty() { virtlab_workload_elf() } else { &config.workload };
     // Check the workload before touching KVM: a bad file is the user's
@@ -327,26 +325,26 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, size: u64) -> Result<(), Vm
 }
 
 fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, cr3: u64, entry: u64) -> Result<u32, VmError> {
-    let mut cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(|e| VmError::Ioctl("KVM_GET_SUPPORTED_CPUID", e))?;
+    let mut cpuid =
+        kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| VmError::Ioctl("KVM_GET_SUPPORTED_CPUID", e))?;
     cpuid::filter(&mut cpuid, 0, false);
     vcpu.set_cpuid2(&cpuid).map_err(|e| VmError::Ioctl("KVM_SET_CPUID2", e))?;
     // MSRs a guest expects at reset: SYSENTER and SYSCALL state cleared (the
     // minikernel programs its own), fast strings on.
     let msrs = [
-        (0x174, 0),         // IA32_SYSENTER_CS
-        (0x175, 0),         // IA32_SYSENTER_ESP
-        (0x176, 0),         // IA32_SYSENTER_EIP
-        (0xc000_0081, 0),   // STAR
-        (0xc000_0082, 0),   // LSTAR
-        (0xc000_0084, 0),   // SFMASK
-        (0xc000_0102, 0),   // KERNEL_GS_BASE
-        (0x1a0, 1),         // IA32_MISC_ENABLE: fast string operations
+        (0x174, 0),       // IA32_SYSENTER_CS
+        (0x175, 0),       // IA32_SYSENTER_ESP
+        (0x176, 0),       // IA32_SYSENTER_EIP
+        (0xc000_0081, 0), // STAR
+        (0xc000_0082, 0), // LSTAR
+        (0xc000_0084, 0), // SFMASK
+        (0xc000_0102, 0), // KERNEL_GS_BASE
+        (0x1a0, 1),       // IA32_MISC_ENABLE: fast string operations
     ];
     let entries: Vec<kvm_msr_entry> =
         msrs.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
-    let msrs = Msrs::from_entries(&entries).map_err(|_| VmError::Ioctl("KVM_SET_MSRS", kvm_ioctls::Error::new(libc::E2BIG)))?;
+    let msrs = Msrs::from_entries(&entries)
+        .map_err(|_| VmError::Ioctl("KVM_SET_MSRS", kvm_ioctls::Error::new(libc::E2BIG)))?;
     let n = vcpu.set_msrs(&msrs).map_err(|e| VmError::Ioctl("KVM_SET_MSRS", e))?;
     if n != entries.len() {
         return Err(VmError::Ioctl("KVM_SET_MSRS", kvm_ioctls::Error::new(libc::EINVAL)));
@@ -376,10 +374,7 @@ fn convert(exit: VcpuExit<'_>) -> Exit<'_> {
 
 /// Resident pages of guest memory (mincore), and the process's peak RSS.
 fn memory_figures(mem: &GuestMemoryMmap, size: u64) -> MemoryFigures {
-    let touched = mem
-        .get_host_address(GuestAddress(0))
-        .map(|host| resident_bytes(host, size as usize))
-        .unwrap_or(0);
+    let touched = mem.get_host_address(GuestAddress(0)).map(|host| resident_bytes(host, size as usize)).unwrap_or(0);
     let peak = peak_rss_bytes();
     MemoryFigures {
         guest_ram_bytes: size,

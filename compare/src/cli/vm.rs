@@ -91,8 +91,9 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     let words = if args.workload.is_empty() { vec!["ready".to_string()] } else { args.workload.clone() };
     if words[0].contains('/') {
         let path = PathBuf::from(&words[0]);
-        config.workload = std::fs::read(&path)
-            .with_context(|| format!("cannot read workload {}; give a path to a static x86_64 executable", path.display()))?;
+        config.workload = std::fs::read(&path).with_context(|| {
+            format!("cannot read workload {}; give a path to a static x86_64 executable", path.display())
+        })?;
         config.argv = words;
     } else {
         if !virtlab_workload::MODES.contains(&words[0].as_str()) && !["fault", "spin"].contains(&words[0].as_str()) {
@@ -108,7 +109,7 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     let sink = if args.json { ConsoleSink::Capture } else { ConsoleSink::Stdout };
     let mut narrator = Narrator { explain: args.explain || args.step, step: args.step, n: 0, stdin_open: true };
     if narrator.step && !std::io::stdin().is_terminal() {
-        eprintln!("virtlab: --step: standard input is not a terminal; press Enter there or pipe newlines in");
+        eprintln!("virtlab: --step: standard input is not a terminal: each step waits for a line from it");
     }
     let report = virtlab_vmm::run(&config, sink, &mut narrator).context("the VM could not run")?;
 
@@ -120,9 +121,9 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     if args.timings {
         eprint!("{}", timings_table(&report));
     }
-    if !report.stop.is_exit() {
-        eprintln!("virtlab: {}", report.summary);
-    } else if args.explain || args.step {
+    // A guest that did not exit by itself is always worth a line; a normal
+    // exit only when narrating.
+    if !report.stop.is_exit() || args.explain || args.step {
         eprintln!("virtlab: {}", report.summary);
     }
     Ok(report.exit_status.clamp(0, 255) as u8)

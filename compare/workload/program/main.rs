@@ -73,12 +73,7 @@ impl Args {
     /// `sp` must point at a process's initial stack.
     unsafe fn from_stack(sp: *const usize) -> Args {
         // SAFETY: guaranteed by the caller.
-        unsafe {
-            Args {
-                argc: *sp,
-                argv: sp.add(1) as *const *const u8,
-            }
-        }
+        unsafe { Args { argc: *sp, argv: sp.add(1) as *const *const u8 } }
     }
 
     fn get(&self, i: usize) -> Option<&[u8]> {
@@ -186,17 +181,8 @@ fn mem(mib: u64) -> i32 {
     }
     let t0 = now_ns();
     // SAFETY: an anonymous private mapping has no preconditions.
-    let addr = unsafe {
-        syscall6(
-            SYS_MMAP,
-            0,
-            len as u64,
-            PROT_READ | PROT_WRITE,
-            MAP_PRIVATE | MAP_ANONYMOUS,
-            u64::MAX,
-            0,
-        )
-    };
+    let addr =
+        unsafe { syscall6(SYS_MMAP, 0, len as u64, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, u64::MAX, 0) };
     if (addr as i64) < 0 && (addr as i64) > -4096 {
         l.push(b"virtlab.error mode=mem mmap failed errno=").num(addr.wrapping_neg());
         l.push(b" mib=").num(mib).push(b"\n");
@@ -274,17 +260,7 @@ fn getpid() -> u64 {
 fn now_ns() -> u64 {
     let mut ts = [0u64; 2];
     // SAFETY: ts is a valid, writable struct timespec.
-    unsafe {
-        syscall6(
-            SYS_CLOCK_GETTIME,
-            CLOCK_MONOTONIC,
-            ts.as_mut_ptr() as u64,
-            0,
-            0,
-            0,
-            0,
-        )
-    };
+    unsafe { syscall6(SYS_CLOCK_GETTIME, CLOCK_MONOTONIC, ts.as_mut_ptr() as u64, 0, 0, 0, 0) };
     ts[0].wrapping_mul(1_000_000_000).wrapping_add(ts[1])
 }
 

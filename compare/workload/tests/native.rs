@@ -1,5 +1,7 @@
 //! Runs the workload natively, every mode, and checks what it prints.
 
+#![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
+
 use std::process::Command;
 use virtlab_workload::{materialize, WorkloadResult, READY_MARKER};
 

@@ -5,7 +5,7 @@
 //! Building them host-side costs microseconds; in a nested VM the same loop
 //! in guest kernel mode would be emulated instruction by instruction.
 
-use virtlab_minikernel::abi::{MAX_GUEST_MEM, PD_ADDR, PDPT_ADDR, PML4_ADDR, USER_BASE};
+use virtlab_minikernel::abi::{MAX_GUEST_MEM, PDPT_ADDR, PD_ADDR, PML4_ADDR, USER_BASE};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 const PRESENT: u64 = 1;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what virtlab needs on a Debian/Ubuntu machine: a Rust toolchain
+# (when cargo is missing) and the distribution packages its tests and
+# demonstrations use. Safe to run again; does nothing that is already done.
+set -euo pipefail
+
+say() { printf 'virtlab setup: %s\n' "$*" >&2; }
+
+# Debian packages: busybox-static gives containers an interactive shell and
+# the isolation tests their tools.
+packages=(busybox-static)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "please install these packages with your package manager: ${missing[*]}"
+    elif [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+        say "not root and no sudo: install these packages as root: ${missing[*]}"
+    else
+        SUDO=""
+        [ "$(id -u)" -eq 0 ] || SUDO=sudo
+        say "installing ${missing[*]}"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    elif command -v curl >/dev/null 2>&1; then
+        say "installing the Rust toolchain with rustup"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        say "cargo is missing: install Rust 1.85 or newer (https://rustup.rs), then run this again"
+        exit 1
+    fi
+fi
+
+if [ ! -e /dev/kvm ]; then
+    say "note: /dev/kvm is missing, so VM runs will be skipped: enable VT-x/AMD-V or nested virtualization"
+elif [ ! -w /dev/kvm ]; then
+    say "note: /dev/kvm is not writable for you: sudo usermod -aG kvm \$USER (then log in again), or run as root"
+fi
