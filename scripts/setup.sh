@@ -7,8 +7,10 @@ set -euo pipefail
 say() { printf 'virtlab setup: %s\n' "$*" >&2; }
 
 # Debian packages: busybox-static gives containers an interactive shell and
-# the isolation tests their tools.
-packages=(busybox-static)
+# the isolation tests their tools; qemu-system-x86 boots the same minikernel
+# as a peer (and checks that the minikernel does not depend on our VMM);
+# binutils' objdump checks the kernel's code.
+packages=(busybox-static qemu-system-x86 binutils)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -24,7 +26,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
         [ "$(id -u)" -eq 0 ] || SUDO=sudo
         say "installing ${missing[*]}"
         $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 fi
 

@@ -23,8 +23,19 @@ enum Command {
     /// Run a command in a container (namespaces, cgroups, pivot_root).
     #[command(subcommand)]
     Container(cli::container::ContainerCommand),
-    /// Print the path of the built-in workload binary (writing it out if needed).
+    /// Print the path of the built-in workload binary (writing it out if
+    /// needed), to run it natively: `$(virtlab workload) cpu 1000000`.
     Workload,
+    /// Guest kernels.
+    #[command(subcommand)]
+    Guest(GuestCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum GuestCommand {
+    /// Print the path of the built-in minikernel ELF (writing it out if
+    /// needed); QEMU boots it too, through its PVH note.
+    Minikernel,
 }
 
 fn main() -> ExitCode {
@@ -33,6 +44,12 @@ fn main() -> ExitCode {
         Command::Vm(cmd) => cli::vm::run(cmd),
         Command::Container(cmd) => cli::container::run(cmd),
         Command::Workload => virtlab_workload::materialize()
+            .map(|p| {
+                println!("{}", p.display());
+                0
+            })
+            .map_err(anyhow::Error::from),
+        Command::Guest(GuestCommand::Minikernel) => virtlab_vmm::minikernel_path()
             .map(|p| {
                 println!("{}", p.display());
                 0

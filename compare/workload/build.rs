@@ -16,7 +16,7 @@ fn main() {
 
     let status = Command::new(rustc)
         .args(["--edition", "2021", "--crate-type", "bin", "--crate-name", "virtlab_workload"])
-        .args(["-C", "opt-level=3", "-C", "panic=abort", "-C", "debuginfo=0"])
+        .args(["-C", "opt-level=3", "-C", "panic=abort", "-C", "debuginfo=0", "-D", "warnings"])
         // A static, position-dependent executable: the same file must run under
         // Linux and be loaded at its link address by the minikernel's VMM.
         .args(["-C", "relocation-model=static", "-C", "target-feature=+crt-static"])

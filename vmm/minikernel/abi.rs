@@ -21,20 +21,24 @@ pub const USER_BASE: u64 = 0x20_0000;
 /// Largest guest memory the identity map covers (the PDs sit below 0x10000).
 pub const MAX_GUEST_MEM: u64 = 4 << 30;
 
-/// I/O ports the minikernel uses.
+/// I/O ports the minikernel uses. They avoid QEMU's fw_cfg (0x510-0x51b),
+/// and the exit port sits where QEMU's `isa-debug-exit` device does by
+/// default, so the same kernel ends a QEMU VM too.
 pub mod port {
     /// 16550 UART, COM1: data register; LSR at +5.
     pub const UART_COM1: u16 = 0x3f8;
-    /// Paravirtual console: one `out` hands the VMM a whole buffer
-    /// (address and length in the boot-info page).
-    pub const PV_CONSOLE: u16 = 0x510;
-    /// Exit port: the 32-bit value written is the workload's exit status.
-    pub const EXIT: u16 = 0x511;
+    /// Exit port: the 32-bit value written is the workload's exit status
+    /// (QEMU's isa-debug-exit at its default base: QEMU then exits with
+    /// status * 2 + 1).
+    pub const EXIT: u16 = 0x501;
     /// Fault port: the byte written is an exception vector; details are in
     /// the boot-info page's fault report.
-    pub const FAULT: u16 = 0x512;
+    pub const FAULT: u16 = 0x503;
+    /// Paravirtual console: one `out` hands the VMM a whole buffer
+    /// (address and length in the boot-info page).
+    pub const PV_CONSOLE: u16 = 0x504;
     /// Boot timer: the byte written names a boot milestone (see `marker`).
-    pub const BOOT_TIMER: u16 = 0x513;
+    pub const BOOT_TIMER: u16 = 0x505;
 }
 
 /// Values written to the boot-timer port.
@@ -45,6 +49,15 @@ pub mod marker {
 
 /// `BootInfo::magic`.
 pub const BOOT_INFO_MAGIC: u64 = 0x7669_7274_6c61_6231; // "virtlab1"
+
+/// `BootInfo::flags`.
+pub mod flags {
+    /// Booted through the PVH entry (by QEMU, say): no virtlab VMM reads the
+    /// boot-info page, so the kernel reports faults on the console itself.
+    pub const PVH: u64 = 1;
+    /// The TSC frequency could not be measured; clock_gettime is a guess.
+    pub const CLOCK_GUESSED: u64 = 2;
+}
 
 /// Console the kernel writes to.
 pub mod console {
@@ -101,6 +114,8 @@ pub struct FaultReport {
 pub struct BootInfo {
     /// [`BOOT_INFO_MAGIC`].
     pub magic: u64,
+    /// [`flags`] bits.
+    pub flags: u64,
     /// Entry point of the user program.
     pub user_entry: u64,
     /// Initial user stack pointer (argc, argv, NULL, envp NULL, auxv AT_NULL).

@@ -18,10 +18,10 @@ fn main() {
 
     let status = Command::new(rustc)
         .args(["--edition", "2021", "--crate-type", "bin", "--crate-name", "virtlab_minikernel"])
-        .args(["-C", "opt-level=2", "-C", "panic=abort", "-C", "debuginfo=0"])
+        .args(["-C", "opt-level=2", "-C", "panic=abort", "-C", "debuginfo=0", "-D", "warnings"])
         // Kernel code: no red zone (exceptions push onto the current stack),
         // fixed addresses, no libc, our own layout.
-        .args(["-C", "no-redzone=yes", "-C", "relocation-model=static"])
+        .args(["-C", "no-redzone=yes", "-C", "relocation-model=static", "-C", "strip=debuginfo"])
         .args(["-C", "target-feature=+crt-static"])
         .args(["-C", "link-arg=-nostdlib", "-C", "link-arg=-Wl,--build-id=none"])
         .arg("-C")

@@ -356,7 +356,7 @@ mod tests {
     fn bus() -> PortBus {
         let mut bus = PortBus::new();
         bus.insert(port::UART_COM1, 8, Box::new(Uart::new())).unwrap();
-        bus.insert(port::EXIT, 1, Box::new(ExitPort)).unwrap();
+        bus.insert(port::EXIT, 2, Box::new(ExitPort)).unwrap();
         bus.insert(port::FAULT, 1, Box::new(FaultPort)).unwrap();
         bus
     }

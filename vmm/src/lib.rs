@@ -50,3 +50,14 @@ pub use vm::{run, VmError};
 
 /// The workload binary that runs when a config names none.
 pub const BUILTIN_WORKLOAD: &[u8] = virtlab_workload::ELF;
+
+/// A path to a file holding the built-in minikernel (for QEMU's `-kernel`,
+/// or to look at with objdump): the build tree's copy, or one written to
+/// virtlab's cache directory.
+pub fn minikernel_path() -> Result<std::path::PathBuf, virtlab_workload::WorkloadError> {
+    virtlab_workload::materialize_bytes(
+        "virtlab-minikernel",
+        virtlab_minikernel::ELF,
+        std::path::Path::new(virtlab_minikernel::BUILD_PATH),
+    )
+}

@@ -215,7 +215,7 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
     let mut bus = PortBus::new();
     bus.insert(port::UART_COM1, 8, Box::new(Uart::new()))?;
     bus.insert(port::PV_CONSOLE, 1, Box::new(PvConsole::default()))?;
-    bus.insert(port::EXIT, 1, Box::new(ExitPort))?;
+    bus.insert(port::EXIT, 2, Box::new(ExitPort))?;
     bus.insert(port::FAULT, 1, Box::new(FaultPort))?;
     bus.insert(port::BOOT_TIMER, 1, Box::new(BootTimer))?;
     let mut console = Console::new(sink);

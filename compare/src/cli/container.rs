@@ -1,17 +1,358 @@
 //! `virtlab container ...`
 
-use clap::Subcommand;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use virtlab_container::config::{self, Namespaces, User};
+use virtlab_container::{rootfs, ContainerConfig, LaunchError, Outcome, Stdio};
 
 /// Container subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
-    /// Run a command in a new container.
-    Run,
+    /// Run a command in a new container (namespaces, cgroup, pivot_root).
+    ///
+    /// Without --rootfs the built-in rootfs is used (the workload at
+    /// /virtlab-workload, plus busybox when /bin/busybox exists on the host),
+    /// read-only. The exit status is the command's, or 128+signal if it was
+    /// killed; 125 means virtlab itself failed, 126 the command could not be
+    /// executed, 127 it was not found.
+    ///
+    /// Examples:
+    ///   virtlab container run --timings -- /virtlab-workload ready
+    ///   virtlab container run --memory 32M -- /virtlab-workload mem 256
+    ///   virtlab container run --ns uts,mnt --explain -- hostname
+    #[command(verbatim_doc_comment)]
+    Run(Box<RunArgs>),
+    /// Build a root file system directory: the workload, and busybox-static
+    /// (with a link per applet) when /bin/busybox exists on the host.
+    Rootfs(RootfsArgs),
+    /// Show why chroot alone can be escaped and pivot_root cannot: a process
+    /// confined each way tries the classic escape (mkdir x; chroot x;
+    /// chdir .. many times; chroot .) and then reads a file of the host.
+    EscapeDemo,
+}
+
+/// `virtlab container run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Directory that becomes the container's / [default: the built-in rootfs]
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Hostname inside the container (needs the uts namespace) [default: virtlab]
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Memory limit, e.g. 32M, 1G (cgroup memory.max / memory.limit_in_bytes)
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// CPU bandwidth as a number of CPUs, e.g. 0.5 (cgroup cpu.max / cfs_quota_us)
+    #[arg(long, value_name = "FRACTION")]
+    cpus: Option<String>,
+    /// Maximum number of processes and threads (cgroup pids.max)
+    #[arg(long, value_name = "N")]
+    pids: Option<String>,
+    /// Namespaces to create, comma-separated: uts,pid,mnt,ipc,net,user,cgroup (or all, none).
+    /// Switch them on one at a time to see what each changes
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    ns: String,
+    /// Set an environment variable (repeatable)
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory inside the container [default: /]
+    #[arg(long, short = 'w', value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    /// Run as this numeric user (and group) instead of root
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Mount the root file system read-only (/tmp stays writable)
+    #[arg(long)]
+    read_only: bool,
+    /// Kill the container after this long, e.g. 500ms, 10s, 2m
+    #[arg(long, value_name = "DUR")]
+    timeout: Option<String>,
+    /// Narrate each step on stderr: the system call and the idea of the course notes it shows
+    #[arg(long)]
+    explain: bool,
+    /// Wait for Enter before each step (implies --explain)
+    #[arg(long)]
+    step: bool,
+    /// Print a table of phase times on stderr after the command exits
+    #[arg(long)]
+    timings: bool,
+    /// Print one JSON object (status, timings, cgroup figures, output) on stdout;
+    /// the command's output is captured into it
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// `virtlab container rootfs`.
+#[derive(Debug, Args)]
+pub struct RootfsArgs {
+    /// Directory to fill (created if missing)
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Leave busybox out even if the host has it
+    #[arg(long)]
+    no_busybox: bool,
 }
 
 /// Runs a container subcommand; returns the exit status to use.
 pub fn run(cmd: ContainerCommand) -> anyhow::Result<u8> {
     match cmd {
-        ContainerCommand::Run => anyhow::bail!("virtlab container run is not built yet"),
+        ContainerCommand::Run(args) => run_container(*args),
+        ContainerCommand::Rootfs(args) => build_rootfs(args),
+        ContainerCommand::EscapeDemo => escape_demo(),
     }
+}
+
+fn escape_demo() -> anyhow::Result<u8> {
+    use virtlab_container::escape::{try_escape, Confinement};
+    let base = std::env::temp_dir().join(format!("virtlab-escape-{}", std::process::id()));
+    let result = (|| -> anyhow::Result<()> {
+        let root = base.join("rootfs");
+        rootfs::build(&root, None)?;
+        let secret = base.join("host-secret");
+        std::fs::write(&secret, "this file is outside the container's rootfs\n")?;
+        println!("rootfs: {}\nhost file: {} (outside the rootfs)\n", root.display(), secret.display());
+        for (how, name) in [(Confinement::Chroot, "chroot"), (Confinement::PivotRoot, "pivot_root")] {
+            let r = try_escape(&root, &secret, how)?;
+            if r.escaped {
+                println!("{name:>10}: ESCAPED, read the host file: {:?}", r.content.trim_end());
+            } else {
+                let e = r.errno.map(nix_errno).unwrap_or_default();
+                println!("{name:>10}: confined, opening the host file failed: {e}");
+            }
+        }
+        println!("\nchroot only changes where / resolves; a process with CAP_SYS_CHROOT can chroot");
+        println!("again into a subdirectory and walk up with `..` from its working directory.");
+        println!("pivot_root in a mount namespace, with the old root detached, leaves nothing above /.");
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&base);
+    result.map(|()| 0)
+}
+
+fn nix_errno(e: i32) -> String {
+    std::io::Error::from_raw_os_error(e).to_string()
+}
+
+fn build_rootfs(args: RootfsArgs) -> anyhow::Result<u8> {
+    let bb = if args.no_busybox { None } else { rootfs::host_busybox() };
+    let r = rootfs::build(&args.dir, bb.as_deref())?;
+    println!("rootfs ready in {}", r.dir.display());
+    println!("  {} (the workload, static, no libc)", rootfs::WORKLOAD_PATH);
+    if r.busybox {
+        println!("  /bin/busybox with {} applet links (sh, ls, ps, hostname, uname, ...)", r.applets);
+    } else {
+        println!("  no busybox (install busybox-static for a shell: apt-get install busybox-static)");
+    }
+    println!("try: virtlab container run --rootfs {} -- /virtlab-workload ready", r.dir.display());
+    Ok(0)
+}
+
+fn config_from(args: &RunArgs) -> anyhow::Result<ContainerConfig> {
+    let namespaces = Namespaces::parse(&args.ns)?;
+    let builtin = args.rootfs.is_none();
+    let rootfs = match &args.rootfs {
+        Some(r) => r.clone(),
+        None => rootfs::default_rootfs().context("cannot prepare the built-in rootfs")?,
+    };
+    let mut cfg = ContainerConfig::new(rootfs, args.command.clone());
+    cfg.namespaces = namespaces;
+    if let Some(h) = &args.hostname {
+        if !namespaces.uts {
+            return Err(config::ConfigError::NeedsNamespace { what: "--hostname", ns: "uts" }.into());
+        }
+        cfg.hostname = h.clone();
+    }
+    cfg.limits.memory = args.memory.as_deref().map(config::parse_memory).transpose()?;
+    cfg.limits.cpus = args.cpus.as_deref().map(config::parse_cpus).transpose()?;
+    cfg.limits.pids = args.pids.as_deref().map(config::parse_pids).transpose()?;
+    cfg.env = args.env.iter().map(|e| config::parse_env(e)).collect::<Result<_, _>>()?;
+    if let Some(w) = &args.workdir {
+        cfg.workdir = w.clone();
+    }
+    cfg.user = args.user.as_deref().map(User::parse).transpose()?;
+    // The built-in rootfs is a shared cache: keep it read-only when we can.
+    cfg.read_only = args.read_only || (builtin && namespaces.mnt);
+    cfg.timeout = args.timeout.as_deref().map(config::parse_duration).transpose()?;
+    cfg.explain = args.explain || args.step;
+    cfg.step = args.step;
+    cfg.forward_signals = true;
+    cfg.stdio = if args.json {
+        Stdio::Capture
+    } else if args.timings {
+        Stdio::Tee
+    } else {
+        Stdio::Inherit
+    };
+    Ok(cfg)
+}
+
+fn run_container(args: RunArgs) -> anyhow::Result<u8> {
+    let cfg = config_from(&args)?;
+    if cfg.explain {
+        eprintln!(
+            "[virtlab] container: rootfs {}{}, namespaces {}, command {:?}",
+            cfg.rootfs.display(),
+            if cfg.read_only { " (read-only)" } else { "" },
+            if cfg.namespaces == Namespaces::NONE { "none".to_string() } else { cfg.namespaces.names() },
+            cfg.argv
+        );
+    }
+    let outcome = match virtlab_container::run(&cfg) {
+        Ok(o) => o,
+        Err(e) => {
+            let code = e.exit_code();
+            if code == crate::cli::EXIT_TOOL_ERROR {
+                return Err(e.into());
+            }
+            // Not found / not executable: report like the binary does, with
+            // the shell's exit codes.
+            print_error(&e);
+            return Ok(code);
+        }
+    };
+    if cfg.explain {
+        explain_end(&outcome);
+    }
+    if args.timings {
+        eprint!("{}", timings_table(&outcome));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&cfg, &outcome))?);
+    }
+    if outcome.oom_killed {
+        eprintln!(
+            "virtlab: the kernel's OOM killer killed the container: it needed more than its memory limit ({})",
+            cfg.limits.memory.map_or("none set".into(), mib)
+        );
+    }
+    if outcome.timed_out {
+        eprintln!(
+            "virtlab: the timeout ({}) expired: the container was killed",
+            args.timeout.as_deref().unwrap_or("?")
+        );
+    }
+    for w in &outcome.warnings {
+        eprintln!("virtlab: warning: {w}");
+    }
+    Ok(outcome.exit_code())
+}
+
+fn print_error(e: &LaunchError) {
+    eprintln!("virtlab: error: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        eprintln!("  caused by: {s}");
+        src = s.source();
+    }
+}
+
+fn explain_end(o: &Outcome) {
+    eprintln!("[virtlab launcher, on the host] exit: {}", describe_status(o));
+    if let Some(c) = &o.cgroup {
+        eprintln!(
+            "    cgroup ({}): memory peak {}, CPU time {}, OOM kills {}; removed",
+            c.mode.name(),
+            c.stats.memory_peak.map_or("n/a".into(), mib),
+            c.stats.cpu_time.map_or("n/a".into(), ms),
+            c.stats.oom_kills
+        );
+    }
+}
+
+fn describe_status(o: &Outcome) -> String {
+    let mut s = match o.status {
+        virtlab_container::ExitStatus::Exited(c) => format!("exited with status {c}"),
+        virtlab_container::ExitStatus::Signaled(sig) => format!("killed by signal {sig} (exit status {})", 128 + sig),
+    };
+    if o.oom_killed {
+        s.push_str("; the cgroup's OOM killer struck: the memory limit was exceeded");
+    }
+    if o.timed_out {
+        s.push_str("; the timeout expired");
+    }
+    if let Some(sig) = o.forwarded_signal {
+        s.push_str(&format!("; signal {sig} was forwarded"));
+    }
+    s
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.2} MiB", b as f64 / (1 << 20) as f64)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn timings_table(o: &Outcome) -> String {
+    let mut t = String::new();
+    t.push_str(&format!("{:<14} {:>12} {:>12}\n", "phase", "at (ms)", "step (ms)"));
+    let mut prev = Duration::ZERO;
+    for s in &o.timeline {
+        let delta = s.at.saturating_sub(prev);
+        t.push_str(&format!(
+            "{:<14} {:>12.3} {:>12.3}\n",
+            s.step.name(),
+            s.at.as_secs_f64() * 1e3,
+            delta.as_secs_f64() * 1e3
+        ));
+        prev = s.at;
+    }
+    t.push_str(&format!("{:<14} {:>12.3}\n", "total", o.total.as_secs_f64() * 1e3));
+    if let Some(c) = &o.cgroup {
+        t.push_str(&format!(
+            "cgroup {}: memory peak {}, CPU time {}, OOM kills {}\n",
+            c.mode.name(),
+            c.stats.memory_peak.map_or("n/a".into(), mib),
+            c.stats.cpu_time.map_or("n/a".into(), ms),
+            c.stats.oom_kills
+        ));
+    }
+    t.push_str(&format!("exit: {}\n", describe_status(o)));
+    t
+}
+
+fn to_json(cfg: &ContainerConfig, o: &Outcome) -> serde_json::Value {
+    let us = |d: Duration| d.as_nanos() as f64 / 1e3;
+    let timeline: Vec<serde_json::Value> =
+        o.timeline.iter().map(|s| serde_json::json!({ "step": s.step.name(), "at_us": us(s.at) })).collect();
+    let (status, value) = match o.status {
+        virtlab_container::ExitStatus::Exited(c) => ("exited", c),
+        virtlab_container::ExitStatus::Signaled(s) => ("signaled", s),
+    };
+    serde_json::json!({
+        "id": o.id,
+        "rootfs": cfg.rootfs,
+        "command": cfg.argv,
+        "namespaces": cfg.namespaces.names(),
+        "limits": cfg.limits,
+        "exit_code": o.exit_code(),
+        "status": status,
+        "status_value": value,
+        "timed_out": o.timed_out,
+        "oom_killed": o.oom_killed,
+        "forwarded_signal": o.forwarded_signal,
+        "timeline": timeline,
+        "total_us": us(o.total),
+        "cgroup": o.cgroup.as_ref().map(|c| serde_json::json!({
+            "mode": c.mode.name(),
+            "paths": c.paths,
+            "memory_peak_bytes": c.stats.memory_peak,
+            "cpu_time_us": c.stats.cpu_time.map(us),
+            "oom_kills": c.stats.oom_kills,
+            "memory_limit_hits": c.stats.memory_limit_hits,
+        })),
+        "uid_map": o.uid_map,
+        "gid_map": o.gid_map,
+        "stdout": o.stdout_text(),
+        "stderr": o.stderr_text(),
+        "warnings": o.warnings,
+    })
 }

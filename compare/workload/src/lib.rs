@@ -40,10 +40,10 @@ pub enum WorkloadError {
     NotAResult(String),
 }
 
-/// A short content hash (FNV-1a), used to name cached copies of the binary.
-pub fn fingerprint() -> String {
+/// A short content hash (FNV-1a) of `bytes`, used to name cached copies.
+pub fn fingerprint(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in ELF {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -56,21 +56,27 @@ pub fn fingerprint() -> String {
 /// (an installed `virtlab`, a cleaned target directory) the bytes are written
 /// once to `$XDG_CACHE_HOME/virtlab` (or `~/.cache/virtlab`, or the temp dir).
 pub fn materialize() -> Result<PathBuf, WorkloadError> {
-    let built = Path::new(BUILD_PATH);
-    if fs::read(built).map(|b| b == ELF).unwrap_or(false) {
+    materialize_bytes("virtlab-workload", ELF, Path::new(BUILD_PATH))
+}
+
+/// Returns a path to an executable file holding exactly `bytes`: `built`
+/// when it still holds them, else a copy named `NAME-HASH` in virtlab's
+/// cache directory (written once, atomically).
+pub fn materialize_bytes(name: &str, bytes: &[u8], built: &Path) -> Result<PathBuf, WorkloadError> {
+    if fs::read(built).map(|b| b == bytes).unwrap_or(false) {
         return Ok(built.to_path_buf());
     }
     let dir = cache_dir();
-    let path = dir.join(format!("virtlab-workload-{}", fingerprint()));
-    if fs::read(&path).map(|b| b == ELF).unwrap_or(false) {
+    let path = dir.join(format!("{name}-{}", fingerprint(bytes)));
+    if fs::read(&path).map(|b| b == bytes).unwrap_or(false) {
         return Ok(path);
     }
     let err = |source| WorkloadError::Materialize { path: path.clone(), source };
     fs::create_dir_all(&dir).map_err(err)?;
     // Write to a unique name and rename, so concurrent callers never see a
     // half-written executable.
-    let tmp = dir.join(format!(".virtlab-workload.{}", std::process::id()));
-    fs::write(&tmp, ELF).map_err(err)?;
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    fs::write(&tmp, bytes).map_err(err)?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(err)?;
     fs::rename(&tmp, &path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
@@ -79,7 +85,9 @@ pub fn materialize() -> Result<PathBuf, WorkloadError> {
     Ok(path)
 }
 
-fn cache_dir() -> PathBuf {
+/// virtlab's cache directory: `$XDG_CACHE_HOME/virtlab`, `~/.cache/virtlab`
+/// or the temp dir's `virtlab`.
+pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("virtlab");
     }

@@ -114,10 +114,10 @@ _start64:
     // Drop to ring 3 at the user entry with the user stack the VMM built.
     mov rsi, {boot_info}
     push 0x1b
-    push qword ptr [rsi + 16]
+    push qword ptr [rsi + {rsp_off}]
     push 0x202
     push 0x23
-    push qword ptr [rsi + 8]
+    push qword ptr [rsi + {entry_off}]
     xor eax, eax
     xor ebx, ebx
     xor ecx, ecx
@@ -269,11 +269,50 @@ fault_common:
     mov [rsi + {fault_off} + 32], rcx
     mov rcx, [rsp + 8]
     mov [rsi + {fault_off} + 40], rcx
-    mov dx, {fault_port}
-    out dx, al
+    mov rsp, {kstack_top}
+    mov edi, eax
+    call {fault}
 4:
     hlt
     jmp 4b
+
+// ---- PVH entry (QEMU -kernel, Firecracker, Cloud Hypervisor): 32-bit
+// protected mode, paging off, EBX = the hvm_start_info. Switch to long mode
+// with the static page tables below, then let Rust load the workload the
+// loader passed as module 0, exactly as the virtlab VMM would have.
+    .code32
+    .balign 16
+pvh_start32:
+    cli
+    cld
+    mov esi, ebx
+    lgdt [gdt_ptr]
+    mov eax, cr4
+    or eax, 0x620               // PAE, OSFXSR, OSXMMEXCPT
+    mov cr4, eax
+    mov eax, offset pvh_pml4
+    mov cr3, eax
+    mov ecx, 0xc0000080
+    rdmsr
+    or eax, 0x100               // EFER.LME
+    wrmsr
+    mov eax, cr0
+    and eax, 0xfffffffb         // no x87 emulation
+    or eax, 0x80010023          // PG, WP, NE, MP, PE
+    mov cr0, eax
+    .byte 0xea                  // ljmp 0x08:pvh_start64
+    .long pvh_start64
+    .word 0x08
+    .code64
+pvh_start64:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov rsp, {kstack_top}
+    mov edi, esi
+    call {pvh_prepare}
+    jmp _start64
 
 // ---- Descriptor tables.
     .balign 16
@@ -355,18 +394,56 @@ idt_ptr:
     .balign 8
 user_rsp_scratch:
     .quad 0
+
+// ---- Page tables for the PVH entry: identity map of the first 4 GiB in
+// 2 MiB pages, the first one kernel-only. (The virtlab VMM builds its own,
+// sized to guest RAM, and never uses these.)
+    .balign 4096
+pvh_pml4:
+    .quad pvh_pdpt + 7
+    .fill 511, 8, 0
+pvh_pdpt:
+    .quad pvh_pd + 7
+    .quad pvh_pd + 0x1000 + 7
+    .quad pvh_pd + 0x2000 + 7
+    .quad pvh_pd + 0x3000 + 7
+    .fill 508, 8, 0
+    .globl pvh_pd
+pvh_pd:
+    .quad 0x83
+    .set pvh_i, 1
+    .rept 2047
+    .quad (pvh_i << 21) | 0x87
+    .set pvh_i, pvh_i + 1
+    .endr
+
+// ---- The PVH ELF note: XEN_ELFNOTE_PHYS32_ENTRY (18) names the 32-bit entry.
+    .pushsection .note.Xen, "a", @note
+    .balign 4
+    .long 4
+    .long 4
+    .long 18
+    .asciz "Xen"
+    .balign 4
+    .long pvh_start32
+    .popsection
 "#,
     boot_timer = const port::BOOT_TIMER,
     kernel_ready = const abi::marker::KERNEL_READY,
     boot_info = const BOOT_INFO_ADDR,
     kstack_top = const abi::KERNEL_STACK_TOP,
     kernel_base = const abi::KERNEL_BASE,
-    fault_port = const port::FAULT,
     fault_off = const core::mem::offset_of!(BootInfo, fault),
+    rsp_off = const core::mem::offset_of!(BootInfo, user_rsp),
+    entry_off = const core::mem::offset_of!(BootInfo, user_entry),
     via_syscall = const VIA_SYSCALL,
     via_trap = const VIA_TRAP,
     dispatch = sym syscall_dispatch,
+    fault = sym report_fault,
+    pvh_prepare = sym pvh::prepare,
 );
+
+mod pvh;
 
 /// The user registers a system call uses, as the entry code pushed them.
 #[repr(C)]
@@ -435,24 +512,99 @@ fn sys_write(bi: &mut BootInfo, fd: u64, buf: u64, len: u64) -> u64 {
         bi.stats.console_outs += 1;
         outb(port::PV_CONSOLE, 0);
     } else {
-        // Emulated 16550: wait for the transmitter to be empty (LSR bit 5),
-        // then fill its 16-byte FIFO, one port write (one exit) per byte.
-        let mut p = buf;
-        let end = buf + len;
-        while p < end {
-            while inb(port::UART_COM1 + 5) & 0x20 == 0 {}
-            let burst = (end - p).min(16);
-            for i in 0..burst {
-                // SAFETY: [buf, end) was checked to be user memory, which is
-                // identity-mapped and readable from ring 0.
-                let b = unsafe { core::ptr::read_volatile((p + i) as *const u8) };
-                outb(port::UART_COM1, b);
-            }
-            bi.stats.console_outs += burst + 1;
-            p += burst;
-        }
+        // SAFETY: [buf, buf + len) was checked to be user memory, which is
+        // identity-mapped and readable from ring 0.
+        let bytes = unsafe { core::slice::from_raw_parts(buf as *const u8, len as usize) };
+        bi.stats.console_outs += uart_write(bytes);
     }
     len
+}
+
+/// Sends bytes through the emulated 16550: wait for the transmitter to be
+/// empty (LSR bit 5), then fill its 16-byte FIFO, one port write (one VM
+/// exit) per byte. Returns the number of port accesses.
+fn uart_write(bytes: &[u8]) -> u64 {
+    let mut outs = 0;
+    for chunk in bytes.chunks(16) {
+        while inb(port::UART_COM1 + 5) & 0x20 == 0 {}
+        for &b in chunk {
+            outb(port::UART_COM1, b);
+        }
+        outs += chunk.len() as u64 + 1;
+    }
+    outs
+}
+
+/// A line of kernel text on the UART, for when no VMM reads the boot-info
+/// page (PVH boot): `parts` are strings and numbers.
+fn kernel_line(parts: &[Part<'_>]) {
+    for p in parts {
+        match *p {
+            Part::Str(s) => {
+                uart_write(s);
+            }
+            Part::Dec(n) => {
+                // Digits from the most significant, without a buffer.
+                let mut div = 1u64;
+                while n / div >= 10 {
+                    div *= 10;
+                }
+                while div > 0 {
+                    outb(port::UART_COM1, b'0' + ((n / div) % 10) as u8);
+                    div /= 10;
+                }
+            }
+            Part::Hex(n) => {
+                uart_write(b"0x");
+                for i in 0..16 {
+                    outb(port::UART_COM1, b"0123456789abcdef"[((n >> (60 - 4 * i)) & 15) as usize]);
+                }
+            }
+        }
+    }
+    uart_write(b"\n");
+}
+
+/// A piece of a [`kernel_line`].
+enum Part<'a> {
+    Str(&'a [u8]),
+    Dec(u64),
+    Hex(u64),
+}
+
+/// Called by the exception stubs after they filled the fault report. Under
+/// the virtlab VMM one port write hands the report over; booted by another
+/// loader (PVH), the kernel prints it and exits as Linux would kill the
+/// process: 128 + the signal.
+extern "C" fn report_fault(vector: u64) -> ! {
+    let bi = boot_info();
+    if bi.flags & abi::flags::PVH == 0 {
+        outb(port::FAULT, vector as u8);
+        loop {
+            // SAFETY: halting is always allowed in ring 0.
+            unsafe { asm!("hlt", options(nostack)) };
+        }
+    }
+    let f = bi.fault;
+    kernel_line(&[
+        Part::Str(b"virtlab.kernel fault vector="),
+        Part::Dec(f.vector),
+        Part::Str(b" error="),
+        Part::Hex(f.error_code),
+        Part::Str(b" rip="),
+        Part::Hex(f.rip),
+        Part::Str(b" address="),
+        Part::Hex(f.cr2),
+        Part::Str(if f.cs & 3 == 3 { b" ring=3" } else { b" ring=0" }),
+    ]);
+    let signal = match f.vector {
+        0 | 16 | 19 => 8,
+        1 | 3 => 5,
+        6 => 4,
+        17 => 7,
+        _ => 11,
+    };
+    exit(128 + signal)
 }
 
 fn sys_clock_gettime(bi: &BootInfo, ts: u64) -> u64 {
@@ -529,4 +681,31 @@ pub extern "C" fn rust_eh_personality() {}
 #[panic_handler]
 fn panic(_: &PanicInfo) -> ! {
     exit(0xdead)
+}
+
+// The compiler may emit calls to these; `rep` string instructions keep each
+// one a single (if emulated) instruction and cannot recurse into themselves.
+
+/// # Safety
+/// As C's memset.
+#[no_mangle]
+pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
+    // SAFETY: the caller passes a valid range of n bytes.
+    unsafe {
+        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8,
+             options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// # Safety
+/// As C's memcpy.
+#[no_mangle]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller passes valid, non-overlapping ranges of n bytes.
+    unsafe {
+        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _,
+             options(nostack, preserves_flags));
+    }
+    dst
 }

@@ -1,0 +1,623 @@
+//! One cgroup per container: detect the host's cgroup mode, create the
+//! group, apply limits, move the container in, read back what it used,
+//! remove it.
+//!
+//! Three layouts exist in the wild, detected the way crun and youki do,
+//! from the file system type of `/sys/fs/cgroup`:
+//! - **v2** (cgroup2 mounted there): one directory `virtlab-<id>` with
+//!   `memory.max`, `cpu.max`, `pids.max`; read back `memory.peak`,
+//!   `cpu.stat` and `memory.events`.
+//! - **v1** (a tmpfs holding one mount per controller): one directory
+//!   `virtlab-<id>` under each of `memory/`, `cpu/`, `cpuacct/`, `pids/`.
+//! - **hybrid** (v1 controllers plus an empty cgroup2 at `unified/`): the
+//!   controllers live in v1, so it is handled as v1.
+//!
+//! Every path is relative to a root given by the caller, so the v2 code is
+//! tested against a fake directory.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::statfs::{statfs, FsType, CGROUP2_SUPER_MAGIC, TMPFS_MAGIC};
+use nix::unistd::Pid;
+
+use crate::config::Limits;
+
+/// Where cgroup file systems are mounted on every mainstream distribution.
+pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+
+/// The prefix of every cgroup this crate creates.
+pub const PREFIX: &str = "virtlab-";
+
+/// CFS period used for `--cpus`, in microseconds (the kernel default).
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Errors of cgroup handling.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// statfs on the cgroup root failed.
+    #[error("cannot inspect the cgroup root {path}: is /sys/fs/cgroup mounted?")]
+    Detect {
+        /// The root.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Errno,
+    },
+    /// The root is neither cgroup2 nor a tmpfs of v1 controllers.
+    #[error("{path} is not a cgroup file system (type {fs_type}): mount cgroup2 or the v1 controllers there")]
+    NotCgroupFs {
+        /// The root.
+        path: PathBuf,
+        /// What it is instead.
+        fs_type: String,
+    },
+    /// A controller needed for a limit is missing.
+    #[error("the {controller} cgroup controller is not available under {root}: enable it (v2: cgroup.subtree_control; v1: mount it) or drop the limit")]
+    MissingController {
+        /// The controller.
+        controller: &'static str,
+        /// Where it was looked for.
+        root: PathBuf,
+    },
+    /// mkdir of the cgroup failed.
+    #[error("cannot create the cgroup {path}: run virtlab as root (or with a delegated cgroup)")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing a limit was refused.
+    #[error("cannot apply the limit {value} to {path}: the kernel refused this value")]
+    Limit {
+        /// The control file.
+        path: PathBuf,
+        /// The value written.
+        value: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the pid to `cgroup.procs` failed.
+    #[error("cannot move process {pid} into {path}")]
+    Join {
+        /// The process.
+        pid: i32,
+        /// The `cgroup.procs` file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// rmdir failed even after killing what was left inside.
+    #[error("cannot remove the cgroup {path}")]
+    Remove {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How the host's cgroups are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CgroupMode {
+    /// Only cgroup v1 controllers.
+    V1,
+    /// v1 controllers plus a cgroup2 hierarchy at `unified/` (used as v1).
+    Hybrid,
+    /// The unified cgroup v2 hierarchy.
+    V2,
+}
+
+impl CgroupMode {
+    /// Whether the controllers are driven through the v1 files.
+    pub fn is_v1(self) -> bool {
+        matches!(self, CgroupMode::V1 | CgroupMode::Hybrid)
+    }
+
+    /// A short name: `v1`, `hybrid`, `v2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CgroupMode::V1 => "v1",
+            CgroupMode::Hybrid => "hybrid",
+            CgroupMode::V2 => "v2",
+        }
+    }
+}
+
+/// The decision behind [`detect`], apart from the system call: the file
+/// system type of the root, and whether `unified/` under it is cgroup2.
+pub fn mode_from(root_type: FsType, unified_is_cgroup2: bool) -> Option<CgroupMode> {
+    if root_type == CGROUP2_SUPER_MAGIC {
+        Some(CgroupMode::V2)
+    } else if root_type == TMPFS_MAGIC {
+        Some(if unified_is_cgroup2 { CgroupMode::Hybrid } else { CgroupMode::V1 })
+    } else {
+        None
+    }
+}
+
+/// Detects the cgroup mode under `root` (normally `/sys/fs/cgroup`).
+pub fn detect(root: &Path) -> Result<CgroupMode, CgroupError> {
+    let st = statfs(root).map_err(|source| CgroupError::Detect { path: root.into(), source })?;
+    let unified = statfs(&root.join("unified")).map(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC).unwrap_or(false);
+    mode_from(st.filesystem_type(), unified).ok_or_else(|| CgroupError::NotCgroupFs {
+        path: root.into(),
+        fs_type: format!("{:#x}", st.filesystem_type().0),
+    })
+}
+
+/// A v1 controller or the v2 group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Memory,
+    Cpu,
+    CpuAcct,
+    Pids,
+    Unified,
+}
+
+/// What the container used, read from its cgroup after it exited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CgroupStats {
+    /// Peak memory charged to the cgroup, in bytes.
+    pub memory_peak: Option<u64>,
+    /// CPU time of all its processes.
+    pub cpu_time: Option<Duration>,
+    /// How many processes the OOM killer killed in it.
+    pub oom_kills: u64,
+    /// How many times the memory limit was hit (v1 `memory.failcnt`, v2 `memory.events max`).
+    pub memory_limit_hits: u64,
+}
+
+/// A live cgroup, removed when dropped (or by [`Cgroup::remove`]).
+#[derive(Debug)]
+pub struct Cgroup {
+    mode: CgroupMode,
+    name: String,
+    dirs: Vec<(Part, PathBuf)>,
+    removed: bool,
+}
+
+impl Cgroup {
+    /// Creates `virtlab-<id>` in every controller under `root` and applies
+    /// `limits`. On error nothing is left behind.
+    pub fn create(root: &Path, mode: CgroupMode, id: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        let name = format!("{PREFIX}{id}");
+        let mut cg = Cgroup { mode, name, dirs: Vec::new(), removed: false };
+        let parts: &[(Part, &'static str)] = if mode.is_v1() {
+            &[(Part::Memory, "memory"), (Part::Cpu, "cpu"), (Part::CpuAcct, "cpuacct"), (Part::Pids, "pids")]
+        } else {
+            &[(Part::Unified, "")]
+        };
+        if mode == CgroupMode::V2 {
+            enable_v2_controllers(root, limits)?;
+        }
+        let mut seen: Vec<PathBuf> = Vec::new();
+        for &(part, sub) in parts {
+            let base = if sub.is_empty() { root.to_path_buf() } else { root.join(sub) };
+            if !base.is_dir() {
+                let needed = match part {
+                    Part::Memory => limits.memory.is_some(),
+                    Part::Cpu => limits.cpus.is_some(),
+                    Part::Pids => limits.pids.is_some(),
+                    Part::CpuAcct => false,
+                    Part::Unified => true,
+                };
+                if needed {
+                    return Err(CgroupError::MissingController { controller: part.controller(), root: base });
+                }
+                continue;
+            }
+            // cpu and cpuacct are often one mount ("cpu,cpuacct") seen under two names.
+            let canon = fs::canonicalize(&base).unwrap_or_else(|_| base.clone());
+            let dir = base.join(&cg.name);
+            if seen.contains(&canon) {
+                cg.dirs.push((part, dir));
+                continue;
+            }
+            seen.push(canon);
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(CgroupError::Create { path: dir, source }),
+            }
+            cg.dirs.push((part, dir));
+        }
+        cg.apply(limits)?;
+        Ok(cg)
+    }
+
+    fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
+        if self.mode.is_v1() {
+            if let Some(bytes) = limits.memory {
+                self.write(Part::Memory, "memory.limit_in_bytes", &bytes.to_string())?;
+                // With swap accounting, also cap memory+swap, or the hog would
+                // page out instead of being killed.
+                self.write_if_present(Part::Memory, "memory.memsw.limit_in_bytes", &bytes.to_string())?;
+            }
+            if let Some(cpus) = limits.cpus {
+                self.write(Part::Cpu, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                self.write(Part::Cpu, "cpu.cfs_quota_us", &quota_us(cpus).to_string())?;
+            }
+            if let Some(n) = limits.pids {
+                self.write(Part::Pids, "pids.max", &n.to_string())?;
+            }
+        } else {
+            if let Some(bytes) = limits.memory {
+                self.write(Part::Unified, "memory.max", &bytes.to_string())?;
+                self.write_if_present(Part::Unified, "memory.swap.max", "0")?;
+            }
+            if let Some(cpus) = limits.cpus {
+                self.write(Part::Unified, "cpu.max", &format!("{} {CPU_PERIOD_US}", quota_us(cpus)))?;
+            }
+            if let Some(n) = limits.pids {
+                self.write(Part::Unified, "pids.max", &n.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The cgroup's name, `virtlab-<id>`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The mode it was created in.
+    pub fn mode(&self) -> CgroupMode {
+        self.mode
+    }
+
+    /// Its directories (one per v1 controller, or the one v2 directory).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = Vec::new();
+        for (_, d) in &self.dirs {
+            if !v.contains(d) {
+                v.push(d.clone());
+            }
+        }
+        v
+    }
+
+    fn dir(&self, part: Part) -> Option<&Path> {
+        self.dirs.iter().find(|(p, _)| *p == part).map(|(_, d)| d.as_path())
+    }
+
+    fn write(&self, part: Part, file: &str, value: &str) -> Result<(), CgroupError> {
+        let dir = self.dir(part).ok_or_else(|| CgroupError::MissingController {
+            controller: part.controller(),
+            root: PathBuf::from(&self.name),
+        })?;
+        let path = dir.join(file);
+        fs::write(&path, value).map_err(|source| CgroupError::Limit { path, value: value.into(), source })
+    }
+
+    fn write_if_present(&self, part: Part, file: &str, value: &str) -> Result<(), CgroupError> {
+        match self.dir(part) {
+            Some(dir) if dir.join(file).exists() => self.write(part, file, value),
+            _ => Ok(()),
+        }
+    }
+
+    fn read(&self, part: Part, file: &str) -> Option<String> {
+        fs::read_to_string(self.dir(part)?.join(file)).ok()
+    }
+
+    /// Moves a process into the cgroup (every v1 controller, or the v2 group).
+    pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
+        for path in self.paths() {
+            let procs = path.join("cgroup.procs");
+            fs::write(&procs, pid.to_string()).map_err(|source| CgroupError::Join { pid, path: procs, source })?;
+        }
+        Ok(())
+    }
+
+    /// v1 only: opens each hierarchy's `tasks` file for writing, so that the
+    /// child can move itself in by writing `0` (the kernel checks the
+    /// opener's credentials). Empty for v2.
+    pub fn open_self_join(&self) -> Result<Vec<std::os::fd::OwnedFd>, CgroupError> {
+        if !self.mode.is_v1() {
+            return Ok(Vec::new());
+        }
+        let mut fds = Vec::new();
+        for path in self.paths() {
+            let tasks = path.join("tasks");
+            let f = fs::OpenOptions::new().write(true).open(&tasks).map_err(|source| CgroupError::Join {
+                pid: 0,
+                path: tasks,
+                source,
+            })?;
+            fds.push(std::os::fd::OwnedFd::from(f));
+        }
+        Ok(fds)
+    }
+
+    /// Reads what the cgroup's processes used.
+    pub fn stats(&self) -> CgroupStats {
+        let mut s = CgroupStats::default();
+        if self.mode.is_v1() {
+            s.memory_peak = self.read(Part::Memory, "memory.max_usage_in_bytes").and_then(|t| t.trim().parse().ok());
+            s.cpu_time =
+                self.read(Part::CpuAcct, "cpuacct.usage").and_then(|t| t.trim().parse().ok()).map(Duration::from_nanos);
+            s.oom_kills =
+                self.read(Part::Memory, "memory.oom_control").and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
+            s.memory_limit_hits =
+                self.read(Part::Memory, "memory.failcnt").and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        } else {
+            s.memory_peak = self.read(Part::Unified, "memory.peak").and_then(|t| t.trim().parse().ok());
+            s.cpu_time =
+                self.read(Part::Unified, "cpu.stat").and_then(|t| keyed(&t, "usage_usec")).map(Duration::from_micros);
+            let events = self.read(Part::Unified, "memory.events").unwrap_or_default();
+            s.oom_kills = keyed(&events, "oom_kill").unwrap_or(0);
+            s.memory_limit_hits = keyed(&events, "max").unwrap_or(0);
+        }
+        s
+    }
+
+    /// The processes in the cgroup now.
+    pub fn procs(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for path in self.paths() {
+            if let Ok(t) = fs::read_to_string(path.join("cgroup.procs")) {
+                for p in t.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    if !pids.contains(&p) {
+                        pids.push(p);
+                    }
+                }
+            }
+        }
+        pids
+    }
+
+    /// SIGKILLs every process left in the cgroup (v2: `cgroup.kill` when present).
+    pub fn kill_all(&self) {
+        if !self.mode.is_v1() {
+            if let Some(dir) = self.dir(Part::Unified) {
+                let f = dir.join("cgroup.kill");
+                if f.exists() && fs::write(&f, "1").is_ok() {
+                    return;
+                }
+            }
+        }
+        for p in self.procs() {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+
+    /// Kills what is left inside and removes the directories.
+    pub fn remove(mut self) -> Result<(), CgroupError> {
+        self.remove_dirs()
+    }
+
+    fn remove_dirs(&mut self) -> Result<(), CgroupError> {
+        if self.removed {
+            return Ok(());
+        }
+        self.removed = true;
+        let mut first_err = None;
+        for path in self.paths() {
+            if let Err(e) = rmdir_killing(&path) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = self.remove_dirs();
+    }
+}
+
+impl Part {
+    fn controller(self) -> &'static str {
+        match self {
+            Part::Memory => "memory",
+            Part::Cpu => "cpu",
+            Part::CpuAcct => "cpuacct",
+            Part::Pids => "pids",
+            Part::Unified => "cgroup2",
+        }
+    }
+}
+
+/// rmdir a cgroup directory; while it is busy, kill what is inside and
+/// retry for up to a second (dying processes leave a cgroup asynchronously).
+fn rmdir_killing(path: &Path) -> Result<(), CgroupError> {
+    let mut last = None;
+    for attempt in 0..200 {
+        match fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                if let Ok(t) = fs::read_to_string(path.join("cgroup.procs")) {
+                    for p in t.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+                    }
+                }
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(if attempt < 20 { 1 } else { 5 }));
+            }
+            Err(source) => return Err(CgroupError::Remove { path: path.into(), source }),
+        }
+    }
+    Err(CgroupError::Remove {
+        path: path.into(),
+        source: last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EBUSY)),
+    })
+}
+
+fn quota_us(cpus: f64) -> u64 {
+    ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000)
+}
+
+/// `key value` lines (memory.events, cpu.stat, memory.oom_control).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        if w.next() == Some(key) {
+            w.next()?.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// v2: make memory, cpu and pids available to children of `root`, in one
+/// write of `+memory +cpu +pids` to `cgroup.subtree_control`.
+fn enable_v2_controllers(root: &Path, limits: &Limits) -> Result<(), CgroupError> {
+    let available = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let enabled = fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
+    let wanted: [(&'static str, bool); 3] =
+        [("memory", limits.memory.is_some()), ("cpu", limits.cpus.is_some()), ("pids", limits.pids.is_some())];
+    let has = |t: &str, c: &str| t.split_whitespace().any(|w| w == c);
+    let mut tokens = Vec::new();
+    let mut any_needed = false;
+    for (c, needed) in wanted {
+        if has(&enabled, c) {
+            continue;
+        }
+        if !has(&available, c) {
+            if needed {
+                return Err(CgroupError::MissingController { controller: c, root: root.into() });
+            }
+            continue;
+        }
+        any_needed |= needed;
+        tokens.push(format!("+{c}"));
+    }
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    let path = root.join("cgroup.subtree_control");
+    let value = tokens.join(" ");
+    match fs::write(&path, &value) {
+        Err(source) if any_needed => Err(CgroupError::Limit { path, value, source }),
+        _ => Ok(()),
+    }
+}
+
+/// Removes `virtlab-<pid>-<n>` cgroups whose launcher `<pid>` no longer
+/// exists (a launcher killed with SIGKILL cannot clean up after itself).
+/// Returns the directories removed.
+pub fn cleanup_stale(root: &Path, mode: CgroupMode) -> Vec<PathBuf> {
+    let bases: Vec<PathBuf> = if mode.is_v1() {
+        ["memory", "cpu", "cpuacct", "pids"].iter().map(|c| root.join(c)).collect()
+    } else {
+        vec![root.to_path_buf()]
+    };
+    let mut removed = Vec::new();
+    for base in bases {
+        let Ok(entries) = fs::read_dir(&base) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = launcher_pid(&name) else { continue };
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            if rmdir_killing(&e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        }
+    }
+    removed
+}
+
+/// The launcher pid in a `virtlab-<pid>-<n>` name.
+fn launcher_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_v2(controllers: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("cgroup.controllers"), controllers).unwrap();
+        fs::write(d.path().join("cgroup.subtree_control"), "").unwrap();
+        d
+    }
+
+    #[test]
+    fn mode_decision() {
+        assert_eq!(mode_from(CGROUP2_SUPER_MAGIC, false), Some(CgroupMode::V2));
+        assert_eq!(mode_from(TMPFS_MAGIC, true), Some(CgroupMode::Hybrid));
+        assert_eq!(mode_from(TMPFS_MAGIC, false), Some(CgroupMode::V1));
+        assert_eq!(mode_from(FsType(0xEF53), false), None);
+        assert!(CgroupMode::Hybrid.is_v1());
+    }
+
+    #[test]
+    fn v2_limits_stats_and_removal_on_a_fake_cgroupfs() {
+        let root = fake_v2("cpuset cpu io memory pids");
+        let limits = Limits { memory: Some(32 << 20), cpus: Some(0.5), pids: Some(16) };
+        let cg = Cgroup::create(root.path(), CgroupMode::V2, "4242-0", &limits).unwrap();
+        let dir = root.path().join("virtlab-4242-0");
+        assert_eq!(cg.paths(), vec![dir.clone()]);
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), (32u64 << 20).to_string());
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert_eq!(read("pids.max"), "16");
+        // Controllers were enabled for the children.
+        let sub = fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap();
+        assert_eq!(sub, "+memory +cpu +pids");
+
+        cg.add_process(77).unwrap();
+        assert_eq!(read("cgroup.procs"), "77");
+
+        // What the kernel would have written by the time the container exits.
+        fs::write(dir.join("memory.peak"), "123456\n").unwrap();
+        fs::write(dir.join("cpu.stat"), "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n").unwrap();
+        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        let s = cg.stats();
+        assert_eq!(s.memory_peak, Some(123456));
+        assert_eq!(s.cpu_time, Some(Duration::from_micros(2500)));
+        assert_eq!(s.oom_kills, 1);
+        assert_eq!(s.memory_limit_hits, 3);
+
+        // A real cgroupfs removes its control files itself on rmdir; a
+        // plain directory needs them gone first.
+        fs::write(dir.join("cgroup.procs"), "").unwrap();
+        for e in fs::read_dir(&dir).unwrap() {
+            fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        cg.remove().unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn v2_missing_controller_is_an_error_and_leaves_nothing() {
+        let root = fake_v2("cpu io");
+        let limits = Limits { memory: Some(64 << 20), ..Limits::default() };
+        let err = Cgroup::create(root.path(), CgroupMode::V2, "1-1", &limits).unwrap_err();
+        assert!(matches!(err, CgroupError::MissingController { controller: "memory", .. }), "{err}");
+        assert!(!root.path().join("virtlab-1-1").exists());
+    }
+
+    #[test]
+    fn stale_names() {
+        assert_eq!(launcher_pid("virtlab-123-4"), Some(123));
+        assert_eq!(launcher_pid("virtlab-abc-4"), None);
+        assert_eq!(launcher_pid("other-123-4"), None);
+        let root = fake_v2("memory");
+        // pid 0x7fffffff cannot be a live process
+        fs::create_dir(root.path().join("virtlab-2147483647-0")).unwrap();
+        fs::create_dir(root.path().join(format!("virtlab-{}-0", std::process::id()))).unwrap();
+        let removed = cleanup_stale(root.path(), CgroupMode::V2);
+        assert_eq!(removed, vec![root.path().join("virtlab-2147483647-0")]);
+        assert!(root.path().join(format!("virtlab-{}-0", std::process::id())).exists());
+    }
+}

@@ -1,0 +1,311 @@
+//! The system calls the container's set-up makes, behind a trait.
+//!
+//! [`RealSys`] makes them; tests use a recording fake (see `plan.rs`), so
+//! the order of the set-up (mounts, pivot_root, capabilities, exec) is
+//! checked without root. Every method returns the raw errno, which the child
+//! sends back to the parent together with the step it was in.
+//!
+//! These run in the child after clone(2), where the launcher may have had
+//! other threads: the methods take C strings prepared by the parent and do
+//! not allocate.
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::stat::{mknod, Mode, SFlag};
+
+/// argv and envp for execve(2), as NULL-terminated pointer arrays.
+#[derive(Debug)]
+pub struct ExecArgs {
+    /// Points into `Plan`'s own `CString`s; ends with a null pointer.
+    pub argv: Vec<*const libc::c_char>,
+    /// Same for the environment.
+    pub envp: Vec<*const libc::c_char>,
+}
+
+/// The set-up's system calls.
+pub trait Sys {
+    /// mount(2).
+    fn mount(
+        &self,
+        src: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: MsFlags,
+        data: Option<&CStr>,
+    ) -> Result<(), Errno>;
+    /// umount2(2).
+    fn umount2(&self, target: &CStr, flags: MntFlags) -> Result<(), Errno>;
+    /// pivot_root(2).
+    fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno>;
+    /// chroot(2).
+    fn chroot(&self, path: &CStr) -> Result<(), Errno>;
+    /// chdir(2).
+    fn chdir(&self, path: &CStr) -> Result<(), Errno>;
+    /// mkdir(2); an existing directory is not an error.
+    fn mkdir(&self, path: &CStr, mode: u32) -> Result<(), Errno>;
+    /// mknod(2) of a character device.
+    fn mknod_char(&self, path: &CStr, mode: u32, major: u64, minor: u64) -> Result<(), Errno>;
+    /// Creates an empty file to bind-mount a device node onto.
+    fn touch(&self, path: &CStr) -> Result<(), Errno>;
+    /// symlink(2).
+    fn symlink(&self, target: &CStr, link: &CStr) -> Result<(), Errno>;
+    /// The mount flags of the file system holding `path` (statvfs(3) f_flag
+    /// turned into `MS_*`), to keep locked flags on a read-only remount.
+    fn mount_flags(&self, path: &CStr) -> Result<MsFlags, Errno>;
+    /// unshare(2).
+    fn unshare(&self, flags: CloneFlags) -> Result<(), Errno>;
+    /// write(2) of a whole small buffer.
+    fn write_fd(&self, fd: RawFd, bytes: &[u8]) -> Result<(), Errno>;
+    /// sethostname(2).
+    fn sethostname(&self, name: &CStr) -> Result<(), Errno>;
+    /// socket(2) + ioctl(SIOCSIFFLAGS, IFF_UP) on `lo`.
+    fn loopback_up(&self) -> Result<(), Errno>;
+    /// setrlimit(2).
+    fn setrlimit(&self, resource: i32, soft: u64, hard: u64) -> Result<(), Errno>;
+    /// prctl(PR_CAPBSET_DROP).
+    fn drop_bounding(&self, cap: u32) -> Result<(), Errno>;
+    /// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL).
+    fn clear_ambient(&self) -> Result<(), Errno>;
+    /// capset(2): effective = permitted = `keep`, inheritable empty.
+    fn capset(&self, keep: u64) -> Result<(), Errno>;
+    /// setgroups(2) with an empty list.
+    fn clear_groups(&self) -> Result<(), Errno>;
+    /// setresgid(2) with one id.
+    fn setgid(&self, gid: u32) -> Result<(), Errno>;
+    /// setresuid(2) with one id.
+    fn setuid(&self, uid: u32) -> Result<(), Errno>;
+    /// prctl(PR_SET_NO_NEW_PRIVS, 1).
+    fn no_new_privs(&self) -> Result<(), Errno>;
+    /// dup2(2).
+    fn dup2(&self, from: RawFd, to: RawFd) -> Result<(), Errno>;
+    /// close_range(3, ~0, CLOSE_RANGE_CLOEXEC): no launcher fd leaks into the command.
+    fn cloexec_from_3(&self) -> Result<(), Errno>;
+    /// execve(2); returns only on failure.
+    fn execve(&self, path: &CStr, args: &ExecArgs) -> Errno;
+}
+
+/// The real system calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealSys;
+
+const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
+const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
+const IFF_UP: libc::c_short = 0x1;
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct ifreq` as far as SIOC[GS]IFFLAGS use it (40 bytes on Linux).
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+impl Sys for RealSys {
+    fn mount(
+        &self,
+        src: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: MsFlags,
+        data: Option<&CStr>,
+    ) -> Result<(), Errno> {
+        mount(src, target, fstype, flags, data)
+    }
+
+    fn umount2(&self, target: &CStr, flags: MntFlags) -> Result<(), Errno> {
+        umount2(target, flags)
+    }
+
+    fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
+        nix::unistd::pivot_root(new_root, put_old)
+    }
+
+    fn chroot(&self, path: &CStr) -> Result<(), Errno> {
+        nix::unistd::chroot(path)
+    }
+
+    fn chdir(&self, path: &CStr) -> Result<(), Errno> {
+        nix::unistd::chdir(path)
+    }
+
+    fn mkdir(&self, path: &CStr, mode: u32) -> Result<(), Errno> {
+        match nix::unistd::mkdir(path, Mode::from_bits_truncate(mode)) {
+            Err(Errno::EEXIST) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn mknod_char(&self, path: &CStr, mode: u32, major: u64, minor: u64) -> Result<(), Errno> {
+        let dev = nix::sys::stat::makedev(major, minor);
+        mknod(path, SFlag::S_IFCHR, Mode::from_bits_truncate(mode), dev)
+    }
+
+    fn touch(&self, path: &CStr) -> Result<(), Errno> {
+        use nix::fcntl::{open, OFlag};
+        let fd = open(path, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644))?;
+        nix::unistd::close(fd)
+    }
+
+    fn symlink(&self, target: &CStr, link: &CStr) -> Result<(), Errno> {
+        nix::unistd::symlinkat(target, None, link)
+    }
+
+    fn mount_flags(&self, path: &CStr) -> Result<MsFlags, Errno> {
+        use nix::sys::statvfs::{statvfs, FsFlags};
+        let st = statvfs(path)?;
+        let f = st.flags();
+        let mut m = MsFlags::empty();
+        let pairs = [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ];
+        for (s, ms) in pairs {
+            if f.contains(s) {
+                m |= ms;
+            }
+        }
+        Ok(m)
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> Result<(), Errno> {
+        nix::sched::unshare(flags)
+    }
+
+    fn write_fd(&self, fd: RawFd, bytes: &[u8]) -> Result<(), Errno> {
+        // SAFETY: bytes is a readable buffer of bytes.len() bytes.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        match Errno::result(n)? {
+            n if n as usize == bytes.len() => Ok(()),
+            _ => Err(Errno::EIO),
+        }
+    }
+
+    fn sethostname(&self, name: &CStr) -> Result<(), Errno> {
+        // SAFETY: name points to name.to_bytes().len() readable bytes; see sethostname(2).
+        let r = unsafe { libc::sethostname(name.as_ptr(), name.to_bytes().len()) };
+        Errno::result(r).map(drop)
+    }
+
+    fn loopback_up(&self) -> Result<(), Errno> {
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        let fd = Errno::result(fd)?;
+        let mut req = IfreqFlags { name: [0; 16], flags: 0, _pad: [0; 22] };
+        req.name[..2].copy_from_slice(b"lo");
+        // SAFETY: req is a writable struct ifreq-sized buffer whose name is
+        // NUL-terminated; SIOCGIFFLAGS fills ifr_flags (netdevice(7)).
+        let r = unsafe { libc::ioctl(fd, SIOCGIFFLAGS, &mut req as *mut IfreqFlags) };
+        let r = Errno::result(r).and_then(|_| {
+            req.flags |= IFF_UP;
+            // SAFETY: as above; SIOCSIFFLAGS reads ifr_name and ifr_flags.
+            let r = unsafe { libc::ioctl(fd, SIOCSIFFLAGS, &mut req as *mut IfreqFlags) };
+            Errno::result(r).map(drop)
+        });
+        // SAFETY: fd is the socket opened above, not used afterwards.
+        unsafe { libc::close(fd) };
+        r
+    }
+
+    fn setrlimit(&self, resource: i32, soft: u64, hard: u64) -> Result<(), Errno> {
+        let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+        // SAFETY: lim is a valid struct rlimit; setrlimit(2) only reads it.
+        let r = unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &lim) };
+        Errno::result(r).map(drop)
+    }
+
+    fn drop_bounding(&self, cap: u32) -> Result<(), Errno> {
+        // SAFETY: prctl(2) PR_CAPBSET_DROP takes an integer argument only.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        match Errno::result(r) {
+            // A capability this kernel does not know is not in the set.
+            Err(Errno::EINVAL) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    fn clear_ambient(&self) -> Result<(), Errno> {
+        // SAFETY: prctl(2) PR_CAP_AMBIENT with integer arguments only.
+        let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+        Errno::result(r).map(drop)
+    }
+
+    fn capset(&self, keep: u64) -> Result<(), Errno> {
+        let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let lo = keep as u32;
+        let hi = (keep >> 32) as u32;
+        let data = [
+            CapData { effective: lo, permitted: lo, inheritable: 0 },
+            CapData { effective: hi, permitted: hi, inheritable: 0 },
+        ];
+        // SAFETY: capset(2) with a version-3 header and the two data structs
+        // that version requires; both outlive the call.
+        let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+        Errno::result(r).map(drop)
+    }
+
+    fn clear_groups(&self) -> Result<(), Errno> {
+        // SAFETY: setgroups(2) with size 0 does not read the list.
+        let r = unsafe { libc::setgroups(0, std::ptr::null()) };
+        Errno::result(r).map(drop)
+    }
+
+    fn setgid(&self, gid: u32) -> Result<(), Errno> {
+        // SAFETY: integer arguments only. The raw syscall changes only this
+        // thread, which is the whole process in the child.
+        let r = unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) };
+        Errno::result(r).map(drop)
+    }
+
+    fn setuid(&self, uid: u32) -> Result<(), Errno> {
+        // SAFETY: as in setgid.
+        let r = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
+        Errno::result(r).map(drop)
+    }
+
+    fn no_new_privs(&self) -> Result<(), Errno> {
+        // SAFETY: prctl(2) PR_SET_NO_NEW_PRIVS takes integer arguments only.
+        let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        Errno::result(r).map(drop)
+    }
+
+    fn dup2(&self, from: RawFd, to: RawFd) -> Result<(), Errno> {
+        nix::unistd::dup2(from, to).map(drop)
+    }
+
+    fn cloexec_from_3(&self) -> Result<(), Errno> {
+        // SAFETY: close_range(2) with integer arguments; CLOEXEC only marks fds.
+        let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+        Errno::result(r).map(drop)
+    }
+
+    fn execve(&self, path: &CStr, args: &ExecArgs) -> Errno {
+        // SAFETY: path is NUL-terminated; argv and envp are NULL-terminated
+        // arrays of pointers into CStrings the plan owns, alive for the call.
+        unsafe { libc::execve(path.as_ptr(), args.argv.as_ptr(), args.envp.as_ptr()) };
+        Errno::last()
+    }
+}
