@@ -17,6 +17,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the same workload natively, in a container and in VMs; measure
+    /// startup, overhead, VM exits and memory, and explain the result.
+    Compare(cli::compare::CompareArgs),
     /// Run a workload in a KVM virtual machine (our VMM and minikernel).
     #[command(subcommand)]
     Vm(cli::vm::VmCommand),
@@ -41,6 +44,7 @@ enum GuestCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Compare(args) => cli::compare::run(args),
         Command::Vm(cmd) => cli::vm::run(cmd),
         Command::Container(cmd) => cli::container::run(cmd),
         Command::Workload => virtlab_workload::materialize()

@@ -16,6 +16,8 @@ pub enum KernelSource {
     Minikernel,
     /// An ELF kernel file that follows the minikernel's boot ABI.
     File(PathBuf),
+    /// An ELF kernel image in memory (the host probes build their own).
+    Bytes(Vec<u8>),
 }
 
 /// How the guest's console output reaches the host.

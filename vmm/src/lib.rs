@@ -37,6 +37,7 @@ pub mod devices;
 pub mod exit;
 pub mod loader;
 pub mod observe;
+pub mod probe;
 pub mod report;
 pub mod vm;
 pub mod watchdog;

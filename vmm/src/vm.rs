@@ -85,15 +85,15 @@ struct BootInfoPage(BootInfo);
 unsafe impl ByteValued for BootInfoPage {}
 
 /// Records step times for the report and tells the observer.
-struct Clock<'o> {
-    start: Instant,
-    last: Instant,
-    phases: Vec<PhaseTime>,
-    observer: &'o mut dyn Observer,
+pub(crate) struct Clock<'o> {
+    pub(crate) start: Instant,
+    pub(crate) last: Instant,
+    pub(crate) phases: Vec<PhaseTime>,
+    pub(crate) observer: &'o mut dyn Observer,
 }
 
 impl Clock<'_> {
-    fn before(&mut self, step: Step) {
+    pub(crate) fn before(&mut self, step: Step) {
         self.observer.before(step);
         // Time a person spends at a --step prompt is not the step's.
         self.last = Instant::now().max(self.last);
@@ -102,7 +102,7 @@ impl Clock<'_> {
         }
     }
 
-    fn mark(&mut self, step: Step, at: Instant, detail: &str) {
+    pub(crate) fn mark(&mut self, step: Step, at: Instant, detail: &str) {
         let took = at.saturating_duration_since(self.last);
         self.last = at.max(self.last);
         self.phases.push(PhaseTime {
@@ -114,12 +114,12 @@ impl Clock<'_> {
         self.observer.after(step, took, detail);
     }
 
-    fn done(&mut self, step: Step, detail: &str) {
+    pub(crate) fn done(&mut self, step: Step, detail: &str) {
         self.mark(step, Instant::now(), detail);
     }
 }
 
-fn us(d: Duration) -> f64 {
+pub(crate) fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
@@ -143,6 +143,7 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
     let kernel_image: std::borrow::Cow<'_, [u8]> = match &config.kernel {
         KernelSource::Minikernel => virtlab_minikernel::ELF.into(),
         KernelSource::File(p) => std::fs::read(p).map_err(|e| VmError::ReadKernel(p.display().to_string(), e))?.into(),
+        KernelSource::Bytes(b) => b.as_slice().into(),
     };
     let workload: &[u8] = if config.workload.is_empty() { virtlab_workload_elf() } else { &config.workload };
     // Check the workload before touching KVM: a bad file is the user's
@@ -310,7 +311,7 @@ fn virtlab_workload_elf() -> &'static [u8] {
     crate::BUILTIN_WORKLOAD
 }
 
-fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, size: u64) -> Result<(), VmError> {
+pub(crate) fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, size: u64) -> Result<(), VmError> {
     let host = mem.get_host_address(GuestAddress(0)).map_err(VmError::BootInfo)?;
     let region = kvm_userspace_memory_region {
         slot: 0,
@@ -357,7 +358,7 @@ fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, cr3: u64, entry: u64) -> Result<u32, VmE
 }
 
 /// KVM's exit, in the VMM's terms.
-fn convert(exit: VcpuExit<'_>) -> Exit<'_> {
+pub(crate) fn convert(exit: VcpuExit<'_>) -> Exit<'_> {
     match exit {
         VcpuExit::IoIn(p, d) => Exit::IoIn(p, d),
         VcpuExit::IoOut(p, d) => Exit::IoOut(p, d),
@@ -373,7 +374,7 @@ fn convert(exit: VcpuExit<'_>) -> Exit<'_> {
 }
 
 /// Resident pages of guest memory (mincore), and the process's peak RSS.
-fn memory_figures(mem: &GuestMemoryMmap, size: u64) -> MemoryFigures {
+pub(crate) fn memory_figures(mem: &GuestMemoryMmap, size: u64) -> MemoryFigures {
     let touched = mem.get_host_address(GuestAddress(0)).map(|host| resident_bytes(host, size as usize)).unwrap_or(0);
     let peak = peak_rss_bytes();
     MemoryFigures {

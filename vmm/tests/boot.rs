@@ -206,3 +206,14 @@ fn a_corrupt_kernel_is_refused() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_ring0_probe_measures_guest_kernel_mode() {
+    if !kvm_or_skip("the_ring0_probe_measures_guest_kernel_mode") {
+        return;
+    }
+    let p = virtlab_vmm::probe::probe_ring0(2000).unwrap();
+    assert!(p.guest_ring0_ns > 0.0 && p.host_ns > 0.0, "{p:?}");
+    assert!((p.slowdown - p.guest_ring0_ns / p.host_ns).abs() < 1e-9);
+    eprintln!("ring-0 probe: {p:?}");
+}

@@ -1,5 +1,6 @@
 //! The `virtlab` subcommands.
 
+pub mod compare;
 pub mod container;
 pub mod units;
 pub mod vm;

@@ -1,0 +1,284 @@
+//! `virtlab compare`: the same workload natively, in a container and in
+//! VMs, measured and explained.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use virtlab_compare::env::{self, Context, Env, Workload};
+use virtlab_compare::host::HostInfo;
+use virtlab_compare::report::{self, CompareReport, Failure, RunConfig, Skipped, SCHEMA};
+use virtlab_compare::{scale, svg};
+
+use super::units::parse_duration;
+
+/// Arguments of `virtlab compare`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  virtlab compare                      # the default set, a few minutes\n  \
+virtlab compare --quick              # a fast overview\n  \
+virtlab compare --workload io --env vm-mini     # UART against the paravirtual console\n  \
+virtlab compare --scale 1,4,16,64 --env native,container,vm-mini-pv\n  \
+virtlab compare --json out.json --csv out.csv --svg charts/")]
+pub struct CompareArgs {
+    /// Measured runs per environment and workload [default: 5, 3 with --quick].
+    #[arg(long, value_name = "N")]
+    runs: Option<usize>,
+    /// Warm-up runs before measuring (not kept).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    warmup: usize,
+    /// Environments: native, container, vm-mini (= vm-mini-uart + vm-mini-pv),
+    /// vm-mini-uart, vm-mini-pv, vm-linux, all.
+    #[arg(long, value_name = "LIST", value_parser = Env::parse_list)]
+    env: Option<Vec<Env>>,
+    /// Workloads: ready, cpu, syscall, mem, io; a size with `=`, e.g. cpu=50000000.
+    #[arg(long, value_name = "LIST", default_value = "ready,cpu,syscall,mem,io")]
+    workload: String,
+    /// A fast overview: 3 runs, smaller workloads, no Linux guest.
+    #[arg(long)]
+    quick: bool,
+    /// Write the JSON report here ("-" for standard output; the text report
+    /// then goes to standard error).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write one CSV line per run here.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Write SVG charts (startup, overhead, timeline) into this directory.
+    #[arg(long, value_name = "DIR")]
+    svg: Option<PathBuf>,
+    /// Also start this many instances at once per environment (e.g. 1,4,16,64)
+    /// and report instances per second and memory per instance.
+    #[arg(long, value_name = "COUNTS", value_parser = scale::parse_counts)]
+    scale: Option<Vec<usize>>,
+    /// Give up on one launch after this long.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Skip the ring-0 calibration of the host (the report then cannot say
+    /// whether guest kernel code is emulated).
+    #[arg(long)]
+    no_probe: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn say(to_stderr: bool, line: &str) {
+    if to_stderr {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// Runs the comparison; returns the exit status (0: all launches worked,
+/// 1: some failed, 130: interrupted).
+pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+    let runs = args.runs.unwrap_or(if args.quick { 3 } else { 5 }).max(1);
+    let workloads = Workload::parse_list(&args.workload, args.quick).map_err(anyhow::Error::msg)?;
+    let mut skipped = Vec::new();
+    let asked = args.env.clone().unwrap_or_else(|| Env::ALL.to_vec());
+    let mut envs = Vec::new();
+
+    eprintln!("virtlab compare: probing the host{}...", if args.no_probe { "" } else { " (ring-0 calibration)" });
+    let mut host = HostInfo::probe(!args.no_probe);
+    for e in asked {
+        let why = match e {
+            Env::Native => None,
+            Env::Container if !host.root => {
+                Some("containers with cgroup limits need root; run virtlab as root (sudo) to include them".to_string())
+            }
+            Env::Container => None,
+            Env::VmMiniUart | Env::VmMiniPv | Env::VmLinux if host.kvm.is_err() => Some(format!(
+                "no usable KVM ({}): enable VT-x/AMD-V (or nested virtualization) and make /dev/kvm accessible",
+                host.kvm.as_ref().err().map(String::as_str).unwrap_or("")
+            )),
+            Env::VmLinux if args.quick => {
+                Some("left out of --quick: a Linux guest boots in minutes on nested hosts; run without --quick".into())
+            }
+            Env::VmLinux => {
+                Some("compare does not launch Linux guests yet; `virtlab vm run --kernel` boots one by hand".into())
+            }
+            _ => None,
+        };
+        match why {
+            Some(reason) => skipped.push(Skipped { env: e, reason }),
+            None => envs.push(e),
+        }
+    }
+    for s in &skipped {
+        eprintln!("virtlab compare: skipping {}: {}", s.env.name(), s.reason);
+    }
+
+    let workload_path = virtlab_workload::materialize().context("cannot put the workload binary on disk")?;
+    let rootfs = if envs.contains(&Env::Container) {
+        Some(virtlab_container::rootfs::default_rootfs().context("cannot build the container rootfs")?)
+    } else {
+        None
+    };
+    let vmm_overhead_bytes = if envs.iter().any(|e| e.is_vm()) {
+        let exe = std::env::current_exe().context("cannot find the virtlab binary")?;
+        match env::measure_vmm_overhead(&exe) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!(
+                    "virtlab compare: could not measure the VMM's own memory ({e}); VM memory is guest pages only"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let ctx = Context {
+        workload_path,
+        rootfs,
+        timeout: args.timeout,
+        vmm_overhead_bytes,
+        container_memory: 256 << 20,
+        container_pids: 64,
+    };
+
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+
+    let rounds = args.warmup + runs;
+    let total = (rounds * workloads.len() * envs.len()) as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut samples = Vec::new();
+    let mut failures = Vec::new();
+    'rounds: for round in 0..rounds {
+        let warm = round < args.warmup;
+        for w in &workloads {
+            // Interleaved: every environment once, then the next workload,
+            // then the next round, so drift on a shared machine hits all alike.
+            for &e in &envs {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    break 'rounds;
+                }
+                bar.set_message(format!("{} {}{}", e.name(), w.label(), if warm { " (warm-up)" } else { "" }));
+                let run_index = round.saturating_sub(args.warmup);
+                match env::launch(e, w, run_index, &ctx) {
+                    Ok(s) if !warm => samples.push(s),
+                    Ok(_) => {}
+                    Err(error) => {
+                        bar.suspend(|| eprintln!("virtlab compare: {} {} failed: {error}", e.name(), w.label()));
+                        failures.push(Failure { env: e, workload: w.mode.clone(), run: run_index, error });
+                    }
+                }
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let mut interrupted = INTERRUPTED.load(Ordering::SeqCst);
+
+    // Native memory: one untimed run per workload in a cgroup of its own.
+    if envs.contains(&Env::Native) && host.root && !interrupted {
+        for w in &workloads {
+            match env::native_memory(w, &ctx) {
+                Ok(bytes) => {
+                    for s in samples.iter_mut().filter(|s| s.env == Env::Native && s.workload == w.mode) {
+                        s.memory_bytes = Some(bytes);
+                    }
+                }
+                Err(e) => eprintln!("virtlab compare: native memory of {}: {e}", w.label()),
+            }
+        }
+        interrupted = INTERRUPTED.load(Ordering::SeqCst);
+    }
+
+    let vm: Vec<_> = samples.iter().filter(|s| s.env.is_vm()).collect();
+    if !vm.is_empty() {
+        host.syscall_reaches_ring0 = Some(vm.iter().any(|s| s.syscalls_fast.unwrap_or(0) > 0));
+    }
+    let rows = report::rows(&samples, &envs, &workloads);
+    let claims = report::claims(&rows, &host);
+
+    let mut scale_points = Vec::new();
+    if let (Some(counts), false) = (&args.scale, interrupted) {
+        for &n in counts {
+            for &e in envs.iter().filter(|e| **e != Env::VmLinux) {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    break;
+                }
+                eprintln!("virtlab compare: scale: {n} x {} at once...", e.name());
+                scale_points.push(scale::run_point(e, n, &ctx));
+            }
+        }
+    }
+
+    let report = CompareReport {
+        schema: SCHEMA,
+        virtlab_version: env!("CARGO_PKG_VERSION"),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .saturating_sub(started.elapsed().as_secs()),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        host,
+        config: RunConfig {
+            runs,
+            warmup: args.warmup,
+            envs: envs.clone(),
+            workloads: workloads.clone(),
+            order: "interleaved (each round runs every workload in every environment)".into(),
+        },
+        skipped,
+        failures,
+        rows,
+        claims,
+        samples,
+        scale: scale_points,
+    };
+
+    let text = report::text(&report);
+    say(json_to_stdout, &text);
+    if !report.scale.is_empty() {
+        say(json_to_stdout, &report::scale_table(&report));
+    }
+    if interrupted {
+        eprintln!("virtlab compare: interrupted; the figures above are from the runs that finished");
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
+        if json_to_stdout {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    if let Some(path) = &args.csv {
+        std::fs::write(path, report::csv(&report)).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(dir) = &args.svg {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (name, body) in [
+            ("startup.svg", svg::startup_chart(&report)),
+            ("overhead.svg", svg::overhead_chart(&report)),
+            ("timeline.svg", svg::timeline_chart(&report)),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, body).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+    }
+    Ok(if interrupted {
+        130
+    } else if report.failures.is_empty() {
+        0
+    } else {
+        1
+    })
+}

@@ -1,0 +1,497 @@
+//! The environments a workload runs in, and one launch in each.
+//!
+//! Every launch reports the same [`Sample`]: when the workload printed its
+//! ready marker and when it exited (host clock, from the launcher's start),
+//! the workload's own timing line, the launcher's phases, VM exits and
+//! memory. Native runs are a fork/exec of the workload file; containers and
+//! VMs are launched in-process through the `virtlab-container` and
+//! `virtlab-vmm` libraries, with their own clocks.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use virtlab_vmm::{ConsoleKind, ConsoleSink, GuestStop, Quiet, Step as VmStep, VmConfig};
+use virtlab_workload::{WorkloadResult, READY_MARKER};
+
+/// Where a workload runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Env {
+    /// fork/exec on the host: the floor.
+    Native,
+    /// Our container launcher: every namespace, cgroup limits.
+    Container,
+    /// Our VMM + minikernel, console through the emulated 16550 UART.
+    VmMiniUart,
+    /// Our VMM + minikernel, console through the paravirtual port.
+    VmMiniPv,
+    /// Our VMM + a Linux guest kernel.
+    VmLinux,
+}
+
+impl Env {
+    /// Every environment, in table order.
+    pub const ALL: [Env; 5] = [Env::Native, Env::Container, Env::VmMiniUart, Env::VmMiniPv, Env::VmLinux];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Env::Native => "native",
+            Env::Container => "container",
+            Env::VmMiniUart => "vm-mini-uart",
+            Env::VmMiniPv => "vm-mini-pv",
+            Env::VmLinux => "vm-linux",
+        }
+    }
+
+    /// One line on what it is.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Env::Native => "fork/exec of the workload on the host",
+            Env::Container => "virtlab container: all namespaces, cgroup limits, pivot_root",
+            Env::VmMiniUart => "virtlab VMM + minikernel, console on an emulated 16550 UART",
+            Env::VmMiniPv => "virtlab VMM + minikernel, console on a paravirtual port",
+            Env::VmLinux => "virtlab VMM + a Linux guest kernel",
+        }
+    }
+
+    /// Whether it is a VM.
+    pub fn is_vm(self) -> bool {
+        matches!(self, Env::VmMiniUart | Env::VmMiniPv | Env::VmLinux)
+    }
+
+    /// Parses a comma-separated list; `vm-mini` means both consoles, `all`
+    /// every environment.
+    pub fn parse_list(text: &str) -> Result<Vec<Env>, String> {
+        let mut out = Vec::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let add: &[Env] = match word {
+                "all" => &Env::ALL,
+                "native" => &[Env::Native],
+                "container" => &[Env::Container],
+                "vm-mini" => &[Env::VmMiniUart, Env::VmMiniPv],
+                "vm-mini-uart" => &[Env::VmMiniUart],
+                "vm-mini-pv" => &[Env::VmMiniPv],
+                "vm-linux" => &[Env::VmLinux],
+                other => {
+                    return Err(format!(
+                        "unknown environment {other:?}: use native, container, vm-mini (both consoles), vm-mini-uart, vm-mini-pv, vm-linux or all"
+                    ))
+                }
+            };
+            for e in add {
+                if !out.contains(e) {
+                    out.push(*e);
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err("no environment given".into());
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// A workload mode with its size argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    /// The mode: ready, cpu, syscall, mem, io.
+    pub mode: String,
+    /// Its argument (iterations, MiB or KiB), none for `ready`.
+    pub arg: Option<u64>,
+}
+
+impl Workload {
+    /// The default size of each mode: long enough to measure, short enough
+    /// for a classroom (`quick` shrinks them for a fast overview).
+    pub fn default_for(mode: &str, quick: bool) -> Result<Workload, String> {
+        let arg = match (mode, quick) {
+            ("ready", _) => None,
+            ("cpu", false) => Some(20_000_000),
+            ("cpu", true) => Some(5_000_000),
+            ("syscall", false) => Some(1_000),
+            ("syscall", true) => Some(200),
+            ("mem", false) => Some(16),
+            ("mem", true) => Some(4),
+            ("io", false) => Some(16),
+            ("io", true) => Some(4),
+            (other, _) => {
+                return Err(format!("unknown workload {other:?}: use ready, cpu, syscall, mem or io"));
+            }
+        };
+        Ok(Workload { mode: mode.to_string(), arg })
+    }
+
+    /// Parses `cpu`, `cpu=1000000`, comma-separated.
+    pub fn parse_list(text: &str, quick: bool) -> Result<Vec<Workload>, String> {
+        let mut out = Vec::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let (mode, arg) = match word.split_once('=') {
+                Some((m, a)) => (m, Some(a)),
+                None => (word, None),
+            };
+            let mut w = Workload::default_for(mode, quick)?;
+            if let Some(a) = arg {
+                if w.arg.is_none() {
+                    return Err(format!("workload {mode} takes no argument"));
+                }
+                w.arg = Some(a.parse().map_err(|_| format!("{word:?}: the argument must be a whole number"))?);
+            }
+            if !out.iter().any(|o: &Workload| o.mode == w.mode) {
+                out.push(w);
+            }
+        }
+        if out.is_empty() {
+            return Err("no workload given".into());
+        }
+        Ok(out)
+    }
+
+    /// The workload's arguments (after argv[0]).
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec![self.mode.clone()];
+        if let Some(n) = self.arg {
+            a.push(n.to_string());
+        }
+        a
+    }
+
+    /// "cpu 20000000".
+    pub fn label(&self) -> String {
+        self.args().join(" ")
+    }
+}
+
+/// One phase of a launch, in microseconds since the launcher started.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    /// Launcher step name.
+    pub name: String,
+    /// When it ended.
+    pub at_us: f64,
+}
+
+/// What one launch measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Environment.
+    pub env: Env,
+    /// Workload mode.
+    pub workload: String,
+    /// Run index (warm-ups are not kept).
+    pub run: usize,
+    /// Launch to the ready marker (µs, host clock).
+    pub startup_us: Option<f64>,
+    /// Launch to exit (µs, host clock).
+    pub total_us: f64,
+    /// The workload's own measurement (its `ns=` field), in ns.
+    pub inside_ns: Option<f64>,
+    /// The workload's PID as it saw it.
+    pub pid: Option<u64>,
+    /// Exit status (128 + signal for a fault).
+    pub exit_status: i32,
+    /// The launcher's phases.
+    pub phases: Vec<Phase>,
+    /// VM exits (VMs only).
+    pub vm_exits: Option<u64>,
+    /// VM exits caused by console output (VMs only).
+    pub console_exits: Option<u64>,
+    /// System calls that reached ring 0 through SYSCALL / were trapped (minikernel).
+    pub syscalls_fast: Option<u64>,
+    /// See `syscalls_fast`.
+    pub syscalls_trapped: Option<u64>,
+    /// Host memory this instance cost (see the report's notes per environment).
+    pub memory_bytes: Option<u64>,
+    /// Every field of the workload's result line.
+    pub result: BTreeMap<String, String>,
+}
+
+/// What launching needs to know, set up once per comparison.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The workload file on disk (native runs exec it).
+    pub workload_path: PathBuf,
+    /// A rootfs with the workload at /virtlab-workload (containers).
+    pub rootfs: Option<PathBuf>,
+    /// Per-launch timeout.
+    pub timeout: Duration,
+    /// The VMM process's own memory (peak RSS minus guest pages), measured
+    /// once in a separate `virtlab vm run` process; added to each VM's
+    /// guest pages for its memory per instance.
+    pub vmm_overhead_bytes: Option<u64>,
+    /// Memory limit for containers.
+    pub container_memory: u64,
+    /// pids limit for containers.
+    pub container_pids: u64,
+}
+
+/// Runs `workload` once in `env`.
+pub fn launch(env: Env, workload: &Workload, run: usize, ctx: &Context) -> Result<Sample, String> {
+    let mut s = match env {
+        Env::Native => launch_native(workload, ctx)?,
+        Env::Container => launch_container(workload, ctx)?,
+        Env::VmMiniUart => launch_vm(workload, ctx, ConsoleKind::Uart)?,
+        Env::VmMiniPv => launch_vm(workload, ctx, ConsoleKind::Pv)?,
+        Env::VmLinux => return Err("no Linux guest kernel is available to this build of virtlab".into()),
+    };
+    s.env = env;
+    s.run = run;
+    Ok(s)
+}
+
+fn empty_sample(workload: &Workload) -> Sample {
+    Sample {
+        env: Env::Native,
+        workload: workload.mode.clone(),
+        run: 0,
+        startup_us: None,
+        total_us: 0.0,
+        inside_ns: None,
+        pid: None,
+        exit_status: 0,
+        phases: Vec::new(),
+        vm_exits: None,
+        console_exits: None,
+        syscalls_fast: None,
+        syscalls_trapped: None,
+        memory_bytes: None,
+        result: BTreeMap::new(),
+    }
+}
+
+/// Fills in what the workload's output says; an error if it did not finish.
+fn read_output(s: &mut Sample, output: &str, workload: &Workload) -> Result<(), String> {
+    let Some(r) = WorkloadResult::find(output) else {
+        let tail: Vec<&str> = output.lines().rev().take(3).collect();
+        return Err(format!(
+            "no result line from `{}` (exit status {}; last output: {:?})",
+            workload.label(),
+            s.exit_status,
+            tail
+        ));
+    };
+    if s.exit_status != 0 {
+        return Err(format!("`{}` exited with status {}", workload.label(), s.exit_status));
+    }
+    s.inside_ns = r.get_u64("ns").map(|n| n as f64);
+    s.pid = output
+        .lines()
+        .find(|l| l.starts_with(READY_MARKER))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("pid=")))
+        .and_then(|p| p.parse().ok());
+    s.result = r.fields;
+    Ok(())
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn launch_native(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
+    let mut s = empty_sample(workload);
+    let t0 = Instant::now();
+    let mut child = Command::new(&ctx.workload_path)
+        .args(workload.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", ctx.workload_path.display()))?;
+    s.phases.push(Phase { name: "spawn".into(), at_us: us(t0.elapsed()) });
+    let pid = child.id() as libc::pid_t;
+    let mut output = String::new();
+    if let Some(out) = child.stdout.take() {
+        let mut reader = BufReader::new(out);
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            if s.startup_us.is_none() && line.starts_with(READY_MARKER) {
+                s.startup_us = Some(us(t0.elapsed()));
+            }
+            output.push_str(&line);
+            line.clear();
+        }
+    }
+    let status = wait_child(pid, t0, ctx.timeout)?;
+    s.total_us = us(t0.elapsed());
+    s.exit_status = status;
+    // Memory comes from a separate run in a cgroup (`native_memory`): the
+    // child's own maxrss would include the harness's pages it was forked with.
+    if let Some(r) = s.startup_us {
+        s.phases.push(Phase { name: "ready".into(), at_us: r });
+    }
+    s.phases.push(Phase { name: "exit".into(), at_us: s.total_us });
+    read_output(&mut s, &output, workload)?;
+    Ok(s)
+}
+
+/// waitpid; the child is killed if it outlives `timeout`.
+fn wait_child(pid: libc::pid_t, t0: Instant, timeout: Duration) -> Result<i32, String> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child; the pointer is valid.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+            return Ok(code);
+        }
+        if r < 0 {
+            return Err(format!("waiting for the workload: {}", std::io::Error::last_os_error()));
+        }
+        if t0.elapsed() > timeout {
+            // SAFETY: signalling our own child, which has not been reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// The native workload's memory: one extra, untimed run inside a fresh
+/// cgroup (no limits), whose peak is read back, as for a container. Needs
+/// root.
+pub fn native_memory(workload: &Workload, ctx: &Context) -> Result<u64, String> {
+    use std::os::unix::process::CommandExt;
+    use virtlab_container::cgroup::{self, Cgroup};
+
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let root = Path::new(cgroup::DEFAULT_ROOT);
+    let mode = cgroup::detect(root).map_err(|e| e.to_string())?;
+    let id = format!("native-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let cg = Cgroup::create(root, mode, &id, &virtlab_container::Limits::default()).map_err(|e| e.to_string())?;
+    let fds: Vec<std::fs::File> = cg
+        .paths()
+        .iter()
+        .map(|p| std::fs::OpenOptions::new().write(true).open(p.join("cgroup.procs")))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot open the cgroup: {e}"))?;
+    let mut cmd = Command::new(&ctx.workload_path);
+    cmd.args(workload.args()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let raw: Vec<i32> = fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // write(2) on descriptors opened above, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &raw {
+                // "0" moves the writing process into the cgroup.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let t0 = Instant::now();
+    let result = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the workload: {e}"))
+        .and_then(|child| wait_child(child.id() as libc::pid_t, t0, ctx.timeout));
+    drop(fds);
+    let peak = cg.stats().memory_peak;
+    let _ = cg.remove();
+    result?;
+    peak.ok_or_else(|| "the cgroup reported no memory peak".to_string())
+}
+
+fn launch_container(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
+    let rootfs = ctx.rootfs.as_deref().ok_or("no container rootfs")?;
+    let mut argv = vec!["/virtlab-workload".to_string()];
+    argv.extend(workload.args());
+    let mut cfg = virtlab_container::ContainerConfig::new(rootfs, argv);
+    cfg.stdio = virtlab_container::Stdio::Capture;
+    cfg.limits.memory = Some(ctx.container_memory);
+    cfg.limits.pids = Some(ctx.container_pids);
+    cfg.timeout = Some(ctx.timeout);
+    let out = virtlab_container::run(&cfg).map_err(|e| e.to_string())?;
+    let mut s = empty_sample(workload);
+    s.exit_status = i32::from(out.exit_code());
+    s.total_us = out.at(virtlab_container::Step::Exit).map(us).unwrap_or_else(|| us(out.total));
+    s.startup_us = out.at(virtlab_container::Step::Ready).map(us);
+    s.phases = out.timeline.iter().map(|st| Phase { name: st.step.name().to_string(), at_us: us(st.at) }).collect();
+    s.memory_bytes = out.cgroup.as_ref().and_then(|c| c.stats.memory_peak);
+    if out.timed_out {
+        return Err(format!("`{}` timed out in the container", workload.label()));
+    }
+    read_output(&mut s, &out.stdout_text(), workload)?;
+    Ok(s)
+}
+
+fn launch_vm(workload: &Workload, ctx: &Context, console: ConsoleKind) -> Result<Sample, String> {
+    let args: Vec<String> = workload.args();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = VmConfig::builtin_workload(&refs);
+    c.console = console;
+    c.timeout = Some(ctx.timeout);
+    let r = virtlab_vmm::run(&c, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
+    let mut s = empty_sample(workload);
+    s.exit_status = r.exit_status;
+    s.startup_us = r.at(VmStep::WorkloadReady);
+    s.total_us = r.at(VmStep::WorkloadExit).unwrap_or(r.total_us);
+    s.phases = r.phases.iter().map(|p| Phase { name: p.name.to_string(), at_us: p.at_us }).collect();
+    s.vm_exits = Some(r.exits.total);
+    let device = if console == ConsoleKind::Pv { "pv-console" } else { "uart" };
+    s.console_exits = Some(r.exits.by_device.get(device).copied().unwrap_or(0));
+    s.syscalls_fast = Some(r.syscalls.via_syscall);
+    s.syscalls_trapped = Some(r.syscalls.via_trap);
+    s.memory_bytes = Some(r.memory.guest_touched_bytes + ctx.vmm_overhead_bytes.unwrap_or(0));
+    if !matches!(r.stop, GuestStop::Exited(_)) {
+        return Err(format!("`{}` in the VM: {}", workload.label(), r.summary));
+    }
+    read_output(&mut s, r.output.as_deref().unwrap_or(""), workload)?;
+    Ok(s)
+}
+
+/// Measures the VMM process's own memory: a separate `virtlab vm run --json
+/// -- ready` process, its peak RSS minus the guest pages it touched.
+pub fn measure_vmm_overhead(virtlab: &Path) -> Result<u64, String> {
+    let out = Command::new(virtlab)
+        .args(["vm", "run", "--json", "--", "ready"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", virtlab.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("`virtlab vm run --json` printed no JSON: {e}"))?;
+    v["memory"]["vmm_overhead_bytes"].as_u64().ok_or_else(|| "no memory figure in the VM report".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_lists() {
+        assert_eq!(Env::parse_list("native,vm-mini").unwrap(), vec![Env::Native, Env::VmMiniUart, Env::VmMiniPv]);
+        assert_eq!(Env::parse_list("all").unwrap().len(), 5);
+        assert_eq!(Env::parse_list("container,native,native").unwrap(), vec![Env::Native, Env::Container]);
+        let e = Env::parse_list("native,docker").unwrap_err();
+        assert!(e.contains("docker") && e.contains("vm-mini"), "{e}");
+        assert!(Env::parse_list(" , ").is_err());
+    }
+
+    #[test]
+    fn workload_lists() {
+        let w = Workload::parse_list("ready,cpu=1000,io", false).unwrap();
+        assert_eq!(w[0], Workload { mode: "ready".into(), arg: None });
+        assert_eq!(w[1].args(), vec!["cpu", "1000"]);
+        assert_eq!(w[2].arg, Some(16));
+        assert_eq!(Workload::parse_list("io", true).unwrap()[0].arg, Some(4));
+        assert!(Workload::parse_list("ready=3", false).is_err());
+        assert!(Workload::parse_list("cpu=lots", false).is_err());
+        assert!(Workload::parse_list("fork", false).unwrap_err().contains("ready, cpu"));
+    }
+
+    #[test]
+    fn output_parsing_takes_the_result_and_the_pid() {
+        let w = Workload::default_for("cpu", true).unwrap();
+        let mut s = empty_sample(&w);
+        read_output(&mut s, "virtlab.ready pid=42 t_ns=1\nvirtlab.result mode=cpu n=5 ns=1234 checksum=0x1\n", &w)
+            .unwrap();
+        assert_eq!((s.inside_ns, s.pid), (Some(1234.0), Some(42)));
+        s.exit_status = 139;
+        assert!(read_output(&mut s, "virtlab.ready pid=1\n", &w).unwrap_err().contains("139"));
+    }
+}

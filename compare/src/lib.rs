@@ -1,0 +1,18 @@
+//! The virtlab harness: runs the byte-identical workload natively, in a
+//! container and in VMs, and turns what each launcher reports into
+//! statistics, a table, explanations tied to the course notes, JSON, CSV
+//! and SVG charts.
+//!
+//! - [`env`]: the environments and how one run in each is launched.
+//! - [`host`]: what machine this is (KVM, nesting, cgroups, CPU).
+//! - [`stats`]: medians and spreads.
+//! - [`report`]: the comparison itself, its table and its claims.
+//! - [`svg`](crate::svg): charts.
+//! - [`scale`]: many instances at once.
+
+pub mod env;
+pub mod host;
+pub mod report;
+pub mod scale;
+pub mod stats;
+pub mod svg;
