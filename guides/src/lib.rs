@@ -1,0 +1,1 @@
+//! The guides are Markdown in `src/`; this crate only holds their test.
