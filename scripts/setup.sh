@@ -9,8 +9,9 @@ say() { printf 'virtlab setup: %s\n' "$*" >&2; }
 # Debian packages: busybox-static gives containers an interactive shell and
 # the isolation tests their tools; qemu-system-x86 boots the same minikernel
 # as a peer (and checks that the minikernel does not depend on our VMM);
-# binutils' objdump checks the kernel's code.
-packages=(busybox-static qemu-system-x86 binutils)
+# binutils' objdump checks the kernel's code; bubblewrap and runc are the
+# container peers of `virtlab compare --peers`.
+packages=(busybox-static qemu-system-x86 binutils bubblewrap runc)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -31,11 +31,24 @@ pub enum Env {
     VmMiniPv,
     /// Our VMM + a Linux guest kernel.
     VmLinux,
+    /// Peer: QEMU microvm with KVM, the same minikernel (PVH) and workload.
+    QemuMicrovm,
+    /// Peer: the same under QEMU's software emulation (TCG).
+    QemuTcg,
+    /// Peer: bubblewrap, every namespace, the same rootfs.
+    Bwrap,
+    /// Peer: runc with an OCI bundle of the same rootfs and limits.
+    Runc,
+    /// Peer: crun with the same bundle.
+    Crun,
 }
 
 impl Env {
     /// Every environment, in table order.
     pub const ALL: [Env; 5] = [Env::Native, Env::Container, Env::VmMiniUart, Env::VmMiniPv, Env::VmLinux];
+
+    /// The peers (`--peers`).
+    pub const PEERS: [Env; 5] = [Env::QemuMicrovm, Env::QemuTcg, Env::Bwrap, Env::Runc, Env::Crun];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -45,6 +58,11 @@ impl Env {
             Env::VmMiniUart => "vm-mini-uart",
             Env::VmMiniPv => "vm-mini-pv",
             Env::VmLinux => "vm-linux",
+            Env::QemuMicrovm => "qemu-microvm",
+            Env::QemuTcg => "qemu-tcg",
+            Env::Bwrap => "bwrap",
+            Env::Runc => "runc",
+            Env::Crun => "crun",
         }
     }
 
@@ -56,7 +74,17 @@ impl Env {
             Env::VmMiniUart => "virtlab VMM + minikernel, console on an emulated 16550 UART",
             Env::VmMiniPv => "virtlab VMM + minikernel, console on a paravirtual port",
             Env::VmLinux => "virtlab VMM + a Linux guest kernel",
+            Env::QemuMicrovm => "QEMU microvm + KVM booting the same minikernel (PVH)",
+            Env::QemuTcg => "QEMU microvm under software emulation (TCG), same minikernel",
+            Env::Bwrap => "bubblewrap, every namespace, same rootfs",
+            Env::Runc => "runc, OCI bundle of the same rootfs and limits",
+            Env::Crun => "crun, the same OCI bundle",
         }
+    }
+
+    /// Whether it is one of the peers rather than virtlab's own.
+    pub fn is_peer(self) -> bool {
+        Env::PEERS.contains(&self)
     }
 
     /// Whether it is a VM.
@@ -77,9 +105,16 @@ impl Env {
                 "vm-mini-uart" => &[Env::VmMiniUart],
                 "vm-mini-pv" => &[Env::VmMiniPv],
                 "vm-linux" => &[Env::VmLinux],
+                "peers" => &Env::PEERS,
+                "qemu-microvm" => &[Env::QemuMicrovm],
+                "qemu-tcg" => &[Env::QemuTcg],
+                "bwrap" => &[Env::Bwrap],
+                "runc" => &[Env::Runc],
+                "crun" => &[Env::Crun],
                 other => {
                     return Err(format!(
-                        "unknown environment {other:?}: use native, container, vm-mini (both consoles), vm-mini-uart, vm-mini-pv, vm-linux or all"
+                        "unknown environment {other:?}: use native, container, vm-mini (both consoles), vm-mini-uart, \
+                         vm-mini-pv, vm-linux, all, or the peers qemu-microvm, qemu-tcg, bwrap, runc, crun (peers: all five)"
                     ))
                 }
             };
@@ -238,13 +273,14 @@ pub fn launch(env: Env, workload: &Workload, run: usize, ctx: &Context) -> Resul
         Env::VmMiniUart => launch_vm(workload, ctx, ConsoleKind::Uart)?,
         Env::VmMiniPv => launch_vm(workload, ctx, ConsoleKind::Pv)?,
         Env::VmLinux => return Err("no Linux guest kernel is available to this build of virtlab".into()),
+        peer => crate::peers::launch(peer, workload, ctx)?,
     };
     s.env = env;
     s.run = run;
     Ok(s)
 }
 
-fn empty_sample(workload: &Workload) -> Sample {
+pub(crate) fn empty_sample(workload: &Workload) -> Sample {
     Sample {
         env: Env::Native,
         workload: workload.mode.clone(),
@@ -265,7 +301,7 @@ fn empty_sample(workload: &Workload) -> Sample {
 }
 
 /// Fills in what the workload's output says; an error if it did not finish.
-fn read_output(s: &mut Sample, output: &str, workload: &Workload) -> Result<(), String> {
+pub(crate) fn read_output(s: &mut Sample, output: &str, workload: &Workload) -> Result<(), String> {
     let Some(r) = WorkloadResult::find(output) else {
         let tail: Vec<&str> = output.lines().rev().take(3).collect();
         return Err(format!(
@@ -286,6 +322,12 @@ fn read_output(s: &mut Sample, output: &str, workload: &Workload) -> Result<(), 
         .and_then(|p| p.parse().ok());
     s.result = r.fields;
     Ok(())
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 fn us(d: Duration) -> f64 {

@@ -9,9 +9,11 @@
 //! - [`report`]: the comparison itself, its table and its claims.
 //! - [`svg`](crate::svg): charts.
 //! - [`scale`]: many instances at once.
+//! - [`peers`]: QEMU, bubblewrap, runc and crun on the same workload.
 
 pub mod env;
 pub mod host;
+pub mod peers;
 pub mod report;
 pub mod scale;
 pub mod stats;

@@ -114,6 +114,79 @@ pub struct CompareReport {
     pub samples: Vec<Sample>,
     /// Many instances at once (`--scale`).
     pub scale: Vec<crate::scale::ScalePoint>,
+    /// Ours against the peers, as ratios from this run.
+    pub peers: Vec<PeerRatio>,
+}
+
+/// One of ours against one peer on one workload: ours / peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerRatio {
+    /// Ours.
+    pub ours: Env,
+    /// The peer.
+    pub peer: Env,
+    /// Workload mode.
+    pub workload: String,
+    /// Launch to ready, ours / peer.
+    pub startup_ratio: Option<f64>,
+    /// Launch to exit, ours / peer.
+    pub total_ratio: Option<f64>,
+    /// The workload's own time, ours / peer.
+    pub inside_ratio: Option<f64>,
+}
+
+/// Pairs each peer with the environment of ours that does the same job.
+pub fn peer_ratios(rows: &[Row]) -> Vec<PeerRatio> {
+    let pairs = [
+        (Env::VmMiniPv, Env::QemuMicrovm),
+        (Env::VmMiniUart, Env::QemuMicrovm),
+        (Env::VmMiniUart, Env::QemuTcg),
+        (Env::Container, Env::Bwrap),
+        (Env::Container, Env::Runc),
+        (Env::Container, Env::Crun),
+    ];
+    let mut out = Vec::new();
+    for r in rows.iter().filter(|r| r.env.is_peer()) {
+        for (ours, peer) in pairs.iter().filter(|(_, p)| *p == r.env) {
+            let Some(o) = find(rows, *ours, &r.workload) else { continue };
+            out.push(PeerRatio {
+                ours: *ours,
+                peer: *peer,
+                workload: r.workload.clone(),
+                startup_ratio: ratio(med(&o.startup_us), med(&r.startup_us)),
+                total_ratio: ratio(med(&o.total_us), med(&r.total_us)),
+                inside_ratio: ratio(med(&o.inside_ns), med(&r.inside_ns)),
+            });
+        }
+    }
+    out
+}
+
+/// The peers section of the text report.
+pub fn peers_text(report: &CompareReport) -> String {
+    if report.peers.is_empty() {
+        return String::new();
+    }
+    let mut t = String::from("\nOurs against the real thing (ours / peer, medians from this run; below 1 means ours is faster):\n");
+    let cell = |v: Option<f64>| v.map(fmt_ratio).unwrap_or_else(|| "-".into());
+    t += &format!("{:<8} {:<13} {:<13} {:>9} {:>9} {:>9}\n", "workload", "ours", "peer", "startup", "to exit", "work");
+    for p in &report.peers {
+        t += &format!(
+            "{:<8} {:<13} {:<13} {:>9} {:>9} {:>9}\n",
+            p.workload,
+            p.ours.name(),
+            p.peer.name(),
+            cell(p.startup_ratio),
+            cell(p.total_ratio),
+            cell(p.inside_ratio.filter(|_| p.workload != "ready"))
+        );
+    }
+    if report.peers.iter().any(|p| p.peer == Env::QemuTcg) && report.host.virt_mode == VirtMode::NestedEmulated {
+        t += "Note: on this nested host QEMU's software emulation (TCG) translates guest kernel code into host code, \
+              while nested KVM emulates it one instruction at a time, so TCG can beat every KVM-based VMM on kernel-heavy \
+              work. On VT-x/AMD-V hardware the order flips.\n";
+    }
+    t
 }
 
 /// A claim of the notes and what this run measured about it.
@@ -404,6 +477,7 @@ pub fn text(report: &CompareReport) -> String {
         report.config.runs, report.config.warmup, report.config.order
     );
     t += &table(report);
+    t += &peers_text(report);
     t += "\nWhat this run shows about the course notes' claims:\n";
     for c in &report.claims {
         t += &format!("- {}: {}.\n", c.claim, c.measured);
@@ -595,6 +669,7 @@ mod tests {
             claims: vec![],
             samples: samples.clone(),
             scale: vec![],
+            peers: vec![],
         };
         let csv = csv(&report);
         assert_eq!(csv.lines().count(), 1 + samples.len());

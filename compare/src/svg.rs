@@ -10,10 +10,12 @@ use crate::report::{fmt_us, CompareReport};
 const W: f64 = 860.0;
 const LEFT: f64 = 170.0;
 const RIGHT: f64 = 40.0;
-const COLORS: [&str; 5] = ["#4e79a7", "#59a14f", "#e15759", "#f28e2b", "#76b7b2"];
+const COLORS: [&str; 10] =
+    ["#4e79a7", "#59a14f", "#e15759", "#f28e2b", "#76b7b2", "#b07aa1", "#edc948", "#9c755f", "#ff9da7", "#bab0ac"];
 
 fn color(env: Env) -> &'static str {
-    COLORS[Env::ALL.iter().position(|e| *e == env).unwrap_or(0) % COLORS.len()]
+    let i = Env::ALL.iter().chain(Env::PEERS.iter()).position(|e| *e == env).unwrap_or(0);
+    COLORS[i % COLORS.len()]
 }
 
 fn esc(s: &str) -> String {

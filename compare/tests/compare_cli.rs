@@ -94,3 +94,39 @@ fn bad_names_are_refused_with_the_list_of_good_ones() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ready, cpu"));
 }
+
+#[test]
+fn peers_run_beside_ours_or_say_why_not() {
+    let out = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["compare", "--quick", "--runs", "1", "--warmup", "0", "--no-probe", "--peers", "--workload", "ready"])
+        .args(["--json", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<&str> = report["rows"].as_array().unwrap().iter().map(|r| r["env"].as_str().unwrap()).collect();
+    let skipped: Vec<&str> = report["skipped"].as_array().unwrap().iter().map(|r| r["env"].as_str().unwrap()).collect();
+    for peer in ["qemu-microvm", "qemu-tcg", "bwrap", "runc", "crun"] {
+        let ran = rows.contains(&peer);
+        assert!(ran || skipped.contains(&peer), "{peer} neither ran nor was skipped with a reason");
+        if !ran {
+            if must("VIRTLAB_REQUIRE_PEERS") && peer != "crun" {
+                panic!("{peer} is required (VIRTLAB_REQUIRE_PEERS=1) but was skipped: {stderr}");
+            }
+            eprintln!("SKIPPED peer {peer}: see the report's reason");
+        }
+    }
+    if rows.contains(&"qemu-microvm") {
+        let ratios = report["peers"].as_array().unwrap();
+        assert!(ratios.iter().any(|p| p["peer"] == "qemu-microvm" && p["startup_ratio"].is_number()), "{ratios:?}");
+    }
+    // Nothing left behind: no bundle directories, no runc state.
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("virtlab-oci-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

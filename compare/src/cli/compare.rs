@@ -56,6 +56,11 @@ pub struct CompareArgs {
     /// Give up on one launch after this long.
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Also run the peers, when installed: qemu-microvm and qemu-tcg (the
+    /// same minikernel through PVH), bwrap, runc and crun (the same rootfs),
+    /// and show ours / peer.
+    #[arg(long)]
+    peers: bool,
     /// Skip the ring-0 calibration of the host (the report then cannot say
     /// whether guest kernel code is emulated).
     #[arg(long)]
@@ -84,7 +89,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     let runs = args.runs.unwrap_or(if args.quick { 3 } else { 5 }).max(1);
     let workloads = Workload::parse_list(&args.workload, args.quick).map_err(anyhow::Error::msg)?;
     let mut skipped = Vec::new();
-    let asked = args.env.clone().unwrap_or_else(|| Env::ALL.to_vec());
+    let mut asked = args.env.clone().unwrap_or_else(|| Env::ALL.to_vec());
+    if args.peers {
+        asked.extend(Env::PEERS.iter().filter(|p| !asked.contains(p)).copied().collect::<Vec<_>>());
+    }
     let mut envs = Vec::new();
 
     eprintln!("virtlab compare: probing the host{}...", if args.no_probe { "" } else { " (ring-0 calibration)" });
@@ -106,6 +114,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
             Env::VmLinux => {
                 Some("compare does not launch Linux guests yet; `virtlab vm run --kernel` boots one by hand".into())
             }
+            peer if peer.is_peer() => {
+                virtlab_compare::peers::unavailable(peer, host.kvm.is_ok(), host.cgroup_mode.as_deref())
+            }
             _ => None,
         };
         match why {
@@ -118,7 +129,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     }
 
     let workload_path = virtlab_workload::materialize().context("cannot put the workload binary on disk")?;
-    let rootfs = if envs.contains(&Env::Container) {
+    let rootfs = if envs.iter().any(|e| matches!(e, Env::Container | Env::Bwrap | Env::Runc | Env::Crun)) {
         Some(virtlab_container::rootfs::default_rootfs().context("cannot build the container rootfs")?)
     } else {
         None
@@ -203,13 +214,15 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     if !vm.is_empty() {
         host.syscall_reaches_ring0 = Some(vm.iter().any(|s| s.syscalls_fast.unwrap_or(0) > 0));
     }
+    virtlab_compare::peers::cleanup();
     let rows = report::rows(&samples, &envs, &workloads);
     let claims = report::claims(&rows, &host);
+    let peers = report::peer_ratios(&rows);
 
     let mut scale_points = Vec::new();
     if let (Some(counts), false) = (&args.scale, interrupted) {
         for &n in counts {
-            for &e in envs.iter().filter(|e| **e != Env::VmLinux) {
+            for &e in envs.iter().filter(|e| **e != Env::VmLinux && !e.is_peer()) {
                 if INTERRUPTED.load(Ordering::SeqCst) {
                     break;
                 }
@@ -242,6 +255,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
         claims,
         samples,
         scale: scale_points,
+        peers,
     };
 
     let text = report::text(&report);
