@@ -86,6 +86,36 @@ fn quick_compare_writes_valid_json_csv_and_svg() {
 }
 
 #[test]
+fn env_and_scale_lists_select_what_runs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args([
+            "compare",
+            "--quick",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--no-probe",
+            "--env",
+            "native",
+            "--workload",
+            "ready",
+        ])
+        .args(["--scale", "1,2", "--json", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["env"], "native");
+    let scale = report["scale"].as_array().unwrap();
+    assert_eq!(scale.iter().map(|p| p["instances"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(scale.iter().all(|p| p["failed"] == 0 && p["per_second"].as_f64().unwrap() > 0.0), "{scale:?}");
+}
+
+#[test]
 fn bad_names_are_refused_with_the_list_of_good_ones() {
     let out = Command::new(env!("CARGO_BIN_EXE_virtlab")).args(["compare", "--env", "docker"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -31,8 +31,8 @@ pub struct CompareArgs {
     warmup: usize,
     /// Environments: native, container, vm-mini (= vm-mini-uart + vm-mini-pv),
     /// vm-mini-uart, vm-mini-pv, vm-linux, all.
-    #[arg(long, value_name = "LIST", value_parser = Env::parse_list)]
-    env: Option<Vec<Env>>,
+    #[arg(long, value_name = "LIST", value_parser = parse_envs)]
+    env: Option<EnvList>,
     /// Workloads: ready, cpu, syscall, mem, io; a size with `=`, e.g. cpu=50000000.
     #[arg(long, value_name = "LIST", default_value = "ready,cpu,syscall,mem,io")]
     workload: String,
@@ -51,8 +51,8 @@ pub struct CompareArgs {
     svg: Option<PathBuf>,
     /// Also start this many instances at once per environment (e.g. 1,4,16,64)
     /// and report instances per second and memory per instance.
-    #[arg(long, value_name = "COUNTS", value_parser = scale::parse_counts)]
-    scale: Option<Vec<usize>>,
+    #[arg(long, value_name = "COUNTS", value_parser = parse_counts)]
+    scale: Option<Counts>,
     /// Give up on one launch after this long.
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
     timeout: Duration,
@@ -65,6 +65,22 @@ pub struct CompareArgs {
     /// whether guest kernel code is emulated).
     #[arg(long)]
     no_probe: bool,
+}
+
+/// A parsed `--env` list (one clap value holding several environments).
+#[derive(Debug, Clone)]
+struct EnvList(Vec<Env>);
+
+fn parse_envs(text: &str) -> Result<EnvList, String> {
+    Env::parse_list(text).map(EnvList)
+}
+
+/// A parsed `--scale` list.
+#[derive(Debug, Clone)]
+struct Counts(Vec<usize>);
+
+fn parse_counts(text: &str) -> Result<Counts, String> {
+    scale::parse_counts(text).map(Counts)
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -89,7 +105,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     let runs = args.runs.unwrap_or(if args.quick { 3 } else { 5 }).max(1);
     let workloads = Workload::parse_list(&args.workload, args.quick).map_err(anyhow::Error::msg)?;
     let mut skipped = Vec::new();
-    let mut asked = args.env.clone().unwrap_or_else(|| Env::ALL.to_vec());
+    let mut asked = args.env.clone().map(|l| l.0).unwrap_or_else(|| Env::ALL.to_vec());
     if args.peers {
         asked.extend(Env::PEERS.iter().filter(|p| !asked.contains(p)).copied().collect::<Vec<_>>());
     }
@@ -220,7 +236,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     let peers = report::peer_ratios(&rows);
 
     let mut scale_points = Vec::new();
-    if let (Some(counts), false) = (&args.scale, interrupted) {
+    if let (Some(Counts(counts)), false) = (&args.scale, interrupted) {
         for &n in counts {
             for &e in envs.iter().filter(|e| **e != Env::VmLinux && !e.is_peer()) {
                 if INTERRUPTED.load(Ordering::SeqCst) {
