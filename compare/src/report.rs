@@ -167,7 +167,9 @@ pub fn peers_text(report: &CompareReport) -> String {
     if report.peers.is_empty() {
         return String::new();
     }
-    let mut t = String::from("\nOurs against the real thing (ours / peer, medians from this run; below 1 means ours is faster):\n");
+    let mut t = String::from(
+        "\nOurs against the real thing (ours / peer, medians from this run; below 1 means ours is faster):\n",
+    );
     let cell = |v: Option<f64>| v.map(fmt_ratio).unwrap_or_else(|| "-".into());
     t += &format!("{:<8} {:<13} {:<13} {:>9} {:>9} {:>9}\n", "workload", "ours", "peer", "startup", "to exit", "work");
     for p in &report.peers {
@@ -369,9 +371,13 @@ pub fn claims(rows: &[Row], host: &HostInfo) -> Vec<Claim> {
             let vm_row = find(rows, Env::VmMiniPv, "syscall").or_else(|| find(rows, Env::VmMiniUart, "syscall"));
             let trapped = vm_row.and_then(|r| r.syscalls_trapped_share).unwrap_or(0.0);
             let mut m = format!(
-                "system calls took {} as long in the VM as natively ({} of the guest kernel's time, per call, against the host's)",
+                "a system call took {} as long in the VM as natively ({})",
                 fmt_ratio(v / n),
-                if trapped > 0.5 { "trapped and emulated" } else { "entered through SYSCALL" }
+                if trapped > 0.5 {
+                    "each one trapped as a page fault and emulated by the guest kernel"
+                } else {
+                    "each one entering the guest kernel through SYSCALL"
+                }
             );
             if let Some(c) = call(Env::Container) {
                 m += &format!("; in the container {} (the same host kernel)", fmt_ratio(c / n));
