@@ -8,7 +8,6 @@
 //! `virtlab-vmm` libraries, with their own clocks.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -335,8 +334,11 @@ fn us(d: Duration) -> f64 {
 }
 
 fn launch_native(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
+    use std::os::fd::AsRawFd;
+
     let mut s = empty_sample(workload);
     let t0 = Instant::now();
+    let deadline = t0 + ctx.timeout;
     let mut child = Command::new(&ctx.workload_path)
         .args(workload.args())
         .stdin(Stdio::null())
@@ -346,16 +348,30 @@ fn launch_native(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
         .map_err(|e| format!("cannot start {}: {e}", ctx.workload_path.display()))?;
     s.phases.push(Phase { name: "spawn".into(), at_us: us(t0.elapsed()) });
     let pid = child.id() as libc::pid_t;
-    let mut output = String::new();
-    if let Some(out) = child.stdout.take() {
-        let mut reader = BufReader::new(out);
-        let mut line = String::new();
-        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-            if s.startup_us.is_none() && line.starts_with(READY_MARKER) {
-                s.startup_us = Some(us(t0.elapsed()));
+    // Read the output as it comes, with poll(2) so that a workload that
+    // hangs cannot hang the harness, noting when the ready line completes.
+    let mut output = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !poll_in(out.as_raw_fd(), left) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("`{}` did not finish within {:?}", workload.label(), ctx.timeout));
             }
-            output.push_str(&line);
-            line.clear();
+            let n = std::io::Read::read(&mut out, &mut chunk).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            let old = output.len();
+            output.extend_from_slice(&chunk[..n]);
+            if s.startup_us.is_none() && output[old..].contains(&b'\n') {
+                let mut lines = output.split(|&b| b == b'\n').rev().skip(1);
+                if lines.any(|l| l.starts_with(READY_MARKER.as_bytes())) {
+                    s.startup_us = Some(us(t0.elapsed()));
+                }
+            }
         }
     }
     let status = wait_child(pid, t0, ctx.timeout)?;
@@ -367,29 +383,54 @@ fn launch_native(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
         s.phases.push(Phase { name: "ready".into(), at_us: r });
     }
     s.phases.push(Phase { name: "exit".into(), at_us: s.total_us });
-    read_output(&mut s, &output, workload)?;
+    read_output(&mut s, &String::from_utf8_lossy(&output), workload)?;
     Ok(s)
 }
 
-/// waitpid; the child is killed if it outlives `timeout`.
-fn wait_child(pid: libc::pid_t, t0: Instant, timeout: Duration) -> Result<i32, String> {
+/// Waits up to `timeout` for `fd` to be readable (or closed).
+fn poll_in(fd: i32, timeout: Duration) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
     loop {
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return r > 0;
+        }
+    }
+}
+
+/// waitpid through a pidfd, so the wait blocks (no polling delay) yet
+/// still ends at `timeout`, when the child is killed.
+fn wait_child(pid: libc::pid_t, t0: Instant, timeout: Duration) -> Result<i32, String> {
+    // SAFETY: pidfd_open on our own unreaped child; the fd is closed below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    let result = loop {
         let mut status = 0;
         // SAFETY: waiting for our own child; the pointer is valid.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
-            let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-            return Ok(code);
+            break Ok(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) });
         }
         if r < 0 {
-            return Err(format!("waiting for the workload: {}", std::io::Error::last_os_error()));
+            break Err(format!("waiting for the workload: {}", std::io::Error::last_os_error()));
         }
-        if t0.elapsed() > timeout {
+        let left = timeout.saturating_sub(t0.elapsed());
+        if left.is_zero() {
             // SAFETY: signalling our own child, which has not been reaped.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        std::thread::sleep(Duration::from_micros(200));
+        if pidfd >= 0 {
+            poll_in(pidfd, left.max(Duration::from_millis(1)));
+        } else {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    };
+    if pidfd >= 0 {
+        // SAFETY: closing the pidfd opened above, once.
+        unsafe { libc::close(pidfd) };
     }
+    result
 }
 
 /// The native workload's memory: one extra, untimed run inside a fresh
