@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Installs what virtlab needs on a Debian/Ubuntu machine: a Rust toolchain
 # (when cargo is missing) and the distribution packages its tests and
-# demonstrations use. Safe to run again; does nothing that is already done.
+# demonstrations use. With --linux it also builds the minimal Linux guest
+# kernel from Debian's kernel source (scripts/guest-kernel.sh; cached, ~7
+# minutes the first time on 2 cores). Safe to run again; does nothing that
+# is already done.
 set -euo pipefail
+
+linux=0
+[ "${1:-}" = "--linux" ] && linux=1
 
 say() { printf 'virtlab setup: %s\n' "$*" >&2; }
 
@@ -11,7 +17,12 @@ say() { printf 'virtlab setup: %s\n' "$*" >&2; }
 # as a peer (and checks that the minikernel does not depend on our VMM);
 # binutils' objdump checks the kernel's code; bubblewrap and runc are the
 # container peers of `virtlab compare --peers`.
-packages=(busybox-static qemu-system-x86 binutils bubblewrap runc)
+packages=(busybox-static qemu-system-x86 binutils bubblewrap runc cpio)
+# The Linux guest kernel is built from source: Debian's kernel source and
+# its build tools.
+if [ "$linux" = 1 ]; then
+    packages+=(linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -48,4 +59,9 @@ if [ ! -e /dev/kvm ]; then
     say "note: /dev/kvm is missing, so VM runs will be skipped: enable VT-x/AMD-V or nested virtualization"
 elif [ ! -w /dev/kvm ]; then
     say "note: /dev/kvm is not writable for you: sudo usermod -aG kvm \$USER (then log in again), or run as root"
+fi
+
+if [ "$linux" = 1 ]; then
+    # Reuses the cached build when source, config fragment and patches match.
+    "$(cd "$(dirname "$0")/.." && pwd)/scripts/guest-kernel.sh" build
 fi

@@ -39,6 +39,17 @@ enum GuestCommand {
     /// Print the path of the built-in minikernel ELF (writing it out if
     /// needed); QEMU boots it too, through its PVH note.
     Minikernel,
+    /// Print the Linux kernel `virtlab vm run` boots and why that one:
+    /// --kernel, virtlab's minimal kernel (scripts/guest-kernel.sh),
+    /// Debian's cloud kernel (scripts/guest-kernel.sh cloud), the host's.
+    Kernel {
+        /// A kernel to check instead of searching.
+        #[arg(long, value_name = "PATH")]
+        kernel: Option<std::path::PathBuf>,
+        /// List every candidate and whether it is there.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +64,7 @@ fn main() -> ExitCode {
                 0
             })
             .map_err(anyhow::Error::from),
+        Command::Guest(GuestCommand::Kernel { kernel, all }) => cli::guest::kernel(kernel, all),
         Command::Guest(GuestCommand::Minikernel) => virtlab_vmm::minikernel_path()
             .map(|p| {
                 println!("{}", p.display());

@@ -105,8 +105,9 @@ pub fn launch(env: Env, workload: &Workload, ctx: &Context) -> Result<Sample, St
         s.phases.push(Phase { name: "ready".into(), at_us: r });
     }
     s.phases.push(Phase { name: "exit".into(), at_us: s.total_us });
-    crate::env::read_output(&mut s, &output, workload)
-        .map_err(|e| format!("{e}{}", if stderr.is_empty() { String::new() } else { format!(" ({})", last_line(&stderr)) }))?;
+    crate::env::read_output(&mut s, &output, workload).map_err(|e| {
+        format!("{e}{}", if stderr.is_empty() { String::new() } else { format!(" ({})", last_line(&stderr)) })
+    })?;
     Ok(s)
 }
 

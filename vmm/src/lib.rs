@@ -28,6 +28,10 @@
 //! println!("{} (exits: {})", report.summary, report.exits.total);
 //! ```
 //!
+//! A real Linux kernel boots too, on a PC-like machine (in-kernel
+//! interrupt controllers and timer, a UART with its interrupt, the i8042
+//! reset line): see [`linux`].
+//!
 //! See `DESIGN.md` beside this crate for the memory map and the guest ABI.
 
 pub mod arch;
@@ -35,6 +39,7 @@ pub mod config;
 pub mod console;
 pub mod devices;
 pub mod exit;
+pub mod linux;
 pub mod loader;
 pub mod observe;
 pub mod probe;
@@ -45,6 +50,7 @@ pub mod watchdog;
 pub use config::{ConsoleKind, KernelSource, VmConfig};
 pub use console::ConsoleSink;
 pub use exit::{GuestStop, UnknownIo};
+pub use linux::{run_linux, LinuxConfig, LinuxReport};
 pub use observe::{Observer, Quiet, Step};
 pub use report::RunReport;
 pub use vm::{run, VmError};

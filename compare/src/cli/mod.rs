@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod container;
+pub mod guest;
 pub mod units;
 pub mod vm;
 

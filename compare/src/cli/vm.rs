@@ -37,15 +37,32 @@ enum ConsoleArg {
 #[derive(Debug, Args)]
 pub struct VmRunArgs {
     /// Guest kernel: an ELF image following the minikernel's boot ABI
-    /// (default: the built-in minikernel).
+    /// (default: the built-in minikernel), or a Linux kernel (bzImage or
+    /// vmlinux; `virtlab guest kernel` finds one), which then boots with
+    /// virtlab's init and runs the program after `--` in its user space.
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
-    /// Guest RAM (K, M, G suffixes).
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
-    mem: u64,
-    /// Stop the guest after this long (ms, s, m; 0 = never).
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Linux: the initrd to pass as is (instead of the one virtlab builds).
+    #[arg(long, value_name = "FILE", conflicts_with = "rootfs")]
+    initrd: Option<PathBuf>,
+    /// Linux: a directory put into the initramfs virtlab builds (e.g. a
+    /// busybox root file system), under virtlab's init and workload.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Linux: kernel parameters to add (e.g. "quiet").
+    #[arg(long, value_name = "PARAMS")]
+    cmdline: Option<String>,
+    /// Linux: connect this terminal to the guest console both ways (e.g.
+    /// `--rootfs DIR -- /bin/sh` for a shell in the guest); no timeout.
+    #[arg(long)]
+    interactive: bool,
+    /// Guest RAM (K, M, G suffixes; default 64M, 128M for Linux).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    mem: Option<u64>,
+    /// Stop the guest after this long (ms, s, m; 0 = never; default 60s,
+    /// 10m for Linux).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Console device: the emulated UART or the paravirtual port.
     #[arg(long, value_enum, default_value = "uart")]
     console: ConsoleArg,
@@ -77,13 +94,17 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<u8> {
 }
 
 fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
+    if wants_linux(&args) {
+        return linux_run(args);
+    }
     let mut config = VmConfig::builtin_workload(&[]);
     config.kernel = match &args.kernel {
         Some(p) => KernelSource::File(p.clone()),
         None => KernelSource::Minikernel,
     };
-    config.mem_size = args.mem;
-    config.timeout = (!args.timeout.is_zero()).then_some(args.timeout);
+    config.mem_size = args.mem.unwrap_or(virtlab_vmm::config::DEFAULT_MEM);
+    let timeout = args.timeout.unwrap_or(virtlab_vmm::config::DEFAULT_TIMEOUT);
+    config.timeout = (!timeout.is_zero()).then_some(timeout);
     config.console = match args.console {
         ConsoleArg::Uart => ConsoleKind::Uart,
         ConsoleArg::Pv => ConsoleKind::Pv,
@@ -127,6 +148,95 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
         eprintln!("virtlab: {}", report.summary);
     }
     Ok(report.exit_status.clamp(0, 255) as u8)
+}
+
+/// Whether this run boots Linux: a Linux-only option is given, or the
+/// kernel file is a bzImage or a vmlinux (its "Linux version" banner).
+fn wants_linux(args: &VmRunArgs) -> bool {
+    if args.initrd.is_some() || args.rootfs.is_some() || args.cmdline.is_some() || args.interactive {
+        return true;
+    }
+    let Some(path) = &args.kernel else { return false };
+    // An unreadable file goes down the minikernel path, which reports it.
+    std::fs::read(path).map(|b| virtlab_vmm::linux::kernel::is_linux(&b)).unwrap_or(false)
+}
+
+fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
+    use virtlab_vmm::linux::{InitrdSource, LinuxConfig, DEFAULT_MEM};
+    let kernel = match &args.kernel {
+        Some(k) => k.clone(),
+        None => {
+            let choice = virtlab_vmm::linux::provision::locate(None)
+                .context("no Linux guest kernel: give --kernel PATH or provision one with scripts/guest-kernel.sh")?;
+            eprintln!("virtlab: guest kernel {} ({})", choice.path.display(), choice.why);
+            choice.path
+        }
+    };
+    let words = if args.workload.is_empty() { vec!["ready".to_string()] } else { args.workload.clone() };
+    // A workload mode runs the built-in workload; anything else is a path
+    // inside the guest (from --rootfs or --initrd).
+    let program = if words[0].contains('/') {
+        words
+    } else if virtlab_workload::MODES.contains(&words[0].as_str()) || ["fault", "spin"].contains(&words[0].as_str()) {
+        std::iter::once(virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string()).chain(words).collect()
+    } else {
+        anyhow::bail!(
+            "unknown workload mode {:?}; use one of {} (or a path inside the guest, e.g. /bin/sh with --rootfs)",
+            words[0],
+            virtlab_workload::MODES.join(", ")
+        );
+    };
+    let default_timeout = if args.interactive { Duration::ZERO } else { Duration::from_secs(600) };
+    let timeout = args.timeout.unwrap_or(default_timeout);
+    let config = LinuxConfig {
+        kernel,
+        initrd: match &args.initrd {
+            Some(f) => InitrdSource::File(f.clone()),
+            None => InitrdSource::Build { rootfs: args.rootfs.clone() },
+        },
+        workload: Vec::new(),
+        program,
+        extra_cmdline: args.cmdline.clone(),
+        mem_size: args.mem.unwrap_or(DEFAULT_MEM),
+        timeout: (!timeout.is_zero()).then_some(timeout),
+        interactive: args.interactive,
+    };
+    let sink = if args.json { ConsoleSink::Capture } else { ConsoleSink::Stdout };
+    let mut narrator = Narrator { explain: args.explain || args.step, step: args.step, n: 0, stdin_open: true };
+    if narrator.explain {
+        let q = virtlab_vmm::linux::HostQuirks::probe();
+        eprintln!("virtlab: host work-arounds {}: {}", if q.active { "on" } else { "off" }, q.reason);
+        if q.active {
+            eprintln!(
+                "        (trap-and-emulate in the VMM and a para-virtualized guest kernel: see `virtlab guest kernel`)"
+            );
+        }
+    }
+    let report = virtlab_vmm::run_linux(&config, sink, &mut narrator).context("the Linux VM could not run")?;
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &report).context("cannot write JSON")?;
+        writeln!(out)?;
+    }
+    if args.timings {
+        eprint!("{}", timings_table(&report.run));
+        let q = &report.host_quirks;
+        eprintln!(
+            "linux: {} via the {} entry, initrd {} KiB, UART interrupts {}",
+            report.kernel_format,
+            report.entry,
+            report.initrd_bytes / 1024,
+            report.uart_interrupts
+        );
+        eprintln!("host work-arounds: {} ({}); fix-ups: {:?}", if q.active { "on" } else { "off" }, q.reason, q.fixups);
+    }
+    if !report.run.stop.is_exit() || args.explain || args.step {
+        eprintln!("virtlab: {}", report.summary());
+        for l in &report.last_lines {
+            eprintln!("  | {l}");
+        }
+    }
+    Ok(report.run.exit_status.clamp(0, 255) as u8)
 }
 
 /// `--explain` and `--step`.

@@ -6,7 +6,9 @@
 
 pub mod boot_timer;
 pub mod exit_port;
+pub mod i8042;
 pub mod pv_console;
+pub mod serial;
 pub mod uart;
 
 use std::fmt;

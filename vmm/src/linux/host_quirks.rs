@@ -1,0 +1,236 @@
+//! Work-arounds for hosts whose KVM cannot run a Linux guest kernel as is.
+//!
+//! On nested KVM over a paravirtual host (the `kvm_pvm` module), guest
+//! kernel-mode code is *emulated* by the host, and that emulator has holes:
+//! `xrstor`, `cmpxchg16b`, `ldmxcsr` and `int3` in guest ring 0 end the run
+//! with "KVM internal error, emulation failure", and SYSCALL from guest
+//! ring 3 does not raise the privilege level. None of this happens on a
+//! machine with VT-x/AMD-V; there this module switches itself off.
+//!
+//! What virtlab does about it, each step counted in the run's report:
+//!
+//! 1. **Hide CPU features** the guest would use in those instructions:
+//!    XSAVE (and AVX, which needs it), PCID, FSGSBASE, CMPXCHG16B, SMAP
+//!    (`clac`/`stac`), POPCNT, MOVBE, RDRAND/RDSEED, PKU and RDPID, in the
+//!    CPUID table given to KVM; and, because CPUID executed in emulated
+//!    ring 0 here can report the host's own features, also on the kernel
+//!    command line (`noxsave nofsgsbase nopcid clearcpuid=...`).
+//! 2. **Serve `int3` and `fwait` in the VMM**: when the emulator fails on
+//!    an `int3` in guest ring 0, the VMM does what the CPU should have
+//!    done: advance RIP past it and inject the #BP exception
+//!    (KVM_SET_VCPU_EVENTS); an `fwait` (Linux runs one when a task drops
+//!    its FPU state) is skipped, or raises #MF if the x87 status word says
+//!    an exception is pending. That is trap-and-emulate, the way VMMs ran
+//!    unmodified kernels before VT-x.
+//! 3. SYSCALL itself is served by the guest kernel (a small patch, see
+//!    `guest/linux/`): para-virtualization, the guest cooperating with the
+//!    host it knows it runs on.
+//!
+//! The probe: the `kvm_pvm` module being loaded (`/sys/module/kvm_pvm`), or
+//! `VIRTLAB_HOST_QUIRKS=1` / `=0` to force the work-arounds on or off.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kvm_bindings::CpuId;
+use serde::Serialize;
+
+/// Whether the work-arounds are on, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostQuirks {
+    /// On or off.
+    pub active: bool,
+    /// What the probe found.
+    pub reason: String,
+    /// Fix-ups made, by kind.
+    pub fixups: BTreeMap<&'static str, u64>,
+}
+
+/// CPUID bits hidden from the guest: (leaf, subleaf, register, bit, name).
+/// Register: 1 = EBX, 2 = ECX.
+const HIDDEN: &[(u32, u32, u8, u32, &str)] = &[
+    (1, 0, 2, 13, "cx16"),
+    (1, 0, 2, 17, "pcid"),
+    (1, 0, 2, 22, "movbe"),
+    (1, 0, 2, 23, "popcnt"),
+    (1, 0, 2, 26, "xsave"),
+    (1, 0, 2, 27, "osxsave"),
+    (1, 0, 2, 28, "avx"),
+    (1, 0, 2, 30, "rdrand"),
+    (7, 0, 1, 0, "fsgsbase"),
+    (7, 0, 1, 5, "avx2"),
+    (7, 0, 1, 10, "invpcid"),
+    (7, 0, 1, 16, "avx512f"),
+    (7, 0, 1, 18, "rdseed"),
+    (7, 0, 1, 20, "smap"),
+    (7, 0, 2, 3, "pku"),
+    (7, 0, 2, 22, "rdpid"),
+];
+
+/// Kernel parameters with the same effect, for CPUID executed in emulated
+/// ring 0 (which may not see the filtered table). `clearcpuid=` takes
+/// X86_FEATURE numbers (32 * word + bit): 141 CX16 (cmpxchg16b), 150 MOVBE,
+/// 151 POPCNT, 158 RDRAND, 306 RDSEED, 308 SMAP (clac/stac), 515 PKU, 534
+/// RDPID: each an instruction this host's emulator fails on, or may.
+pub const CMDLINE: &str = "noxsave nofsgsbase nopcid nopku clearcpuid=141,150,151,158,306,308,515,534";
+
+impl HostQuirks {
+    /// Looks at the host.
+    pub fn probe() -> HostQuirks {
+        let (active, reason) = match std::env::var("VIRTLAB_HOST_QUIRKS").as_deref() {
+            Ok("1") => (true, "forced on by VIRTLAB_HOST_QUIRKS=1".to_string()),
+            Ok("0") => (false, "forced off by VIRTLAB_HOST_QUIRKS=0".to_string()),
+            _ if Path::new("/sys/module/kvm_pvm").exists() => (
+                true,
+                "the kvm_pvm module is loaded: nested KVM on a paravirtual host, whose emulated guest ring 0 fails on xrstor, cmpxchg16b and int3".to_string(),
+            ),
+            _ => (false, "no kvm_pvm module: hardware-assisted KVM runs the guest kernel as is".to_string()),
+        };
+        HostQuirks { active, reason, fixups: BTreeMap::new() }
+    }
+
+    /// Counts one fix-up.
+    pub fn count(&mut self, kind: &'static str) {
+        *self.fixups.entry(kind).or_default() += 1;
+    }
+
+    /// Total fix-ups of every kind.
+    pub fn total(&self) -> u64 {
+        self.fixups.values().sum()
+    }
+
+    /// Hides the features in [`HIDDEN`] (and empties the XSAVE leaf 0xd)
+    /// when active; returns how many bits were cleared.
+    pub fn filter_cpuid(&mut self, cpuid: &mut CpuId) -> u64 {
+        if !self.active {
+            return 0;
+        }
+        let mut cleared = 0;
+        for e in cpuid.as_mut_slice() {
+            for &(leaf, sub, reg, bit, _) in HIDDEN {
+                if e.function == leaf && e.index == sub {
+                    let r = if reg == 1 { &mut e.ebx } else { &mut e.ecx };
+                    if *r & (1 << bit) != 0 {
+                        *r &= !(1 << bit);
+                        cleared += 1;
+                    }
+                }
+            }
+            if e.function == 0xd {
+                e.eax = 0;
+                e.ebx = 0;
+                e.ecx = 0;
+                e.edx = 0;
+            }
+        }
+        *self.fixups.entry("cpuid-bits-hidden").or_default() += cleared;
+        cleared
+    }
+
+    /// Kernel parameters to add when active.
+    pub fn cmdline(&self) -> Option<&'static str> {
+        self.active.then_some(CMDLINE)
+    }
+}
+
+/// What to do about an emulation failure at an instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fixup {
+    /// `int3` in ring 0: skip it and inject #BP.
+    InjectBreakpoint,
+    /// `fwait` in ring 0: raise #MF if an unmasked x87 exception is
+    /// pending, else it does nothing: skip it.
+    Fwait,
+    /// Nothing virtlab can do: stop, naming the instruction.
+    Fail(String),
+}
+
+/// Decides from the instruction bytes at RIP and the privilege level.
+pub fn decide(active: bool, cpl: u8, bytes: &[u8]) -> Fixup {
+    if active && cpl == 0 {
+        match bytes.first() {
+            Some(0xcc) => return Fixup::InjectBreakpoint,
+            Some(0x9b) => return Fixup::Fwait,
+            _ => {}
+        }
+    }
+    Fixup::Fail(describe_instruction(bytes))
+}
+
+/// Names the instructions this host's emulator is known to fail on.
+pub fn describe_instruction(bytes: &[u8]) -> String {
+    let mut i = 0;
+    let mut rex_w = false;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            0x66 | 0xf2 | 0xf3 => i += 1,
+            0x40..=0x4f => {
+                rex_w = b & 8 != 0;
+                i += 1;
+            }
+            _ => break,
+        }
+    }
+    let op = &bytes[i.min(bytes.len())..];
+    let reg = |m: u8| (m >> 3) & 7;
+    let name = match op {
+        [0xcc, ..] => "int3",
+        [0x9b, ..] => "fwait",
+        [0x0f, 0x01, 0xd1, ..] => "xsetbv",
+        [0x0f, 0x01, 0xca, ..] => "clac",
+        [0x0f, 0x01, 0xcb, ..] => "stac",
+        [0x0f, 0xae, m, ..] if m >> 6 != 3 && reg(*m) == 2 => "ldmxcsr",
+        [0x0f, 0xae, m, ..] if m >> 6 != 3 && reg(*m) == 5 => "xrstor",
+        [0x0f, 0xae, m, ..] if m >> 6 != 3 && reg(*m) == 4 => "xsave",
+        [0x0f, 0xc7, m, ..] if reg(*m) == 1 && rex_w => "cmpxchg16b",
+        [0x0f, 0xc7, m, ..] if reg(*m) == 1 => "cmpxchg8b",
+        [0x0f, 0x05, ..] => "syscall",
+        [0x0f, 0xb8, ..] => "popcnt",
+        [0x0f, 0xc7, m, ..] if reg(*m) == 6 => "rdrand",
+        [0x0f, 0xc7, m, ..] if reg(*m) == 7 => "rdseed",
+        _ => "an instruction",
+    };
+    let hex: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{name} (bytes {})", hex.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::kvm_cpuid_entry2;
+
+    #[test]
+    fn hides_features_only_when_active() {
+        let entries = [
+            kvm_cpuid_entry2 { function: 1, ecx: u32::MAX, ebx: 0x10000, ..Default::default() },
+            kvm_cpuid_entry2 { function: 7, index: 0, ebx: 0b1, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0xd, eax: 7, ..Default::default() },
+        ];
+        let mut q = HostQuirks { active: false, reason: String::new(), fixups: BTreeMap::new() };
+        let mut c = CpuId::from_entries(&entries).unwrap();
+        assert_eq!(q.filter_cpuid(&mut c), 0);
+        assert_eq!(c.as_slice()[0].ecx, u32::MAX);
+        assert!(q.cmdline().is_none());
+        q.active = true;
+        assert_eq!(q.filter_cpuid(&mut c), 9);
+        let s = c.as_slice();
+        assert_eq!(s[0].ecx & (1 << 26 | 1 << 13 | 1 << 17), 0);
+        assert_eq!(s[0].ebx, 0x10000, "leaf 1 EBX untouched");
+        assert_eq!(s[1].ebx, 0);
+        assert_eq!(s[2].eax, 0);
+        assert_eq!(q.total(), 9);
+        assert!(q.cmdline().unwrap().contains("noxsave"));
+    }
+
+    #[test]
+    fn decides_per_instruction() {
+        assert_eq!(decide(true, 0, &[0xcc, 0x90]), Fixup::InjectBreakpoint);
+        assert!(matches!(decide(false, 0, &[0xcc]), Fixup::Fail(_)));
+        assert!(matches!(decide(true, 3, &[0xcc]), Fixup::Fail(_)));
+        assert_eq!(decide(true, 0, &[0x9b, 0x48]), Fixup::Fwait);
+        assert!(describe_instruction(&[0x48, 0x0f, 0xae, 0x2f]).starts_with("xrstor"));
+        assert!(describe_instruction(&[0x0f, 0xae, 0x55, 0xfc]).starts_with("ldmxcsr"));
+        assert!(describe_instruction(&[0x48, 0x0f, 0xc7, 0x0e]).starts_with("cmpxchg16b"));
+        assert!(describe_instruction(&[0x90]).starts_with("an instruction (bytes 90)"));
+    }
+}

@@ -1,0 +1,138 @@
+//! Booting a real Linux kernel: bad input is refused with clear errors, and
+//! the minimal guest kernel (scripts/guest-kernel.sh) boots to virtlab's
+//! init, which runs the workload and reports its exit status.
+//!
+//! The boot test is slow where guest kernel code is emulated (about 1.5
+//! minutes on nested KVM) and bounded by a timeout. Without a provisioned
+//! kernel it is skipped, loudly, unless VIRTLAB_REQUIRE_LINUX=1.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use virtlab_vmm::linux::{provision, InitrdSource, LinuxConfig};
+use virtlab_vmm::{run_linux, ConsoleSink, GuestStop, Quiet, Step};
+
+fn config(kernel: PathBuf, program: &[&str]) -> LinuxConfig {
+    LinuxConfig {
+        kernel,
+        initrd: InitrdSource::Build { rootfs: None },
+        workload: Vec::new(),
+        program: program.iter().map(|s| s.to_string()).collect(),
+        extra_cmdline: None,
+        mem_size: 128 << 20,
+        timeout: Some(Duration::from_secs(30)),
+        interactive: false,
+    }
+}
+
+fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("virtlab-linux-test-{}-{name}", std::process::id()));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn err(c: &LinuxConfig) -> String {
+    let e = run_linux(c, ConsoleSink::Discard, &mut Quiet).unwrap_err();
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(x) = src {
+        s += &format!(": {x}");
+        src = x.source();
+    }
+    s
+}
+
+#[test]
+fn bad_input_is_refused_before_the_guest_runs() {
+    // Checked before KVM is opened.
+    let text = write_temp("text", b"#!/bin/sh\necho not a kernel\n");
+    assert!(err(&config(text.clone(), &[])).contains("not a Linux kernel"));
+    let mut bz = vec![0u8; 4096];
+    bz[0x1f1] = 4;
+    bz[0x1f4..0x1f8].copy_from_slice(&0x10_0000u32.to_le_bytes());
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    bz[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    bz[0x236] = 1;
+    let bz = write_temp("bz", &bz);
+    assert!(err(&config(bz.clone(), &[])).contains("truncated"));
+    let mut c = config(PathBuf::from("/nonexistent/vmlinux"), &[]);
+    assert!(err(&c).contains("cannot read kernel /nonexistent/vmlinux"));
+    c.kernel = text.clone();
+    c.mem_size = 8 << 20;
+    assert!(err(&c).contains("--mem"));
+    let mut c = config(write_temp("mk", virtlab_minikernel::ELF), &[]);
+    c.initrd = InitrdSource::File(PathBuf::from("/nonexistent/initrd"));
+    assert!(err(&c).contains("cannot read initrd /nonexistent/initrd"));
+    c.initrd = InitrdSource::Build { rootfs: Some(PathBuf::from("/nonexistent/rootfs")) };
+    assert!(err(&c).contains("/nonexistent/rootfs"));
+    let c = config(c.kernel, &["/bin/echo", "two words"]);
+    assert!(err(&c).contains("cannot be passed on the kernel command line"));
+    for p in [text, bz] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn limits_checked_while_loading() {
+    if !common::kvm_or_skip("limits_checked_while_loading") {
+        return;
+    }
+    let mk = write_temp("mk2", virtlab_minikernel::ELF);
+    let mut c = config(mk.clone(), &[]);
+    c.extra_cmdline = Some("x".repeat(3000));
+    let e = err(&c);
+    assert!(e.contains("command line is") && e.contains("at most 2047"), "{e}");
+    c.extra_cmdline = None;
+    c.workload = vec![0u8; 40 << 20];
+    let e = err(&c);
+    assert!(e.contains("not a static x86_64 ELF"), "{e}");
+    let _ = std::fs::remove_file(mk);
+}
+
+#[test]
+fn boots_the_minimal_kernel_and_runs_the_workload() {
+    if !common::kvm_or_skip("boots_the_minimal_kernel_and_runs_the_workload") {
+        return;
+    }
+    let kernel = match provision::locate(None) {
+        Ok(k) if k.origin == provision::Origin::Minimal || k.origin == provision::Origin::Explicit => k.path,
+        other => {
+            let why = match other {
+                Ok(k) => format!("only {} is available ({:?}), not the minimal kernel", k.path.display(), k.origin),
+                Err(e) => e.to_string(),
+            };
+            if std::env::var("VIRTLAB_REQUIRE_LINUX").as_deref() == Ok("1") {
+                panic!("VIRTLAB_REQUIRE_LINUX=1 but {why}");
+            }
+            eprintln!("SKIPPED boots_the_minimal_kernel_and_runs_the_workload: {why}; run scripts/guest-kernel.sh, or set VIRTLAB_REQUIRE_LINUX=1 to make this a failure");
+            return;
+        }
+    };
+    let mut c = config(kernel, &["/virtlab/workload", "cpu", "1000"]);
+    c.extra_cmdline = Some("quiet".into());
+    c.timeout = Some(Duration::from_secs(420));
+    let r = run_linux(&c, ConsoleSink::Capture, &mut Quiet).unwrap();
+    let out = r.run.output.clone().unwrap_or_default();
+    eprintln!(
+        "linux boot: kernel-ready after {:.1} s, stop after {:.1} s; host work-arounds {} ({}), fix-ups {:?}",
+        r.run.at(Step::KernelReady).unwrap_or(0.0) / 1e6,
+        r.run.guest_run_us / 1e6,
+        if r.host_quirks.active { "on" } else { "off" },
+        r.host_quirks.reason,
+        r.host_quirks.fixups
+    );
+    assert_eq!(
+        r.run.stop,
+        GuestStop::Exited(0),
+        "{}\nlast lines:\n{}\noutput:\n{out}",
+        r.summary(),
+        r.last_lines.join("\n")
+    );
+    assert!(r.run.at(Step::KernelReady).is_some(), "the init reported through the boot-timer port");
+    assert!(out.contains("virtlab.result mode=cpu n=1000 "), "output:\n{out}");
+    assert!(r.uart_interrupts > 0, "the console ran on its interrupt");
+}
