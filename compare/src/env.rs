@@ -243,6 +243,8 @@ pub struct Sample {
     pub memory_bytes: Option<u64>,
     /// Every field of the workload's result line.
     pub result: BTreeMap<String, String>,
+    /// Fix-ups the VMM made for the host's nested KVM (Linux guests only).
+    pub host_fixups: Option<u64>,
 }
 
 /// What launching needs to know, set up once per comparison.
@@ -262,6 +264,10 @@ pub struct Context {
     pub container_memory: u64,
     /// pids limit for containers.
     pub container_pids: u64,
+    /// The Linux guest kernel, when one is available.
+    pub linux_kernel: Option<PathBuf>,
+    /// Timeout for one Linux guest run (they boot slowly on nested hosts).
+    pub linux_timeout: Duration,
 }
 
 /// Runs `workload` once in `env`.
@@ -271,7 +277,7 @@ pub fn launch(env: Env, workload: &Workload, run: usize, ctx: &Context) -> Resul
         Env::Container => launch_container(workload, ctx)?,
         Env::VmMiniUart => launch_vm(workload, ctx, ConsoleKind::Uart)?,
         Env::VmMiniPv => launch_vm(workload, ctx, ConsoleKind::Pv)?,
-        Env::VmLinux => return Err("no Linux guest kernel is available to this build of virtlab".into()),
+        Env::VmLinux => launch_linux(workload, ctx)?,
         peer => crate::peers::launch(peer, workload, ctx)?,
     };
     s.env = env;
@@ -296,6 +302,7 @@ pub(crate) fn empty_sample(workload: &Workload) -> Sample {
         syscalls_trapped: None,
         memory_bytes: None,
         result: BTreeMap::new(),
+        host_fixups: None,
     }
 }
 
@@ -524,6 +531,39 @@ fn launch_vm(workload: &Workload, ctx: &Context, console: ConsoleKind) -> Result
         return Err(format!("`{}` in the VM: {}", workload.label(), r.summary));
     }
     read_output(&mut s, r.output.as_deref().unwrap_or(""), workload)?;
+    Ok(s)
+}
+
+fn launch_linux(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
+    use virtlab_vmm::linux::{initramfs::WORKLOAD_PATH, InitrdSource, LinuxConfig};
+    let kernel = ctx.linux_kernel.clone().ok_or("no Linux guest kernel")?;
+    let mut program = vec![WORKLOAD_PATH.to_string()];
+    program.extend(workload.args());
+    let c = LinuxConfig {
+        kernel,
+        initrd: InitrdSource::Build { rootfs: None },
+        workload: Vec::new(),
+        program,
+        extra_cmdline: None,
+        mem_size: 128 << 20,
+        timeout: Some(ctx.linux_timeout),
+        interactive: false,
+    };
+    let r = virtlab_vmm::run_linux(&c, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
+    let mut s = empty_sample(workload);
+    let run = &r.run;
+    s.exit_status = run.exit_status;
+    s.startup_us = run.at(VmStep::WorkloadReady);
+    s.total_us = run.at(VmStep::WorkloadExit).unwrap_or(run.total_us);
+    s.phases = run.phases.iter().map(|p| Phase { name: p.name.to_string(), at_us: p.at_us }).collect();
+    s.vm_exits = Some(run.exits.total);
+    s.memory_bytes = Some(run.memory.guest_touched_bytes + ctx.vmm_overhead_bytes.unwrap_or(0));
+    s.host_fixups = Some(r.host_quirks.fixups.values().sum());
+    if !matches!(run.stop, GuestStop::Exited(_)) {
+        let why = r.panic.clone().or(r.emulation_failure.clone()).unwrap_or_else(|| run.summary.clone());
+        return Err(format!("`{}` in the Linux guest: {why}", workload.label()));
+    }
+    read_output(&mut s, run.output.as_deref().unwrap_or(""), workload)?;
     Ok(s)
 }
 

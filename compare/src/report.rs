@@ -488,6 +488,14 @@ pub fn text(report: &CompareReport) -> String {
     for c in &report.claims {
         t += &format!("- {}: {}.\n", c.claim, c.measured);
     }
+    let fixups: u64 = report.samples.iter().filter(|s| s.env == Env::VmLinux).filter_map(|s| s.host_fixups).sum();
+    if fixups > 0 {
+        t += &format!(
+            "\nvm-linux: this host's nested KVM cannot run a Linux guest's user mode unaided; the VMM's host \
+             work-arounds (hidden CPU features, emulated instructions) made {fixups} fix-up(s) over these runs, and the \
+             guest kernel carries a small patch that serves a trapped SYSCALL (see guest/linux/README.md).\n"
+        );
+    }
     for s in &report.skipped {
         t += &format!("\nskipped {}: {}", s.env.name(), s.reason);
     }
@@ -583,6 +591,7 @@ mod tests {
             syscalls_trapped: env.is_vm().then_some(10),
             memory_bytes: Some(if env.is_vm() { 3 << 20 } else { 512 << 10 }),
             result: BTreeMap::new(),
+            host_fixups: None,
         }
     }
 

@@ -75,6 +75,11 @@ fn explain_and_timings_narrate_every_step() {
         assert!(err.contains(needle), "{needle} missing from:\n{err}");
     }
     assert!(err.contains("VM exits:") && err.contains("system calls:"), "{err}");
+    // Which way the 10 getpid calls (and the rest) reached the kernel is said.
+    assert!(
+        err.contains("[vm] system calls:") && (err.contains("trap-and-emulate") || err.contains("directly")),
+        "{err}"
+    );
 }
 
 #[test]

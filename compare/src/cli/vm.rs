@@ -147,7 +147,34 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     if !report.stop.is_exit() || args.explain || args.step {
         eprintln!("virtlab: {}", report.summary);
     }
+    if args.explain || args.step {
+        eprintln!("{}", syscall_story(&report));
+    }
     Ok(report.exit_status.clamp(0, 255) as u8)
+}
+
+/// How the guest's system calls reached its kernel, in plain words.
+fn syscall_story(r: &RunReport) -> String {
+    let s = &r.syscalls;
+    let mut t = format!(
+        "\n[vm] system calls: {} entered ring 0 through SYSCALL, {} arrived as a page fault at the SYSCALL entry",
+        s.via_syscall, s.via_trap
+    );
+    if s.via_trap > 0 {
+        t += ".\n     On this host SYSCALL from ring 3 does not raise the privilege level (nested KVM): the CPU jumps to \
+              the\n     kernel's entry still in user mode and faults on the kernel-only page. The minikernel recognises that \
+              fault\n     (CR2 = its entry address, user mode) and serves it as the system call: trap-and-emulate, the \
+              way\n     full virtualization ran unmodified guests before hardware assistance.";
+    } else if s.via_syscall > 0 {
+        t += ": the CPU entered the guest kernel directly, as hardware-assisted virtualization allows.";
+    }
+    if s.enosys > 0 {
+        t += &format!(
+            "\n     {} unknown system call(s) got -ENOSYS (the last was number {}).",
+            s.enosys, s.last_enosys_nr
+        );
+    }
+    t
 }
 
 /// Whether this run boots Linux: a Linux-only option is given, or the
