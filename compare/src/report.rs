@@ -533,6 +533,98 @@ pub fn scale_table(report: &CompareReport) -> String {
     t
 }
 
+/// Published figures of the real systems, for context beside ours.
+pub const ANCHORS: &[(&str, &str)] = &[
+    ("Firecracker: boot to guest init", "<= 125 ms"),
+    ("Firecracker: VMM memory overhead", "<= 5 MiB"),
+    ("Firecracker: microVM creation rate", "5 per core per second"),
+    ("crun: create + start + delete", "47 ms (youki README, cgroup v2 host)"),
+    ("youki: create + start + delete", "111 ms (youki README, cgroup v2 host)"),
+    ("runc: create + start + delete", "225 ms (youki README, cgroup v2 host)"),
+];
+
+/// The report as Markdown: the table, ours against the peers, the
+/// many-at-once figures and the published anchors, with the command that
+/// made it (for `benches/README.md` and for students' notes).
+pub fn markdown(report: &CompareReport, command: &str) -> String {
+    let mut t = String::from("# virtlab: measured figures\n\n");
+    t += &format!(
+        "Produced by `{command}` (virtlab {}), in {:.0} s; regenerate with the same command. `cargo bench` runs the \
+         criterion benchmarks (`benches/benches/`; HTML reports in `target/criterion/`).\n\n",
+        report.virtlab_version, report.wall_seconds
+    );
+    t += "## The machine\n\n";
+    for l in report.host.describe() {
+        t += &format!("- {l}\n");
+    }
+    t += &format!(
+        "\n## Medians of {} runs after {} warm-up(s), interleaved\n\n",
+        report.config.runs, report.config.warmup
+    );
+    t += "| workload | environment | startup | x native | work | x native | to exit | spread | VM exits | memory |\n";
+    t += "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+    let cell = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
+    for r in &report.rows {
+        t += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.workload,
+            r.env.name(),
+            cell(med(&r.startup_us), &fmt_us),
+            cell(r.startup_ratio.filter(|_| r.env != Env::Native), &fmt_ratio),
+            cell(med(&r.inside_ns).filter(|_| r.workload != "ready"), &|ns| fmt_us(ns / 1e3)),
+            cell(r.inside_ratio.filter(|_| r.env != Env::Native && r.workload != "ready"), &fmt_ratio),
+            cell(med(&r.total_us), &fmt_us),
+            cell(r.total_us.map(|s| s.spread * 100.0), &|p| format!("{p:.0}%")),
+            cell(med(&r.vm_exits), &|x| format!("{x:.0}")),
+            cell(med(&r.memory_bytes), &fmt_mib),
+        );
+    }
+    if !report.peers.is_empty() {
+        t += "\n## Ours against the peers (ours / peer; below 1 is faster)\n\n";
+        t += "| workload | ours | peer | startup | to exit | work |\n| --- | --- | --- | ---: | ---: | ---: |\n";
+        for p in &report.peers {
+            t += &format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                p.workload,
+                p.ours.name(),
+                p.peer.name(),
+                cell(p.startup_ratio, &fmt_ratio),
+                cell(p.total_ratio, &fmt_ratio),
+                cell(p.inside_ratio.filter(|_| p.workload != "ready"), &fmt_ratio)
+            );
+        }
+    }
+    if !report.scale.is_empty() {
+        t += "\n## Many at once (`ready`, started together)\n\n";
+        t += "| environment | instances | wall | instances/s | memory each |\n| --- | ---: | ---: | ---: | ---: |\n";
+        for p in &report.scale {
+            t += &format!(
+                "| {} | {} | {} | {:.1} | {} |\n",
+                p.env.name(),
+                p.instances,
+                fmt_us(p.wall_us),
+                p.per_second,
+                p.memory_per_instance_bytes.map(fmt_mib).unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    if !report.skipped.is_empty() {
+        t += "\n## Left out\n\n";
+        for s in &report.skipped {
+            t += &format!("- {}: {}\n", s.env.name(), s.reason);
+        }
+    }
+    t += "\n## Published anchors (other machines, for scale)\n\n| figure | published |\n| --- | --- |\n";
+    for (what, value) in ANCHORS {
+        t += &format!("| {what} | {value} |\n");
+    }
+    t += "\n## What the run says about the course notes\n\n";
+    for c in &report.claims {
+        t += &format!("- **{}**: {}.\n", c.claim, c.measured);
+    }
+    t
+}
+
 /// One CSV line per measured run, for students' own plots.
 pub fn csv(report: &CompareReport) -> String {
     let mut t = String::from(
@@ -692,5 +784,9 @@ mod tests {
         assert!(csv.lines().all(|l| l.split(',').count() == header_cols));
         let text = text(&report);
         assert!(text.contains("vm-mini-pv") && text.contains("claims"), "{text}");
+        let md = markdown(&report, "virtlab compare --test");
+        assert!(md.contains("`virtlab compare --test`") && md.contains("Firecracker"), "{md}");
+        let table_rows = md.lines().filter(|l| l.starts_with("| ready |") || l.starts_with("| cpu |")).count();
+        assert_eq!(table_rows, 8, "{md}");
     }
 }

@@ -46,6 +46,10 @@ pub struct CompareArgs {
     /// Write one CSV line per run here.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
+    /// Write the report as Markdown here (tables, peers, published anchors,
+    /// the command that made it): e.g. benches/README.md.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
     /// Write SVG charts (startup, overhead, timeline) into this directory.
     #[arg(long, value_name = "DIR")]
     svg: Option<PathBuf>,
@@ -308,6 +312,21 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
         } else {
             std::fs::write(path, json + "\n").with_context(|| format!("cannot write {}", path.display()))?;
         }
+    }
+    if let Some(path) = &args.markdown {
+        // The command that made it, less the --markdown option itself.
+        let mut words = vec!["virtlab".to_string()];
+        let mut args_iter = std::env::args().skip(1);
+        while let Some(a) = args_iter.next() {
+            if a == "--markdown" {
+                args_iter.next();
+            } else if !a.starts_with("--markdown=") {
+                words.push(a);
+            }
+        }
+        let command = words.join(" ");
+        std::fs::write(path, report::markdown(&report, &command))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &args.csv {
         std::fs::write(path, report::csv(&report)).with_context(|| format!("cannot write {}", path.display()))?;
