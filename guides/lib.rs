@@ -60,7 +60,7 @@ pub struct Command {
 pub struct Block {
     /// 1-based line number of the opening fence.
     pub line: usize,
-    /// The tags after `console` (`root`, `kvm`, `busybox`, `qemu`, `no-run`).
+    /// The tags after `console` (`root`, `kvm`, `busybox`, `qemu`, `linux`, `no-run`).
     pub tags: Vec<String>,
     /// The commands, in order.
     pub commands: Vec<Command>,
@@ -74,7 +74,7 @@ impl Block {
 }
 
 /// Tags a `console` block may carry.
-pub const KNOWN_TAGS: &[&str] = &["root", "kvm", "busybox", "qemu", "no-run"];
+pub const KNOWN_TAGS: &[&str] = &["root", "kvm", "busybox", "qemu", "linux", "no-run"];
 
 /// A chapter that breaks the convention.
 #[derive(Debug, Clone, PartialEq, Eq)]

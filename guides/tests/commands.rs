@@ -111,6 +111,21 @@ fn unmet(block: &Block) -> Option<(String, bool)> {
     if block.has("qemu") && !in_path("qemu-system-x86_64") {
         return Some(("needs qemu-system-x86_64 (apt-get install qemu-system-x86)".into(), kvm));
     }
+    if block.has("linux") {
+        let built = std::process::Command::new(repo_root().join("scripts/guest-kernel.sh"))
+            .arg("path")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !built {
+            return Some((
+                "needs the Linux guest kernel (scripts/guest-kernel.sh); set VIRTLAB_REQUIRE_LINUX=1 to make this a failure"
+                    .into(),
+                must("VIRTLAB_REQUIRE_LINUX"),
+            ));
+        }
+    }
     None
 }
 
