@@ -114,6 +114,29 @@ impl Clock<'_> {
         self.observer.after(step, took, detail);
     }
 
+    /// Tells the observer about guest milestones that arrived since the last
+    /// call (`*reported` of `milestones` were already told), and about the
+    /// workload's ready marker once the console has seen it.
+    pub(crate) fn guest_progress(
+        &mut self,
+        milestones: &[(u8, Instant)],
+        reported: &mut usize,
+        console: &Console,
+        kernel_ready: &str,
+    ) {
+        for &(m, at) in &milestones[(*reported).min(milestones.len())..] {
+            if m == abi::marker::KERNEL_READY {
+                self.mark(Step::KernelReady, at, kernel_ready);
+            }
+        }
+        *reported = milestones.len();
+        if let Some(at) = console.ready_at() {
+            if !self.phases.iter().any(|p| p.step == Step::WorkloadReady) {
+                self.mark(Step::WorkloadReady, at, "ready marker seen on the console");
+            }
+        }
+    }
+
     pub(crate) fn done(&mut self, step: Step, detail: &str) {
         self.mark(step, Instant::now(), detail);
     }
@@ -254,18 +277,12 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
             clock.mark(Step::FirstEntry, entered, "the vCPU is running guest code");
         }
         // Tell the observer about guest milestones as they arrive.
-        while reported < milestones.len() {
-            let (m, at) = milestones[reported];
-            if m == abi::marker::KERNEL_READY {
-                clock.mark(Step::KernelReady, at, "GDT, TSS, IDT and SYSCALL MSRs loaded; entering ring 3");
-            }
-            reported += 1;
-        }
-        if let Some(at) = console.ready_at() {
-            if !clock.phases.iter().any(|p| p.step == Step::WorkloadReady) {
-                clock.mark(Step::WorkloadReady, at, "ready marker seen on the console");
-            }
-        }
+        clock.guest_progress(
+            &milestones,
+            &mut reported,
+            &console,
+            "GDT, TSS, IDT and SYSCALL MSRs loaded; entering ring 3",
+        );
         if let Flow::Stop(s) = flow {
             break s;
         }

@@ -12,7 +12,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use serde::Serialize;
-use virtlab_minikernel::abi::{marker, port};
+use virtlab_minikernel::abi::port;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -371,18 +371,12 @@ pub fn run_linux(
             first_exit = true;
             clock.mark(Step::FirstEntry, entered, "the vCPU is running the kernel's entry code");
         }
-        while reported < milestones.len() {
-            let (m, at) = milestones[reported];
-            if m == marker::KERNEL_READY {
-                clock.mark(Step::KernelReady, at, "Linux booted and started /virtlab/init (boot-timer port)");
-            }
-            reported += 1;
-        }
-        if let Some(at) = console.ready_at() {
-            if !clock.phases.iter().any(|p| p.step == Step::WorkloadReady) {
-                clock.mark(Step::WorkloadReady, at, "ready marker seen on the console");
-            }
-        }
+        clock.guest_progress(
+            &milestones,
+            &mut reported,
+            &console,
+            "Linux booted and started /virtlab/init (boot-timer port)",
+        );
         if let Flow::Stop(s) = flow {
             break s;
         }
@@ -498,21 +492,6 @@ fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, quirks: &mut HostQuirks, entry: Entry, c
     vcpu.set_lapic(&lapic).map_err(|e| LinuxError::Ioctl("KVM_SET_LAPIC", e))?;
 
     let mut sregs = vcpu.get_sregs().map_err(|e| LinuxError::Ioctl("KVM_GET_SREGS", e))?;
-    let flat = |selector: u16, type_: u8, long: bool| kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_,
-        present: 1,
-        dpl: 0,
-        db: u8::from(!long),
-        s: 1,
-        l: u8::from(long),
-        g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
-    };
     let (rip, long) = match entry {
         Entry::Pvh(a) => (a, false),
         Entry::Long64(a) => (a, true),
@@ -524,8 +503,8 @@ fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, quirks: &mut HostQuirks, entry: Entry, c
         sregs.cr4 = 0;
         sregs.efer = 0;
     }
-    sregs.cs = flat(0x10, 0xb, long);
-    let data = flat(0x18, 0x3, false);
+    sregs.cs = regs::flat_segment(0x10, 0xb, long);
+    let data = regs::flat_segment(0x18, 0x3, false);
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;

@@ -14,8 +14,9 @@ const CR4_OSXMMEXCPT: u64 = 1 << 10;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 
-/// A flat segment: base 0, limit 4 GiB.
-fn segment(selector: u16, type_: u8, long: bool) -> kvm_segment {
+/// A flat ring-0 segment: base 0, limit 4 GiB; `long` makes a 64-bit code
+/// segment, otherwise a 32-bit one.
+pub fn flat_segment(selector: u16, type_: u8, long: bool) -> kvm_segment {
     kvm_segment {
         base: 0,
         limit: 0xffff_ffff,
@@ -38,8 +39,8 @@ fn segment(selector: u16, type_: u8, long: bool) -> kvm_segment {
 /// flat ring-0 segments the minikernel's own GDT also describes (code 0x08,
 /// data 0x10). The guest loads its GDT, IDT and TSS itself.
 pub fn long_mode_sregs(mut sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
-    let code = segment(0x08, 0xb, true);
-    let data = segment(0x10, 0x3, false);
+    let code = flat_segment(0x08, 0xb, true);
+    let data = flat_segment(0x10, 0x3, false);
     sregs.cs = code;
     sregs.ds = data;
     sregs.es = data;
