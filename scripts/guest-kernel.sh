@@ -61,9 +61,11 @@ if [ "$cmd" = cloud ]; then
     [ -n "$pkg" ] || die "apt-cache does not know linux-image-cloud-amd64 (run apt-get update)"
     say "downloading $pkg"
     rm -f ./*.deb
-    apt-get download "$pkg" >&2
+    # As root, apt's download sandbox user cannot write here; download as root.
+    apt-get -o APT::Sandbox::User=root download "$pkg" >&2
     rm -rf root && mkdir root
     dpkg -x ./*.deb root
+    rm -f ./*.deb
     img="$(ls root/boot/vmlinuz-* | head -n1)"
     [ -n "$img" ] || die "no vmlinuz in $pkg"
     ln -sf "$img" vmlinuz

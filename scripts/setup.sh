@@ -17,7 +17,7 @@ say() { printf 'virtlab setup: %s\n' "$*" >&2; }
 # as a peer (and checks that the minikernel does not depend on our VMM);
 # binutils' objdump checks the kernel's code; bubblewrap and runc are the
 # container peers of `virtlab compare --peers`.
-packages=(busybox-static qemu-system-x86 binutils bubblewrap runc cpio)
+packages=(busybox-static qemu-system-x86 binutils bubblewrap runc crun cpio)
 # The Linux guest kernel is built from source: Debian's kernel source and
 # its build tools.
 if [ "$linux" = 1 ]; then

@@ -16,6 +16,8 @@ use serde::Serialize;
 use virtlab_vmm::{ConsoleKind, ConsoleSink, GuestStop, Quiet, Step as VmStep, VmConfig};
 use virtlab_workload::{WorkloadResult, READY_MARKER};
 
+use crate::memory::MemoryMethod;
+
 /// Where a workload runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -34,6 +36,11 @@ pub enum Env {
     QemuMicrovm,
     /// Peer: the same under QEMU's software emulation (TCG).
     QemuTcg,
+    /// Peer: QEMU microvm with KVM booting the same Linux guest as `vm-linux`
+    /// (same kernel file, initramfs bytes and command line).
+    QemuMicrovmLinux,
+    /// Peer: the same Linux guest under QEMU's software emulation (TCG).
+    QemuTcgLinux,
     /// Peer: bubblewrap, every namespace, the same rootfs.
     Bwrap,
     /// Peer: runc with an OCI bundle of the same rootfs and limits.
@@ -47,7 +54,8 @@ impl Env {
     pub const ALL: [Env; 5] = [Env::Native, Env::Container, Env::VmMiniUart, Env::VmMiniPv, Env::VmLinux];
 
     /// The peers (`--peers`).
-    pub const PEERS: [Env; 5] = [Env::QemuMicrovm, Env::QemuTcg, Env::Bwrap, Env::Runc, Env::Crun];
+    pub const PEERS: [Env; 7] =
+        [Env::QemuMicrovm, Env::QemuTcg, Env::QemuMicrovmLinux, Env::QemuTcgLinux, Env::Bwrap, Env::Runc, Env::Crun];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -59,6 +67,8 @@ impl Env {
             Env::VmLinux => "vm-linux",
             Env::QemuMicrovm => "qemu-microvm",
             Env::QemuTcg => "qemu-tcg",
+            Env::QemuMicrovmLinux => "qemu-microvm-linux",
+            Env::QemuTcgLinux => "qemu-tcg-linux",
             Env::Bwrap => "bwrap",
             Env::Runc => "runc",
             Env::Crun => "crun",
@@ -75,6 +85,8 @@ impl Env {
             Env::VmLinux => "virtlab VMM + a Linux guest kernel",
             Env::QemuMicrovm => "QEMU microvm + KVM booting the same minikernel (PVH)",
             Env::QemuTcg => "QEMU microvm under software emulation (TCG), same minikernel",
+            Env::QemuMicrovmLinux => "QEMU microvm + KVM booting the same Linux guest as vm-linux",
+            Env::QemuTcgLinux => "QEMU microvm under software emulation (TCG), same Linux guest as vm-linux",
             Env::Bwrap => "bubblewrap, every namespace, same rootfs",
             Env::Runc => "runc, OCI bundle of the same rootfs and limits",
             Env::Crun => "crun, the same OCI bundle",
@@ -89,6 +101,17 @@ impl Env {
     /// Whether it is a VM.
     pub fn is_vm(self) -> bool {
         matches!(self, Env::VmMiniUart | Env::VmMiniPv | Env::VmLinux)
+    }
+
+    /// Whether it is one of the QEMU peers.
+    pub fn is_qemu(self) -> bool {
+        matches!(self, Env::QemuMicrovm | Env::QemuTcg | Env::QemuMicrovmLinux | Env::QemuTcgLinux)
+    }
+
+    /// Whether it boots the Linux guest kernel (ours or QEMU), so needs one
+    /// to be available and gets the Linux timeout.
+    pub fn boots_linux(self) -> bool {
+        matches!(self, Env::VmLinux | Env::QemuMicrovmLinux | Env::QemuTcgLinux)
     }
 
     /// Parses a comma-separated list; `vm-mini` means both consoles, `all`
@@ -107,13 +130,16 @@ impl Env {
                 "peers" => &Env::PEERS,
                 "qemu-microvm" => &[Env::QemuMicrovm],
                 "qemu-tcg" => &[Env::QemuTcg],
+                "qemu-microvm-linux" => &[Env::QemuMicrovmLinux],
+                "qemu-tcg-linux" => &[Env::QemuTcgLinux],
                 "bwrap" => &[Env::Bwrap],
                 "runc" => &[Env::Runc],
                 "crun" => &[Env::Crun],
                 other => {
                     return Err(format!(
                         "unknown environment {other:?}: use native, container, vm-mini (both consoles), vm-mini-uart, \
-                         vm-mini-pv, vm-linux, all, or the peers qemu-microvm, qemu-tcg, bwrap, runc, crun (peers: all five)"
+                         vm-mini-pv, vm-linux, all, or the peers qemu-microvm, qemu-tcg, qemu-microvm-linux, \
+                         qemu-tcg-linux, bwrap, runc, crun (peers: all seven)"
                     ))
                 }
             };
@@ -239,8 +265,10 @@ pub struct Sample {
     pub syscalls_fast: Option<u64>,
     /// See `syscalls_fast`.
     pub syscalls_trapped: Option<u64>,
-    /// Host memory this instance cost (see the report's notes per environment).
+    /// Host memory this instance cost (see `memory_method`).
     pub memory_bytes: Option<u64>,
+    /// How `memory_bytes` was measured.
+    pub memory_method: Option<MemoryMethod>,
     /// Every field of the workload's result line.
     pub result: BTreeMap<String, String>,
     /// Fix-ups the VMM made for the host's nested KVM (Linux guests only).
@@ -266,7 +294,8 @@ pub struct Context {
     pub container_pids: u64,
     /// The Linux guest kernel, when one is available.
     pub linux_kernel: Option<PathBuf>,
-    /// Timeout for one Linux guest run (they boot slowly on nested hosts).
+    /// Timeout for one Linux guest run, ours or QEMU's (they boot slowly
+    /// on nested hosts).
     pub linux_timeout: Duration,
 }
 
@@ -301,6 +330,7 @@ pub(crate) fn empty_sample(workload: &Workload) -> Sample {
         syscalls_fast: None,
         syscalls_trapped: None,
         memory_bytes: None,
+        memory_method: None,
         result: BTreeMap::new(),
         host_fixups: None,
     }
@@ -373,18 +403,15 @@ fn launch_native(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
             }
             let old = output.len();
             output.extend_from_slice(&chunk[..n]);
-            if s.startup_us.is_none() && output[old..].contains(&b'\n') {
-                let mut lines = output.split(|&b| b == b'\n').rev().skip(1);
-                if lines.any(|l| l.starts_with(READY_MARKER.as_bytes())) {
-                    s.startup_us = Some(us(t0.elapsed()));
-                }
+            if s.startup_us.is_none() && ready_line_completed(&output, old) {
+                s.startup_us = Some(us(t0.elapsed()));
             }
         }
     }
     let status = wait_child(pid, t0, ctx.timeout)?;
     s.total_us = us(t0.elapsed());
     s.exit_status = status;
-    // Memory comes from a separate run in a cgroup (`native_memory`): the
+    // Memory comes from a separate run in a cgroup (`memory::native`): the
     // child's own maxrss would include the harness's pages it was forked with.
     if let Some(r) = s.startup_us {
         s.phases.push(Phase { name: "ready".into(), at_us: r });
@@ -394,8 +421,18 @@ fn launch_native(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
     Ok(s)
 }
 
+/// Whether the bytes appended to `output` from `old` on completed a line
+/// starting with the ready marker.
+pub(crate) fn ready_line_completed(output: &[u8], old: usize) -> bool {
+    if !output[old..].contains(&b'\n') {
+        return false;
+    }
+    let mut lines = output.split(|&b| b == b'\n').rev().skip(1);
+    lines.any(|l| l.starts_with(READY_MARKER.as_bytes()))
+}
+
 /// Waits up to `timeout` for `fd` to be readable (or closed).
-fn poll_in(fd: i32, timeout: Duration) -> bool {
+pub(crate) fn poll_in(fd: i32, timeout: Duration) -> bool {
     let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
     loop {
@@ -409,7 +446,7 @@ fn poll_in(fd: i32, timeout: Duration) -> bool {
 
 /// waitpid through a pidfd, so the wait blocks (no polling delay) yet
 /// still ends at `timeout`, when the child is killed.
-fn wait_child(pid: libc::pid_t, t0: Instant, timeout: Duration) -> Result<i32, String> {
+pub(crate) fn wait_child(pid: libc::pid_t, t0: Instant, timeout: Duration) -> Result<i32, String> {
     // SAFETY: pidfd_open on our own unreaped child; the fd is closed below.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
     let result = loop {
@@ -440,52 +477,6 @@ fn wait_child(pid: libc::pid_t, t0: Instant, timeout: Duration) -> Result<i32, S
     result
 }
 
-/// The native workload's memory: one extra, untimed run inside a fresh
-/// cgroup (no limits), whose peak is read back, as for a container. Needs
-/// root.
-pub fn native_memory(workload: &Workload, ctx: &Context) -> Result<u64, String> {
-    use std::os::unix::process::CommandExt;
-    use virtlab_container::cgroup::{self, Cgroup};
-
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let root = Path::new(cgroup::DEFAULT_ROOT);
-    let mode = cgroup::detect(root).map_err(|e| e.to_string())?;
-    let id = format!("native-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    let cg = Cgroup::create(root, mode, &id, &virtlab_container::Limits::default()).map_err(|e| e.to_string())?;
-    let fds: Vec<std::fs::File> = cg
-        .paths()
-        .iter()
-        .map(|p| std::fs::OpenOptions::new().write(true).open(p.join("cgroup.procs")))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("cannot open the cgroup: {e}"))?;
-    let mut cmd = Command::new(&ctx.workload_path);
-    cmd.args(workload.args()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    let raw: Vec<i32> = fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // write(2) on descriptors opened above, which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            for &fd in &raw {
-                // "0" moves the writing process into the cgroup.
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let t0 = Instant::now();
-    let result = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start the workload: {e}"))
-        .and_then(|child| wait_child(child.id() as libc::pid_t, t0, ctx.timeout));
-    drop(fds);
-    let peak = cg.stats().memory_peak;
-    let _ = cg.remove();
-    result?;
-    peak.ok_or_else(|| "the cgroup reported no memory peak".to_string())
-}
-
 fn launch_container(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
     let rootfs = ctx.rootfs.as_deref().ok_or("no container rootfs")?;
     let mut argv = vec!["/virtlab-workload".to_string()];
@@ -502,6 +493,7 @@ fn launch_container(workload: &Workload, ctx: &Context) -> Result<Sample, String
     s.startup_us = out.at(virtlab_container::Step::Ready).map(us);
     s.phases = out.timeline.iter().map(|st| Phase { name: st.step.name().to_string(), at_us: us(st.at) }).collect();
     s.memory_bytes = out.cgroup.as_ref().and_then(|c| c.stats.memory_peak);
+    s.memory_method = s.memory_bytes.map(|_| MemoryMethod::CgroupPeak);
     if out.timed_out {
         return Err(format!("`{}` timed out in the container", workload.label()));
     }
@@ -526,7 +518,10 @@ fn launch_vm(workload: &Workload, ctx: &Context, console: ConsoleKind) -> Result
     s.console_exits = Some(r.exits.by_device.get(device).copied().unwrap_or(0));
     s.syscalls_fast = Some(r.syscalls.via_syscall);
     s.syscalls_trapped = Some(r.syscalls.via_trap);
+    // An estimate; the harness replaces it with a cgroup peak of a `virtlab
+    // vm run` process where it can (`memory::vm_mini`).
     s.memory_bytes = Some(r.memory.guest_touched_bytes + ctx.vmm_overhead_bytes.unwrap_or(0));
+    s.memory_method = Some(MemoryMethod::Estimate);
     if !matches!(r.stop, GuestStop::Exited(_)) {
         return Err(format!("`{}` in the VM: {}", workload.label(), r.summary));
     }
@@ -556,8 +551,17 @@ fn launch_linux(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
     s.startup_us = run.at(VmStep::WorkloadReady);
     s.total_us = run.at(VmStep::WorkloadExit).unwrap_or(run.total_us);
     s.phases = run.phases.iter().map(|p| Phase { name: p.name.to_string(), at_us: p.at_us }).collect();
+    // The end of the kernel's own boot, from its console line, between the
+    // first entry and the init's boot-timer mark.
+    if let Some(at_us) = r.init_line_us {
+        s.phases.push(Phase { name: "kernel-starts-init".into(), at_us });
+        s.phases.sort_by(|a, b| a.at_us.total_cmp(&b.at_us));
+    }
     s.vm_exits = Some(run.exits.total);
+    // An estimate: a cgroup run would be one more boot of minutes on a
+    // nested host.
     s.memory_bytes = Some(run.memory.guest_touched_bytes + ctx.vmm_overhead_bytes.unwrap_or(0));
+    s.memory_method = Some(MemoryMethod::Estimate);
     s.host_fixups = Some(r.host_quirks.fixups.values().sum());
     if !matches!(run.stop, GuestStop::Exited(_)) {
         let why = r.panic.clone().or(r.emulation_failure.clone()).unwrap_or_else(|| run.summary.clone());
@@ -593,6 +597,40 @@ mod tests {
         let e = Env::parse_list("native,docker").unwrap_err();
         assert!(e.contains("docker") && e.contains("vm-mini"), "{e}");
         assert!(Env::parse_list(" , ").is_err());
+    }
+
+    #[test]
+    fn linux_peers_by_name_and_in_peers() {
+        assert_eq!(
+            Env::parse_list("qemu-tcg-linux,vm-linux,qemu-microvm-linux").unwrap(),
+            vec![Env::VmLinux, Env::QemuMicrovmLinux, Env::QemuTcgLinux]
+        );
+        let peers = Env::parse_list("peers").unwrap();
+        assert_eq!(peers.len(), 7);
+        assert!(peers.contains(&Env::QemuMicrovmLinux) && peers.contains(&Env::QemuTcgLinux));
+        assert!(!Env::parse_list("all").unwrap().iter().any(|e| e.is_peer()));
+        for e in [Env::QemuMicrovmLinux, Env::QemuTcgLinux] {
+            assert!(e.is_peer() && e.is_qemu() && e.boots_linux() && !e.is_vm());
+            assert_eq!(Env::parse_list(e.name()).unwrap(), vec![e]);
+            assert!(e.describe().contains("Linux"));
+        }
+        assert!(Env::VmLinux.boots_linux() && !Env::QemuTcg.boots_linux());
+        let err = Env::parse_list("qemu-linux").unwrap_err();
+        assert!(err.contains("qemu-microvm-linux") && err.contains("qemu-tcg-linux"), "{err}");
+        // Names and serde agree.
+        for e in Env::ALL.iter().chain(Env::PEERS.iter()) {
+            assert_eq!(serde_json::to_value(e).unwrap(), e.name());
+        }
+    }
+
+    #[test]
+    fn the_ready_line_counts_once_complete() {
+        let mut out = b"Run /virtlab/init\r\nvirtlab.ready pid=1".to_vec();
+        assert!(!ready_line_completed(&out, 0));
+        let old = out.len();
+        out.extend_from_slice(b" t_ns=5\r\n");
+        assert!(ready_line_completed(&out, old));
+        assert!(!ready_line_completed(b"boot\nmore\n", 0));
     }
 
     #[test]

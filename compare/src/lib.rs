@@ -10,9 +10,11 @@
 //! - [`svg`](crate::svg): charts.
 //! - [`scale`]: many instances at once.
 //! - [`peers`]: QEMU, bubblewrap, runc and crun on the same workload.
+//! - [`memory`]: one memory measure for every row, a cgroup's peak.
 
 pub mod env;
 pub mod host;
+pub mod memory;
 pub mod peers;
 pub mod report;
 pub mod scale;

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::env::{Env, Sample, Workload};
 use crate::host::{HostInfo, VirtMode};
+use crate::memory::MemoryMethod;
 use crate::stats::{ratio, Summary};
 
 /// The schema name and version of the JSON report.
@@ -81,6 +82,8 @@ pub struct Row {
     pub console_exits_per_kib: Option<f64>,
     /// Host memory per instance, bytes.
     pub memory_bytes: Option<Summary>,
+    /// How `memory_bytes` was measured.
+    pub memory_method: Option<MemoryMethod>,
     /// Share of system calls trapped rather than entered through SYSCALL.
     pub syscalls_trapped_share: Option<f64>,
     /// The PID the workload saw (first run).
@@ -116,6 +119,9 @@ pub struct CompareReport {
     pub scale: Vec<crate::scale::ScalePoint>,
     /// Ours against the peers, as ratios from this run.
     pub peers: Vec<PeerRatio>,
+    /// The VMM process's own memory (peak RSS minus the guest pages it
+    /// touched), from one `virtlab vm run -- ready`; None if no VM ran.
+    pub vmm_overhead_bytes: Option<u64>,
 }
 
 /// One of ours against one peer on one workload: ours / peer.
@@ -133,6 +139,9 @@ pub struct PeerRatio {
     pub total_ratio: Option<f64>,
     /// The workload's own time, ours / peer.
     pub inside_ratio: Option<f64>,
+    /// Host memory per instance, ours / peer, when both were measured the
+    /// same way (for VMs: the VMM process with the guest pages it touched).
+    pub memory_ratio: Option<f64>,
 }
 
 /// Pairs each peer with the environment of ours that does the same job.
@@ -141,6 +150,9 @@ pub fn peer_ratios(rows: &[Row]) -> Vec<PeerRatio> {
         (Env::VmMiniPv, Env::QemuMicrovm),
         (Env::VmMiniUart, Env::QemuMicrovm),
         (Env::VmMiniUart, Env::QemuTcg),
+        (Env::VmMiniPv, Env::QemuTcg),
+        (Env::VmLinux, Env::QemuMicrovmLinux),
+        (Env::VmLinux, Env::QemuTcgLinux),
         (Env::Container, Env::Bwrap),
         (Env::Container, Env::Runc),
         (Env::Container, Env::Crun),
@@ -156,6 +168,11 @@ pub fn peer_ratios(rows: &[Row]) -> Vec<PeerRatio> {
                 startup_ratio: ratio(med(&o.startup_us), med(&r.startup_us)),
                 total_ratio: ratio(med(&o.total_us), med(&r.total_us)),
                 inside_ratio: ratio(med(&o.inside_ns), med(&r.inside_ns)),
+                memory_ratio: if o.memory_method.is_some() && o.memory_method == r.memory_method {
+                    ratio(med(&o.memory_bytes), med(&r.memory_bytes))
+                } else {
+                    None
+                },
             });
         }
     }
@@ -168,26 +185,71 @@ pub fn peers_text(report: &CompareReport) -> String {
         return String::new();
     }
     let mut t = String::from(
-        "\nOurs against the real thing (ours / peer, medians from this run; below 1 means ours is faster):\n",
+        "\nOurs against the real thing (ours / peer, medians from this run; below 1 means ours is faster or smaller):\n",
     );
     let cell = |v: Option<f64>| v.map(fmt_ratio).unwrap_or_else(|| "-".into());
-    t += &format!("{:<8} {:<13} {:<13} {:>9} {:>9} {:>9}\n", "workload", "ours", "peer", "startup", "to exit", "work");
+    t += &format!(
+        "{:<8} {:<13} {:<19} {:>9} {:>9} {:>9} {:>9}\n",
+        "workload", "ours", "peer", "startup", "to exit", "work", "memory"
+    );
     for p in &report.peers {
         t += &format!(
-            "{:<8} {:<13} {:<13} {:>9} {:>9} {:>9}\n",
+            "{:<8} {:<13} {:<19} {:>9} {:>9} {:>9} {:>9}\n",
             p.workload,
             p.ours.name(),
             p.peer.name(),
             cell(p.startup_ratio),
             cell(p.total_ratio),
-            cell(p.inside_ratio.filter(|_| p.workload != "ready"))
+            cell(p.inside_ratio.filter(|_| p.workload != "ready")),
+            cell(p.memory_ratio)
         );
     }
-    if report.peers.iter().any(|p| p.peer == Env::QemuTcg) && report.host.virt_mode == VirtMode::NestedEmulated {
-        t += "Note: on this nested host QEMU's software emulation (TCG) translates guest kernel code into host code, \
-              while nested KVM emulates it one instruction at a time, so TCG can beat every KVM-based VMM on kernel-heavy \
-              work. On VT-x/AMD-V hardware the order flips.\n";
+    if report.peers.iter().any(|p| p.memory_ratio.is_some()) {
+        t += "memory: VMM memory, ours / QEMU: the peak of a fresh memory cgroup around each VMM process (its own \
+              memory plus the guest pages it touched).\n";
     }
+    if report.peers.iter().any(|p| p.ours == Env::VmLinux) {
+        t += "vm-linux's memory is an estimate (guest pages + VMM RSS overhead), so it is not set against QEMU's.\n";
+    }
+    t
+}
+
+/// Why QEMU's software emulation can beat KVM here, said once for the
+/// minikernel and the Linux guest, on nested hosts where a TCG row ran.
+pub fn tcg_note(report: &CompareReport) -> String {
+    let ran = |e| report.rows.iter().any(|r| r.env == e);
+    if !(ran(Env::QemuTcg) || ran(Env::QemuTcgLinux)) || report.host.virt_mode != VirtMode::NestedEmulated {
+        return String::new();
+    }
+    let mut t = String::from(
+        "Note: on this nested host QEMU's software emulation (TCG) translates guest kernel code into host code, while \
+         nested KVM emulates it one instruction at a time, so TCG can beat every KVM-based VMM on kernel-heavy work",
+    );
+    let ready = |e| find(&report.rows, e, "ready").and_then(|r| med(&r.startup_us));
+    match (ready(Env::VmLinux), ready(Env::QemuTcgLinux)) {
+        (Some(ours), Some(tcg)) => {
+            t += &format!(
+                ". A Linux guest's boot is nearly all kernel code: the same kernel, initramfs and command line reached \
+                 its workload in {} under TCG and in {} under virtlab's VMM on nested KVM ({} as long)",
+                fmt_us(tcg),
+                fmt_us(ours),
+                fmt_ratio(ours / tcg)
+            )
+        }
+        (None, Some(tcg)) => {
+            t += &format!(
+            ". A Linux guest's boot is nearly all kernel code: under TCG it reached its workload in {}; add vm-linux \
+                 (`--env vm-linux,qemu-tcg-linux`) to see virtlab's VMM boot the same guest on nested KVM",
+            fmt_us(tcg)
+        )
+        }
+        _ => {}
+    }
+    if report.skipped.iter().any(|s| s.env == Env::QemuMicrovmLinux && crate::peers::is_emulation_failure(&s.reason)) {
+        t += "; QEMU with KVM could not boot that guest at all here (see why it was skipped, below), since it has \
+              no work-arounds for this host's instruction emulator";
+    }
+    t += ". On VT-x/AMD-V hardware the order flips.\n";
     t
 }
 
@@ -252,6 +314,7 @@ pub fn rows(samples: &[Sample], envs: &[Env], workloads: &[Workload]) -> Vec<Row
                 exits_per_second,
                 console_exits_per_kib,
                 memory_bytes: Summary::of(&values(&ss, |s| s.memory_bytes.map(|m| m as f64))),
+                memory_method: ss.iter().find_map(|s| s.memory_method.filter(|_| s.memory_bytes.is_some())),
                 syscalls_trapped_share: trapped_share,
                 pid: ss.first().and_then(|s| s.pid),
             });
@@ -415,15 +478,30 @@ pub fn claims(rows: &[Row], host: &HostInfo) -> Vec<Claim> {
 
     // 5. Memory.
     let mem = |e| find(rows, e, "ready").and_then(|r| med(&r.memory_bytes));
+    let vm_method = find(rows, Env::VmMiniPv, "ready")
+        .filter(|r| r.memory_bytes.is_some())
+        .or_else(|| find(rows, Env::VmMiniUart, "ready"))
+        .and_then(|r| r.memory_method);
     let measured = match (mem(Env::Container), mem(Env::VmMiniPv).or(mem(Env::VmMiniUart))) {
-        (Some(c), Some(v)) => format!(
-            "one instance cost {} of host memory as a container (its cgroup's peak) and {} as a minikernel VM (guest \
-             pages touched plus the VMM process's own memory), {} as much; a Linux guest needs far more, since its \
-             kernel must fit in guest RAM (`--scale` measures many at once)",
-            fmt_mib(c),
-            fmt_mib(v),
-            fmt_ratio(v / c)
-        ),
+        (Some(c), Some(v)) => {
+            let mut m = format!(
+                "one instance cost {} of host memory as a container (its cgroup's peak) and {} as a minikernel VM ({}), \
+                 {} as much",
+                fmt_mib(c),
+                fmt_mib(v),
+                if vm_method == Some(MemoryMethod::CgroupPeak) {
+                    "the peak of a cgroup around the VMM process: its own memory plus the guest pages it touched"
+                } else {
+                    "estimated: guest pages touched plus the VMM process's own memory"
+                },
+                fmt_ratio(v / c)
+            );
+            if let Some(q) = mem(Env::QemuMicrovm) {
+                m += &format!("; QEMU microvm with the same minikernel, measured the same way, {}", fmt_mib(q));
+            }
+            m += "; a Linux guest needs far more, since its kernel must fit in guest RAM (`--scale` measures many at once)";
+            m
+        }
         _ => "not measured: run `ready` in a container and a VM".into(),
     };
     out.push(Claim { claim: "containers waste fewer resources", measured });
@@ -464,7 +542,63 @@ pub fn table(report: &CompareReport) -> String {
             cell(med(&r.total_us), &fmt_us),
             cell(r.total_us.map(|s| s.spread * 100.0), &|p| format!("{p:.0}%")),
             cell(med(&r.vm_exits), &|x| format!("{x:.0}")),
-            cell(med(&r.memory_bytes), &fmt_mib),
+            memory_cell(r),
+        );
+    }
+    t
+}
+
+/// A row's memory, "~" in front when it is an estimate.
+fn memory_cell(r: &Row) -> String {
+    match (med(&r.memory_bytes), r.memory_method) {
+        (Some(b), Some(MemoryMethod::Estimate)) => format!("~{}", fmt_mib(b)),
+        (Some(b), _) => fmt_mib(b),
+        (None, _) => "-".into(),
+    }
+}
+
+/// The legend of the "~" in the memory column, for right under the table
+/// (empty when no row is an estimate).
+pub fn estimate_legend(report: &CompareReport) -> String {
+    let mut estimated: Vec<&str> = report
+        .rows
+        .iter()
+        .filter(|r| r.memory_method == Some(MemoryMethod::Estimate) && r.memory_bytes.is_some())
+        .map(|r| r.env.name())
+        .collect();
+    estimated.dedup();
+    if estimated.is_empty() {
+        return String::new();
+    }
+    format!(
+        "~ memory of {} is an ESTIMATE: guest pages touched + the VMM process's RSS overhead (measured once), not a \
+         cgroup peak{}.\n",
+        estimated.join(", "),
+        if estimated.iter().all(|e| *e == "vm-linux") {
+            " (one more Linux boot for it would take minutes on a nested host)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// How the memory column was measured, and the VMM's own memory.
+pub fn memory_note(report: &CompareReport) -> String {
+    let mut t = String::new();
+    if report.rows.iter().any(|r| r.memory_method == Some(MemoryMethod::CgroupPeak)) {
+        t += "memory per instance: the peak of a fresh memory cgroup around the one process (the workload, the \
+              container, QEMU, or virtlab's VMM as a `virtlab vm run` process), measured after an earlier run of the \
+              same binary so that its page cache is not charged.\n";
+    }
+    if !report.host.root {
+        t += "memory per instance: not root, so no cgroup could be made: native and QEMU rows have no memory figure \
+              and the VM rows show the estimate.\n";
+    }
+    if let Some(b) = report.vmm_overhead_bytes {
+        t += &format!(
+            "The VMM process's own memory: {} (peak RSS minus the guest pages it touched, one `virtlab vm run -- \
+             ready`).\n",
+            fmt_mib(b as f64)
         );
     }
     t
@@ -483,10 +617,22 @@ pub fn text(report: &CompareReport) -> String {
         report.config.runs, report.config.warmup, report.config.order
     );
     t += &table(report);
-    t += &peers_text(report);
+    t += &estimate_legend(report);
+    let peers = peers_text(report);
+    let note = tcg_note(report);
+    t += &peers;
+    if peers.is_empty() && !note.is_empty() {
+        t += "\n";
+    }
+    t += &note;
     t += "\nWhat this run shows about the course notes' claims:\n";
     for c in &report.claims {
         t += &format!("- {}: {}.\n", c.claim, c.measured);
+    }
+    let memory = memory_note(report);
+    if !memory.is_empty() {
+        t += "\n";
+        t += &memory;
     }
     let fixups: u64 = report.samples.iter().filter(|s| s.env == Env::VmLinux).filter_map(|s| s.host_fixups).sum();
     if fixups > 0 {
@@ -576,21 +722,29 @@ pub fn markdown(report: &CompareReport, command: &str) -> String {
             cell(med(&r.total_us), &fmt_us),
             cell(r.total_us.map(|s| s.spread * 100.0), &|p| format!("{p:.0}%")),
             cell(med(&r.vm_exits), &|x| format!("{x:.0}")),
-            cell(med(&r.memory_bytes), &fmt_mib),
+            memory_cell(r),
         );
     }
+    let note = estimate_legend(report) + &memory_note(report);
+    if !note.is_empty() {
+        t += "\n";
+        for l in note.lines() {
+            t += &format!("{}\n\n", l.replacen('~', "\\~", 1));
+        }
+    }
     if !report.peers.is_empty() {
-        t += "\n## Ours against the peers (ours / peer; below 1 is faster)\n\n";
-        t += "| workload | ours | peer | startup | to exit | work |\n| --- | --- | --- | ---: | ---: | ---: |\n";
+        t += "\n## Ours against the peers (ours / peer; below 1 is faster or smaller)\n\n";
+        t += "| workload | ours | peer | startup | to exit | work | memory |\n| --- | --- | --- | ---: | ---: | ---: | ---: |\n";
         for p in &report.peers {
             t += &format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
                 p.workload,
                 p.ours.name(),
                 p.peer.name(),
                 cell(p.startup_ratio, &fmt_ratio),
                 cell(p.total_ratio, &fmt_ratio),
-                cell(p.inside_ratio.filter(|_| p.workload != "ready"), &fmt_ratio)
+                cell(p.inside_ratio.filter(|_| p.workload != "ready"), &fmt_ratio),
+                cell(p.memory_ratio, &fmt_ratio)
             );
         }
     }
@@ -628,13 +782,13 @@ pub fn markdown(report: &CompareReport, command: &str) -> String {
 /// One CSV line per measured run, for students' own plots.
 pub fn csv(report: &CompareReport) -> String {
     let mut t = String::from(
-        "env,workload,run,startup_us,total_us,inside_ns,exit_status,vm_exits,console_exits,syscalls_fast,syscalls_trapped,memory_bytes\n",
+        "env,workload,run,startup_us,total_us,inside_ns,exit_status,vm_exits,console_exits,syscalls_fast,syscalls_trapped,memory_bytes,memory_method\n",
     );
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_default();
     let opt_u = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
     for s in &report.samples {
         t += &format!(
-            "{},{},{},{},{:.3},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{:.3},{},{},{},{},{},{},{},{}\n",
             s.env.name(),
             s.workload,
             s.run,
@@ -647,6 +801,7 @@ pub fn csv(report: &CompareReport) -> String {
             opt_u(s.syscalls_fast),
             opt_u(s.syscalls_trapped),
             opt_u(s.memory_bytes),
+            s.memory_method.map(MemoryMethod::name).unwrap_or_default(),
         );
     }
     t
@@ -682,6 +837,7 @@ mod tests {
             syscalls_fast: env.is_vm().then_some(0),
             syscalls_trapped: env.is_vm().then_some(10),
             memory_bytes: Some(if env.is_vm() { 3 << 20 } else { 512 << 10 }),
+            memory_method: Some(if env == Env::VmLinux { MemoryMethod::Estimate } else { MemoryMethod::CgroupPeak }),
             result: BTreeMap::new(),
             host_fixups: None,
         }
@@ -760,6 +916,77 @@ mod tests {
     }
 
     #[test]
+    fn peers_pair_with_ours_including_the_linux_guest() {
+        let mut samples = recorded();
+        for (e, startup, mem) in [
+            (Env::VmLinux, 90e6, 40u64 << 20),
+            (Env::QemuTcgLinux, 2.4e6, 48 << 20),
+            (Env::QemuMicrovm, 120e3, 20 << 20),
+        ] {
+            let mut s = sample(e, "ready", startup, 0.0, startup * 1.01);
+            s.memory_bytes = Some(mem);
+            samples.push(s);
+        }
+        let envs = Env::parse_list("native,container,vm-mini,vm-linux,qemu-microvm,qemu-tcg-linux").unwrap();
+        let rows = rows(&samples, &envs, &workloads());
+        assert_eq!(find(&rows, Env::VmLinux, "ready").unwrap().memory_method, Some(MemoryMethod::Estimate));
+        let peers = peer_ratios(&rows);
+        let linux = peers.iter().find(|p| p.ours == Env::VmLinux && p.peer == Env::QemuTcgLinux).unwrap();
+        assert!((linux.startup_ratio.unwrap() - 37.5).abs() < 1e-9);
+        assert_eq!(linux.memory_ratio, None, "an estimate is not set against a cgroup peak");
+        let mini = peers.iter().find(|p| p.ours == Env::VmMiniPv && p.peer == Env::QemuMicrovm).unwrap();
+        assert!((mini.memory_ratio.unwrap() - 3.0 / 20.0).abs() < 1e-9);
+
+        let mut h = host();
+        h.virt_mode = VirtMode::NestedEmulated;
+        let report = CompareReport {
+            schema: SCHEMA,
+            virtlab_version: "test",
+            started_unix: 0,
+            wall_seconds: 1.0,
+            host: h,
+            config: RunConfig { runs: 3, warmup: 1, envs: envs.clone(), workloads: workloads(), order: "x".into() },
+            skipped: vec![Skipped {
+                env: Env::QemuMicrovmLinux,
+                reason: crate::peers::emulation_failure_reason(
+                    "KVM internal error. Suberror: 1\nemulation failure\n",
+                    std::time::Duration::from_secs(5),
+                ),
+            }],
+            failures: vec![],
+            claims: claims(&rows, &host()),
+            rows,
+            samples,
+            scale: vec![],
+            peers,
+            vmm_overhead_bytes: Some(2 << 20),
+        };
+        let text = text(&report);
+        assert_eq!(text.matches("Note: on this nested host QEMU's software emulation").count(), 1, "{text}");
+        assert!(text.contains("reached its workload in 2.40 s under TCG and in 90.00 s"), "{text}");
+        assert!(text.contains("QEMU with KVM could not boot that guest at all"), "{text}");
+        assert!(text.contains("~40.0 MiB") && text.contains("~ memory of vm-linux is an ESTIMATE"), "{text}");
+        assert!(text.contains("VMM memory, ours / QEMU") && text.contains("0.15x"), "{text}");
+        assert!(text.contains("The VMM process's own memory: 2.0 MiB"), "{text}");
+        // The legend sits right under the table, the rest after the claims.
+        let legend = text.find("~ memory of vm-linux").unwrap();
+        assert!(legend < text.find("What this run shows").unwrap());
+        assert!(text.find("memory per instance: the peak").unwrap() > text.find("containers isolate less").unwrap());
+        let mut without_ours = report.clone();
+        without_ours.rows.retain(|r| r.env != Env::VmLinux);
+        let note = tcg_note(&without_ours);
+        assert!(note.contains("under TCG it reached its workload in 2.40 s; add vm-linux"), "{note}");
+        without_ours.host.virt_mode = VirtMode::HardwareAssisted;
+        assert_eq!(tcg_note(&without_ours), "", "only nested hosts get the note");
+        let md = markdown(&report, "virtlab compare --peers");
+        assert!(md.contains("| ready | vm-mini-pv | qemu-microvm |") && md.contains("| 0.15x |"), "{md}");
+        assert!(md.contains("\\~ memory of vm-linux"), "{md}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["rows"][0]["memory_method"], "cgroup-peak");
+        assert!(csv(&report).lines().next().unwrap().ends_with(",memory_method"));
+    }
+
+    #[test]
     fn csv_has_a_line_per_run() {
         let samples = recorded();
         let envs = Env::parse_list("native,container,vm-mini").unwrap();
@@ -777,6 +1004,7 @@ mod tests {
             samples: samples.clone(),
             scale: vec![],
             peers: vec![],
+            vmm_overhead_bytes: Some(2 << 20),
         };
         let csv = csv(&report);
         assert_eq!(csv.lines().count(), 1 + samples.len());

@@ -118,3 +118,134 @@ fn bad_input_gets_a_clear_error_and_status_125() {
     let out = virtlab(&["vm", "run", "--mem", "lots"]);
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
 }
+
+/// The minimal guest kernel, or None after a loud skip (a failure under
+/// VIRTLAB_REQUIRE_LINUX=1).
+fn linux_kernel_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    use virtlab_vmm::linux::provision::{locate, Origin};
+    let why = match locate(None) {
+        Ok(k) if k.origin == Origin::Minimal => return Some(k.path),
+        Ok(k) => format!("only {} is available ({:?}), not the minimal kernel", k.path.display(), k.origin),
+        Err(e) => e.to_string(),
+    };
+    if std::env::var("VIRTLAB_REQUIRE_LINUX").as_deref() == Ok("1") {
+        panic!("{test}: VIRTLAB_REQUIRE_LINUX=1 but {why}");
+    }
+    eprintln!(
+        "SKIPPED {test}: {why}; run scripts/guest-kernel.sh, or set VIRTLAB_REQUIRE_LINUX=1 to make this a failure"
+    );
+    None
+}
+
+/// A pseudo-terminal: (master, slave).
+fn open_pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut m, mut s) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into m and s; the name,
+    // termios and winsize pointers may be null.
+    let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are new and owned by nothing else.
+    unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) }
+}
+
+#[test]
+fn interactive_console_reaches_a_shell_in_the_linux_guest() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    const TEST: &str = "interactive_console_reaches_a_shell_in_the_linux_guest";
+    if !kvm_or_skip(TEST) {
+        return;
+    }
+    let Some(kernel) = linux_kernel_or_skip(TEST) else { return };
+    if !std::path::Path::new("/bin/busybox").exists() {
+        if std::env::var("VIRTLAB_REQUIRE_ROOT").as_deref() == Ok("1") {
+            panic!("{TEST}: /bin/busybox is missing (apt-get install busybox-static)");
+        }
+        eprintln!("SKIPPED {TEST}: /bin/busybox is missing (apt-get install busybox-static)");
+        return;
+    }
+    // The smallest root file system with a shell: the guest unpacks every
+    // file in emulated kernel code on nested hosts, so fewer is faster.
+    let root = std::env::temp_dir().join(format!("virtlab-vm-cli-shell-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+
+    // Standard input is a terminal, as for a student at a keyboard: virtlab
+    // puts it in raw mode and passes each key on as it comes.
+    let (mut master, slave) = open_pty();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["vm", "run", "--kernel"])
+        .arg(&kernel)
+        .arg("--rootfs")
+        .arg(&root)
+        .args(["--interactive", "--", "/bin/sh"])
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut seen = Vec::new();
+    let mut wait_for = |want: &str| -> bool {
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(l) => {
+                    let hit = l.contains(want);
+                    seen.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        false
+    };
+    let shell_up = wait_for("job control turned off");
+    // The quotes keep the typed line itself from matching; Enter is "\r".
+    let answered = shell_up && {
+        master.write_all(b"echo hel''lo-from-the-guest; uname -s\r").unwrap();
+        wait_for("hello-from-the-guest")
+    };
+    // A second command: the shell's prompt and echo must keep flowing.
+    let again = answered && {
+        master.write_all(b"echo sec''ond-command\r").unwrap();
+        wait_for("second-command")
+    };
+    if again {
+        master.write_all(b"exit 7\r").unwrap();
+    }
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    std::fs::remove_dir_all(&root).unwrap();
+    let tail = seen[seen.len().saturating_sub(15)..].join("\n");
+    assert!(shell_up, "no shell banner; last console lines:\n{tail}\nstderr:\n{err}");
+    assert!(answered, "the shell did not answer typed input; last console lines:\n{tail}\nstderr:\n{err}");
+    assert!(again, "the shell did not answer a second command; last console lines:\n{tail}\nstderr:\n{err}");
+    drop(master);
+    assert_eq!(status.and_then(|s| s.code()), Some(7), "`exit 7` ends the VM with status 7; stderr:\n{err}");
+}

@@ -65,6 +65,10 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// What to do about accesses to ports and addresses no device owns.
     pub unknown_io: UnknownIo,
+    /// Back the workload's mmap() area with transparent huge pages (2 MiB
+    /// host pages, so one nested-paging fault maps 512 guest pages), as QEMU
+    /// does for all guest RAM. Off: 4 KiB pages, one fault each.
+    pub huge_pages: bool,
 }
 
 impl VmConfig {
@@ -81,6 +85,7 @@ impl VmConfig {
             console: ConsoleKind::Uart,
             timeout: Some(DEFAULT_TIMEOUT),
             unknown_io: UnknownIo::Stop,
+            huge_pages: true,
         }
     }
 }

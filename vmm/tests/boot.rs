@@ -9,7 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{kvm_or_skip, tiny_elf};
-use virtlab_vmm::{run, ConsoleKind, ConsoleSink, GuestStop, KernelSource, Quiet, RunReport, Step, VmConfig, VmError};
+use virtlab_vmm::{
+    run, ConsoleKind, ConsoleSink, GuestStop, KernelSource, Observer, Quiet, RunReport, Step, VmConfig, VmError,
+};
 use virtlab_workload::WorkloadResult;
 
 fn boot(args: &[&str]) -> RunReport {
@@ -52,6 +54,47 @@ fn every_workload_mode_runs_in_ring_3() {
         assert!(at(Step::KernelReady) <= at(Step::WorkloadReady));
         assert!(at(Step::WorkloadReady) <= at(Step::WorkloadExit));
     }
+}
+
+/// Keeps what the memory step said.
+struct MemoryDetail(String);
+
+impl Observer for MemoryDetail {
+    fn after(&mut self, step: Step, _took: Duration, detail: &str) {
+        if step == Step::Memory {
+            self.0 = detail.to_string();
+        }
+    }
+}
+
+#[test]
+fn the_mmap_area_is_backed_by_huge_pages_when_asked() {
+    if !kvm_or_skip("the_mmap_area_is_backed_by_huge_pages_when_asked") {
+        return;
+    }
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if thp.is_empty() || thp.contains("[never]") {
+        eprintln!(
+            "SKIPPED the_mmap_area_is_backed_by_huge_pages_when_asked: transparent huge pages are off on this host"
+        );
+        return;
+    }
+    // `mem 8` touches 8 MiB of the mmap() area once per 4 KiB page. With
+    // huge pages the host allocates whole 2 MiB pages around them, so more
+    // guest memory is resident than the workload touched; with 4 KiB pages,
+    // exactly what it touched (plus kernel and program pages).
+    let touched = |huge: bool| {
+        let mut c = VmConfig::builtin_workload(&["mem", "8"]);
+        c.huge_pages = huge;
+        let mut seen = MemoryDetail(String::new());
+        let r = run(&c, ConsoleSink::Capture, &mut seen).expect("the VM runs");
+        assert_eq!(r.stop, GuestStop::Exited(0), "{}", r.summary);
+        assert_eq!(seen.0.contains("huge pages"), huge, "{}", seen.0);
+        r.memory.guest_touched_bytes
+    };
+    let (small, huge) = (touched(false), touched(true));
+    assert!((8 << 20..10 << 20).contains(&small), "4 KiB pages: {small} bytes resident");
+    assert!(huge >= small + (1 << 20), "huge pages: {huge} bytes resident against {small} with 4 KiB pages");
 }
 
 #[test]

@@ -113,7 +113,6 @@ fn boots_the_minimal_kernel_and_runs_the_workload() {
         }
     };
     let mut c = config(kernel, &["/virtlab/workload", "cpu", "1000"]);
-    c.extra_cmdline = Some("quiet".into());
     c.timeout = Some(Duration::from_secs(420));
     let r = run_linux(&c, ConsoleSink::Capture, &mut Quiet).unwrap();
     let out = r.run.output.clone().unwrap_or_default();
@@ -132,7 +131,9 @@ fn boots_the_minimal_kernel_and_runs_the_workload() {
         r.summary(),
         r.last_lines.join("\n")
     );
-    assert!(r.run.at(Step::KernelReady).is_some(), "the init reported through the boot-timer port");
+    let init_ran = r.run.at(Step::KernelReady).expect("the init reported through the boot-timer port");
+    let init_line = r.init_line_us.expect("the kernel's \"Run /virtlab/init as init process\" line was seen");
+    assert!(init_line <= init_ran, "the kernel announces the init ({init_line} us) before it runs ({init_ran} us)");
     assert!(out.contains("virtlab.result mode=cpu n=1000 "), "output:\n{out}");
     assert!(r.uart_interrupts > 0, "the console ran on its interrupt");
 }

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use virtlab_compare::env::{self, Context, Env, Workload};
 use virtlab_compare::host::HostInfo;
 use virtlab_compare::report::{self, CompareReport, Failure, RunConfig, Skipped, SCHEMA};
-use virtlab_compare::{scale, svg};
+use virtlab_compare::{memory, peers, scale, svg};
 
 use super::units::parse_duration;
 
@@ -21,6 +21,7 @@ use super::units::parse_duration;
 virtlab compare --quick              # a fast overview\n  \
 virtlab compare --workload io --env vm-mini     # UART against the paravirtual console\n  \
 virtlab compare --scale 1,4,16,64 --env native,container,vm-mini-pv\n  \
+virtlab compare --env vm-linux,qemu-tcg-linux --workload ready   # one Linux guest, our VMM against QEMU's TCG\n  \
 virtlab compare --json out.json --csv out.csv --svg charts/")]
 pub struct CompareArgs {
     /// Measured runs per environment and workload [default: 5, 3 with --quick].
@@ -30,7 +31,9 @@ pub struct CompareArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     warmup: usize,
     /// Environments: native, container, vm-mini (= vm-mini-uart + vm-mini-pv),
-    /// vm-mini-uart, vm-mini-pv, vm-linux, all.
+    /// vm-mini-uart, vm-mini-pv, vm-linux, all; peers by name: qemu-microvm,
+    /// qemu-tcg, qemu-microvm-linux, qemu-tcg-linux, bwrap, runc, crun, or
+    /// peers (all of them).
     #[arg(long, value_name = "LIST", value_parser = parse_envs)]
     env: Option<EnvList>,
     /// Workloads: ready, cpu, syscall, mem, io; a size with `=`, e.g. cpu=50000000.
@@ -61,8 +64,9 @@ pub struct CompareArgs {
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
     timeout: Duration,
     /// Also run the peers, when installed: qemu-microvm and qemu-tcg (the
-    /// same minikernel through PVH), bwrap, runc and crun (the same rootfs),
-    /// and show ours / peer.
+    /// same minikernel through PVH), qemu-microvm-linux and qemu-tcg-linux
+    /// (the same Linux guest as vm-linux, when a guest kernel is available),
+    /// bwrap, runc and crun (the same rootfs), and show ours / peer.
     #[arg(long)]
     peers: bool,
     /// Skip the ring-0 calibration of the host (the report then cannot say
@@ -89,6 +93,15 @@ fn parse_counts(text: &str) -> Result<Counts, String> {
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Removes what the peers left on disk when dropped (every return path).
+struct PeersCleanup;
+
+impl Drop for PeersCleanup {
+    fn drop(&mut self) {
+        peers::cleanup();
+    }
+}
+
 extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
@@ -99,6 +112,15 @@ fn say(to_stderr: bool, line: &str) {
     } else {
         println!("{line}");
     }
+}
+
+/// A peer this host cannot run (QEMU stopped by the host's instruction
+/// emulator, the same way every time): skipped from now on with the reason,
+/// like a peer that is not installed, rather than a failed launch.
+fn refused(bar: &ProgressBar, skipped: &mut Vec<Skipped>, given_up: &mut Vec<Env>, e: Env, reason: String) {
+    bar.suspend(|| eprintln!("virtlab compare: {} cannot run on this host, not launched again: {reason}", e.name()));
+    given_up.push(e);
+    skipped.push(Skipped { env: e, reason });
 }
 
 /// Runs the comparison; returns the exit status (0: all launches worked,
@@ -114,7 +136,26 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
         asked.extend(Env::PEERS.iter().filter(|p| !asked.contains(p)).copied().collect::<Vec<_>>());
     }
     let mut envs = Vec::new();
-    let mut linux_kernel = None;
+    // The Linux guest kernel, looked up once for vm-linux and its QEMU peers.
+    let mut kernel_lookup: Option<Result<PathBuf, String>> = None;
+    let mut find_kernel = |who: Env| -> Result<PathBuf, String> {
+        kernel_lookup
+            .get_or_insert_with(|| match virtlab_vmm::linux::provision::locate(None) {
+                Ok(k) => {
+                    eprintln!("virtlab compare: the Linux guest rows boot {} ({})", k.path.display(), k.why);
+                    Ok(k.path)
+                }
+                Err(e) => Err(e.to_string()),
+            })
+            .clone()
+            .inspect(|_| {
+                if who == Env::VmLinux {
+                    eprintln!(
+                        "virtlab compare: vm-linux boots once per workload: on a nested host each boot takes minutes"
+                    );
+                }
+            })
+    };
 
     eprintln!("virtlab compare: probing the host{}...", if args.no_probe { "" } else { " (ring-0 calibration)" });
     let mut host = HostInfo::probe(!args.no_probe);
@@ -129,24 +170,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
                 "no usable KVM ({}): enable VT-x/AMD-V (or nested virtualization) and make /dev/kvm accessible",
                 host.kvm.as_ref().err().map(String::as_str).unwrap_or("")
             )),
-            Env::VmLinux if args.quick => {
+            e if e.boots_linux() && args.quick => {
                 Some("left out of --quick: a Linux guest boots in minutes on nested hosts; run without --quick".into())
             }
-            Env::VmLinux => match virtlab_vmm::linux::provision::locate(None) {
-                Ok(k) => {
-                    linux_kernel = Some(k.path.clone());
-                    eprintln!(
-                        "virtlab compare: vm-linux boots {} ({}), once per workload: on a nested host each boot takes minutes",
-                        k.path.display(),
-                        k.why
-                    );
-                    None
-                }
-                Err(e) => Some(e.to_string()),
-            },
-            peer if peer.is_peer() => {
-                virtlab_compare::peers::unavailable(peer, host.kvm.is_ok(), host.cgroup_mode.as_deref())
-            }
+            Env::VmLinux => find_kernel(Env::VmLinux).err(),
+            peer if peer.is_peer() => peers::unavailable(peer, host.kvm.is_ok(), host.cgroup_mode.as_deref())
+                .or_else(|| if peer.boots_linux() { find_kernel(peer).err() } else { None }),
             _ => None,
         };
         match why {
@@ -157,6 +186,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     for s in &skipped {
         eprintln!("virtlab compare: skipping {}: {}", s.env.name(), s.reason);
     }
+    let linux_kernel = match (envs.iter().any(|e| e.boots_linux()), kernel_lookup) {
+        (true, Some(Ok(k))) => Some(k),
+        _ => None,
+    };
 
     let workload_path = virtlab_workload::materialize().context("cannot put the workload binary on disk")?;
     let rootfs = if envs.iter().any(|e| matches!(e, Env::Container | Env::Bwrap | Env::Runc | Env::Crun)) {
@@ -191,6 +224,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
 
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { libc::signal(libc::SIGINT, on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    // The peers' bundle directories and initramfs file go on every way out.
+    let _cleanup = PeersCleanup;
 
     let rounds = args.warmup + runs;
     let linux_runs = if envs.contains(&Env::VmLinux) { workloads.len() } else { 0 };
@@ -203,6 +238,24 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     );
     let mut samples = Vec::new();
     let mut failures = Vec::new();
+    // Environments that failed in a way that repeats every time (QEMU
+    // stopped by this host's instruction emulator): not launched again.
+    let mut given_up: Vec<Env> = Vec::new();
+    // A QEMU launch is also its memory run (a cgroup of its own). The first
+    // run of a binary charges the page cache it reads (QEMU, its libraries,
+    // the guest kernel) to its cgroup, so a memory figure must come after an
+    // earlier run of the same binary: the warm-ups are those; without
+    // warm-ups, one throw-away launch per QEMU environment first.
+    if args.warmup == 0 && host.root {
+        for &e in envs.iter().filter(|e| e.is_qemu()) {
+            bar.set_message(format!("{} (throw-away run, so that memory is measured warm)", e.name()));
+            if let Err(error) = env::launch(e, &workloads[0], 0, &ctx) {
+                if peers::is_emulation_failure(&error) {
+                    refused(&bar, &mut skipped, &mut given_up, e, error);
+                }
+            }
+        }
+    }
     'rounds: for round in 0..rounds {
         let warm = round < args.warmup;
         for w in &workloads {
@@ -217,11 +270,18 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
                 if e == Env::VmLinux && round != args.warmup {
                     continue;
                 }
+                if given_up.contains(&e) {
+                    bar.inc(1);
+                    continue;
+                }
                 bar.set_message(format!("{} {}{}", e.name(), w.label(), if warm { " (warm-up)" } else { "" }));
                 let run_index = round.saturating_sub(args.warmup);
                 match env::launch(e, w, run_index, &ctx) {
                     Ok(s) if !warm => samples.push(s),
                     Ok(_) => {}
+                    Err(error) if peers::is_emulation_failure(&error) => {
+                        refused(&bar, &mut skipped, &mut given_up, e, error);
+                    }
                     Err(error) => {
                         bar.suspend(|| eprintln!("virtlab compare: {} {} failed: {error}", e.name(), w.label()));
                         failures.push(Failure { env: e, workload: w.mode.clone(), run: run_index, error });
@@ -234,16 +294,38 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     bar.finish_and_clear();
     let mut interrupted = INTERRUPTED.load(Ordering::SeqCst);
 
-    // Native memory: one untimed run per workload in a cgroup of its own.
-    if envs.contains(&Env::Native) && host.root && !interrupted {
-        for w in &workloads {
-            match env::native_memory(w, &ctx) {
-                Ok(bytes) => {
-                    for s in samples.iter_mut().filter(|s| s.env == Env::Native && s.workload == w.mode) {
-                        s.memory_bytes = Some(bytes);
-                    }
+    // Memory of native runs and of our minikernel VMs (launched in this
+    // process, so not in a cgroup of their own): one untimed run per
+    // workload, after the timed ones, in a fresh cgroup. Without root the
+    // VM rows keep their estimate and native has none.
+    if host.root && !interrupted {
+        let mut vm_warmed = false;
+        for &e in envs.iter().filter(|e| matches!(e, Env::Native | Env::VmMiniUart | Env::VmMiniPv)) {
+            for w in &workloads {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    break;
                 }
-                Err(e) => eprintln!("virtlab compare: native memory of {}: {e}", w.label()),
+                let measured = if e == Env::Native {
+                    memory::native(w, &ctx)
+                } else {
+                    // The timed VM runs were in this process, not runs of
+                    // `virtlab vm run`: one throw-away run of it first, so
+                    // that its page cache is not charged to the figure.
+                    if !vm_warmed {
+                        let _ = memory::vm_mini(e, w, &ctx);
+                        vm_warmed = true;
+                    }
+                    memory::vm_mini(e, w, &ctx)
+                };
+                match measured {
+                    Ok(bytes) => {
+                        for s in samples.iter_mut().filter(|s| s.env == e && s.workload == w.mode) {
+                            s.memory_bytes = Some(bytes);
+                            s.memory_method = Some(memory::MemoryMethod::CgroupPeak);
+                        }
+                    }
+                    Err(err) => eprintln!("virtlab compare: memory of {} {}: {err}", e.name(), w.label()),
+                }
             }
         }
         interrupted = INTERRUPTED.load(Ordering::SeqCst);
@@ -253,7 +335,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     if !vm.is_empty() {
         host.syscall_reaches_ring0 = Some(vm.iter().any(|s| s.syscalls_fast.unwrap_or(0) > 0));
     }
-    virtlab_compare::peers::cleanup();
+    peers::cleanup();
     let rows = report::rows(&samples, &envs, &workloads);
     let claims = report::claims(&rows, &host);
     let peers = report::peer_ratios(&rows);
@@ -295,6 +377,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
         samples,
         scale: scale_points,
         peers,
+        vmm_overhead_bytes: ctx.vmm_overhead_bytes,
     };
 
     let text = report::text(&report);

@@ -38,6 +38,14 @@ pub struct SerialState {
     line_high: bool,
     /// Edges sent to the interrupt controller.
     pub interrupts: u64,
+    /// Of those, edges sent again for an interrupt still pending
+    /// ([`SerialState::reassert`]).
+    pub reasserted: u64,
+    /// Guest accesses to the UART's registers so far.
+    accesses: u64,
+    /// `accesses` at the last [`SerialState::reassert`] that found the
+    /// interrupt pending.
+    pending_since: Option<u64>,
 }
 
 impl SerialState {
@@ -46,6 +54,24 @@ impl SerialState {
     pub fn push_input(&mut self, bytes: &[u8], line: &dyn IrqLine) {
         self.uart.push_input(bytes);
         self.update(line);
+    }
+
+    /// Sends the edge again if the UART has asserted its interrupt since
+    /// the previous call without the guest touching the UART in between:
+    /// an edge-triggered line that stays high is not seen twice, so an
+    /// interrupt whose edge went unserved would wait for the next one, and
+    /// the guest's output with it. Called on a timer, like Linux's own
+    /// backup timer for UARTs that lose their THRE interrupt.
+    pub fn reassert(&mut self, line: &dyn IrqLine) {
+        if !(self.out2 && self.uart.interrupt_pending()) {
+            self.pending_since = None;
+            return;
+        }
+        if self.pending_since == Some(self.accesses) && line.trigger().is_ok() {
+            self.interrupts += 1;
+            self.reasserted += 1;
+        }
+        self.pending_since = Some(self.accesses);
     }
 
     fn update(&mut self, line: &dyn IrqLine) {
@@ -81,7 +107,16 @@ impl<L: IrqLine> std::fmt::Debug for Serial<L> {
 impl<L: IrqLine> Serial<L> {
     /// A UART in its reset state, raising `line`.
     pub fn new(line: Arc<L>) -> Serial<L> {
-        let state = SerialState { uart: Uart::new(), out2: true, dlab: false, line_high: false, interrupts: 0 };
+        let state = SerialState {
+            uart: Uart::new(),
+            out2: true,
+            dlab: false,
+            line_high: false,
+            interrupts: 0,
+            reasserted: 0,
+            accesses: 0,
+            pending_since: None,
+        };
         Serial { state: Arc::new(Mutex::new(state)), line }
     }
 
@@ -98,12 +133,14 @@ impl<L: IrqLine + Sync + 'static> PortDevice for Serial<L> {
 
     fn read(&mut self, offset: u16, data: &mut [u8], ctx: &mut DeviceContext<'_>) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.accesses += 1;
         s.uart.read(offset, data, ctx);
         s.update(self.line.as_ref());
     }
 
     fn write(&mut self, offset: u16, data: &[u8], ctx: &mut DeviceContext<'_>) -> Option<GuestStop> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.accesses += 1;
         let v = data.first().copied().unwrap_or(0);
         match offset {
             MCR => s.out2 = v & MCR_OUT2 != 0,
@@ -158,5 +195,35 @@ mod tests {
         state.lock().unwrap().push_input(b"k", l.as_ref());
         assert_eq!(edges(), 4, "input raises the line");
         assert_eq!(h.console.output(), b"abc");
+    }
+
+    #[test]
+    fn an_interrupt_left_pending_is_sent_again() {
+        let mut h = Harness::new();
+        let line = Arc::new(Counter::default());
+        let mut s = Serial::new(Arc::clone(&line));
+        let (state, l) = s.handle();
+        let edges = || line.0.load(Ordering::SeqCst);
+        let kick = || state.lock().unwrap().reassert(l.as_ref());
+        kick();
+        kick();
+        assert_eq!(edges(), 0, "nothing pending: nothing sent");
+        s.write(1, &[0x02], &mut h.ctx()); // IER: THR empty, raised at once
+        assert_eq!(edges(), 1);
+        kick();
+        assert_eq!(edges(), 1, "pending, but not yet for a whole period");
+        s.write(0, b"a", &mut h.ctx());
+        kick();
+        assert_eq!(edges(), 1, "the guest touched the UART since: it is being served");
+        kick();
+        assert_eq!(edges(), 2, "pending a whole period with no access: sent again");
+        kick();
+        assert_eq!(edges(), 3);
+        let mut iir = [0u8];
+        s.read(2, &mut iir, &mut h.ctx()); // acknowledged
+        kick();
+        kick();
+        assert_eq!(edges(), 3);
+        assert_eq!(state.lock().unwrap().reasserted, 2);
     }
 }

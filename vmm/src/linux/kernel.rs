@@ -3,12 +3,14 @@
 //! when guest kernel code is emulated) or a `bzImage` (64-bit entry, the
 //! compressed kernel decompresses itself).
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::KernelLoader;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryMmap, ReadVolatile};
 
 use super::boot::{layout, zp};
 
@@ -101,6 +103,58 @@ pub enum KernelError {
     Load(String),
 }
 
+/// How many bytes of an image [`Image::head`] holds: every header virtlab
+/// reads (ELF header, bzImage setup header) lies in them.
+pub const HEAD: usize = 64 << 10;
+
+/// A kernel image being loaded: its first bytes and size up front, the rest
+/// read straight into guest memory. A vmlinux is tens of MiB with its
+/// symbols; reading it whole into the VMM's heap first would count in the
+/// VMM's own memory.
+#[derive(Debug)]
+pub struct Image<R> {
+    /// The first [`HEAD`] bytes (fewer for a shorter file).
+    pub head: Vec<u8>,
+    /// The image's size in bytes.
+    pub len: u64,
+    reader: R,
+}
+
+impl Image<File> {
+    /// Opens a kernel file and reads its first bytes.
+    pub fn open(path: &Path) -> std::io::Result<Image<File>> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut head = Vec::with_capacity(HEAD);
+        (&mut file).take(HEAD as u64).read_to_end(&mut head)?;
+        Ok(Image { head, len, reader: file })
+    }
+}
+
+impl<'a> Image<Cursor<&'a [u8]>> {
+    /// An image already in memory.
+    pub fn from_bytes(bytes: &'a [u8]) -> Image<Cursor<&'a [u8]>> {
+        Image { head: bytes[..bytes.len().min(HEAD)].to_vec(), len: bytes.len() as u64, reader: Cursor::new(bytes) }
+    }
+}
+
+impl<R: Read + Seek> Image<R> {
+    /// `len` bytes at `offset`, from the head when they are in it.
+    fn bytes_at(&mut self, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let end = offset.checked_add(len as u64)?;
+        if end <= self.head.len() as u64 {
+            return Some(self.head[offset as usize..end as usize].to_vec());
+        }
+        if end > self.len {
+            return None;
+        }
+        let mut buf = vec![0u8; len];
+        self.reader.seek(SeekFrom::Start(offset)).ok()?;
+        self.reader.read_exact(&mut buf).ok()?;
+        Some(buf)
+    }
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]])).unwrap_or(0)
 }
@@ -132,9 +186,50 @@ pub fn is_linux(image: &[u8]) -> bool {
     }
 }
 
+/// Whether the file at `path` is a Linux kernel, as [`is_linux`] says,
+/// reading it in pieces rather than whole.
+pub fn is_linux_file(path: &Path) -> std::io::Result<bool> {
+    const BANNER: &[u8] = b"Linux version ";
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; HEAD];
+    let mut have = 0;
+    // The first piece decides the format.
+    while have < buf.len() {
+        match file.read(&mut buf[have..])? {
+            0 => break,
+            n => have += n,
+        }
+    }
+    match detect(&buf[..have], "") {
+        Ok(Format::BzImage) => return Ok(true),
+        Ok(Format::Elf) => {}
+        Err(_) => return Ok(false),
+    }
+    // Scan for the banner, keeping the last few bytes of each piece so a
+    // banner across two pieces is still found.
+    let keep = BANNER.len() - 1;
+    loop {
+        if buf[..have].windows(BANNER.len()).any(|w| w == BANNER) {
+            return Ok(true);
+        }
+        let tail = have.saturating_sub(keep);
+        buf.copy_within(tail..have, 0);
+        have -= tail;
+        let n = file.read(&mut buf[have..])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        have += n;
+    }
+}
+
 /// Checks an ELF kernel and returns the end of its highest PT_LOAD segment
 /// (physical addresses).
-fn elf_end(b: &[u8]) -> Result<u64, KernelError> {
+fn elf_end<R: Read + Seek>(image: &mut Image<R>) -> Result<u64, KernelError> {
+    let b = &image.head;
+    if b.len() < 64 {
+        return Err(KernelError::BadElf("shorter than an ELF header (truncated?)"));
+    }
     if b[4] != 2 || b[5] != 1 {
         return Err(KernelError::BadElf("not a 64-bit little-endian ELF"));
     }
@@ -147,16 +242,17 @@ fn elf_end(b: &[u8]) -> Result<u64, KernelError> {
     if phentsize < 56 || phnum == 0 {
         return Err(KernelError::BadElf("no program headers"));
     }
+    let file_len = image.len;
+    let table = image
+        .bytes_at(phoff as u64, phnum * phentsize)
+        .ok_or(KernelError::BadElf("program headers past the end of the file (truncated?)"))?;
     let mut end = 0u64;
-    for i in 0..phnum {
-        let at = phoff.saturating_add(i * phentsize);
-        let ph =
-            b.get(at..at + 56).ok_or(KernelError::BadElf("program headers past the end of the file (truncated?)"))?;
+    for ph in table.chunks_exact(phentsize) {
         if u32_at(ph, 0) != 1 {
             continue;
         }
         let (offset, paddr, filesz, memsz) = (u64_at(ph, 8), u64_at(ph, 24), u64_at(ph, 32), u64_at(ph, 40));
-        if offset.saturating_add(filesz) > b.len() as u64 {
+        if offset.saturating_add(filesz) > file_len {
             return Err(KernelError::BadElf("a segment lies past the end of the file (truncated?)"));
         }
         end = end.max(paddr.saturating_add(memsz));
@@ -181,8 +277,9 @@ fn check_fits(end: u64, mem_size: u64) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Checks a bzImage's header and size without loading it.
-pub fn check_bzimage(b: &[u8], mem_size: u64) -> Result<u64, KernelError> {
+/// Checks a bzImage's header (`b`, its first bytes) and size (`len`)
+/// without loading it.
+pub fn check_bzimage(b: &[u8], len: u64, mem_size: u64) -> Result<u64, KernelError> {
     let version = u16_at(b, zp::VERSION);
     let xloadflags = u16_at(b, zp::XLOADFLAGS);
     if version < 0x020c || xloadflags & 1 == 0 {
@@ -194,8 +291,8 @@ pub fn check_bzimage(b: &[u8], mem_size: u64) -> Result<u64, KernelError> {
     };
     let syssize = u64::from(u32_at(b, 0x1f4)) * 16;
     let want = (setup_sects + 1) * 512 + syssize;
-    if (b.len() as u64) < want {
-        return Err(KernelError::Truncated { want, have: b.len() as u64 });
+    if len < want {
+        return Err(KernelError::Truncated { want, have: len });
     }
     let init_size = u64::from(u32_at(b, zp::INIT_SIZE)).max(syssize);
     let end = layout::HIMEM + init_size;
@@ -204,13 +301,20 @@ pub fn check_bzimage(b: &[u8], mem_size: u64) -> Result<u64, KernelError> {
 }
 
 /// Loads `image` into guest memory.
-pub fn load(mem: &GuestMemoryMmap, image: &[u8], mem_size: u64, name: &str) -> Result<LoadedKernel, KernelError> {
-    match detect(image, name)? {
+pub fn load<R: Read + ReadVolatile + Seek>(
+    mem: &GuestMemoryMmap,
+    image: &mut Image<R>,
+    mem_size: u64,
+    name: &str,
+) -> Result<LoadedKernel, KernelError> {
+    match detect(&image.head, name)? {
         Format::Elf => {
             let end = elf_end(image)?;
             check_fits(end, mem_size)?;
-            let r = Elf::load(mem, None, &mut Cursor::new(image), Some(GuestAddress(layout::HIMEM)))
+            image.reader.rewind().map_err(|e| KernelError::Load(e.to_string()))?;
+            let r = Elf::load(mem, None, &mut image.reader, Some(GuestAddress(layout::HIMEM)))
                 .map_err(|e| KernelError::Load(e.to_string()))?;
+            let image = &image.head;
             let entry = match r.pvh_boot_cap {
                 PvhBootCapability::PvhEntryPresent(a) => Entry::Pvh(a.0),
                 _ => Entry::Long64(u64_at(image, 24) & 0x7fff_ffff),
@@ -225,9 +329,11 @@ pub fn load(mem: &GuestMemoryMmap, image: &[u8], mem_size: u64, name: &str) -> R
             })
         }
         Format::BzImage => {
-            let end = check_bzimage(image, mem_size)?;
-            let r = BzImage::load(mem, Some(GuestAddress(layout::HIMEM)), &mut Cursor::new(image), None)
+            let end = check_bzimage(&image.head, image.len, mem_size)?;
+            image.reader.rewind().map_err(|e| KernelError::Load(e.to_string()))?;
+            let r = BzImage::load(mem, Some(GuestAddress(layout::HIMEM)), &mut image.reader, None)
                 .map_err(|e| KernelError::Load(e.to_string()))?;
+            let image = &image.head;
             let hdr_len = 0x202 + usize::from(image.get(zp::JUMP + 1).copied().unwrap_or(0x6a)) - zp::HDR;
             let header = image.get(zp::HDR..zp::HDR + hdr_len).unwrap_or(&image[zp::HDR..]).to_vec();
             let cmdline_size = match u32_at(image, zp::CMDLINE_SIZE) {
@@ -289,24 +395,23 @@ mod tests {
     fn truncated_and_oversized_bzimages() {
         // 4 setup sectors + boot sector = 2560 bytes, then 0x100 paragraphs.
         let ok = fake_bzimage(4, 0x100, 2560 + 0x1000);
-        assert_eq!(check_bzimage(&ok, 64 << 20).unwrap(), 0x10_0000 + 0x1000);
-        let cut = &ok[..3000];
-        let e = check_bzimage(cut, 64 << 20).unwrap_err();
+        assert_eq!(check_bzimage(&ok, ok.len() as u64, 64 << 20).unwrap(), 0x10_0000 + 0x1000);
+        let e = check_bzimage(&ok, 3000, 64 << 20).unwrap_err();
         assert!(matches!(e, KernelError::Truncated { want: 6656, have: 3000 }), "{e}");
         let mut big = ok.clone();
         big[zp::INIT_SIZE..zp::INIT_SIZE + 4].copy_from_slice(&(100u32 << 20).to_le_bytes());
-        let e = check_bzimage(&big, 64 << 20).unwrap_err().to_string();
+        let e = check_bzimage(&big, big.len() as u64, 64 << 20).unwrap_err().to_string();
         assert!(e.contains("raise --mem") && e.contains("105 MiB"), "{e}");
         let mut old = ok;
         old[zp::XLOADFLAGS] = 0;
-        assert!(matches!(check_bzimage(&old, 64 << 20), Err(KernelError::No64BitEntry { .. })));
+        assert!(matches!(check_bzimage(&old, 6656, 64 << 20), Err(KernelError::No64BitEntry { .. })));
     }
 
     #[test]
     fn loads_the_header_of_a_bzimage() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
         let img = fake_bzimage(4, 0x100, 2560 + 0x1000);
-        let k = load(&mem, &img, 16 << 20, "bz").unwrap();
+        let k = load(&mem, &mut Image::from_bytes(&img), 16 << 20, "bz").unwrap();
         assert_eq!(k.entry, Entry::Long64(0x10_0200));
         assert_eq!(k.cmdline_max, 2048);
         let h = k.setup_header.unwrap();
@@ -323,13 +428,53 @@ mod tests {
         assert!(load_elf_err(cut).contains("truncated"));
         // The minikernel is an ELF at 1 MiB: it fits 16 MiB, not 4.
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
-        assert!(load(&mem, virtlab_minikernel::ELF, 16 << 20, "mk").is_ok());
-        let e = load(&mem, virtlab_minikernel::ELF, 4 << 20, "mk").unwrap_err();
+        assert!(load(&mem, &mut Image::from_bytes(virtlab_minikernel::ELF), 16 << 20, "mk").is_ok());
+        let e = load(&mem, &mut Image::from_bytes(virtlab_minikernel::ELF), 4 << 20, "mk").unwrap_err();
         assert!(matches!(e, KernelError::DoesNotFit { mem_mib: 4, .. }), "{e}");
     }
 
     fn load_elf_err(b: &[u8]) -> String {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
-        load(&mem, b, 16 << 20, "k").unwrap_err().to_string()
+        load(&mem, &mut Image::from_bytes(b), 16 << 20, "k").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn files_are_recognised_piece_by_piece() {
+        let dir = std::env::temp_dir().join(format!("virtlab-kernel-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The banner straddles the first piece's end.
+        let mut elf = virtlab_minikernel::ELF.to_vec();
+        elf.resize(HEAD - 5, 0);
+        elf.extend_from_slice(b"Linux version 6.1.0");
+        let cases: [(&str, &[u8], bool); 3] = [
+            ("vmlinux", &elf, true),
+            ("minikernel", virtlab_minikernel::ELF, false),
+            (
+                "text",
+                b"#!/bin/sh
+",
+                false,
+            ),
+        ];
+        for (name, bytes, linux) in cases {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            assert_eq!(is_linux_file(&p).unwrap(), linux, "{name}");
+            assert_eq!(is_linux(bytes), linux, "{name}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_loads_like_the_same_bytes() {
+        let dir = std::env::temp_dir().join(format!("virtlab-kernel-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("mk");
+        std::fs::write(&p, virtlab_minikernel::ELF).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let a = load(&mem, &mut Image::open(&p).unwrap(), 16 << 20, "mk").unwrap();
+        let b = load(&mem, &mut Image::from_bytes(virtlab_minikernel::ELF), 16 << 20, "mk").unwrap();
+        assert_eq!((a.entry, a.end), (b.entry, b.end));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -111,12 +111,19 @@ pub struct LinuxReport {
     pub host_quirks: HostQuirks,
     /// Interrupts the UART raised.
     pub uart_interrupts: u64,
+    /// Of those, sent again because the interrupt was still pending.
+    pub uart_reasserted: u64,
     /// The kernel's panic line, if it panicked.
     pub panic: Option<String>,
     /// What the host could not emulate, if that ended the run.
     pub emulation_failure: Option<String>,
     /// The last lines of console output (for runs that did not exit).
     pub last_lines: Vec<String>,
+    /// When the kernel printed "Run /virtlab/init as init process", in
+    /// microseconds since the start of the run: the end of the kernel's own
+    /// boot, seen on the console, so it is known for any kernel, also one
+    /// whose init cannot report through the boot-timer port.
+    pub init_line_us: Option<f64>,
 }
 
 impl LinuxReport {
@@ -142,6 +149,30 @@ struct Tee {
 struct TeeState {
     tail: VecDeque<u8>,
     captured: Vec<u8>,
+    line: Vec<u8>,
+    init_line_at: Option<Instant>,
+}
+
+/// What the kernel prints just before it starts the init program.
+const INIT_LINE: &[u8] = b" as init process";
+
+impl TeeState {
+    fn watch(&mut self, buf: &[u8]) {
+        if self.init_line_at.is_some() {
+            return;
+        }
+        for &b in buf {
+            if b == b'\n' {
+                if self.line.windows(INIT_LINE.len()).any(|w| w == INIT_LINE) {
+                    self.init_line_at = Some(Instant::now());
+                    return;
+                }
+                self.line.clear();
+            } else if self.line.len() < 160 {
+                self.line.push(b);
+            }
+        }
+    }
 }
 
 const TAIL: usize = 8192;
@@ -150,6 +181,7 @@ impl Write for Tee {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.watch(buf);
             s.tail.extend(buf);
             while s.tail.len() > TAIL {
                 s.tail.pop_front();
@@ -158,8 +190,14 @@ impl Write for Tee {
                 s.captured.extend_from_slice(buf);
             }
         }
+        // Flushed at once: a shell's prompt or an echoed key has no newline
+        // to push it out of a line buffer.
         match &mut self.sink {
-            ConsoleSink::Stdout => std::io::stdout().write_all(buf)?,
+            ConsoleSink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(buf)?;
+                out.flush()?;
+            }
             ConsoleSink::Stderr => std::io::stderr().write_all(buf)?,
             ConsoleSink::Writer(w) => w.write_all(buf)?,
             ConsoleSink::Capture | ConsoleSink::Discard => {}
@@ -203,10 +241,11 @@ pub fn run_linux(
 ) -> Result<LinuxReport, LinuxError> {
     check_mem(config.mem_size)?;
     let kernel_name = config.kernel.display().to_string();
-    let kernel_image = std::fs::read(&config.kernel).map_err(|e| LinuxError::ReadKernel(kernel_name.clone(), e))?;
-    let format = kernel::detect(&kernel_image, &kernel_name)?;
+    let mut kernel_image =
+        kernel::Image::open(&config.kernel).map_err(|e| LinuxError::ReadKernel(kernel_name.clone(), e))?;
+    let format = kernel::detect(&kernel_image.head, &kernel_name)?;
     if format == kernel::Format::BzImage {
-        kernel::check_bzimage(&kernel_image, config.mem_size)?;
+        kernel::check_bzimage(&kernel_image.head, kernel_image.len, config.mem_size)?;
     }
     let workload: &[u8] = if config.workload.is_empty() { crate::BUILTIN_WORKLOAD } else { &config.workload };
     crate::loader::parse_user_elf(workload)?;
@@ -250,17 +289,20 @@ pub fn run_linux(
     clock.done(Step::Memory, &format!("{} MiB at guest-physical 0; E820: RAM, BIOS hole, RAM", config.mem_size >> 20));
 
     clock.before(Step::Load);
-    let k = kernel::load(&mem, &kernel_image, config.mem_size, &kernel_name)?;
+    let k = kernel::load(&mem, &mut kernel_image, config.mem_size, &kernel_name)?;
     boot::check_cmdline(&cmdline, k.cmdline_max)?;
     let initrd_at = boot::place_initrd(config.mem_size, k.end, initrd.len() as u64, k.initrd_addr_max)?;
     let write =
         |what, bytes: &[u8], at: u64| mem.write_slice(bytes, GuestAddress(at)).map_err(|e| LinuxError::Memory(what, e));
     write("the initrd", &initrd, initrd_at)?;
+    // The guest has its copy: the VMM's goes.
+    let initrd_len = initrd.len() as u64;
+    drop(initrd);
     let mut c = cmdline.as_bytes().to_vec();
     c.push(0);
     write("the command line", &c, layout::CMDLINE)?;
     let e820 = boot::e820_map(config.mem_size);
-    let initrd_range = Some((initrd_at, initrd.len() as u64));
+    let initrd_range = Some((initrd_at, initrd_len));
     let long = matches!(k.entry, Entry::Long64(_));
     let gdt: Vec<u8> = boot::boot_gdt(long).iter().flat_map(|d| d.to_le_bytes()).collect();
     write("the boot GDT", &gdt, layout::GDT)?;
@@ -292,9 +334,9 @@ pub fn run_linux(
         &format!(
             "{} ({} bytes) up to {:#x}, entry {entry:#x} ({entry_name}); initrd {} bytes at {initrd_at:#x}; command line {} bytes",
             k.format.name(),
-            kernel_image.len(),
+            kernel_image.len,
             k.end,
-            initrd.len(),
+            initrd_len,
             cmdline.len()
         ),
     );
@@ -323,6 +365,7 @@ pub fn run_linux(
     bus.insert(port::BOOT_TIMER, 1, Box::new(BootTimer))?;
     let _raw_tty =
         if config.interactive { Some(start_input(Arc::clone(&serial_state), Arc::clone(&uart_line))) } else { None };
+    let kicker = UartKicker::start(Arc::clone(&serial_state), Arc::clone(&uart_line));
     let mut milestones = Vec::new();
     let mut stats = ExitStats::default();
     let mut emulation_failure = None;
@@ -382,22 +425,28 @@ pub fn run_linux(
         }
     };
     let stopped = Instant::now();
+    drop(kicker);
     drop(watchdog);
     console.flush();
     clock.mark(Step::WorkloadExit, stopped, &stop.describe());
 
     clock.before(Step::Teardown);
     let memory = memory_figures(&mem, config.mem_size);
-    let uart_interrupts = serial_state.lock().map(|s| s.interrupts).unwrap_or(0);
+    let (uart_interrupts, uart_reasserted) =
+        serial_state.lock().map(|s| (s.interrupts, s.reasserted)).unwrap_or((0, 0));
     drop(vcpu);
     drop(vm);
     drop(mem);
     drop(kvm);
     clock.done(Step::Teardown, "vCPU, VM and /dev/kvm fds closed, guest memory unmapped");
 
-    let (tail, captured) = {
+    let (tail, captured, init_line_at) = {
         let mut s = tee_state.lock().unwrap_or_else(|p| p.into_inner());
-        (String::from_utf8_lossy(s.tail.make_contiguous()).into_owned(), std::mem::take(&mut s.captured))
+        (
+            String::from_utf8_lossy(s.tail.make_contiguous()).into_owned(),
+            std::mem::take(&mut s.captured),
+            s.init_line_at,
+        )
     };
     let panic = find_panic(&tail);
     let last_lines = if stop.is_exit() {
@@ -429,12 +478,14 @@ pub fn run_linux(
         kernel_format: k.format.name(),
         entry: entry_name,
         cmdline,
-        initrd_bytes: initrd.len() as u64,
+        initrd_bytes: initrd_len,
         host_quirks: quirks,
         uart_interrupts,
+        uart_reasserted,
         panic,
         emulation_failure,
         last_lines,
+        init_line_us: init_line_at.map(|at| us(at.saturating_duration_since(now))),
     })
 }
 
@@ -584,6 +635,43 @@ fn internal_error(vcpu: &mut VcpuFd, mem: &GuestMemoryMmap, quirks: &mut HostQui
     }
 }
 
+/// A thread that re-sends the UART's interrupt while it stays pending
+/// ([`SerialState::reassert`]), every [`UartKicker::PERIOD`]; stopped and
+/// joined on drop.
+struct UartKicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UartKicker {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(10);
+
+    fn start(state: Arc<Mutex<SerialState>>, line: Arc<EventFd>) -> UartKicker {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("virtlab-uart-kick".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::park_timeout(UartKicker::PERIOD);
+                    state.lock().unwrap_or_else(|p| p.into_inner()).reassert(line.as_ref());
+                }
+            })
+            .ok();
+        UartKicker { stop, thread }
+    }
+}
+
+impl Drop for UartKicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
 /// Raw terminal mode for `--interactive`, restored on drop.
 struct RawTty(Option<libc::termios>);
 
@@ -641,6 +729,18 @@ mod tests {
         let out = "[    1.0] Run /init as init process\n[    1.2] Kernel panic - not syncing: No working init found.\n";
         assert_eq!(find_panic(out).as_deref(), Some("[    1.2] Kernel panic - not syncing: No working init found."));
         assert!(find_panic("all good\n").is_none());
+    }
+
+    #[test]
+    fn spots_the_kernel_starting_init() {
+        let mut t = TeeState::default();
+        t.watch(b"[ 1.0] Freeing unused kernel memory\r\n[ 1.1] Run /virtlab/init as init");
+        assert!(t.init_line_at.is_none());
+        t.watch(b" process\r\n");
+        assert!(t.init_line_at.is_some());
+        let mut other = TeeState::default();
+        other.watch(b"init process started elsewhere\n");
+        assert!(other.init_line_at.is_none());
     }
 
     #[test]
