@@ -15,13 +15,16 @@
 //!    CPUID table given to KVM; and, because CPUID executed in emulated
 //!    ring 0 here can report the host's own features, also on the kernel
 //!    command line (`noxsave nofsgsbase nopcid clearcpuid=...`).
-//! 2. **Serve `int3` and `fwait` in the VMM**: when the emulator fails on
-//!    an `int3` in guest ring 0, the VMM does what the CPU should have
-//!    done: advance RIP past it and inject the #BP exception
+//! 2. **Serve `int3`, `fwait` and `ldmxcsr` in the VMM**: when the
+//!    emulator fails on an `int3` in guest ring 0, the VMM does what the CPU
+//!    should have done: advance RIP past it and inject the #BP exception
 //!    (KVM_SET_VCPU_EVENTS); an `fwait` (Linux runs one when a task drops
 //!    its FPU state) is skipped, or raises #MF if the x87 status word says
-//!    an exception is pending. That is trap-and-emulate, the way VMMs ran
-//!    unmodified kernels before VT-x.
+//!    an exception is pending; an `ldmxcsr` (a kernel entering an SSE
+//!    section, as distribution kernels' crypto code does) is decoded, its
+//!    operand read through the guest's page tables and loaded into MXCSR
+//!    (KVM_SET_FPU). That is trap-and-emulate, the way VMMs ran unmodified
+//!    kernels before VT-x.
 //! 3. SYSCALL itself is served by the guest kernel (a small patch, see
 //!    `guest/linux/`): para-virtualization, the guest cooperating with the
 //!    host it knows it runs on.
@@ -141,8 +144,92 @@ pub enum Fixup {
     /// `fwait` in ring 0: raise #MF if an unmasked x87 exception is
     /// pending, else it does nothing: skip it.
     Fwait,
+    /// `ldmxcsr m32` in ring 0 (the kernel entering an SSE section): load
+    /// MXCSR from memory and skip the instruction.
+    Ldmxcsr(MemOperand),
     /// Nothing virtlab can do: stop, naming the instruction.
     Fail(String),
+}
+
+/// A decoded memory operand: `segment base + base + index * scale + disp`
+/// (or `next RIP + disp` when RIP-relative), and the instruction's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemOperand {
+    /// Base register number (0 = RAX ... 15 = R15).
+    pub base: Option<u8>,
+    /// Index register number and scale.
+    pub index: Option<(u8, u8)>,
+    /// Displacement, sign-extended.
+    pub disp: i64,
+    /// Relative to the next instruction's address.
+    pub rip_relative: bool,
+    /// An FS (0x64) or GS (0x65) segment prefix.
+    pub segment: Option<u8>,
+    /// The whole instruction's length in bytes.
+    pub len: u8,
+}
+
+/// Decodes the memory operand of `0f ae /2` (ldmxcsr) in 64-bit mode:
+/// segment and REX prefixes, ModRM, SIB, displacement. None for any other
+/// instruction or form.
+pub fn decode_ldmxcsr(bytes: &[u8]) -> Option<MemOperand> {
+    let mut i = 0;
+    let mut segment = None;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            0x64 | 0x65 => segment = Some(b),
+            0x2e | 0x36 | 0x3e | 0x26 => {}
+            _ => break,
+        }
+        i += 1;
+    }
+    let mut rex = 0u8;
+    if let Some(&b @ 0x40..=0x4f) = bytes.get(i) {
+        rex = b;
+        i += 1;
+    }
+    let (rex_x, rex_b) = ((rex >> 1) & 1, rex & 1);
+    if bytes.get(i..i + 2)? != [0x0f, 0xae] {
+        return None;
+    }
+    i += 2;
+    let modrm = *bytes.get(i)?;
+    i += 1;
+    let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+    if md == 3 || reg != 2 {
+        return None;
+    }
+    let mut op = MemOperand { base: None, index: None, disp: 0, rip_relative: false, segment, len: 0 };
+    let mut disp_len = match md {
+        1 => 1,
+        2 => 4,
+        _ => 0,
+    };
+    if rm == 4 {
+        let sib = *bytes.get(i)?;
+        i += 1;
+        let (scale, index, base) = (1u8 << (sib >> 6), ((sib >> 3) & 7) | (rex_x << 3), sib & 7);
+        if index != 4 {
+            op.index = Some((index, scale));
+        }
+        if base == 5 && md == 0 {
+            disp_len = 4;
+        } else {
+            op.base = Some(base | (rex_b << 3));
+        }
+    } else if rm == 5 && md == 0 {
+        op.rip_relative = true;
+        disp_len = 4;
+    } else {
+        op.base = Some(rm | (rex_b << 3));
+    }
+    op.disp = match disp_len {
+        1 => i64::from(*bytes.get(i)? as i8),
+        4 => i64::from(i32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?)),
+        _ => 0,
+    };
+    op.len = (i + disp_len) as u8;
+    Some(op)
 }
 
 /// Decides from the instruction bytes at RIP and the privilege level.
@@ -152,6 +239,9 @@ pub fn decide(active: bool, cpl: u8, bytes: &[u8]) -> Fixup {
             Some(0xcc) => return Fixup::InjectBreakpoint,
             Some(0x9b) => return Fixup::Fwait,
             _ => {}
+        }
+        if let Some(op) = decode_ldmxcsr(bytes) {
+            return Fixup::Ldmxcsr(op);
         }
     }
     Fixup::Fail(describe_instruction(bytes))
@@ -232,5 +322,30 @@ mod tests {
         assert!(describe_instruction(&[0x0f, 0xae, 0x55, 0xfc]).starts_with("ldmxcsr"));
         assert!(describe_instruction(&[0x48, 0x0f, 0xc7, 0x0e]).starts_with("cmpxchg16b"));
         assert!(describe_instruction(&[0x90]).starts_with("an instruction (bytes 90)"));
+        assert!(matches!(decide(true, 0, &[0x0f, 0xae, 0x54, 0x24, 0x04]), Fixup::Ldmxcsr(_)));
+        assert!(matches!(decide(true, 3, &[0x0f, 0xae, 0x54, 0x24, 0x04]), Fixup::Fail(_)));
+    }
+
+    #[test]
+    fn decodes_ldmxcsr_operands() {
+        // ldmxcsr [rsp+4]: ModRM 0x54 (mod 1, reg 2, rm 4), SIB 0x24 (no
+        // index, base rsp), disp8 4. The failing instruction seen here.
+        let op = decode_ldmxcsr(&[0x0f, 0xae, 0x54, 0x24, 0x04, 0x83, 0xe3]).unwrap();
+        assert_eq!(op, MemOperand { base: Some(4), index: None, disp: 4, rip_relative: false, segment: None, len: 5 });
+        // ldmxcsr [rbp-4]
+        let op = decode_ldmxcsr(&[0x0f, 0xae, 0x55, 0xfc]).unwrap();
+        assert_eq!((op.base, op.disp, op.len), (Some(5), -4, 4));
+        // ldmxcsr [r12+rax*8+0x100] with REX.B
+        let op = decode_ldmxcsr(&[0x41, 0x0f, 0xae, 0x94, 0xc4, 0x00, 0x01, 0x00, 0x00]).unwrap();
+        assert_eq!((op.base, op.index, op.disp, op.len), (Some(12), Some((0, 8)), 0x100, 9));
+        // ldmxcsr [rip+0x10], with a GS prefix
+        let op = decode_ldmxcsr(&[0x65, 0x0f, 0xae, 0x15, 0x10, 0, 0, 0]).unwrap();
+        assert!(op.rip_relative && op.base.is_none());
+        assert_eq!((op.disp, op.segment, op.len), (0x10, Some(0x65), 8));
+        // Not ldmxcsr: stmxcsr (/3), a register form, xrstor, truncated.
+        assert!(decode_ldmxcsr(&[0x0f, 0xae, 0x5c, 0x24, 0x04]).is_none());
+        assert!(decode_ldmxcsr(&[0x0f, 0xae, 0xd0]).is_none());
+        assert!(decode_ldmxcsr(&[0x48, 0x0f, 0xae, 0x2f]).is_none());
+        assert!(decode_ldmxcsr(&[0x0f, 0xae, 0x54, 0x24]).is_none());
     }
 }

@@ -627,6 +627,46 @@ fn internal_error(vcpu: &mut VcpuFd, mem: &GuestMemoryMmap, quirks: &mut HostQui
             quirks.count("fwait-emulated");
             Ok(())
         }
+        Fixup::Ldmxcsr(op) => {
+            let reg = |n: u8| {
+                let r = &regs;
+                [
+                    r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13,
+                    r.r14, r.r15,
+                ][usize::from(n & 15)]
+            };
+            let mut addr = op.disp as u64;
+            if op.rip_relative {
+                addr = addr.wrapping_add(regs.rip + u64::from(op.len));
+            }
+            if let Some(b) = op.base {
+                addr = addr.wrapping_add(reg(b));
+            }
+            if let Some((i, scale)) = op.index {
+                addr = addr.wrapping_add(reg(i).wrapping_mul(u64::from(scale)));
+            }
+            match op.segment {
+                Some(0x64) => addr = addr.wrapping_add(sregs.fs.base),
+                Some(0x65) => addr = addr.wrapping_add(sregs.gs.base),
+                _ => {}
+            }
+            let gpa = match vcpu.translate_gva(addr) {
+                Ok(t) if t.valid != 0 => t.physical_address,
+                _ => return Err(format!("cannot emulate ldmxcsr: its operand {addr:#x} is not mapped")),
+            };
+            let value: u32 = mem.read_obj(GuestAddress(gpa)).map_err(|e| format!("cannot emulate ldmxcsr: {e}"))?;
+            if value & 0xffff_0000 != 0 {
+                return Err(format!("cannot emulate ldmxcsr: reserved MXCSR bits set ({value:#x})"));
+            }
+            let mut fpu = vcpu.get_fpu().map_err(|e| format!("cannot emulate ldmxcsr: {e}"))?;
+            fpu.mxcsr = value;
+            vcpu.set_fpu(&fpu).map_err(|e| format!("cannot emulate ldmxcsr: {e}"))?;
+            let mut r = regs;
+            r.rip += u64::from(op.len);
+            vcpu.set_regs(&r).map_err(|e| format!("cannot skip ldmxcsr: {e}"))?;
+            quirks.count("ldmxcsr-emulated");
+            Ok(())
+        }
         Fixup::Fail(what) => Err(format!(
             "the host could not emulate {what} at rip {:#x} in ring {cpl}{}",
             regs.rip,
