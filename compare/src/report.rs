@@ -658,6 +658,13 @@ pub fn text(report: &CompareReport) -> String {
     t
 }
 
+/// What "memory each" of the `--scale` table is: the instances run in
+/// the harness's process, so VMs cannot have a cgroup each.
+const SCALE_MEMORY_NOTE: &str =
+    "memory each: a container's cgroup peak; for a VM, the guest pages it touched plus the \
+     VMM's own memory (peak RSS minus guest pages), an estimate that also counts the binary's and libraries' pages \
+     which a cgroup peak (the table above) does not charge again";
+
 /// The `--scale` table.
 pub fn scale_table(report: &CompareReport) -> String {
     let mut t = String::from("\nMany at once (`ready`, all started together):\n");
@@ -676,6 +683,8 @@ pub fn scale_table(report: &CompareReport) -> String {
             p.failed
         );
     }
+    t += SCALE_MEMORY_NOTE;
+    t += ".\n";
     t
 }
 
@@ -761,6 +770,7 @@ pub fn markdown(report: &CompareReport, command: &str) -> String {
                 p.memory_per_instance_bytes.map(fmt_mib).unwrap_or_else(|| "-".into())
             );
         }
+        t += &format!("\n{SCALE_MEMORY_NOTE}.\n");
     }
     if !report.skipped.is_empty() {
         t += "\n## Left out\n\n";

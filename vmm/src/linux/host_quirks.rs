@@ -85,7 +85,7 @@ impl HostQuirks {
             Ok("0") => (false, "forced off by VIRTLAB_HOST_QUIRKS=0".to_string()),
             _ if Path::new("/sys/module/kvm_pvm").exists() => (
                 true,
-                "the kvm_pvm module is loaded: nested KVM on a paravirtual host, whose emulated guest ring 0 fails on xrstor, cmpxchg16b and int3".to_string(),
+                "the kvm_pvm module is loaded: nested KVM on a paravirtual host, whose emulated guest ring 0 fails on xrstor, cmpxchg16b, ldmxcsr and int3".to_string(),
             ),
             _ => (false, "no kvm_pvm module: hardware-assisted KVM runs the guest kernel as is".to_string()),
         };
