@@ -8,7 +8,9 @@
 //!   `memory.max`, `cpu.max`, `pids.max`; read back `memory.peak`,
 //!   `cpu.stat` and `memory.events`.
 //! - **v1** (a tmpfs holding one mount per controller): one directory
-//!   `virtlab-<id>` under each of `memory/`, `cpu/`, `cpuacct/`, `pids/`.
+//!   `virtlab-<id>` under each of `memory/`, `cpu/`, `cpuacct/`, `pids/`,
+//!   and `devices/`, whose allowlist ([`DEVICE_ALLOWLIST`]) decides which
+//!   device nodes the container may open.
 //! - **hybrid** (v1 controllers plus an empty cgroup2 at `unified/`): the
 //!   controllers live in v1, so it is handled as v1.
 //!
@@ -32,6 +34,28 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 
 /// The prefix of every cgroup this crate creates.
 pub const PREFIX: &str = "virtlab-";
+
+/// The v1 controllers a container gets a directory in.
+const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "devices"];
+
+/// What a container may do with device nodes (v1 `devices.allow` lines,
+/// after `a` was denied), Docker's default: create any node (`m`), but
+/// open only the harmless ones: null, zero, full, random, urandom, tty,
+/// console, ptmx and the pseudo-terminals. A node of a host disk or of
+/// /dev/kvm made with mknod, or found in the rootfs, cannot be opened.
+pub const DEVICE_ALLOWLIST: [&str; 11] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 
 /// CFS period used for `--cpus`, in microseconds (the kernel default).
 const CPU_PERIOD_US: u64 = 100_000;
@@ -162,6 +186,7 @@ enum Part {
     Cpu,
     CpuAcct,
     Pids,
+    Devices,
     Unified,
 }
 
@@ -194,7 +219,13 @@ impl Cgroup {
         let name = format!("{PREFIX}{id}");
         let mut cg = Cgroup { mode, name, dirs: Vec::new(), removed: false };
         let parts: &[(Part, &'static str)] = if mode.is_v1() {
-            &[(Part::Memory, "memory"), (Part::Cpu, "cpu"), (Part::CpuAcct, "cpuacct"), (Part::Pids, "pids")]
+            &[
+                (Part::Memory, "memory"),
+                (Part::Cpu, "cpu"),
+                (Part::CpuAcct, "cpuacct"),
+                (Part::Pids, "pids"),
+                (Part::Devices, "devices"),
+            ]
         } else {
             &[(Part::Unified, "")]
         };
@@ -209,7 +240,7 @@ impl Cgroup {
                     Part::Memory => limits.memory.is_some(),
                     Part::Cpu => limits.cpus.is_some(),
                     Part::Pids => limits.pids.is_some(),
-                    Part::CpuAcct => false,
+                    Part::CpuAcct | Part::Devices => false,
                     Part::Unified => true,
                 };
                 if needed {
@@ -251,6 +282,12 @@ impl Cgroup {
             if let Some(n) = limits.pids {
                 self.write(Part::Pids, "pids.max", &n.to_string())?;
             }
+            if self.dir(Part::Devices).is_some() {
+                self.write(Part::Devices, "devices.deny", "a")?;
+                for rule in DEVICE_ALLOWLIST {
+                    self.write(Part::Devices, "devices.allow", rule)?;
+                }
+            }
         } else {
             if let Some(bytes) = limits.memory {
                 self.write(Part::Unified, "memory.max", &bytes.to_string())?;
@@ -274,6 +311,14 @@ impl Cgroup {
     /// The mode it was created in.
     pub fn mode(&self) -> CgroupMode {
         self.mode
+    }
+
+    /// Whether a devices allowlist ([`DEVICE_ALLOWLIST`]) confines the
+    /// container: v1 with the devices controller mounted. (On v2 the same
+    /// takes a BPF program, which virtlab does not load; the launcher then
+    /// drops `CAP_MKNOD` instead.)
+    pub fn devices_allowlist(&self) -> bool {
+        self.dir(Part::Devices).is_some()
     }
 
     /// Its directories (one per v1 controller, or the one v2 directory).
@@ -425,6 +470,7 @@ impl Part {
             Part::Cpu => "cpu",
             Part::CpuAcct => "cpuacct",
             Part::Pids => "pids",
+            Part::Devices => "devices",
             Part::Unified => "cgroup2",
         }
     }
@@ -510,11 +556,8 @@ fn enable_v2_controllers(root: &Path, limits: &Limits) -> Result<(), CgroupError
 /// exists (a launcher killed with SIGKILL cannot clean up after itself).
 /// Returns the directories removed.
 pub fn cleanup_stale(root: &Path, mode: CgroupMode) -> Vec<PathBuf> {
-    let bases: Vec<PathBuf> = if mode.is_v1() {
-        ["memory", "cpu", "cpuacct", "pids"].iter().map(|c| root.join(c)).collect()
-    } else {
-        vec![root.to_path_buf()]
-    };
+    let bases: Vec<PathBuf> =
+        if mode.is_v1() { V1_CONTROLLERS.iter().map(|c| root.join(c)).collect() } else { vec![root.to_path_buf()] };
     let mut removed = Vec::new();
     for base in bases {
         let Ok(entries) = fs::read_dir(&base) else { continue };

@@ -3,19 +3,21 @@
 //! is one fixed-size packet, so neither side needs to allocate or frame.
 //!
 //! - parent -> child: [`ParentMsg::Go`] once the uid/gid maps are written
-//!   and the child is in its cgroup.
+//!   and the child is in its cgroup, carrying (as `SCM_RIGHTS`) the
+//!   idmapped rootfs tree when the launcher made one.
 //! - child -> parent: [`ChildMsg::StepDone`] after each step with a
 //!   CLOCK_MONOTONIC stamp, or [`ChildMsg::Failed`] with the step and errno,
 //!   after which the child exits. Both ends are close-on-exec: when execve
 //!   succeeds the parent reads end-of-file, which is how it learns that the
 //!   command started.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
 
-use crate::plan::Step;
+use crate::plan::{Received, Step};
 
 /// Errors of the channel.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +53,14 @@ pub enum ChildMsg {
 }
 
 /// Messages from the parent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParentMsg {
-    /// Maps written, cgroup joined: go on.
-    Go,
+#[derive(Debug, Clone, Copy)]
+pub enum ParentMsg<'a> {
+    /// Maps written, cgroup joined: go on, with the rootfs tree to attach
+    /// if there is one.
+    Go {
+        /// A detached mount (open_tree(2)), passed as `SCM_RIGHTS`.
+        rootfs_tree: Option<BorrowedFd<'a>>,
+    },
 }
 
 const LEN: usize = 16;
@@ -121,11 +127,15 @@ pub fn pair() -> Result<(ParentEnd, ChildEnd), ChannelError> {
 
 impl ParentEnd {
     /// Sends a message to the child.
-    pub fn send(&self, msg: ParentMsg) -> Result<(), ChannelError> {
-        let ParentMsg::Go = msg;
+    pub fn send(&self, msg: ParentMsg<'_>) -> Result<(), ChannelError> {
+        let ParentMsg::Go { rootfs_tree } = msg;
         let b = pack(KIND_GO, 0, 0);
+        let iov = [IoSlice::new(&b)];
+        let fds: Vec<RawFd> = rootfs_tree.iter().map(|f| f.as_raw_fd()).collect();
+        let cmsgs: Vec<ControlMessage<'_>> =
+            if fds.is_empty() { Vec::new() } else { vec![ControlMessage::ScmRights(&fds)] };
         // MSG_NOSIGNAL: a child that died early gives EPIPE, not SIGPIPE.
-        nix::sys::socket::send(self.0.as_raw_fd(), &b, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
+        sendmsg::<()>(self.0.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)
             .map(drop)
             .map_err(ChannelError::Io)
     }
@@ -138,6 +148,9 @@ impl ParentEnd {
                 Ok(0) => return Ok(None),
                 Ok(n) => return ChildMsg::decode(&b[..n]).map(Some),
                 Err(Errno::EINTR) => continue,
+                // The child died with a message of ours unread (killed by a
+                // timeout before it read Go): that is an end too.
+                Err(Errno::ECONNRESET) => return Ok(None),
                 Err(e) => return Err(ChannelError::Io(e)),
             }
         }
@@ -169,16 +182,45 @@ pub fn child_send(fd: RawFd, msg: ChildMsg) {
     let _ = unsafe { libc::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) };
 }
 
-/// Child side: waits for [`ParentMsg::Go`]. `false` if the parent went away.
-pub fn child_wait_go(fd: RawFd) -> bool {
+/// Child side: waits for [`ParentMsg::Go`] and takes the fd it carries
+/// (close-on-exec). `None` if the parent went away. No allocation: the
+/// control buffer is on the stack.
+pub fn child_wait_go(fd: RawFd) -> Option<Received> {
     let mut b = [0u8; LEN];
+    // Room for one SCM_RIGHTS fd: CMSG_SPACE(4) is 24 bytes; u64s align it.
+    let mut control = [0u64; 4];
     loop {
-        // SAFETY: b is a writable buffer of b.len() bytes.
-        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) };
+        let mut iov = libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() };
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: msg points to the live iovec and control buffer above,
+        // whose lengths it states.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n < 0 && Errno::last() == Errno::EINTR {
             continue;
         }
-        return n == LEN as isize && unpack(&b).is_some_and(|(k, _, _)| k == KIND_GO);
+        if n != LEN as isize || unpack(&b).is_none_or(|(k, _, _)| k != KIND_GO) {
+            return None;
+        }
+        let mut received = Received::default();
+        // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR
+        // and CMSG_DATA only do pointer arithmetic within that buffer, and a
+        // SCM_RIGHTS header of at least CMSG_LEN(4) holds one int.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            if !c.is_null()
+                && (*c).cmsg_level == libc::SOL_SOCKET
+                && (*c).cmsg_type == libc::SCM_RIGHTS
+                && (*c).cmsg_len as usize >= libc::CMSG_LEN(4) as usize
+            {
+                received.rootfs_tree = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>()));
+            }
+        }
+        return Some(received);
     }
 }
 
@@ -197,6 +239,26 @@ mod tests {
         assert!(ChildMsg::decode(&[1, 2, 3]).is_err());
         assert!(ChildMsg::decode(&pack(9, 1, 0)).is_err());
         assert!(ChildMsg::decode(&pack(KIND_STEP, 999, 0)).is_err());
+    }
+
+    #[test]
+    fn go_carries_an_fd_and_a_child_killed_before_reading_is_an_end() {
+        let (p, c) = pair().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        p.send(ParentMsg::Go { rootfs_tree: Some(file.as_fd()) }).unwrap();
+        let got = child_wait_go(c.raw()).expect("go");
+        let fd = got.rootfs_tree.expect("the fd came along");
+        assert_ne!(fd, file.as_raw_fd(), "a new descriptor for the same file");
+        // SAFETY: fd was just received and is owned by nobody else.
+        drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        p.send(ParentMsg::Go { rootfs_tree: None }).unwrap();
+        assert_eq!(child_wait_go(c.raw()).expect("go").rootfs_tree, None);
+
+        // The child dies with Go unread: the parent reads an end, not an
+        // error (a --timeout of 1ms used to report ECONNRESET here).
+        p.send(ParentMsg::Go { rootfs_tree: None }).unwrap();
+        drop(c);
+        assert_eq!(p.recv().unwrap(), None);
     }
 
     #[test]

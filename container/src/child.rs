@@ -31,6 +31,9 @@ pub struct ChildArgs {
     pub channel: RawFd,
     /// The parent's end, to close in the child.
     pub parent_end: RawFd,
+    /// The launcher's pid: if the child's parent is already someone else,
+    /// the launcher died before PR_SET_PDEATHSIG was armed.
+    pub launcher: i32,
     /// Narrate each step on stderr.
     pub explain: bool,
     /// Wait for Enter before each step.
@@ -133,14 +136,20 @@ pub fn child_main(plan: &Plan, args: ChildArgs) -> ! {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         // If the launcher dies, so does the container (and, as PID 1, all of it).
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        // Without a PID namespace getppid() shows the launcher; with one it
+        // shows 0 (the parent is outside), and the death signal covers it.
+        let ppid = libc::getppid();
+        if ppid != args.launcher && ppid != 0 {
+            libc::_exit(125);
+        }
     }
-    if !child_wait_go(args.channel) {
+    let Some(received) = child_wait_go(args.channel) else {
         // The launcher went away before the set-up could start.
         // SAFETY: _exit(2) skips atexit handlers and destructors of the parent's copy.
         unsafe { libc::_exit(125) };
-    }
+    };
     // Child process, maps written, inside its cgroup: run the set-up.
-    let (step, errno) = run_plan(&RealSys, plan, &mut Hooks { args });
+    let (step, errno) = run_plan(&RealSys, plan, received, &mut Hooks { args });
     child_send(args.channel, ChildMsg::Failed { step, errno: errno as i32 });
     // SAFETY: as above.
     unsafe { libc::_exit(if step == Step::Exec { 127 } else { 125 }) }

@@ -59,6 +59,13 @@ pub enum ConfigError {
         /// The text given.
         text: String,
     },
+    /// A `--user` id of 4294967295, which setresuid(2) and setresgid(2)
+    /// read as -1, "leave unchanged": the command would stay root.
+    #[error("{what} 4294967295 is not a user: setresuid(2)/setresgid(2) read it as -1 (leave unchanged), so the command would keep running as root; give an id below 4294967295")]
+    ReservedId {
+        /// `uid` or `gid`.
+        what: &'static str,
+    },
     /// A `--env` without `=`.
     #[error("--env {text:?} has no '=': write KEY=VALUE")]
     BadEnv {
@@ -220,6 +227,13 @@ impl User {
             Some(g) => g.trim().parse().map_err(|_| bad())?,
             None => uid,
         };
+        // (uid_t)-1 means "unchanged" to the set*id calls.
+        if uid == u32::MAX {
+            return Err(ConfigError::ReservedId { what: "uid" });
+        }
+        if gid == u32::MAX {
+            return Err(ConfigError::ReservedId { what: "gid" });
+        }
         Ok(User { uid, gid })
     }
 }
@@ -295,6 +309,15 @@ pub struct ContainerConfig {
     pub step: bool,
     /// The cgroup file system root (normally `/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
+    /// Install the default seccomp filter (see [`crate::seccomp`]) just
+    /// before exec. On by default; off only for a lesson that shows what it
+    /// stops.
+    pub seccomp: bool,
+    /// The host id ranges that container ids map onto when the launcher is
+    /// root and the user namespace is on; `None` looks them up (the
+    /// `virtlab` entries of /etc/subuid and /etc/subgid, else the built-in
+    /// range, see [`crate::idmap`]).
+    pub id_ranges: Option<crate::idmap::IdRanges>,
 }
 
 impl ContainerConfig {
@@ -318,6 +341,8 @@ impl ContainerConfig {
             explain: false,
             step: false,
             cgroup_root: PathBuf::from(crate::cgroup::DEFAULT_ROOT),
+            seccomp: true,
+            id_ranges: None,
         }
     }
 }
@@ -472,6 +497,10 @@ mod tests {
         assert_eq!(User::parse("1000").unwrap(), User { uid: 1000, gid: 1000 });
         assert_eq!(User::parse("5:7").unwrap(), User { uid: 5, gid: 7 });
         assert!(User::parse("bob").is_err());
+        assert!(matches!(User::parse("4294967295:4294967295"), Err(ConfigError::ReservedId { what: "uid" })));
+        assert!(matches!(User::parse("0:4294967295"), Err(ConfigError::ReservedId { what: "gid" })));
+        assert!(matches!(User::parse("4294967295"), Err(ConfigError::ReservedId { .. })));
+        assert_eq!(User::parse("4294967294").unwrap().uid, 4294967294);
         assert_eq!(parse_env("A=b=c").unwrap(), ("A".to_string(), "b=c".to_string()));
         assert!(parse_env("A").is_err());
         assert!(parse_pids("0").is_err());

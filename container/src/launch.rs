@@ -22,8 +22,9 @@
 //! ```
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,7 +42,9 @@ use crate::cgroup::{self, Cgroup, CgroupError, CgroupMode, CgroupStats};
 use crate::channel::{self, ChannelError, ChildMsg, ParentMsg};
 use crate::child::{child_main, monotonic_ns, ChildArgs};
 use crate::config::{ConfigError, ContainerConfig, Stdio};
-use crate::plan::{command_candidates, environment, last_cap, Plan, StdioFds, Step, DEFAULT_PATH};
+use crate::idmap::IdRanges;
+use crate::plan::{command_candidates, environment, last_cap, Plan, PlanHost, StdioFds, Step, DEFAULT_PATH};
+use crate::sentinel::Sentinel;
 
 /// How long output may keep arriving after the command exited (from
 /// processes it left behind when there is no PID namespace).
@@ -75,6 +78,27 @@ pub enum LaunchError {
         /// Where it was looked for, inside the rootfs.
         searched: String,
     },
+    /// The command is not a regular file (a directory, a FIFO, a device).
+    #[error("{cmd} in the rootfs is {kind}, not a program file: give the path of an executable file")]
+    NotAFile {
+        /// The command, inside the rootfs.
+        cmd: String,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// `--user` names an id the container's user namespace does not map.
+    #[error("{what} {id} has no host id in this container's user namespace, which maps ids 0-{last}: give an id in that range")]
+    IdNotMapped {
+        /// `uid` or `gid`.
+        what: &'static str,
+        /// The id asked for.
+        id: u32,
+        /// The highest id mapped.
+        last: u32,
+    },
+    /// The seccomp filter could not be built.
+    #[error("seccomp filter")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// The command needs a dynamic loader that the rootfs lacks.
     #[error("{cmd} is dynamically linked and its loader {interp} is not in the rootfs, so execve would fail with ENOENT although the file exists: use a static binary, or copy the loader and the libraries it needs (ldd) into the rootfs")]
     MissingLoader {
@@ -137,6 +161,7 @@ impl LaunchError {
     pub fn exit_code(&self) -> u8 {
         match self {
             LaunchError::CommandNotFound { .. } | LaunchError::MissingLoader { .. } => 127,
+            LaunchError::NotAFile { .. } => 126,
             LaunchError::Child { step: Step::Exec, errno: Errno::ENOENT, .. } => 127,
             LaunchError::Child { step: Step::Exec, .. } => 126,
             _ => 125,
@@ -206,6 +231,9 @@ pub struct Outcome {
     pub uid_map: Option<String>,
     /// The gid map written, if any.
     pub gid_map: Option<String>,
+    /// The rootfs was given to the container as an idmapped mount (its
+    /// host-root-owned files appear owned by container root).
+    pub rootfs_idmapped: bool,
     /// Captured stdout (with `Stdio::Capture` or `Stdio::Tee`).
     pub stdout: Vec<u8>,
     /// Captured stderr.
@@ -269,6 +297,12 @@ fn sys_err(what: &'static str, hint: &'static str) -> impl Fn(Errno) -> LaunchEr
 }
 
 /// Checks the rootfs and finds the command in it; returns the absolute rootfs.
+///
+/// The command is looked up as the container will see it: every path is
+/// resolved with openat2(2) `RESOLVE_IN_ROOT`, so `..` and absolute
+/// symlinks stop at the rootfs, never reaching the host's files. Only a
+/// regular file counts (a FIFO would block the check, a device could be
+/// read without end), and its ELF header is read within a bound.
 fn check_rootfs_and_command(cfg: &ContainerConfig) -> Result<PathBuf, LaunchError> {
     let cmd = cfg.argv.first().ok_or(ConfigError::NoCommand)?;
     let meta = match fs::metadata(&cfg.rootfs) {
@@ -279,61 +313,98 @@ fn check_rootfs_and_command(cfg: &ContainerConfig) -> Result<PathBuf, LaunchErro
         return Err(LaunchError::RootfsNotDir { path: cfg.rootfs.clone() });
     }
     let rootfs = fs::canonicalize(&cfg.rootfs).map_err(|_| LaunchError::RootfsMissing { path: cfg.rootfs.clone() })?;
+    let root_dir = open(&rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|_| LaunchError::RootfsMissing { path: cfg.rootfs.clone() })?;
+    // SAFETY: open(2) returned a new fd owned by nobody else.
+    let root_dir = unsafe { OwnedFd::from_raw_fd(root_dir) };
     let env = environment(cfg);
     let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH);
     let candidates = command_candidates(cmd, path_var);
-    let found =
-        candidates.iter().map(|c| rootfs.join(c.trim_start_matches('/'))).find(|p| p.symlink_metadata().is_ok());
-    let Some(host_path) = found else {
+    let found = candidates.iter().find_map(|c| open_in_root(&root_dir, c, OFlag::O_PATH).ok().map(|f| (c, f)));
+    let Some((inside, file)) = found else {
         return Err(LaunchError::CommandNotFound {
             cmd: cmd.clone(),
             rootfs: cfg.rootfs.clone(),
             searched: candidates.join(", "),
         });
     };
-    if let Some(interp) = resolve_in_rootfs(&rootfs, &host_path).as_deref().and_then(elf_interp) {
-        if resolve_in_rootfs(&rootfs, &rootfs.join(interp.trim_start_matches('/'))).is_none() {
+    let kind = file_kind(&file);
+    if kind != "a regular file" {
+        return Err(LaunchError::NotAFile { cmd: inside.clone(), kind });
+    }
+    let interp = open_in_root(&root_dir, inside, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
+        .ok()
+        .and_then(|f| elf_interp_of(&fs::File::from(f)));
+    if let Some(interp) = interp {
+        if open_in_root(&root_dir, &interp, OFlag::O_PATH).is_err() {
             return Err(LaunchError::MissingLoader { cmd: cmd.clone(), interp });
         }
     }
     Ok(rootfs)
 }
 
-/// Follows symlinks as the container would see them (absolute targets are
-/// relative to the rootfs); `None` if the chain ends nowhere.
-fn resolve_in_rootfs(rootfs: &Path, path: &Path) -> Option<PathBuf> {
-    let mut p = path.to_path_buf();
-    for _ in 0..16 {
-        let meta = p.symlink_metadata().ok()?;
-        if !meta.file_type().is_symlink() {
-            return Some(p);
-        }
-        let target = fs::read_link(&p).ok()?;
-        p = if target.is_absolute() { rootfs.join(target.strip_prefix("/").ok()?) } else { p.parent()?.join(target) };
+/// openat2(2) of `path` below `root` as if `root` were `/`: `..` and
+/// symlinks (absolute ones included) cannot leave it.
+fn open_in_root(root: &OwnedFd, path: &str, flags: OFlag) -> Result<OwnedFd, Errno> {
+    use nix::fcntl::{openat2, OpenHow, ResolveFlag};
+    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let fd = openat2(root.as_raw_fd(), path, how)?;
+    // SAFETY: openat2(2) returned a new fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What kind of file an fd refers to, in words.
+fn file_kind(fd: &OwnedFd) -> &'static str {
+    let Ok(st) = nix::sys::stat::fstat(fd.as_raw_fd()) else { return "unreadable" };
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a FIFO (named pipe)",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFSOCK => "a socket",
+        _ => "not a regular file",
     }
-    None
 }
 
 /// The PT_INTERP of an ELF file (its dynamic loader), if it has one.
+/// `None` for anything that is not a regular file.
 pub fn elf_interp(path: &Path) -> Option<String> {
-    let mut f = fs::File::open(path).ok()?;
+    let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    elf_interp_of(&f)
+}
+
+/// [`elf_interp`] of an open file; reads only the headers and the
+/// interpreter's name, each bounded.
+fn elf_interp_of(f: &fs::File) -> Option<String> {
+    use std::os::unix::fs::FileExt;
     let mut h = [0u8; 64];
-    f.read_exact(&mut h).ok()?;
+    f.read_exact_at(&mut h, 0).ok()?;
     if &h[..4] != b"\x7fELF" || h[4] != 2 || h[5] != 1 {
         return None;
     }
     let phoff = u64::from_le_bytes(h[32..40].try_into().ok()?);
     let phentsize = u16::from_le_bytes([h[54], h[55]]) as u64;
     let phnum = u16::from_le_bytes([h[56], h[57]]) as u64;
-    let data = fs::read(path).ok()?;
+    if phentsize < 56 {
+        return None;
+    }
+    let mut ph = [0u8; 56];
     for i in 0..phnum {
-        let o = (phoff + i * phentsize) as usize;
-        let ph = data.get(o..o + 56)?;
+        f.read_exact_at(&mut ph, phoff.checked_add(i * phentsize)?).ok()?;
         if u32::from_le_bytes(ph[0..4].try_into().ok()?) == 3 {
-            let off = u64::from_le_bytes(ph[8..16].try_into().ok()?) as usize;
-            let size = u64::from_le_bytes(ph[32..40].try_into().ok()?) as usize;
-            let s = data.get(off..off + size)?;
-            return Some(String::from_utf8_lossy(s).trim_end_matches('\0').to_string());
+            let off = u64::from_le_bytes(ph[8..16].try_into().ok()?);
+            let size = u64::from_le_bytes(ph[32..40].try_into().ok()?);
+            // A loader's path is at most PATH_MAX.
+            if size > 4096 {
+                return None;
+            }
+            let mut s = vec![0u8; size as usize];
+            f.read_exact_at(&mut s, off).ok()?;
+            return Some(String::from_utf8_lossy(&s).trim_end_matches('\0').to_string());
         }
     }
     None
@@ -350,7 +421,7 @@ fn hint_for(step: Step, errno: Errno, cfg: &ContainerConfig) -> String {
         (Step::Proc, Errno::EPERM) if ns.user && !ns.pid => {
             "a user namespace may only mount /proc for a PID namespace it owns: add pid to --ns"
         }
-        (Step::BindRootfs, Errno::EROFS | Errno::EACCES) => {
+        (Step::Dev, Errno::EROFS | Errno::EACCES) => {
             "the rootfs lacks proc/, dev/ or tmp/ and cannot be written: create those directories in it"
         }
         (Step::PivotRoot, Errno::EINVAL) => {
@@ -398,6 +469,18 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         return Err(LaunchError::NeedRoot);
     }
     let rootfs = check_rootfs_and_command(cfg)?;
+    // Which host ids the container's ids stand for: as root, an
+    // unprivileged range (container root must not be host root); without
+    // root, container root is the caller.
+    let id_ranges = (root && cfg.namespaces.user).then(|| cfg.id_ranges.unwrap_or_else(IdRanges::lookup));
+    if let (Some(u), true) = (cfg.user, cfg.namespaces.user) {
+        let (uids, gids) = id_ranges.map_or((1, 1), |r| (r.uid.count, r.gid.count));
+        for (what, id, count) in [("uid", u.uid, uids), ("gid", u.gid, gids)] {
+            if id >= count {
+                return Err(LaunchError::IdNotMapped { what, id, last: count - 1 });
+            }
+        }
+    }
     let id = format!("{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
 
     // The cgroup, made before the child exists so that a bad limit fails early.
@@ -409,6 +492,12 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         return Err(LaunchError::LimitsNeedRoot);
     } else {
         None
+    };
+    // If the launcher is killed, the sentinel kills what is left of the
+    // container and removes its cgroup.
+    let sentinel = match &cgroup {
+        Some(cg) => Some(Sentinel::start(&cg.paths()).map_err(sys_err("fork of the clean-up sentinel", ""))?),
+        None => None,
     };
 
     // Standard streams.
@@ -444,7 +533,12 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         None => Vec::new(),
     };
     let join_raw: Vec<RawFd> = join_fds.iter().map(|f| f.as_raw_fd()).collect();
-    let plan = Plan::build(cfg, &rootfs, fds, &join_raw, last_cap())?;
+    let host = PlanHost {
+        last_cap: last_cap(),
+        devices_allowlist: cgroup.as_ref().is_some_and(Cgroup::devices_allowlist),
+        seccomp: if cfg.seccomp { Some(crate::seccomp::default_programs()?) } else { None },
+    };
+    let plan = Plan::build(cfg, &rootfs, fds, &join_raw, host)?;
     let (parent_end, child_end) = channel::pair()?;
 
     // Signals to forward arrive through a signalfd instead of handlers.
@@ -467,6 +561,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
 
     narrate_parent(cfg, Step::Clone, &format!("clone({} | SIGCHLD)", cfg.namespaces.describe_clone_flags()));
     let flags = cfg.namespaces.clone_flags().bits() as libc::c_long | libc::SIGCHLD as libc::c_long;
+    let launcher_pid = std::process::id() as i32;
     // SAFETY: clone(2) without CLONE_VM and with a NULL stack behaves like
     // fork(2): the child gets a copy of this address space and continues on
     // its copy of this stack. The child only runs `child_main`, which works
@@ -476,7 +571,13 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         // Child process: see child.rs for which namespaces and privileges.
         child_main(
             &plan,
-            ChildArgs { channel: child_end.raw(), parent_end: parent_end.raw(), explain: cfg.explain, step: cfg.step },
+            ChildArgs {
+                channel: child_end.raw(),
+                parent_end: parent_end.raw(),
+                launcher: launcher_pid,
+                explain: cfg.explain,
+                step: cfg.step,
+            },
         );
     }
     // Launcher process, host namespaces.
@@ -500,14 +601,13 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
 
     let mut uid_map = None;
     let mut gid_map = None;
+    let mut warnings = Vec::new();
+    let mut rootfs_tree = None;
     if cfg.namespaces.user {
         let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-        // As root, map the first 65536 ids onto themselves: root inside is
-        // uid 0 outside too, but with capabilities only over its namespaces.
-        let (um, gm) = if root {
-            ("0 0 65536".to_string(), "0 0 65536".to_string())
-        } else {
-            (format!("0 {uid} 1"), format!("0 {gid} 1"))
+        let (um, gm) = match id_ranges {
+            Some(r) => (r.uid.map_line(), r.gid.map_line()),
+            None => (format!("0 {uid} 1"), format!("0 {gid} 1")),
         };
         narrate_parent(
             cfg,
@@ -518,6 +618,19 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         for (file, text) in [("setgroups", "deny"), ("uid_map", um.as_str()), ("gid_map", gm.as_str())] {
             let path = proc.join(file);
             fs::write(&path, text).map_err(|source| LaunchError::Maps { path, source })?;
+        }
+        if id_ranges.is_some() && cfg.namespaces.mnt {
+            narrate_parent(
+                cfg,
+                Step::UserMaps,
+                "open_tree(rootfs, OPEN_TREE_CLONE); mount_setattr(MOUNT_ATTR_IDMAP, /proc/PID/ns/user): files owned by host root appear owned by container root",
+            );
+            match idmapped_tree(&rootfs, pid) {
+                Ok(tree) => rootfs_tree = Some(tree),
+                Err(e) => warnings.push(format!(
+                    "the rootfs could not be given as an idmapped mount ({e}), so its files show as owned by nobody inside and container root cannot change them: idmapped mounts need Linux 5.12 or later and a file system that supports them (ext4, xfs, btrfs; tmpfs from 6.3, overlayfs from 5.19)"
+                )),
+            }
         }
         timeline.push(Stamp { step: Step::UserMaps, at: since(start_ns) });
         uid_map = Some(um);
@@ -533,7 +646,8 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         cg.add_process(pid.as_raw())?;
         timeline.push(Stamp { step: Step::Cgroup, at: since(start_ns) });
     }
-    parent_end.send(ParentMsg::Go)?;
+    parent_end.send(ParentMsg::Go { rootfs_tree: rootfs_tree.as_ref().map(AsFd::as_fd) })?;
+    let rootfs_idmapped = rootfs_tree.take().is_some();
 
     // Watch the container.
     let deadline = cfg.timeout.map(|t| start + t);
@@ -699,7 +813,6 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
 
     // The command is gone; make sure everything it started is too.
     drop(child);
-    let mut warnings = Vec::new();
     let cgroup_report = match cgroup {
         Some(cg) => {
             let stats = cg.stats();
@@ -711,6 +824,8 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         }
         None => None,
     };
+    // Cleaned up: the sentinel has nothing left to do.
+    drop(sentinel);
     drop(mask_guard);
     if let Some((step, errno)) = failure {
         return Err(LaunchError::Child { step, syscall: step.syscall(), hint: hint_for(step, errno, cfg), errno });
@@ -729,10 +844,62 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         cgroup: cgroup_report,
         uid_map,
         gid_map,
+        rootfs_idmapped,
         stdout,
         stderr,
         warnings,
     })
+}
+
+/// A detached copy of the rootfs mount tree, idmapped through the user
+/// namespace of `pid` (whose maps are written): through it a file owned by
+/// host uid 0 appears owned by container root, and a file container root
+/// creates is stored as uid 0. Also `nodev`: a device node planted in the
+/// rootfs opens nothing. The child attaches it with move_mount(2).
+fn idmapped_tree(rootfs: &Path, pid: Pid) -> Result<OwnedFd, Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    /// `struct mount_attr` (mount_setattr(2)).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let userns = open(format!("/proc/{pid}/ns/user").as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+    // SAFETY: open(2) returned a new fd owned by nobody else.
+    let userns = unsafe { OwnedFd::from_raw_fd(userns) };
+    let path = std::ffi::CString::new(rootfs.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE;
+    // SAFETY: open_tree(2) with a NUL-terminated path and integer flags.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    let tree = Errno::result(tree)?;
+    // SAFETY: open_tree returned a new fd owned by nobody else.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr(2) on the tree fd with an empty path, reading
+    // `size_of::<MountAttr>()` bytes of the live struct above.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH as libc::c_uint) | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(r)?;
+    Ok(tree)
 }
 
 /// Time since `start_ns` on CLOCK_MONOTONIC, the clock the child and the
@@ -820,5 +987,42 @@ mod tests {
         let e = check_rootfs_and_command(&cfg).unwrap_err();
         assert!(matches!(e, LaunchError::MissingLoader { .. }), "{e}");
         assert!(e.to_string().contains("ENOENT"));
+    }
+
+    #[test]
+    fn the_command_is_looked_up_inside_the_rootfs_only() {
+        // dir/rootfs is the rootfs; dir/outside/prog is a host file next to it.
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("bin")).unwrap();
+        fs::create_dir(dir.path().join("outside")).unwrap();
+        fs::copy(std::env::current_exe().unwrap(), dir.path().join("outside/prog")).unwrap();
+        let mut cfg = ContainerConfig::new(&rootfs, vec!["../outside/prog".into()]);
+        // `..` stops at the rootfs, as it will for the container.
+        let e = check_rootfs_and_command(&cfg).unwrap_err();
+        assert!(matches!(e, LaunchError::CommandNotFound { .. }), "{e}");
+        cfg.argv = vec!["/../../outside/prog".into()];
+        assert!(matches!(check_rootfs_and_command(&cfg), Err(LaunchError::CommandNotFound { .. })));
+        // So does an absolute symlink: /bin/escape -> /outside/prog means
+        // rootfs/outside/prog, which is not there.
+        std::os::unix::fs::symlink(dir.path().join("outside/prog"), rootfs.join("bin/escape")).unwrap();
+        cfg.argv = vec!["escape".into()];
+        assert!(matches!(check_rootfs_and_command(&cfg), Err(LaunchError::CommandNotFound { .. })));
+    }
+
+    #[test]
+    fn a_fifo_or_a_directory_as_command_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&dir.path().join("fifo"), Mode::from_bits_truncate(0o755)).unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        for (cmd, kind) in [("/fifo", "FIFO"), ("/sub", "directory")] {
+            let cfg = ContainerConfig::new(dir.path(), vec![cmd.into()]);
+            let e = check_rootfs_and_command(&cfg).unwrap_err();
+            assert!(matches!(e, LaunchError::NotAFile { .. }), "{e}");
+            assert!(e.to_string().contains(kind), "{e}");
+            assert_eq!(e.exit_code(), 126);
+        }
+        // elf_interp of a FIFO answers at once too.
+        assert_eq!(elf_interp(&dir.path().join("fifo")), None);
     }
 }

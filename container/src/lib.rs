@@ -9,11 +9,14 @@
 //! 2. **Make its cgroup**: [`cgroup::Cgroup::create`] writes the memory, CPU
 //!    and pids limits (v1, hybrid or v2, see [`cgroup::detect`]).
 //! 3. **Clone it**: clone(2) with `CLONE_NEW*` flags starts the first
-//!    process in new namespaces; the launcher writes its uid/gid maps and
-//!    moves it into the cgroup, then tells it to go.
+//!    process in new namespaces; the launcher writes its uid/gid maps
+//!    (container root is an unprivileged host id, see [`idmap`]), makes an
+//!    idmapped copy of the rootfs mount, moves the child into the cgroup,
+//!    then tells it to go.
 //! 4. **Build its world**: the child runs a [`plan::Plan`]: private mounts,
-//!    the rootfs bind-mounted, `/dev`, pivot_root, `/proc`, `/tmp`,
-//!    hostname, loopback, rlimits, capabilities, no_new_privs. Each step is
+//!    the rootfs attached, `/dev`, pivot_root, `/proc` with the host's
+//!    kernel files masked, `/tmp`, hostname, loopback, rlimits,
+//!    capabilities, no_new_privs, the [`seccomp`] filter. Each step is
 //!    reported back with a timestamp, or with its errno if it fails.
 //! 5. **Exec**: the command replaces the child, as PID 1 of its namespace.
 //! 6. **Watch and clean up**: output, forwarded signals, timeout; then the
@@ -40,9 +43,12 @@ pub mod channel;
 pub mod child;
 pub mod config;
 pub mod escape;
+pub mod idmap;
 pub mod launch;
 pub mod plan;
 pub mod rootfs;
+pub mod seccomp;
+pub mod sentinel;
 pub mod sys;
 
 pub use config::{ContainerConfig, Limits, Namespaces, Rlimit, Stdio, User};

@@ -34,6 +34,8 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
+use seccompiler::BpfProgram;
+
 use crate::config::{ConfigError, ContainerConfig, Rlimit};
 use crate::sys::{ExecArgs, Sys};
 
@@ -49,6 +51,8 @@ pub enum Step {
     UserMaps,
     /// The child moved into its cgroup.
     Cgroup,
+    /// The child took the user namespace's root ids.
+    NsRoot,
     /// unshare(CLONE_NEWCGROUP).
     CgroupNs,
     /// Mount propagation made private.
@@ -63,6 +67,8 @@ pub enum Step {
     Chroot,
     /// /proc mounted.
     Proc,
+    /// The host's kernel files in /proc masked or made read-only.
+    ProcMasks,
     /// /tmp tmpfs mounted.
     Tmp,
     /// Root remounted read-only.
@@ -79,6 +85,8 @@ pub enum Step {
     User,
     /// PR_SET_NO_NEW_PRIVS.
     NoNewPrivs,
+    /// The seccomp filter installed.
+    Seccomp,
     /// chdir to the working directory.
     Workdir,
     /// stdin/stdout/stderr set up.
@@ -94,17 +102,19 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 23] = [
+    pub const ALL: [Step; 26] = [
         Step::Clone,
         Step::UserMaps,
         Step::Cgroup,
         Step::CgroupNs,
         Step::Propagation,
         Step::BindRootfs,
+        Step::NsRoot,
         Step::Dev,
         Step::PivotRoot,
         Step::Chroot,
         Step::Proc,
+        Step::ProcMasks,
         Step::Tmp,
         Step::ReadOnly,
         Step::Hostname,
@@ -113,6 +123,7 @@ impl Step {
         Step::Capabilities,
         Step::User,
         Step::NoNewPrivs,
+        Step::Seccomp,
         Step::Workdir,
         Step::Stdio,
         Step::Exec,
@@ -131,6 +142,7 @@ impl Step {
             Step::Clone => "clone",
             Step::UserMaps => "user_maps",
             Step::Cgroup => "cgroup",
+            Step::NsRoot => "ns_root",
             Step::CgroupNs => "cgroup_ns",
             Step::Propagation => "propagation",
             Step::BindRootfs => "bind_rootfs",
@@ -138,6 +150,7 @@ impl Step {
             Step::PivotRoot => "pivot_root",
             Step::Chroot => "chroot",
             Step::Proc => "proc",
+            Step::ProcMasks => "proc_masks",
             Step::Tmp => "tmp",
             Step::ReadOnly => "read_only",
             Step::Hostname => "hostname",
@@ -146,6 +159,7 @@ impl Step {
             Step::Capabilities => "capabilities",
             Step::User => "user",
             Step::NoNewPrivs => "no_new_privs",
+            Step::Seccomp => "seccomp",
             Step::Workdir => "workdir",
             Step::Stdio => "stdio",
             Step::Exec => "exec",
@@ -160,13 +174,15 @@ impl Step {
             Step::Clone => "clone(CLONE_NEW* | SIGCHLD)",
             Step::UserMaps => "write /proc/PID/setgroups (deny), /proc/PID/uid_map, /proc/PID/gid_map",
             Step::Cgroup => "mkdir /sys/fs/cgroup/.../virtlab-ID, write limits; join: write 0 to tasks (v1, by the child) or PID to cgroup.procs (v2)",
+            Step::NsRoot => "setresgid(0, 0, 0); setresuid(0, 0, 0) inside the user namespace",
             Step::CgroupNs => "unshare(CLONE_NEWCGROUP)",
             Step::Propagation => "mount(NULL, \"/\", NULL, MS_REC|MS_PRIVATE, NULL)",
-            Step::BindRootfs => "mount(rootfs, rootfs, NULL, MS_BIND|MS_REC, NULL)",
-            Step::Dev => "mount(\"tmpfs\", rootfs/dev), mknod or bind null zero full random urandom tty",
-            Step::PivotRoot => "chdir(rootfs); pivot_root(\".\", \".\"); umount2(\".\", MNT_DETACH)",
+            Step::BindRootfs => "move_mount(idmapped tree of rootfs, rootfs) (or mount(rootfs, rootfs, NULL, MS_BIND|MS_REC, NULL)); chdir(rootfs)",
+            Step::Dev => "mkdir proc, dev, tmp if missing; mount(\"tmpfs\", dev), mknod or bind null zero full random urandom tty",
+            Step::PivotRoot => "pivot_root(\".\", \".\") in the rootfs; umount2(\".\", MNT_DETACH)",
             Step::Chroot => "chroot(rootfs); chdir(\"/\")",
             Step::Proc => "mount(\"proc\", rootfs/proc, \"proc\", MS_NOSUID|MS_NODEV|MS_NOEXEC)",
+            Step::ProcMasks => "mount(/dev/null or a read-only tmpfs over /proc/kcore, keys, timer_list, ...); mount(MS_BIND|MS_REMOUNT|MS_RDONLY) on /proc/sys, irq, bus, fs, sysrq-trigger",
             Step::Tmp => "mount(\"tmpfs\", rootfs/tmp, \"tmpfs\", MS_NOSUID|MS_NODEV, \"mode=1777\")",
             Step::ReadOnly => "mount(NULL, \"/\", NULL, MS_REMOUNT|MS_BIND|MS_RDONLY, NULL)",
             Step::Hostname => "sethostname(name)",
@@ -175,6 +191,7 @@ impl Step {
             Step::Capabilities => "prctl(PR_CAPBSET_DROP) for each capability not kept; capset(kept)",
             Step::User => "setgroups(0); setresgid(gid); setresuid(uid)",
             Step::NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS, 1)",
+            Step::Seccomp => "seccomp(SECCOMP_SET_MODE_FILTER, 0, filter) twice: calls denied, calls known",
             Step::Workdir => "chdir(workdir)",
             Step::Stdio => "dup2(pipe, 1), dup2(pipe, 2)",
             Step::Exec => "execve(command, argv, envp)",
@@ -189,6 +206,7 @@ impl Step {
             Step::Clone => "a container is an ordinary host process; namespaces give it its own view of the process tree, network, users and mounts",
             Step::UserMaps => "user IDs are a namespace too: root inside maps to an ordinary ID range outside",
             Step::Cgroup => "cgroups limit and account resources: memory, CPU, number of processes",
+            Step::NsRoot => "the first process becomes root of its user namespace, which is an unprivileged host id outside",
             Step::CgroupNs => "the container sees its own cgroup as the root of the cgroup tree",
             Step::Propagation => "mount namespaces: from here on, nothing mounted inside is seen by the host",
             Step::BindRootfs => "the application's files, without an OS: the image is just a directory",
@@ -196,6 +214,7 @@ impl Step {
             Step::PivotRoot => "a directory seen as / (what chroot is in the notes), done so that the host's tree is gone, not just hidden",
             Step::Chroot => "a directory seen as / (chroot): without a mount namespace this can be escaped",
             Step::Proc => "process isolation: /proc lists only the container's own processes",
+            Step::ProcMasks => "/proc also shows the host kernel itself (its memory, keyrings, sysctls): those files are hidden or read-only",
             Step::Tmp => "a private scratch area in memory",
             Step::ReadOnly => "immutable images: the container cannot change its own files",
             Step::Hostname => "behaves like a separate server: its own hostname (UTS namespace)",
@@ -204,6 +223,7 @@ impl Step {
             Step::Capabilities => "isolation rests on the kernel: root inside keeps only a few privileges",
             Step::User => "the command runs as the user asked for",
             Step::NoNewPrivs => "no setuid binary can give privileges back",
+            Step::Seccomp => "the container shares the host kernel, so the calls that reach host-wide state are cut off",
             Step::Workdir => "the command starts where it expects to",
             Step::Stdio => "the launcher collects the output",
             Step::Exec => "the host kernel runs the application directly: no guest OS to boot",
@@ -302,6 +322,22 @@ pub enum Op {
         /// Minor number.
         minor: u64,
     },
+    /// The rootfs mounted onto itself: the idmapped tree the launcher sent
+    /// (move_mount) when there is one, else a recursive bind mount.
+    AttachRootfs(CString),
+    /// Bind `path` onto itself and remount it read-only (skipped if the
+    /// kernel has no such file).
+    ReadOnlyPath(CString),
+    /// Hide `path`: a read-only empty tmpfs over a directory, `devnull`
+    /// bound over a file (skipped if the kernel has no such file).
+    Mask {
+        /// What to hide.
+        path: CString,
+        /// The container's /dev/null, bound over files.
+        devnull: CString,
+    },
+    /// seccomp(2) of each program, in order.
+    Seccomp(&'static [BpfProgram]),
     /// An empty file, then a bind mount of `src` onto it.
     BindFile {
         /// Host device node.
@@ -371,6 +407,39 @@ pub struct Plan {
     pub exec: ExecArgs,
 }
 
+/// Files of /proc hidden from the container (Docker's masked paths): the
+/// host's physical memory, keyrings, timers and scheduler internals,
+/// firmware tables, SCSI and sound devices.
+pub const MASKED_PATHS: [&str; 9] = [
+    "proc/acpi",
+    "proc/asound",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+];
+
+/// Files of /proc the container may read but not write (Docker's read-only
+/// paths): the host's sysctls, interrupt routing, buses, file systems, and
+/// the magic SysRq trigger.
+pub const READ_ONLY_PATHS: [&str; 5] = ["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"];
+
+/// What the launcher learned about the host that shapes the plan.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanHost {
+    /// The kernel's highest capability number.
+    pub last_cap: u32,
+    /// A devices cgroup allowlist is in effect: the container may keep
+    /// `CAP_MKNOD` (mknod of a node it cannot open does no harm). Without
+    /// one the capability goes.
+    pub devices_allowlist: bool,
+    /// The seccomp programs to install before exec, if any.
+    pub seccomp: Option<&'static [BpfProgram]>,
+}
+
 /// The `PATH` inside the container.
 pub const DEFAULT_PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin";
 
@@ -426,7 +495,7 @@ pub fn environment(cfg: &ContainerConfig) -> Vec<(String, String)> {
 
 impl Plan {
     /// Builds the plan for `cfg`. `rootfs` is the absolute rootfs path;
-    /// `last_cap` the kernel's highest capability.
+    /// `host` what the launcher found out about the host.
     /// `join_fds` are cgroup v1 `tasks` files opened by the parent: the
     /// child joins its cgroup by writing `0` (itself) to each.
     pub fn build(
@@ -434,12 +503,26 @@ impl Plan {
         rootfs: &std::path::Path,
         stdio: StdioFds,
         join_fds: &[RawFd],
-        last_cap: u32,
+        host: PlanHost,
     ) -> Result<Plan, ConfigError> {
         let ns = cfg.namespaces;
         let mut ops: Vec<(Step, Op)> = Vec::new();
         let root = path_c(rootfs, "rootfs path")?;
-        let under = |rel: &str| path_c(&rootfs.join(rel), "rootfs path");
+        // Paths inside the rootfs are relative: the child works from its
+        // directory once it is attached (see NsRoot below).
+        let under = |rel: &str| cstr(rel, "rootfs path");
+        // clone(2) kept the launcher's host ids, which the namespace may not
+        // map (as root, container root is another host id): until the child
+        // takes the namespace's own root ids, files it creates would have no
+        // owner (EOVERFLOW). Once it has, it may no longer pass through a
+        // host directory closed to others (/root, 0700), so it takes them
+        // only after it stands in the rootfs.
+        let ns_root = |ops: &mut Vec<(Step, Op)>| {
+            if ns.user {
+                ops.push((Step::NsRoot, Op::SetGid(0)));
+                ops.push((Step::NsRoot, Op::SetUid(0)));
+            }
+        };
         for fd in join_fds {
             ops.push((Step::Cgroup, Op::WriteFd(*fd, b"0")));
         }
@@ -457,18 +540,11 @@ impl Plan {
                     data: None,
                 },
             ));
-            ops.push((
-                Step::BindRootfs,
-                Op::Mount {
-                    src: Some(root.clone()),
-                    target: root.clone(),
-                    fstype: None,
-                    flags: MsFlags::MS_BIND | MsFlags::MS_REC,
-                    data: None,
-                },
-            ));
+            ops.push((Step::BindRootfs, Op::AttachRootfs(root.clone())));
+            ops.push((Step::BindRootfs, Op::Chdir(root.clone())));
+            ns_root(&mut ops);
             for d in ["proc", "dev", "tmp"] {
-                ops.push((Step::BindRootfs, Op::Mkdir(under(d)?, 0o755)));
+                ops.push((Step::Dev, Op::Mkdir(under(d)?, 0o755)));
             }
             ops.push((
                 Step::Dev,
@@ -494,7 +570,7 @@ impl Plan {
             if let Some(tty) = stdio.tty.as_deref().and_then(|t| t.strip_prefix("/dev/pts").ok()) {
                 ops.push((Step::Dev, Op::Mkdir(under("dev/pts")?, 0o755)));
                 let host = std::path::Path::new("/dev/pts").join(tty);
-                let inside = rootfs.join("dev/pts").join(tty);
+                let inside = std::path::Path::new("dev/pts").join(tty);
                 ops.push((Step::Dev, Op::BindFile { src: path_c(&host, "tty")?, target: path_c(&inside, "tty")? }));
             }
             for (link, target) in [
@@ -518,6 +594,13 @@ impl Plan {
                     data: None,
                 },
             ));
+            let devnull = under("dev/null")?;
+            for p in MASKED_PATHS {
+                ops.push((Step::ProcMasks, Op::Mask { path: under(p)?, devnull: devnull.clone() }));
+            }
+            for p in READ_ONLY_PATHS {
+                ops.push((Step::ProcMasks, Op::ReadOnlyPath(under(p)?)));
+            }
             ops.push((
                 Step::Tmp,
                 Op::Mount {
@@ -528,7 +611,7 @@ impl Plan {
                     data: Some(cstr("mode=1777", "opts")?),
                 },
             ));
-            ops.push((Step::PivotRoot, Op::Chdir(root.clone())));
+            // The working directory is the rootfs since BindRootfs.
             ops.push((Step::PivotRoot, Op::PivotRoot));
             ops.push((Step::PivotRoot, Op::DetachOldRoot));
             ops.push((Step::PivotRoot, Op::Chdir(cstr("/", "path")?)));
@@ -541,6 +624,7 @@ impl Plan {
             }
             ops.push((Step::Chroot, Op::Chroot(root.clone())));
             ops.push((Step::Chroot, Op::Chdir(cstr("/", "path")?)));
+            ns_root(&mut ops);
         }
         if ns.uts {
             ops.push((Step::Hostname, Op::Hostname(cstr(cfg.hostname.as_str(), "hostname")?)));
@@ -551,8 +635,11 @@ impl Plan {
         for r in &cfg.rlimits {
             ops.push((Step::Rlimits, Op::Rlimit(*r)));
         }
-        let keep = default_cap_mask();
-        ops.push((Step::Capabilities, Op::DropBounding { keep, last: last_cap }));
+        let mut keep = default_cap_mask();
+        if !host.devices_allowlist {
+            keep &= !(1u64 << cap::MKNOD);
+        }
+        ops.push((Step::Capabilities, Op::DropBounding { keep, last: host.last_cap }));
         ops.push((Step::Capabilities, Op::ClearAmbient));
         ops.push((Step::Capabilities, Op::Capset(keep)));
         if let Some(u) = cfg.user {
@@ -565,6 +652,9 @@ impl Plan {
             ops.push((Step::User, Op::SetUid(u.uid)));
         }
         ops.push((Step::NoNewPrivs, Op::NoNewPrivs));
+        if let Some(programs) = host.seccomp {
+            ops.push((Step::Seccomp, Op::Seccomp(programs)));
+        }
         ops.push((Step::Workdir, Op::Chdir(path_c(&cfg.workdir, "workdir")?)));
         for (fd, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
             if let Some(fd) = fd {
@@ -609,9 +699,17 @@ pub trait StepHooks {
     fn after(&mut self, step: Step);
 }
 
+/// What the child received from the launcher with its go-ahead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Received {
+    /// A detached, idmapped mount of the rootfs (open_tree(2) +
+    /// mount_setattr(2) in the launcher), to attach instead of a bind mount.
+    pub rootfs_tree: Option<RawFd>,
+}
+
 /// Runs the plan. Returns only on failure (execve does not return on
 /// success), with the step and errno that failed.
-pub fn run_plan<S: Sys, H: StepHooks>(sys: &S, plan: &Plan, hooks: &mut H) -> (Step, Errno) {
+pub fn run_plan<S: Sys, H: StepHooks>(sys: &S, plan: &Plan, received: Received, hooks: &mut H) -> (Step, Errno) {
     let total = count_steps(plan);
     let mut current: Option<Step> = None;
     let mut index = 0;
@@ -624,7 +722,7 @@ pub fn run_plan<S: Sys, H: StepHooks>(sys: &S, plan: &Plan, hooks: &mut H) -> (S
             hooks.before(*step, index, total);
             current = Some(*step);
         }
-        if let Err(e) = run_op(sys, plan, op) {
+        if let Err(e) = run_op(sys, plan, received, op) {
             return (*step, e);
         }
     }
@@ -644,9 +742,50 @@ fn count_steps(plan: &Plan) -> usize {
     n
 }
 
-fn run_op<S: Sys>(sys: &S, plan: &Plan, op: &Op) -> Result<(), Errno> {
+/// Bind `path` onto itself, then remount it read-only keeping the flags
+/// already on it (a user namespace may not clear nosuid, nodev, ...).
+fn bind_read_only<S: Sys>(sys: &S, path: &CStr) -> Result<(), Errno> {
+    sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    remount_read_only(sys, path)
+}
+
+fn remount_read_only<S: Sys>(sys: &S, path: &CStr) -> Result<(), Errno> {
+    let kept = sys.mount_flags(path)?;
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | kept;
+    sys.mount(None, path, None, flags, None)
+}
+
+/// A file the kernel does not have (no ACPI, no SCSI, ...) needs no hiding.
+fn unless_missing(r: Result<(), Errno>) -> Result<(), Errno> {
+    match r {
+        Err(Errno::ENOENT) => Ok(()),
+        r => r,
+    }
+}
+
+fn run_op<S: Sys>(sys: &S, plan: &Plan, received: Received, op: &Op) -> Result<(), Errno> {
     let dot: &CStr = c".";
     match op {
+        Op::AttachRootfs(root) => match received.rootfs_tree {
+            // The launcher made the tree private already.
+            Some(tree) => sys.move_mount(tree, root),
+            None => sys.mount(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None),
+        },
+        Op::ReadOnlyPath(p) => unless_missing(bind_read_only(sys, p)),
+        Op::Mask { path, devnull } => {
+            let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            let tmpfs: &CStr = c"tmpfs";
+            match sys.mount(Some(tmpfs), path, Some(tmpfs), ro, Some(c"mode=555")) {
+                Err(Errno::ENOTDIR) => unless_missing(sys.mount(Some(devnull), path, None, MsFlags::MS_BIND, None)),
+                r => unless_missing(r),
+            }
+        }
+        Op::Seccomp(programs) => {
+            for p in programs.iter() {
+                sys.seccomp(p)?;
+            }
+            Ok(())
+        }
         Op::WriteFd(fd, bytes) => sys.write_fd(*fd, bytes),
         Op::Unshare(f) => sys.unshare(*f),
         Op::Mount { src, target, fstype, flags, data } => {
@@ -663,11 +802,7 @@ fn run_op<S: Sys>(sys: &S, plan: &Plan, op: &Op) -> Result<(), Errno> {
         Op::PivotRoot => sys.pivot_root(dot, dot),
         Op::DetachOldRoot => sys.umount2(dot, MntFlags::MNT_DETACH),
         Op::Chroot(p) => sys.chroot(p),
-        Op::RemountReadOnly(p) => {
-            let kept = sys.mount_flags(p)?;
-            let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | kept;
-            sys.mount(None, p, None, flags, None)
-        }
+        Op::RemountReadOnly(p) => remount_read_only(sys, p),
         Op::Hostname(h) => sys.sethostname(h),
         Op::LoopbackUp => sys.loopback_up(),
         Op::Rlimit(r) => sys.setrlimit(r.resource, r.soft, r.hard),
@@ -814,6 +949,12 @@ mod tests {
         fn cloexec_from_3(&self) -> Result<(), Errno> {
             self.rec("cloexec_from_3".into())
         }
+        fn move_mount(&self, fd: RawFd, t: &CStr) -> Result<(), Errno> {
+            self.rec(format!("move_mount {fd} {}", s(t)))
+        }
+        fn seccomp(&self, p: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+            self.rec(format!("seccomp {}", p.len()))
+        }
         fn execve(&self, p: &CStr, _a: &ExecArgs) -> Errno {
             let _ = self.rec(format!("execve {}", s(p)));
             Errno::ENOENT
@@ -831,6 +972,10 @@ mod tests {
         }
     }
 
+    fn host() -> PlanHost {
+        PlanHost { last_cap: 40, devices_allowlist: true, seccomp: None }
+    }
+
     fn cfg(ns: Namespaces) -> ContainerConfig {
         let mut c = ContainerConfig::new("/r", vec!["sh".into(), "-c".into(), "true".into()]);
         c.namespaces = ns;
@@ -846,11 +991,13 @@ mod tests {
         let mut c = cfg(Namespaces::ALL);
         c.read_only = true;
         c.user = Some(User { uid: 1000, gid: 100 });
+        let programs = crate::seccomp::default_programs().unwrap();
+        let h = PlanHost { seccomp: Some(programs), ..host() };
         let plan =
-            Plan::build(&c, Path::new("/r"), StdioFds { stdout: Some(7), ..Default::default() }, &[9], 40).unwrap();
+            Plan::build(&c, Path::new("/r"), StdioFds { stdout: Some(7), ..Default::default() }, &[9], h).unwrap();
         let sys = Recorder::default();
         let mut hooks = Steps::default();
-        let (step, errno) = run_plan(&sys, &plan, &mut hooks);
+        let (step, errno) = run_plan(&sys, &plan, Received::default(), &mut hooks);
         // The fake's execve fails with ENOENT for every PATH entry.
         assert_eq!((step, errno), (Step::Exec, Errno::ENOENT));
         let calls = sys.calls.into_inner();
@@ -859,13 +1006,19 @@ mod tests {
             "unshare",
             "mount NULL / NULL",
             "mount /r /r NULL",
-            "mkdir /r/proc",
-            "mount tmpfs /r/dev tmpfs",
-            "touch /r/dev/null",
-            "mount /dev/null /r/dev/null",
-            "mount proc /r/proc proc",
-            "mount tmpfs /r/tmp tmpfs",
             "chdir /r",
+            "setgid 0",
+            "setuid 0",
+            "mkdir proc",
+            "mount tmpfs dev tmpfs",
+            "touch dev/null",
+            "mount /dev/null dev/null",
+            "mount proc proc proc",
+            "mount tmpfs proc/acpi tmpfs,ro",
+            "mount tmpfs proc/keys tmpfs,ro",
+            "mount proc/sys proc/sys NULL",
+            "mount NULL proc/sys NULL,ro",
+            "mount tmpfs tmp tmpfs",
             "pivot_root . .",
             "umount2 .",
             "chdir /",
@@ -879,6 +1032,8 @@ mod tests {
             "setgid 100",
             "setuid 1000",
             "no_new_privs",
+            &format!("seccomp {}", programs[0].len()),
+            &format!("seccomp {}", programs[1].len()),
             "chdir /",
             "dup2 7 1",
             "cloexec_from_3",
@@ -897,55 +1052,82 @@ mod tests {
         assert!(!calls.contains(&format!("capbset_drop {}", cap::SETUID)));
         assert!(calls.contains(&format!("capbset_drop {}", cap::SYS_ADMIN)));
         assert!(calls.contains(&format!("capbset_drop {}", cap::SYS_BOOT)));
-        assert_eq!(hooks.0.first().map(String::as_str), Some("1/18 cgroup"));
+        assert_eq!(hooks.0.first().map(String::as_str), Some("1/21 cgroup"));
+        // With a devices allowlist, CAP_MKNOD is kept (Docker's default set).
+        assert!(!calls.contains(&format!("capbset_drop {}", cap::MKNOD)));
         assert!(hooks.0.contains(&"done pivot_root".to_string()));
     }
 
     #[test]
-    fn without_mount_namespace_it_is_a_chroot() {
-        let plan = Plan::build(&cfg(Namespaces::parse("pid").unwrap()), Path::new("/r"), StdioFds::default(), &[], 40)
-            .unwrap();
+    fn an_idmapped_tree_is_attached_instead_of_a_bind_mount() {
+        let plan = Plan::build(&cfg(Namespaces::ALL), Path::new("/r"), StdioFds::default(), &[], host()).unwrap();
         let sys = Recorder::default();
-        run_plan(&sys, &plan, &mut Steps::default());
+        run_plan(&sys, &plan, Received { rootfs_tree: Some(5) }, &mut Steps::default());
+        let calls = sys.calls.into_inner();
+        assert!(position(&calls, "move_mount 5 /r") < position(&calls, "pivot_root"));
+        assert!(!calls.iter().any(|c| c.starts_with("mount /r /r")), "{calls:#?}");
+    }
+
+    #[test]
+    fn without_a_devices_allowlist_cap_mknod_goes() {
+        let h = PlanHost { devices_allowlist: false, ..host() };
+        let plan =
+            Plan::build(&cfg(Namespaces::parse("mnt,pid").unwrap()), Path::new("/r"), StdioFds::default(), &[], h)
+                .unwrap();
+        let sys = Recorder::default();
+        run_plan(&sys, &plan, Received::default(), &mut Steps::default());
+        let calls = sys.calls.into_inner();
+        assert!(calls.contains(&format!("capbset_drop {}", cap::MKNOD)), "{calls:#?}");
+        let capset = calls.iter().find(|c| c.starts_with("capset")).unwrap();
+        assert_eq!(*capset, format!("capset {:#x}", default_cap_mask() & !(1 << cap::MKNOD)));
+    }
+
+    #[test]
+    fn without_mount_namespace_it_is_a_chroot() {
+        let plan =
+            Plan::build(&cfg(Namespaces::parse("pid").unwrap()), Path::new("/r"), StdioFds::default(), &[], host())
+                .unwrap();
+        let sys = Recorder::default();
+        run_plan(&sys, &plan, Received::default(), &mut Steps::default());
         let calls = sys.calls.into_inner();
         assert!(position(&calls, "chroot /r") < position(&calls, "execve"));
         assert!(!calls.iter().any(|c| c.starts_with("mount") || c.starts_with("pivot_root")));
         assert!(!calls.iter().any(|c| c.starts_with("sethostname") || c.starts_with("loopback")));
         let mut ro = cfg(Namespaces::parse("pid").unwrap());
         ro.read_only = true;
-        assert!(Plan::build(&ro, Path::new("/r"), StdioFds::default(), &[], 40).is_err());
+        assert!(Plan::build(&ro, Path::new("/r"), StdioFds::default(), &[], host()).is_err());
     }
 
     #[test]
     fn mount_namespace_without_user_namespace_makes_device_nodes() {
         let plan =
-            Plan::build(&cfg(Namespaces::parse("mnt,pid").unwrap()), Path::new("/r"), StdioFds::default(), &[], 40)
+            Plan::build(&cfg(Namespaces::parse("mnt,pid").unwrap()), Path::new("/r"), StdioFds::default(), &[], host())
                 .unwrap();
         let sys = Recorder::default();
-        run_plan(&sys, &plan, &mut Steps::default());
+        run_plan(&sys, &plan, Received::default(), &mut Steps::default());
         let calls = sys.calls.into_inner();
-        assert!(calls.contains(&"mknod /r/dev/null 1:3".to_string()));
-        assert!(calls.contains(&"mknod /r/dev/tty 5:0".to_string()));
+        assert!(calls.contains(&"mknod dev/null 1:3".to_string()));
+        assert!(calls.contains(&"mknod dev/tty 5:0".to_string()));
         assert!(!calls.iter().any(|c| c.contains("/dev/pts")), "no terminal, no pts bind");
     }
 
     #[test]
     fn the_inherited_terminal_is_bound_to_the_same_path() {
         let stdio = StdioFds { tty: Some("/dev/pts/3".into()), ..Default::default() };
-        let plan = Plan::build(&cfg(Namespaces::ALL), Path::new("/r"), stdio, &[], 40).unwrap();
+        let plan = Plan::build(&cfg(Namespaces::ALL), Path::new("/r"), stdio, &[], host()).unwrap();
         let sys = Recorder::default();
-        run_plan(&sys, &plan, &mut Steps::default());
+        run_plan(&sys, &plan, Received::default(), &mut Steps::default());
         let calls = sys.calls.into_inner();
-        let bind = position(&calls, "mount /dev/pts/3 /r/dev/pts/3");
-        assert!(position(&calls, "mkdir /r/dev/pts") < bind);
+        let bind = position(&calls, "mount /dev/pts/3 dev/pts/3");
+        assert!(position(&calls, "mkdir dev/pts") < bind);
         assert!(bind < position(&calls, "pivot_root"));
     }
 
     #[test]
     fn a_failing_call_stops_the_plan_and_names_its_step() {
-        let plan = Plan::build(&cfg(Namespaces::ALL), Path::new("/r"), StdioFds::default(), &[], 40).unwrap();
+        let plan = Plan::build(&cfg(Namespaces::ALL), Path::new("/r"), StdioFds::default(), &[], host()).unwrap();
         let sys = Recorder { fail: Some("pivot_root"), ..Default::default() };
-        let (step, errno) = run_plan(&sys, &plan, &mut Steps::default());
+        let (step, errno) = run_plan(&sys, &plan, Received::default(), &mut Steps::default());
         assert_eq!((step, errno), (Step::PivotRoot, Errno::EPERM));
         let calls = sys.calls.into_inner();
         assert_eq!(calls.last().map(String::as_str), Some("pivot_root . ."));
@@ -960,7 +1142,7 @@ mod tests {
         let env = environment(&c);
         assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
         assert!(env.contains(&("PATH".into(), "/opt".into())));
-        let plan = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[], 40).unwrap();
+        let plan = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[], host()).unwrap();
         assert_eq!(plan.candidates, vec![CString::new("/opt/sh").unwrap()]);
         assert_eq!(plan.exec.argv.len(), 4, "3 arguments and the NULL");
         assert!(plan.exec.argv.last().unwrap().is_null());

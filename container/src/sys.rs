@@ -84,6 +84,10 @@ pub trait Sys {
     fn dup2(&self, from: RawFd, to: RawFd) -> Result<(), Errno>;
     /// close_range(3, ~0, CLOSE_RANGE_CLOEXEC): no launcher fd leaks into the command.
     fn cloexec_from_3(&self) -> Result<(), Errno>;
+    /// move_mount(2) of the detached tree `fd` onto `target`.
+    fn move_mount(&self, fd: RawFd, target: &CStr) -> Result<(), Errno>;
+    /// seccomp(2) `SECCOMP_SET_MODE_FILTER` of one BPF program.
+    fn seccomp(&self, program: &[seccompiler::sock_filter]) -> Result<(), Errno>;
     /// execve(2); returns only on failure.
     fn execve(&self, path: &CStr, args: &ExecArgs) -> Errno;
 }
@@ -96,6 +100,7 @@ const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
 const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
 const IFF_UP: libc::c_short = 0x1;
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// `struct ifreq` as far as SIOC[GS]IFFLAGS use it (40 bytes on Linux).
@@ -299,6 +304,31 @@ impl Sys for RealSys {
     fn cloexec_from_3(&self) -> Result<(), Errno> {
         // SAFETY: close_range(2) with integer arguments; CLOEXEC only marks fds.
         let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+        Errno::result(r).map(drop)
+    }
+
+    fn move_mount(&self, fd: RawFd, target: &CStr) -> Result<(), Errno> {
+        // SAFETY: move_mount(2) with an fd, two NUL-terminated paths and
+        // integer flags; the kernel only reads the strings.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        Errno::result(r).map(drop)
+    }
+
+    fn seccomp(&self, program: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+        let len = u16::try_from(program.len()).map_err(|_| Errno::E2BIG)?;
+        let prog = libc::sock_fprog { len, filter: program.as_ptr() as *mut libc::sock_filter };
+        // SAFETY: seccomp(2) copies the `len` instructions `prog` points to,
+        // which live in the program slice for the duration of the call.
+        let r = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) };
         Errno::result(r).map(drop)
     }
 

@@ -93,7 +93,7 @@ struct Snapshot {
 
 fn snapshot() -> Snapshot {
     let mut cgroups = BTreeSet::new();
-    for base in ["memory", "cpu", "cpuacct", "pids", "unified", ""] {
+    for base in ["memory", "cpu", "cpuacct", "pids", "devices", "unified", ""] {
         let d = Path::new(cgroup::DEFAULT_ROOT).join(base);
         if let Ok(rd) = fs::read_dir(&d) {
             for e in rd.flatten() {
@@ -164,7 +164,10 @@ fn the_workload_is_pid_1_and_the_run_is_measured() {
     assert!(cg.stats.memory_peak.is_some_and(|b| b > 0), "{cg:?}");
     assert!(cg.stats.cpu_time.is_some(), "{cg:?}");
     assert!(!o.oom_killed);
-    assert_eq!(o.uid_map.as_deref(), Some("0 0 65536"));
+    // Container root is an unprivileged host id, never host root.
+    let map = o.uid_map.as_deref().expect("a user namespace");
+    assert_eq!(map, virtlab_container::idmap::IdRanges::lookup().uid.map_line());
+    assert!(!map.starts_with("0 0 "), "{map}");
 }
 
 #[test]
@@ -399,4 +402,140 @@ fn read_only_root_and_writable_tmp() {
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(out.contains("tmp-ok\nbar\n/tmp\n1000\n"), "{out}");
     assert!(!w.rootfs().join("new").exists());
+}
+
+/// The fields of a `/proc/self/uid_map` line.
+fn map_fields(line: &str) -> Vec<u64> {
+    line.split_whitespace().filter_map(|w| w.parse().ok()).collect()
+}
+
+#[test]
+fn container_root_is_not_host_root() {
+    let Some(_g) = root("container_root_is_not_host_root") else { return };
+    let Some(bb) = busybox("container_root_is_not_host_root") else { return };
+    let w = World::new(Some(&bb));
+    let sysctl = Path::new("/proc/sys/kernel/printk_ratelimit");
+    let before = fs::read_to_string(sysctl).unwrap();
+    let value = if before.trim() == "7" { "8" } else { "7" };
+    // Each write would change the host if container root were host root.
+    let script = format!(
+        "cat /proc/self/uid_map; \
+         echo {value} > /proc/sys/kernel/printk_ratelimit && echo WROTE-sysctl; \
+         echo 1 > /proc/sys/vm/drop_caches && echo WROTE-drop-caches; \
+         for f in /proc/irq/*/smp_affinity_list; do cat $f > $f && echo WROTE-irq; break; done; \
+         echo h > /proc/sysrq-trigger && echo WROTE-sysrq; \
+         touch /made-inside && echo created"
+    );
+    let o = ok(&w.config(&["sh", "-c", &script]));
+    let after = fs::read_to_string(sysctl).unwrap();
+    if after != before {
+        fs::write(sysctl, &before).unwrap();
+    }
+    let out = o.stdout_text();
+    assert_eq!(after, before, "the container changed a host sysctl: {out}");
+    assert!(!out.contains("WROTE"), "{out}\n{}", o.stderr_text());
+    let map = map_fields(out.lines().next().unwrap());
+    assert_eq!(map.len(), 3, "{out}");
+    assert!(map[0] == 0 && map[1] != 0, "container root maps to host id {}: {out}", map[1]);
+    // The rootfs is idmapped: what container root creates belongs to host
+    // root on disk, as the rest of the rootfs does.
+    assert!(o.rootfs_idmapped, "{:?}", o.warnings);
+    assert!(out.contains("created"), "{out}\n{}", o.stderr_text());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(w.rootfs().join("made-inside")).unwrap().uid(), 0);
+}
+
+#[test]
+fn nested_user_namespaces_and_cgroup_mounts_are_refused() {
+    let Some(_g) = root("nested_user_namespaces_and_cgroup_mounts_are_refused") else { return };
+    let Some(bb) = busybox("nested_user_namespaces_and_cgroup_mounts_are_refused") else { return };
+    let w = World::new(Some(&bb));
+    // The escape that raised a container's own limits: a nested user
+    // namespace gives every capability back, over namespaces of its own,
+    // enough to mount the pids hierarchy and rewrite pids.max.
+    let script = "grep '^Seccomp:' /proc/self/status; \
+                  unshare -U -r -m -C sh -c 'mkdir -p /tmp/cg && mount -t cgroup -o pids none /tmp/cg && echo MOUNTED'; \
+                  unshare -m true && echo UNSHARED; \
+                  mkdir -p /tmp/cg2 && mount -t cgroup -o pids none /tmp/cg2 && echo MOUNTED; \
+                  echo done";
+    for user in [true, false] {
+        let mut c = w.config(&["sh", "-c", script]);
+        c.limits.pids = Some(10);
+        c.namespaces.user = user;
+        let o = ok(&c);
+        let out = o.stdout_text();
+        assert!(out.starts_with("Seccomp:\t2\n"), "a seccomp filter is on (user ns {user}): {out}");
+        assert!(out.ends_with("done\n"), "{out}");
+        assert!(!out.contains("MOUNTED") && !out.contains("UNSHARED"), "user ns {user}: {out}");
+        assert!(o.stderr_text().contains("Operation not permitted"), "{}", o.stderr_text());
+    }
+}
+
+#[test]
+fn device_nodes_of_the_host_cannot_be_opened_without_a_user_namespace() {
+    let test = "device_nodes_of_the_host_cannot_be_opened_without_a_user_namespace";
+    let Some(_g) = root(test) else { return };
+    let Some(bb) = busybox(test) else { return };
+    let w = World::new(Some(&bb));
+    // Real root with Docker's capabilities: CAP_MKNOD makes the node (here
+    // /dev/kmsg, harmless to write to); only a devices allowlist stops it
+    // being opened. Where there is none (cgroup v2), CAP_MKNOD is dropped.
+    let mut c =
+        w.config(&["sh", "-c", "mknod /kmsg c 1 11; echo virtlab-device-test > /kmsg && echo OPENED; echo done"]);
+    c.namespaces = Namespaces::parse("uts,pid,mnt,ipc,net,cgroup").unwrap();
+    let o = ok(&c);
+    let _ = fs::remove_file(w.rootfs().join("kmsg"));
+    let out = o.stdout_text();
+    assert!(out.ends_with("done\n"), "{out}");
+    assert!(!out.contains("OPENED"), "a host device opened read-write: {out}");
+    assert!(o.stderr_text().contains("Operation not permitted"), "{}", o.stderr_text());
+}
+
+#[test]
+fn the_hosts_kernel_files_in_proc_are_masked() {
+    let Some(_g) = root("the_hosts_kernel_files_in_proc_are_masked") else { return };
+    let Some(bb) = busybox("the_hosts_kernel_files_in_proc_are_masked") else { return };
+    let w = World::new(Some(&bb));
+    let script = "for f in /proc/keys /proc/timer_list /proc/kcore /proc/sched_debug; do \
+                  [ -e $f ] && echo \"$f $(head -c 4096 $f | wc -c)\"; done; \
+                  echo \"acpi $(ls /proc/acpi 2>/dev/null | wc -l)\"";
+    for user in [true, false] {
+        let mut c = w.config(&["sh", "-c", script]);
+        c.namespaces.user = user;
+        let out = ok(&c).stdout_text();
+        assert!(out.contains("/proc/timer_list 0\n"), "user ns {user}: {out}");
+        for line in out.lines() {
+            assert!(line.ends_with(" 0"), "user ns {user}: {line} is not empty: {out}");
+        }
+    }
+}
+
+#[test]
+fn a_command_that_is_not_a_regular_file_fails_at_once() {
+    let Some(_g) = root("a_command_that_is_not_a_regular_file_fails_at_once") else { return };
+    let w = World::new(None);
+    // A FIFO would block the launcher's look at the file for ever.
+    nix::unistd::mkfifo(&w.rootfs().join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
+    fs::create_dir(w.rootfs().join("dir")).unwrap();
+    for (cmd, kind) in [("/fifo", "FIFO"), ("/dir", "directory")] {
+        let e = run_clean(&w.config(&[cmd])).unwrap_err();
+        assert!(matches!(e, LaunchError::NotAFile { .. }), "{cmd}: {e}");
+        assert!(e.to_string().contains(kind), "{e}");
+        assert_eq!(e.exit_code(), 126);
+    }
+}
+
+#[test]
+fn a_timeout_shorter_than_the_set_up_is_still_a_timeout() {
+    let Some(_g) = root("a_timeout_shorter_than_the_set_up_is_still_a_timeout") else { return };
+    let w = World::new(None);
+    let mut c = w.config(&["/virtlab-workload", "spin"]);
+    c.timeout = Some(Duration::from_millis(1));
+    // The child is often killed before it read its go-ahead; that used to
+    // surface as ECONNRESET (exit 125) instead of the timeout.
+    for _ in 0..20 {
+        let o = ok(&c);
+        assert!(o.timed_out, "{o:?}");
+        assert_eq!(o.status, ExitStatus::Signaled(libc::SIGKILL));
+    }
 }
