@@ -9,8 +9,8 @@
 //!   `cpu.stat` and `memory.events`.
 //! - **v1** (a tmpfs holding one mount per controller): one directory
 //!   `virtlab-<id>` under each of `memory/`, `cpu/`, `cpuacct/`, `pids/`,
-//!   and `devices/`, whose allowlist ([`DEVICE_ALLOWLIST`]) decides which
-//!   device nodes the container may open.
+//!   and `devices/`, whose allowlist ([`crate::devices`]) decides which
+//!   device nodes the container may open (on v2, a BPF program does).
 //! - **hybrid** (v1 controllers plus an empty cgroup2 at `unified/`): the
 //!   controllers live in v1, so it is handled as v1.
 //!
@@ -37,25 +37,6 @@ pub const PREFIX: &str = "virtlab-";
 
 /// The v1 controllers a container gets a directory in.
 const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "devices"];
-
-/// What a container may do with device nodes (v1 `devices.allow` lines,
-/// after `a` was denied), Docker's default: create any node (`m`), but
-/// open only the harmless ones: null, zero, full, random, urandom, tty,
-/// console, ptmx and the pseudo-terminals. A node of a host disk or of
-/// /dev/kvm made with mknod, or found in the rootfs, cannot be opened.
-pub const DEVICE_ALLOWLIST: [&str; 11] = [
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-];
 
 /// CFS period used for `--cpus`, in microseconds (the kernel default).
 const CPU_PERIOD_US: u64 = 100_000;
@@ -209,6 +190,7 @@ pub struct Cgroup {
     mode: CgroupMode,
     name: String,
     dirs: Vec<(Part, PathBuf)>,
+    devices: bool,
     removed: bool,
 }
 
@@ -217,7 +199,7 @@ impl Cgroup {
     /// `limits`. On error nothing is left behind.
     pub fn create(root: &Path, mode: CgroupMode, id: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
         let name = format!("{PREFIX}{id}");
-        let mut cg = Cgroup { mode, name, dirs: Vec::new(), removed: false };
+        let mut cg = Cgroup { mode, name, dirs: Vec::new(), devices: false, removed: false };
         let parts: &[(Part, &'static str)] = if mode.is_v1() {
             &[
                 (Part::Memory, "memory"),
@@ -264,6 +246,12 @@ impl Cgroup {
             cg.dirs.push((part, dir));
         }
         cg.apply(limits)?;
+        cg.devices = match cg.dir(Part::Unified) {
+            // A kernel without cgroup BPF (or a fake cgroupfs in a test)
+            // refuses; the launcher then drops CAP_MKNOD instead.
+            Some(dir) => crate::devices::attach_v2(dir).is_ok(),
+            None => cg.dir(Part::Devices).is_some(),
+        };
         Ok(cg)
     }
 
@@ -284,8 +272,8 @@ impl Cgroup {
             }
             if self.dir(Part::Devices).is_some() {
                 self.write(Part::Devices, "devices.deny", "a")?;
-                for rule in DEVICE_ALLOWLIST {
-                    self.write(Part::Devices, "devices.allow", rule)?;
+                for rule in crate::devices::ALLOWLIST {
+                    self.write(Part::Devices, "devices.allow", &rule.v1_line())?;
                 }
             }
         } else {
@@ -313,12 +301,12 @@ impl Cgroup {
         self.mode
     }
 
-    /// Whether a devices allowlist ([`DEVICE_ALLOWLIST`]) confines the
-    /// container: v1 with the devices controller mounted. (On v2 the same
-    /// takes a BPF program, which virtlab does not load; the launcher then
-    /// drops `CAP_MKNOD` instead.)
+    /// Whether the devices allowlist ([`crate::devices::ALLOWLIST`])
+    /// confines the container: v1 with the devices controller mounted, or
+    /// v2 with the BPF program attached. Without it the launcher drops
+    /// `CAP_MKNOD`.
     pub fn devices_allowlist(&self) -> bool {
-        self.dir(Part::Devices).is_some()
+        self.devices
     }
 
     /// Its directories (one per v1 controller, or the one v2 directory).

@@ -42,6 +42,7 @@ pub mod cgroup;
 pub mod channel;
 pub mod child;
 pub mod config;
+pub mod devices;
 pub mod escape;
 pub mod idmap;
 pub mod launch;
