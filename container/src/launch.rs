@@ -536,7 +536,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
     let host = PlanHost {
         last_cap: last_cap(),
         devices_allowlist: cgroup.as_ref().is_some_and(Cgroup::devices_allowlist),
-        seccomp: if cfg.seccomp { Some(crate::seccomp::default_programs()?) } else { None },
+        seccomp: if cfg.seccomp { Some(crate::seccomp::default_program()?) } else { None },
     };
     let plan = Plan::build(cfg, &rootfs, fds, &join_raw, host)?;
     let (parent_end, child_end) = channel::pair()?;
@@ -811,8 +811,14 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         }
     }
 
-    // The command is gone; make sure everything it started is too.
+    // The command is gone; make sure everything it started is too. The
+    // launcher cleans up from here on, so the sentinel may go (it exits
+    // on the other CPU while the cgroup is read and removed).
     drop(child);
+    let mut sentinel = sentinel;
+    if let Some(s) = sentinel.as_mut() {
+        s.dismiss();
+    }
     let cgroup_report = match cgroup {
         Some(cg) => {
             let stats = cg.stats();

@@ -34,8 +34,6 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-use seccompiler::BpfProgram;
-
 use crate::config::{ConfigError, ContainerConfig, Rlimit};
 use crate::sys::{ExecArgs, Sys};
 
@@ -191,7 +189,7 @@ impl Step {
             Step::Capabilities => "prctl(PR_CAPBSET_DROP) for each capability not kept; capset(kept)",
             Step::User => "setgroups(0); setresgid(gid); setresuid(uid)",
             Step::NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS, 1)",
-            Step::Seccomp => "seccomp(SECCOMP_SET_MODE_FILTER, 0, filter) twice: calls denied, calls known",
+            Step::Seccomp => "seccomp(SECCOMP_SET_MODE_FILTER, 0, filter): Docker's denied calls EPERM, unknown ones ENOSYS",
             Step::Workdir => "chdir(workdir)",
             Step::Stdio => "dup2(pipe, 1), dup2(pipe, 2)",
             Step::Exec => "execve(command, argv, envp)",
@@ -336,8 +334,8 @@ pub enum Op {
         /// The container's /dev/null, bound over files.
         devnull: CString,
     },
-    /// seccomp(2) of each program, in order.
-    Seccomp(&'static [BpfProgram]),
+    /// seccomp(2) of the filter program.
+    Seccomp(&'static [crate::seccomp::sock_filter]),
     /// An empty file, then a bind mount of `src` onto it.
     BindFile {
         /// Host device node.
@@ -436,8 +434,8 @@ pub struct PlanHost {
     /// `CAP_MKNOD` (mknod of a node it cannot open does no harm). Without
     /// one the capability goes.
     pub devices_allowlist: bool,
-    /// The seccomp programs to install before exec, if any.
-    pub seccomp: Option<&'static [BpfProgram]>,
+    /// The seccomp program to install before exec, if any.
+    pub seccomp: Option<&'static [crate::seccomp::sock_filter]>,
 }
 
 /// The `PATH` inside the container.
@@ -652,8 +650,8 @@ impl Plan {
             ops.push((Step::User, Op::SetUid(u.uid)));
         }
         ops.push((Step::NoNewPrivs, Op::NoNewPrivs));
-        if let Some(programs) = host.seccomp {
-            ops.push((Step::Seccomp, Op::Seccomp(programs)));
+        if let Some(program) = host.seccomp {
+            ops.push((Step::Seccomp, Op::Seccomp(program)));
         }
         ops.push((Step::Workdir, Op::Chdir(path_c(&cfg.workdir, "workdir")?)));
         for (fd, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
@@ -780,12 +778,7 @@ fn run_op<S: Sys>(sys: &S, plan: &Plan, received: Received, op: &Op) -> Result<(
                 r => unless_missing(r),
             }
         }
-        Op::Seccomp(programs) => {
-            for p in programs.iter() {
-                sys.seccomp(p)?;
-            }
-            Ok(())
-        }
+        Op::Seccomp(program) => sys.seccomp(program),
         Op::WriteFd(fd, bytes) => sys.write_fd(*fd, bytes),
         Op::Unshare(f) => sys.unshare(*f),
         Op::Mount { src, target, fstype, flags, data } => {
@@ -952,7 +945,7 @@ mod tests {
         fn move_mount(&self, fd: RawFd, t: &CStr) -> Result<(), Errno> {
             self.rec(format!("move_mount {fd} {}", s(t)))
         }
-        fn seccomp(&self, p: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+        fn seccomp(&self, p: &[crate::seccomp::sock_filter]) -> Result<(), Errno> {
             self.rec(format!("seccomp {}", p.len()))
         }
         fn execve(&self, p: &CStr, _a: &ExecArgs) -> Errno {
@@ -991,8 +984,8 @@ mod tests {
         let mut c = cfg(Namespaces::ALL);
         c.read_only = true;
         c.user = Some(User { uid: 1000, gid: 100 });
-        let programs = crate::seccomp::default_programs().unwrap();
-        let h = PlanHost { seccomp: Some(programs), ..host() };
+        let program = crate::seccomp::default_program().unwrap();
+        let h = PlanHost { seccomp: Some(program), ..host() };
         let plan =
             Plan::build(&c, Path::new("/r"), StdioFds { stdout: Some(7), ..Default::default() }, &[9], h).unwrap();
         let sys = Recorder::default();
@@ -1032,8 +1025,7 @@ mod tests {
             "setgid 100",
             "setuid 1000",
             "no_new_privs",
-            &format!("seccomp {}", programs[0].len()),
-            &format!("seccomp {}", programs[1].len()),
+            &format!("seccomp {}", program.len()),
             "chdir /",
             "dup2 7 1",
             "cloexec_from_3",

@@ -45,6 +45,7 @@ pub struct Sentinel {
     pid: Pid,
     // The launcher's end of the pipe: closing it (by dying) wakes the sentinel.
     writer: Option<OwnedFd>,
+    dismissed: bool,
     reaped: bool,
 }
 
@@ -65,7 +66,17 @@ impl Sentinel {
             watch(reader.as_raw_fd(), &dirs);
         }
         let pid = Errno::result(ret)?;
-        Ok(Sentinel { pid: Pid::from_raw(pid as i32), writer: Some(writer), reaped: false })
+        Ok(Sentinel { pid: Pid::from_raw(pid as i32), writer: Some(writer), dismissed: false, reaped: false })
+    }
+
+    /// Tells the sentinel to go (SIGKILL) without waiting for it: the
+    /// launcher is about to clean up itself, and the sentinel's exit runs
+    /// on another CPU meanwhile. It is reaped on drop.
+    pub fn dismiss(&mut self) {
+        if !self.dismissed {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            self.dismissed = true;
+        }
     }
 
     /// Ends the sentinel (the launcher cleaned up itself) and reaps it.
@@ -78,7 +89,7 @@ impl Drop for Sentinel {
     fn drop(&mut self) {
         // Killed before the pipe closes, so that it cleans nothing up.
         if !self.reaped {
-            let _ = kill(self.pid, Signal::SIGKILL);
+            self.dismiss();
             let _ = waitpid(self.pid, None);
         }
         self.writer.take();
