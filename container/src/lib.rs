@@ -38,19 +38,12 @@
 //!
 //! See `DESIGN.md` in this crate for the order of the set-up and why.
 
-pub mod cgroup;
-pub mod channel;
-pub mod child;
-pub mod config;
-pub mod devices;
 pub mod escape;
-pub mod idmap;
-pub mod launch;
-pub mod plan;
-pub mod rootfs;
-pub mod seccomp;
-pub mod sentinel;
-pub mod sys;
+pub mod runtime;
+
+// The launcher's modules keep their paths at the crate root
+// (`virtlab_container::cgroup`, `::config`, ...).
+pub use runtime::{cgroup, channel, child, config, devices, idmap, launch, plan, rootfs, seccomp, sentinel, sys};
 
 pub use config::{ContainerConfig, Limits, Namespaces, Rlimit, Stdio, User};
 pub use launch::{run, CgroupReport, ExitStatus, LaunchError, Outcome, Stamp};

@@ -87,7 +87,7 @@ pub trait Sys {
     /// move_mount(2) of the detached tree `fd` onto `target`.
     fn move_mount(&self, fd: RawFd, target: &CStr) -> Result<(), Errno>;
     /// seccomp(2) `SECCOMP_SET_MODE_FILTER` of one BPF program.
-    fn seccomp(&self, program: &[crate::seccomp::sock_filter]) -> Result<(), Errno>;
+    fn seccomp(&self, program: &[crate::runtime::seccomp::sock_filter]) -> Result<(), Errno>;
     /// execve(2); returns only on failure.
     fn execve(&self, path: &CStr, args: &ExecArgs) -> Errno;
 }
@@ -323,7 +323,7 @@ impl Sys for RealSys {
         Errno::result(r).map(drop)
     }
 
-    fn seccomp(&self, program: &[crate::seccomp::sock_filter]) -> Result<(), Errno> {
+    fn seccomp(&self, program: &[crate::runtime::seccomp::sock_filter]) -> Result<(), Errno> {
         let len = u16::try_from(program.len()).map_err(|_| Errno::E2BIG)?;
         let prog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut() };
         // SAFETY: seccomp(2) copies the `len` instructions `prog` points to,

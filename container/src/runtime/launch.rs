@@ -38,13 +38,13 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 
-use crate::cgroup::{self, Cgroup, CgroupError, CgroupMode, CgroupStats};
-use crate::channel::{self, ChannelError, ChildMsg, ParentMsg};
-use crate::child::{child_main, monotonic_ns, ChildArgs};
-use crate::config::{ConfigError, ContainerConfig, Stdio};
-use crate::idmap::IdRanges;
-use crate::plan::{command_candidates, environment, last_cap, Plan, PlanHost, StdioFds, Step, DEFAULT_PATH};
-use crate::sentinel::Sentinel;
+use crate::runtime::cgroup::{self, Cgroup, CgroupError, CgroupMode, CgroupStats};
+use crate::runtime::channel::{self, ChannelError, ChildMsg, ParentMsg};
+use crate::runtime::child::{child_main, monotonic_ns, ChildArgs};
+use crate::runtime::config::{ConfigError, ContainerConfig, Stdio};
+use crate::runtime::idmap::IdRanges;
+use crate::runtime::plan::{command_candidates, environment, last_cap, Plan, PlanHost, StdioFds, Step, DEFAULT_PATH};
+use crate::runtime::sentinel::Sentinel;
 
 /// How long output may keep arriving after the command exited (from
 /// processes it left behind when there is no PID namespace).
@@ -98,7 +98,7 @@ pub enum LaunchError {
     },
     /// The seccomp filter could not be built.
     #[error("seccomp filter")]
-    Seccomp(#[from] crate::seccomp::SeccompError),
+    Seccomp(#[from] crate::runtime::seccomp::SeccompError),
     /// The command needs a dynamic loader that the rootfs lacks.
     #[error("{cmd} is dynamically linked and its loader {interp} is not in the rootfs, so execve would fail with ENOENT although the file exists: use a static binary, or copy the loader and the libraries it needs (ldd) into the rootfs")]
     MissingLoader {
@@ -453,7 +453,7 @@ fn narrate_parent(cfg: &ContainerConfig, step: Step, detail: &str) {
         step.idea()
     );
     if cfg.step {
-        crate::child::pause();
+        crate::runtime::child::pause();
     }
 }
 
@@ -488,7 +488,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         let mode = cgroup::detect(&cfg.cgroup_root)?;
         cgroup::cleanup_stale(&cfg.cgroup_root, mode);
         Some(Cgroup::create(&cfg.cgroup_root, mode, &id, &cfg.limits)?)
-    } else if cfg.limits != crate::config::Limits::default() {
+    } else if cfg.limits != crate::runtime::config::Limits::default() {
         return Err(LaunchError::LimitsNeedRoot);
     } else {
         None
@@ -536,7 +536,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
     let host = PlanHost {
         last_cap: last_cap(),
         devices_allowlist: cgroup.as_ref().is_some_and(Cgroup::devices_allowlist),
-        seccomp: if cfg.seccomp { Some(crate::seccomp::default_program()?) } else { None },
+        seccomp: if cfg.seccomp { Some(crate::runtime::seccomp::default_program()?) } else { None },
     };
     let plan = Plan::build(cfg, &rootfs, fds, &join_raw, host)?;
     let (parent_end, child_end) = channel::pair()?;

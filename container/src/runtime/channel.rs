@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use nix::sys::socket::{sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
 
-use crate::plan::{Received, Step};
+use crate::runtime::plan::{Received, Step};
 
 /// Errors of the channel.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@
 //!   `cpu.stat` and `memory.events`.
 //! - **v1** (a tmpfs holding one mount per controller): one directory
 //!   `virtlab-<id>` under each of `memory/`, `cpu/`, `cpuacct/`, `pids/`,
-//!   and `devices/`, whose allowlist ([`crate::devices`]) decides which
+//!   and `devices/`, whose allowlist ([`crate::runtime::devices`]) decides which
 //!   device nodes the container may open (on v2, a BPF program does).
 //! - **hybrid** (v1 controllers plus an empty cgroup2 at `unified/`): the
 //!   controllers live in v1, so it is handled as v1.
@@ -27,7 +27,17 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::statfs::{statfs, FsType, CGROUP2_SUPER_MAGIC, TMPFS_MAGIC};
 use nix::unistd::Pid;
 
-use crate::config::Limits;
+/// Resource limits, applied through the container's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Limits {
+    /// Memory limit in bytes (swap is limited to the same total when the
+    /// kernel accounts it).
+    pub memory: Option<u64>,
+    /// CPU bandwidth as a number of CPUs (0.5 = half of one CPU).
+    pub cpus: Option<f64>,
+    /// Maximum number of processes and threads.
+    pub pids: Option<u64>,
+}
 
 /// Where cgroup file systems are mounted on every mainstream distribution.
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
@@ -249,7 +259,7 @@ impl Cgroup {
         cg.devices = match cg.dir(Part::Unified) {
             // A kernel without cgroup BPF (or a fake cgroupfs in a test)
             // refuses; the launcher then drops CAP_MKNOD instead.
-            Some(dir) => crate::devices::attach_v2(dir).is_ok(),
+            Some(dir) => crate::runtime::devices::attach_v2(dir).is_ok(),
             None => cg.dir(Part::Devices).is_some(),
         };
         Ok(cg)
@@ -272,7 +282,7 @@ impl Cgroup {
             }
             if self.dir(Part::Devices).is_some() {
                 self.write(Part::Devices, "devices.deny", "a")?;
-                for rule in crate::devices::ALLOWLIST {
+                for rule in crate::runtime::devices::ALLOWLIST {
                     self.write(Part::Devices, "devices.allow", &rule.v1_line())?;
                 }
             }
@@ -301,7 +311,7 @@ impl Cgroup {
         self.mode
     }
 
-    /// Whether the devices allowlist ([`crate::devices::ALLOWLIST`])
+    /// Whether the devices allowlist ([`crate::runtime::devices::ALLOWLIST`])
     /// confines the container: v1 with the devices controller mounted, or
     /// v2 with the BPF program attached. Without it the launcher drops
     /// `CAP_MKNOD`.

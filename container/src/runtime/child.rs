@@ -15,9 +15,9 @@ use std::os::fd::RawFd;
 
 use nix::time::{clock_gettime, ClockId};
 
-use crate::channel::{child_send, child_wait_go, ChildMsg};
-use crate::plan::{run_plan, Plan, Step, StepHooks};
-use crate::sys::RealSys;
+use crate::runtime::channel::{child_send, child_wait_go, ChildMsg};
+use crate::runtime::plan::{run_plan, Plan, Step, StepHooks};
+use crate::runtime::sys::RealSys;
 
 /// CLOCK_MONOTONIC now, in ns (the same clock in parent, child and workload).
 pub fn monotonic_ns() -> u64 {

@@ -34,8 +34,8 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-use crate::config::{ConfigError, ContainerConfig, Rlimit};
-use crate::sys::{ExecArgs, Sys};
+use crate::runtime::config::{ConfigError, ContainerConfig, Rlimit};
+use crate::runtime::sys::{ExecArgs, Sys};
 
 /// One step of a container's life, as reported in timings, errors and
 /// `--explain`. Steps up to `Exec` run in the child; `Clone`, `UserMaps`,
@@ -335,7 +335,7 @@ pub enum Op {
         devnull: CString,
     },
     /// seccomp(2) of the filter program.
-    Seccomp(&'static [crate::seccomp::sock_filter]),
+    Seccomp(&'static [crate::runtime::seccomp::sock_filter]),
     /// An empty file, then a bind mount of `src` onto it.
     BindFile {
         /// Host device node.
@@ -435,7 +435,7 @@ pub struct PlanHost {
     /// one the capability goes.
     pub devices_allowlist: bool,
     /// The seccomp program to install before exec, if any.
-    pub seccomp: Option<&'static [crate::seccomp::sock_filter]>,
+    pub seccomp: Option<&'static [crate::runtime::seccomp::sock_filter]>,
 }
 
 /// The `PATH` inside the container.
@@ -832,7 +832,7 @@ fn run_op<S: Sys>(sys: &S, plan: &Plan, received: Received, op: &Op) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Namespaces, User};
+    use crate::runtime::config::{Namespaces, User};
     use std::cell::RefCell;
     use std::path::Path;
 
@@ -945,7 +945,7 @@ mod tests {
         fn move_mount(&self, fd: RawFd, t: &CStr) -> Result<(), Errno> {
             self.rec(format!("move_mount {fd} {}", s(t)))
         }
-        fn seccomp(&self, p: &[crate::seccomp::sock_filter]) -> Result<(), Errno> {
+        fn seccomp(&self, p: &[crate::runtime::seccomp::sock_filter]) -> Result<(), Errno> {
             self.rec(format!("seccomp {}", p.len()))
         }
         fn execve(&self, p: &CStr, _a: &ExecArgs) -> Errno {
@@ -984,7 +984,7 @@ mod tests {
         let mut c = cfg(Namespaces::ALL);
         c.read_only = true;
         c.user = Some(User { uid: 1000, gid: 100 });
-        let program = crate::seccomp::default_program().unwrap();
+        let program = crate::runtime::seccomp::default_program().unwrap();
         let h = PlanHost { seccomp: Some(program), ..host() };
         let plan =
             Plan::build(&c, Path::new("/r"), StdioFds { stdout: Some(7), ..Default::default() }, &[9], h).unwrap();

@@ -101,7 +101,7 @@ pub fn build(dir: &Path, busybox: Option<&Path>) -> Result<RootfsReport, RootfsE
     }
     let mut applets = 0;
     if let Some(bb) = busybox {
-        if let Some(interp) = crate::launch::elf_interp(bb) {
+        if let Some(interp) = crate::runtime::launch::elf_interp(bb) {
             return Err(RootfsError::BusyboxNotStatic { path: bb.to_path_buf(), interp });
         }
         let target = dir.join("bin/busybox");

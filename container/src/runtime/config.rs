@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use nix::sched::CloneFlags;
 
+pub use crate::runtime::cgroup::Limits;
+
 /// Errors in a configuration, each naming the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -193,18 +195,6 @@ impl Default for Namespaces {
     }
 }
 
-/// Resource limits, applied through the container's cgroup.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct Limits {
-    /// Memory limit in bytes (swap is limited to the same total when the
-    /// kernel accounts it).
-    pub memory: Option<u64>,
-    /// CPU bandwidth as a number of CPUs (0.5 = half of one CPU).
-    pub cpus: Option<f64>,
-    /// Maximum number of processes and threads.
-    pub pids: Option<u64>,
-}
-
 /// Who the command runs as, inside the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct User {
@@ -309,15 +299,15 @@ pub struct ContainerConfig {
     pub step: bool,
     /// The cgroup file system root (normally `/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
-    /// Install the default seccomp filter (see [`crate::seccomp`]) just
+    /// Install the default seccomp filter (see [`crate::runtime::seccomp`]) just
     /// before exec. On by default; off only for a lesson that shows what it
     /// stops.
     pub seccomp: bool,
     /// The host id ranges that container ids map onto when the launcher is
     /// root and the user namespace is on; `None` looks them up (the
     /// `virtlab` entries of /etc/subuid and /etc/subgid, else the built-in
-    /// range, see [`crate::idmap`]).
-    pub id_ranges: Option<crate::idmap::IdRanges>,
+    /// range, see [`crate::runtime::idmap`]).
+    pub id_ranges: Option<crate::runtime::idmap::IdRanges>,
 }
 
 impl ContainerConfig {
@@ -340,7 +330,7 @@ impl ContainerConfig {
             forward_signals: false,
             explain: false,
             step: false,
-            cgroup_root: PathBuf::from(crate::cgroup::DEFAULT_ROOT),
+            cgroup_root: PathBuf::from(crate::runtime::cgroup::DEFAULT_ROOT),
             seccomp: true,
             id_ranges: None,
         }

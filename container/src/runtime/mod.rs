@@ -1,0 +1,31 @@
+//! The launcher: what runs one container, from a [`config::ContainerConfig`]
+//! to its exit status. Everything the Docker half of virtlab builds (images,
+//! the engine, the OCI front door) uses this; this uses none of them.
+//!
+//! | module     | what it holds |
+//! | ---------- | ------------- |
+//! | `config`   | the plain configuration and the parsers of its text forms |
+//! | `cgroup`   | one cgroup per container: limits, stats, removal |
+//! | `devices`  | the device allowlist (v1 lines, v2 BPF program) |
+//! | `idmap`    | which host ids container ids stand for |
+//! | `seccomp`  | the default seccomp filter |
+//! | `plan`     | the child's set-up as data, and `run_plan` |
+//! | `sys`      | the system calls of the set-up, behind a trait |
+//! | `channel`  | the parent/child channel |
+//! | `child`    | the child from clone to execve |
+//! | `launch`   | `run()`: validation, clone, maps, watching, clean-up |
+//! | `sentinel` | clean-up after a launcher killed with SIGKILL |
+//! | `rootfs`   | building a rootfs directory |
+
+pub mod cgroup;
+pub mod channel;
+pub mod child;
+pub mod config;
+pub mod devices;
+pub mod idmap;
+pub mod launch;
+pub mod plan;
+pub mod rootfs;
+pub mod seccomp;
+pub mod sentinel;
+pub mod sys;
