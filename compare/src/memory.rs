@@ -62,7 +62,7 @@ impl ProcessCgroup {
         let root = Path::new(cgroup::DEFAULT_ROOT);
         let mode = cgroup::detect(root).map_err(|e| e.to_string())?;
         let id = format!("mem-{what}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let cg = Cgroup::create(root, mode, &id, &virtlab_container::Limits::default()).map_err(|e| e.to_string())?;
+        let cg = Cgroup::create_for_accounting(root, mode, &id).map_err(|e| e.to_string())?;
         Ok(ProcessCgroup { cg })
     }
 

@@ -560,13 +560,16 @@ fn memory_cell(r: &Row) -> String {
 /// The legend of the "~" in the memory column, for right under the table
 /// (empty when no row is an estimate).
 pub fn estimate_legend(report: &CompareReport) -> String {
-    let mut estimated: Vec<&str> = report
-        .rows
-        .iter()
-        .filter(|r| r.memory_method == Some(MemoryMethod::Estimate) && r.memory_bytes.is_some())
-        .map(|r| r.env.name())
-        .collect();
-    estimated.dedup();
+    // Each environment once, in table order: the rows go workload by
+    // workload, so the same environment comes back for every workload.
+    let mut estimated: Vec<&str> = Vec::new();
+    let marked =
+        report.rows.iter().filter(|r| r.memory_method == Some(MemoryMethod::Estimate) && r.memory_bytes.is_some());
+    for name in marked.map(|r| r.env.name()) {
+        if !estimated.contains(&name) {
+            estimated.push(name);
+        }
+    }
     if estimated.is_empty() {
         return String::new();
     }
@@ -994,6 +997,50 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["rows"][0]["memory_method"], "cgroup-peak");
         assert!(csv(&report).lines().next().unwrap().ends_with(",memory_method"));
+    }
+
+    #[test]
+    fn the_estimate_legend_names_each_environment_once() {
+        // Not root: the minikernel VMs keep their estimate too, so vm-linux
+        // is not the only estimated row, and every workload has a row of each.
+        let mut samples = Vec::new();
+        for w in ["ready", "cpu", "io"] {
+            for e in [Env::Native, Env::VmMiniUart, Env::VmMiniPv, Env::VmLinux] {
+                let mut s = sample(e, w, 1000.0, 0.0, 2000.0);
+                s.memory_method = e.is_vm().then_some(MemoryMethod::Estimate);
+                s.memory_bytes = e.is_vm().then_some(3 << 20);
+                samples.push(s);
+            }
+        }
+        let envs = Env::parse_list("native,vm-mini,vm-linux").unwrap();
+        let wl = Workload::parse_list("ready,cpu,io", false).unwrap();
+        let mut h = host();
+        h.root = false;
+        let report = CompareReport {
+            schema: SCHEMA,
+            virtlab_version: "test",
+            started_unix: 0,
+            wall_seconds: 1.0,
+            host: h,
+            config: RunConfig { runs: 1, warmup: 0, envs: envs.clone(), workloads: wl.clone(), order: "x".into() },
+            skipped: vec![],
+            failures: vec![],
+            rows: rows(&samples, &envs, &wl),
+            claims: vec![],
+            samples,
+            scale: vec![],
+            peers: vec![],
+            vmm_overhead_bytes: Some(2 << 20),
+        };
+        let legend = estimate_legend(&report);
+        assert!(legend.starts_with("~ memory of vm-mini-uart, vm-mini-pv, vm-linux is an ESTIMATE"), "{legend}");
+        for name in ["vm-mini-uart", "vm-mini-pv", "vm-linux"] {
+            assert_eq!(legend.matches(name).count(), 1, "{name} repeated: {legend}");
+        }
+        // The same legend under the Markdown table.
+        let md = markdown(&report, "virtlab compare");
+        assert_eq!(md.matches("vm-mini-uart, vm-mini-pv, vm-linux is an ESTIMATE").count(), 1, "{md}");
+        assert!(!md.contains("vm-linux, vm-mini-uart"), "{md}");
     }
 
     #[test]

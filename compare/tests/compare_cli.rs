@@ -1,6 +1,8 @@
 //! `virtlab compare` end to end: a quick run whose JSON validates against
 //! the published schema, with every environment this host can run, CSV with
-//! a line per run, and SVG charts that parse.
+//! a line per run, and SVG charts that parse; interrupted runs, output paths
+//! checked first, and the options compare shares with `vm run` and
+//! `container run`.
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
 
@@ -361,4 +363,170 @@ fn every_vm_row_measures_memory_in_a_cgroup() {
         .unwrap();
     assert!(ratio["memory_ratio"].as_f64().unwrap() > 0.0, "{ratio}");
     assert!(report["vmm_overhead_bytes"].as_u64().is_some(), "the RSS-based figure stays");
+}
+
+/// The pids of the running processes whose parent is `parent` and whose
+/// command line contains `needle`.
+fn children_of(parent: u32, needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // The fields after the command name, which may hold spaces: state, ppid.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Starts `virtlab compare` with many native runs, waits until the first
+/// has finished (a second workload process has started), sends `signal`,
+/// and returns (exit status, stdout, stderr, the JSON report it wrote).
+fn compare_stopped_by(signal: libc::c_int, json: &std::path::Path) -> (Option<i32>, String, String, serde_json::Value) {
+    let runs = 1000;
+    let child = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["compare", "--env", "native", "--workload", "cpu=20000000", "--no-probe", "--warmup", "0"])
+        .args(["--runs", &runs.to_string()])
+        .arg("--json")
+        .arg(json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let t0 = std::time::Instant::now();
+    let mut seen: Vec<u32> = Vec::new();
+    while seen.len() < 2 {
+        assert!(t0.elapsed().as_secs() < 60, "no second workload process within a minute");
+        for p in children_of(pid, "virtlab-workload") {
+            if !seen.contains(&p) {
+                seen.push(p);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: kill(2) on our own child, not yet reaped (wait comes below).
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let text = std::fs::read(json).unwrap_or_else(|e| panic!("no JSON report ({e}): {stderr}"));
+    let report: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    let runs_done = report["rows"][0]["runs"].as_u64().unwrap_or_else(|| panic!("no row: {report}"));
+    assert!((1..runs).contains(&runs_done), "{runs_done} runs of {runs}: stopped after the first, before the last");
+    (out.status.code(), stdout, stderr, report)
+}
+
+#[test]
+fn sigterm_stops_after_the_current_launch_and_reports_what_finished_as_sigint_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (int_code, int_stdout, _, _) = compare_stopped_by(libc::SIGINT, &dir.path().join("int.json"));
+    assert_eq!(int_code, Some(130), "{int_stdout}");
+    let (code, stdout, stderr, report) = compare_stopped_by(libc::SIGTERM, &dir.path().join("term.json"));
+    assert_eq!(code, int_code, "SIGTERM exits as SIGINT does: {stderr}");
+    assert!(stdout.contains("cpu      native"), "the table of what finished: {stdout}");
+    assert!(stderr.contains("interrupted; the figures above are from the runs that finished"), "{stderr}");
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../schema/compare.v1.json")).unwrap();
+    assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&report), "{report}");
+}
+
+/// `virtlab compare` on the native `ready` workload, once unless `extra`
+/// says otherwise (seconds), with `extra` options; returns (exit status,
+/// stderr).
+fn quick_native(extra: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_virtlab"));
+    cmd.args(["compare", "--env", "native", "--workload", "ready", "--no-probe"]);
+    for (option, default) in [("--runs", "1"), ("--warmup", "0")] {
+        if !extra.contains(&option.as_ref()) {
+            cmd.args([option, default]);
+        }
+    }
+    let out = cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::null()).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn unwritable_outputs_fail_before_measuring_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let missing = d.join("no-such-dir");
+    let os = |p: &std::path::Path| p.as_os_str().to_owned();
+    let cases: [(&str, Vec<std::ffi::OsString>); 4] = [
+        ("--json", vec!["--json".into(), os(&missing.join("r.json"))]),
+        ("--csv", vec!["--json".into(), os(&d.join("new.json")), "--csv".into(), os(&missing.join("r.csv"))]),
+        ("--markdown", vec!["--json".into(), os(&d.join("keep.json")), "--markdown".into(), os(&missing.join("r.md"))]),
+        ("--svg", vec!["--csv".into(), os(&d.join("new.csv")), "--svg".into(), os(&d.join("a-file").join("charts"))]),
+    ];
+    std::fs::write(d.join("keep.json"), "an earlier report\n").unwrap();
+    std::fs::write(d.join("a-file"), "").unwrap();
+    for (option, args) in &cases {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, stderr) = quick_native(&args);
+        assert_eq!(code, Some(125), "{option}: {stderr}");
+        assert!(stderr.contains(&format!("virtlab: error: {option}: cannot ")), "{option}: {stderr}");
+        assert!(!stderr.contains("probing the host"), "{option}: checked before measuring: {stderr}");
+    }
+    // The files the earlier checks created are gone again; an existing
+    // file is left as it was.
+    let mut left: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, ["a-file", "keep.json"]);
+    assert_eq!(std::fs::read_to_string(d.join("keep.json")).unwrap(), "an earlier report\n");
+
+    // And when they can be written, they are.
+    let charts = d.join("new").join("charts");
+    let (code, stderr) =
+        quick_native(&["--json".as_ref(), d.join("keep.json").as_os_str(), "--svg".as_ref(), charts.as_os_str()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(std::fs::read_to_string(d.join("keep.json")).unwrap().contains("\"schema\""));
+    assert!(charts.join("startup.svg").metadata().unwrap().len() > 0);
+}
+
+#[test]
+fn runs_and_warmup_out_of_range_are_refused() {
+    // Each would run (the native `ready` workload, in seconds) if taken.
+    for (option, value, range) in
+        [("--runs", "0", "1..=10000"), ("--runs", "10001", "1..=10000"), ("--warmup", "99999999999", "0..=100")]
+    {
+        let (code, stderr) = quick_native(&[option.as_ref(), value.as_ref()]);
+        assert_eq!(code, Some(2), "{option} {value}: {stderr}");
+        assert!(stderr.contains(&format!("invalid value '{value}' for '{option} <N>'")), "{stderr}");
+        assert!(stderr.contains(range), "{stderr}");
+    }
+}
+
+#[test]
+fn a_zero_timeout_is_refused_alike_by_compare_vm_run_and_container_run() {
+    // 0 meant no time at all in `compare`, never in `vm run`, and was
+    // refused by `container run`: now it is refused everywhere, the same way,
+    // before anything runs (so no KVM or root is needed to see it).
+    let commands: [&[&str]; 3] = [
+        &["compare", "--env", "native", "--workload", "ready", "--no-probe", "--runs", "1", "--warmup", "0"],
+        &["vm", "run", "--", "ready"],
+        &["container", "run", "--", "/virtlab-workload", "ready"],
+    ];
+    for command in commands {
+        for zero in ["0", "0s", "0ms"] {
+            let (head, tail) = command.split_at(command.iter().position(|w| *w == "--").unwrap_or(command.len()));
+            let out = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+                .args(head)
+                .args(["--timeout", zero])
+                .args(tail)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command:?} --timeout {zero}: {stderr}");
+            assert!(
+                stderr.contains(&format!("\"{zero}\" is no time at all: give a positive duration"))
+                    && stderr.contains("leave --timeout out"),
+                "{command:?} --timeout {zero}: {stderr}"
+            );
+        }
+    }
 }

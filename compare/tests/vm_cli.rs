@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
 
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -117,6 +118,178 @@ fn bad_input_gets_a_clear_error_and_status_125() {
     }
     let out = virtlab(&["vm", "run", "--mem", "lots"]);
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+}
+
+/// Runs `virtlab ARGS` with its address space capped at 4 GiB (should it
+/// read an endless file, it fails instead of filling the host's memory),
+/// killing it after 30 s (should it block). Returns its exit code (None:
+/// killed) and its standard error.
+fn virtlab_bounded(args: &[&OsStr]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_virtlab"));
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: the closure runs in the child between fork and exec, and
+    // calls only setrlimit(2), which is async-signal-safe; the rlimit it
+    // reads is a copy owned by the closure.
+    unsafe {
+        cmd.pre_exec(|| {
+            let cap = libc::rlimit { rlim_cur: 4 << 30, rlim_max: 4 << 30 };
+            if libc::setrlimit(libc::RLIMIT_AS, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (code, err)
+}
+
+/// A directory of test files, removed when dropped.
+struct TestDir(std::path::PathBuf);
+
+impl TestDir {
+    fn new(test: &str) -> TestDir {
+        let d = std::env::temp_dir().join(format!("virtlab-vm-cli-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        TestDir(d)
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// A sparse file of `len` bytes (no disk space used).
+    fn sparse(&self, name: &str, len: u64) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::File::create(&p).unwrap().set_len(len).unwrap();
+        p
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Each case must end by itself with status 125 and every needle in its
+/// standard error; all cases are tried, and the failures listed together.
+fn expect_refused(cases: &[(Vec<OsString>, Vec<String>)]) {
+    let mut wrong = Vec::new();
+    for (args, needles) in cases {
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, err) = virtlab_bounded(&args);
+        if code != Some(125) {
+            wrong.push(format!("{args:?}: status {code:?} instead of 125 (None: killed after 30 s); stderr: {err}"));
+        }
+        for n in needles.iter().filter(|n| !err.contains(n.as_str())) {
+            wrong.push(format!("{args:?}: {n:?} missing from: {err}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+fn os(words: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
+    words.iter().map(|w| w.as_ref().to_os_string()).collect()
+}
+
+#[test]
+fn fifos_and_devices_are_refused_at_once_with_status_125() {
+    let dir = TestDir::new("special");
+    let fifo = dir.0.join("fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success(), "mkfifo");
+    let kernel = dir.file("minikernel", virtlab_minikernel::ELF);
+    let regular = "must be a regular file".to_string();
+    let mut cases = Vec::new();
+    for (path, kind) in [(fifo.as_path(), "a FIFO"), (std::path::Path::new("/dev/zero"), "a character device")] {
+        let shown = path.display();
+        cases.push((
+            os(&[&"vm", &"run", &"--", &path]),
+            vec![format!("the workload {shown} is {kind}"), regular.clone()],
+        ));
+        cases.push((
+            os(&[&"vm", &"run", &"--kernel", &path, &"--", &"ready"]),
+            vec![format!("the kernel {shown} is {kind}"), regular.clone()],
+        ));
+        cases.push((
+            os(&[&"vm", &"run", &"--kernel", &kernel, &"--initrd", &path]),
+            vec![format!("the initrd {shown} is {kind}"), regular.clone()],
+        ));
+    }
+    expect_refused(&cases);
+    let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 2, "nothing but the test's own files is left behind: {left:?}");
+}
+
+#[test]
+fn empty_and_oversized_inputs_are_refused_with_status_125() {
+    let dir = TestDir::new("sizes");
+    let empty = dir.file("empty", b"");
+    let kernel = dir.file("minikernel", virtlab_minikernel::ELF);
+    let big_workload = dir.sparse("big-workload", (4 << 20) + 1);
+    let big_initrd = dir.sparse("big-initrd", (128 << 20) + 1);
+    let big_kernel = dir.sparse("big-kernel", (512 << 20) + 1);
+    let too_large = |size: u64, limit: u64| format!("is {size} bytes, larger than the limit of {limit} bytes");
+    expect_refused(&[
+        (os(&[&"vm", &"run", &"--", &empty]), vec![format!("the workload file {} is empty", empty.display())]),
+        (os(&[&"vm", &"run", &"--kernel", &empty]), vec![format!("the kernel file {} is empty", empty.display())]),
+        (
+            os(&[&"vm", &"run", &"--mem", &"4M", &"--", &big_workload]),
+            vec![too_large((4 << 20) + 1, 4 << 20), "--mem".into()],
+        ),
+        (
+            os(&[&"vm", &"run", &"--kernel", &kernel, &"--initrd", &big_initrd]),
+            vec![too_large((128 << 20) + 1, 128 << 20), "--mem".into()],
+        ),
+        (os(&[&"vm", &"run", &"--kernel", &big_kernel]), vec![too_large((512 << 20) + 1, 512 << 20)]),
+    ]);
+}
+
+#[test]
+fn bad_elf_files_get_their_own_error() {
+    let dir = TestDir::new("elf");
+    let patched = |elf: &[u8], at: usize, bytes: &[u8]| {
+        let mut v = elf.to_vec();
+        v[at..at + bytes.len()].copy_from_slice(bytes);
+        v
+    };
+    let (wl, mk) = (virtlab_workload::ELF, virtlab_minikernel::ELF);
+    let short = dir.file("short", &wl[..40]);
+    let xnum = dir.file("xnum", &patched(wl, 56, &0xffffu16.to_le_bytes()));
+    let short_kernel = dir.file("short-kernel", &mk[..40]);
+    let elf32 = dir.file("elf32", &patched(mk, 4, &[1]));
+    let arm = dir.file("arm", &patched(mk, 18, &40u16.to_le_bytes()));
+    let dynamic = dir.file("dyn", &patched(mk, 16, &3u16.to_le_bytes()));
+    let needs = "x86_64 ELF64 executable (ET_EXEC)".to_string();
+    expect_refused(&[
+        (os(&[&"vm", &"run", &"--", &short]), vec!["truncated ELF header: 40 bytes".into()]),
+        (os(&[&"vm", &"run", &"--", &xnum]), vec!["PN_XNUM".into()]),
+        (os(&[&"vm", &"run", &"--kernel", &short_kernel]), vec!["truncated ELF header: 40 bytes".into()]),
+        (os(&[&"vm", &"run", &"--kernel", &elf32]), vec![needs.clone(), "32-bit (ELFCLASS32)".into()]),
+        (os(&[&"vm", &"run", &"--kernel", &arm]), vec![needs.clone(), "ARM (e_machine 40)".into()]),
+        (os(&[&"vm", &"run", &"--kernel", &dynamic]), vec![needs.clone(), "type ET_DYN".into()]),
+    ]);
+    let (_, err) = virtlab_bounded(&[OsStr::new("vm"), OsStr::new("run"), OsStr::new("--"), xnum.as_os_str()]);
+    assert!(!err.contains("dynamically linked"), "{err}");
 }
 
 /// The minimal guest kernel, or None after a loud skip (a failure under

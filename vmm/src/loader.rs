@@ -9,6 +9,8 @@ use linux_loader::loader::KernelLoader;
 use virtlab_minikernel::abi::{KERNEL_BASE, USER_BASE};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::elf::{self, ElfError, ElfHeader};
+
 /// The user stack's size; the mmap() area lies between the program and it.
 pub const USER_STACK_SIZE: u64 = 1 << 20;
 const PAGE: u64 = 4096;
@@ -16,11 +18,14 @@ const PAGE: u64 = 4096;
 /// Errors loading guest images.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The kernel file is not an ELF image.
+    /// The kernel is a Linux bzImage, which only the Linux loader takes.
     #[error(
-        "the kernel is not an ELF file ({0}); give an ELF kernel such as the built-in minikernel (leave out --kernel)"
+        "the kernel is a Linux bzImage, not an ELF file; boot it as Linux (virtlab vm run --kernel FILE picks the Linux loader for a bzImage file), or leave out --kernel for the built-in minikernel"
     )]
-    KernelNotElf(&'static str),
+    KernelIsBzImage,
+    /// The kernel is not an ELF file the minikernel loader can load.
+    #[error("cannot use the kernel: the minikernel loader needs an x86_64 ELF64 executable (ET_EXEC), and Linux an ELF vmlinux or a bzImage; leave out --kernel for the built-in minikernel")]
+    KernelElf(#[source] ElfError),
     /// linux-loader refused the kernel.
     #[error("cannot load the kernel ELF: {0}; is it a 64-bit x86 kernel linked at or above {KERNEL_BASE:#x}?")]
     Kernel(String),
@@ -31,8 +36,8 @@ pub enum LoadError {
         end: u64,
     },
     /// The workload is not a usable ELF executable.
-    #[error("the workload is not a static x86_64 ELF executable: {0}")]
-    BadWorkload(String),
+    #[error("the workload is not a static x86_64 ELF executable (build it for x86_64 with -static -no-pie)")]
+    BadWorkload(#[source] ElfError),
     /// A workload segment falls outside the user area.
     #[error("workload segment at {vaddr:#x}+{memsz:#x} lies outside user memory ({USER_BASE:#x}..{limit:#x}); link it at 0x400000 and give the VM more memory (--mem)")]
     SegmentOutside {
@@ -70,27 +75,29 @@ pub struct KernelImage {
     pub pvh: bool,
 }
 
+/// Checks that a kernel image is an x86_64 ELF64 executable with a
+/// program header table in the file, without loading it; returns its
+/// header.
+pub fn check_kernel(image: &[u8]) -> Result<ElfHeader, LoadError> {
+    if !elf::has_magic(image) && image.len() > 0x206 && &image[0x202..0x206] == b"HdrS" {
+        return Err(LoadError::KernelIsBzImage);
+    }
+    // linux-loader checks only the magic and the byte order: a 32-bit, ARM
+    // or position-independent ELF would be loaded as garbage.
+    ElfHeader::parse_x86_64_exec(image, image.len() as u64).map_err(LoadError::KernelElf)
+}
+
 /// Loads an ELF kernel at its physical addresses.
 pub fn load_kernel(mem: &GuestMemoryMmap, image: &[u8]) -> Result<KernelImage, LoadError> {
-    if image.len() < 64 || &image[..4] != b"\x7fELF" {
-        let what = if image.len() > 0x206 && &image[0x202..0x206] == b"HdrS" {
-            "it is a Linux bzImage"
-        } else if image.is_empty() {
-            "it is empty"
-        } else {
-            "no ELF magic"
-        };
-        return Err(LoadError::KernelNotElf(what));
-    }
+    let header = check_kernel(image)?;
     let r = Elf::load(mem, None, &mut Cursor::new(image), Some(GuestAddress(KERNEL_BASE)))
         .map_err(|e| LoadError::Kernel(e.to_string()))?;
     let end = r.kernel_end;
     if end > USER_BASE {
         return Err(LoadError::KernelTooBig { end });
     }
-    let entry = u64::from_le_bytes(image[24..32].try_into().expect("8 bytes"));
     let pvh = !matches!(r.pvh_boot_cap, linux_loader::loader::elf::PvhBootCapability::PvhEntryNotPresent);
-    Ok(KernelImage { entry, end, pvh })
+    Ok(KernelImage { entry: header.entry, end, pvh })
 }
 
 /// One PT_LOAD segment of the user program.
@@ -117,74 +124,56 @@ pub struct UserImage {
     pub end: u64,
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
 /// Parses and checks a static, non-PIE x86_64 executable.
 pub fn parse_user_elf(b: &[u8]) -> Result<UserImage, LoadError> {
-    let bad = |s: &str| LoadError::BadWorkload(s.to_string());
-    if b.len() < 64 || &b[..4] != b"\x7fELF" {
-        return Err(bad("no ELF magic"));
-    }
-    if b[4] != 2 || b[5] != 1 {
-        return Err(bad("not a 64-bit little-endian ELF"));
-    }
-    let truncated = || bad("truncated ELF header");
-    match u16_at(b, 16).ok_or_else(truncated)? {
-        2 => {}
-        3 => return Err(bad("it is position-independent (ET_DYN); link with -static -no-pie")),
-        _ => return Err(bad("not an executable (ET_EXEC)")),
-    }
-    if u16_at(b, 18).ok_or_else(truncated)? != 62 {
-        return Err(bad("not for x86_64"));
-    }
-    let entry = u64_at(b, 24).ok_or_else(truncated)?;
-    let phoff = u64_at(b, 32).ok_or_else(truncated)? as usize;
-    let phentsize = u16_at(b, 54).ok_or_else(truncated)? as usize;
-    let phnum = u16_at(b, 56).ok_or_else(truncated)? as usize;
-    if phentsize < 56 {
-        return Err(bad("bad program header size"));
-    }
+    let len = b.len() as u64;
+    let header = ElfHeader::parse_x86_64_exec(b, len).map_err(LoadError::BadWorkload)?;
+    let (phoff, size) = header.program_headers(len).map_err(LoadError::BadWorkload)?;
+    // Both checked against the slice's length just above.
+    let table = &b[phoff as usize..(phoff + size) as usize];
     let mut segments = Vec::new();
-    for i in 0..phnum {
-        let at = phoff.checked_add(i * phentsize).ok_or_else(|| bad("bad program header offset"))?;
-        let ph = b.get(at..at + 56).ok_or_else(|| bad("program headers past the end of the file"))?;
-        match u32_at(ph, 0).unwrap_or(0) {
+    for ph in table.chunks_exact(elf::PHDR_SIZE) {
+        match elf::u32_at(ph, 0) {
             1 => {
                 let s = Segment {
-                    offset: u64_at(ph, 8).unwrap_or(0),
-                    vaddr: u64_at(ph, 16).unwrap_or(0),
-                    filesz: u64_at(ph, 32).unwrap_or(0),
-                    memsz: u64_at(ph, 40).unwrap_or(0),
+                    offset: elf::u64_at(ph, 8),
+                    vaddr: elf::u64_at(ph, 16),
+                    filesz: elf::u64_at(ph, 32),
+                    memsz: elf::u64_at(ph, 40),
                 };
-                let file_end = s.offset.checked_add(s.filesz).ok_or_else(|| bad("segment size overflows"))?;
-                if file_end > b.len() as u64 || s.filesz > s.memsz {
-                    return Err(bad("a segment lies past the end of the file"));
+                if s.offset.checked_add(s.filesz).is_none_or(|end| end > len) {
+                    return Err(LoadError::BadWorkload(ElfError::SegmentPastEnd {
+                        offset: s.offset,
+                        filesz: s.filesz,
+                        len,
+                    }));
                 }
-                if s.vaddr.checked_add(s.memsz).is_none() {
-                    return Err(bad("segment size overflows"));
+                if s.filesz > s.memsz {
+                    return Err(LoadError::BadWorkload(ElfError::SegmentFileLargerThanMemory {
+                        vaddr: s.vaddr,
+                        filesz: s.filesz,
+                        memsz: s.memsz,
+                    }));
+                }
+                // Rounded up to a page below: the end must leave room for that.
+                if s.vaddr.checked_add(s.memsz).and_then(|e| e.checked_add(PAGE)).is_none() {
+                    return Err(LoadError::BadWorkload(ElfError::SegmentOverflow { vaddr: s.vaddr, memsz: s.memsz }));
                 }
                 segments.push(s);
             }
-            2 => return Err(bad("it is dynamically linked (PT_DYNAMIC); build it static")),
-            3 => return Err(bad("it needs a dynamic loader (PT_INTERP); build it static")),
+            2 => return Err(LoadError::BadWorkload(ElfError::Dynamic)),
+            3 => return Err(LoadError::BadWorkload(ElfError::Interp)),
             _ => {}
         }
     }
     if segments.is_empty() {
-        return Err(bad("no loadable segments"));
+        return Err(LoadError::BadWorkload(ElfError::NoLoadSegments));
     }
     let end = segments.iter().map(|s| s.vaddr + s.memsz).max().unwrap_or(0);
     let end = end.div_ceil(PAGE) * PAGE;
+    let entry = header.entry;
     if !segments.iter().any(|s| (s.vaddr..s.vaddr + s.memsz).contains(&entry)) {
-        return Err(bad("its entry point is outside every segment"));
+        return Err(LoadError::BadWorkload(ElfError::EntryOutside(entry)));
     }
     Ok(UserImage { entry, segments, end })
 }
@@ -276,21 +265,64 @@ mod tests {
         assert_eq!(layout.heap_start, img.end);
     }
 
+    /// The error and its causes, as the `virtlab` binary prints them.
+    fn chain(e: &LoadError) -> String {
+        let mut s = e.to_string();
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            s += &format!(": {c}");
+            cause = c.source();
+        }
+        s
+    }
+
+    fn workload_err(b: &[u8]) -> String {
+        chain(&parse_user_elf(b).unwrap_err())
+    }
+
+    fn patched(elf: &[u8], at: usize, bytes: &[u8]) -> Vec<u8> {
+        let mut v = elf.to_vec();
+        v[at..at + bytes.len()].copy_from_slice(bytes);
+        v
+    }
+
     #[test]
     fn rejects_what_it_cannot_run() {
-        assert!(matches!(parse_user_elf(b"#!/bin/sh\n"), Err(LoadError::BadWorkload(_))));
-        let mut pie = virtlab_workload::ELF.to_vec();
-        pie[16] = 3;
-        let e = parse_user_elf(&pie).unwrap_err().to_string();
-        assert!(e.contains("position-independent"), "{e}");
-        let mut arm = virtlab_workload::ELF.to_vec();
-        arm[18] = 183;
-        assert!(parse_user_elf(&arm).unwrap_err().to_string().contains("x86_64"));
+        assert!(matches!(parse_user_elf(b"#!/bin/sh\n"), Err(LoadError::BadWorkload(ElfError::NoMagic))));
+        let pie = patched(virtlab_workload::ELF, 16, &[3]);
+        let e = workload_err(&pie);
+        assert!(e.contains("position-independent") && e.contains("-no-pie"), "{e}");
+        let arm = patched(virtlab_workload::ELF, 18, &[183]);
+        let e = workload_err(&arm);
+        assert!(e.contains("x86_64") && e.contains("AArch64"), "{e}");
         let truncated = &virtlab_workload::ELF[..200];
         assert!(parse_user_elf(truncated).is_err());
         let img = parse_user_elf(virtlab_workload::ELF).unwrap();
         let e = plan_user_memory(&img, 4 << 20).unwrap_err();
         assert!(matches!(e, LoadError::MemTooSmall { mem: 4, .. }), "{e}");
+    }
+
+    #[test]
+    fn a_short_workload_with_the_magic_is_a_truncated_header() {
+        let e = workload_err(&virtlab_workload::ELF[..40]);
+        assert!(e.contains("truncated ELF header: 40 bytes") && !e.contains("no ELF magic"), "{e}");
+        let e = workload_err(&virtlab_workload::ELF[..63]);
+        assert!(e.contains("truncated ELF header: 63 bytes"), "{e}");
+    }
+
+    #[test]
+    fn pn_xnum_program_headers_are_not_called_dynamically_linked() {
+        let xnum = patched(virtlab_workload::ELF, 56, &0xffffu16.to_le_bytes());
+        let e = workload_err(&xnum);
+        assert!(e.contains("PN_XNUM") && !e.contains("dynamically linked"), "{e}");
+        // Grown past the table's 0xffff * 56 bytes: still PN_XNUM, not the
+        // program text read as program headers.
+        let mut big = xnum.clone();
+        big.resize(0xffff * 56 + 4096, 0x02);
+        let e = workload_err(&big);
+        assert!(e.contains("PN_XNUM") && !e.contains("dynamically linked"), "{e}");
+        let none = patched(virtlab_workload::ELF, 56, &[0, 0]);
+        assert!(workload_err(&none).contains("no program headers"));
     }
 
     #[test]
@@ -318,9 +350,37 @@ mod tests {
         bz[0x202..0x206].copy_from_slice(b"HdrS");
         let e = load_kernel(&mem, &bz).unwrap_err().to_string();
         assert!(e.contains("bzImage"), "{e}");
-        assert!(load_kernel(&mem, b"").unwrap_err().to_string().contains("empty"));
+        assert!(chain(&load_kernel(&mem, b"").unwrap_err()).contains("empty"));
         let k = load_kernel(&mem, virtlab_minikernel::ELF).unwrap();
         assert_eq!(k.entry, KERNEL_BASE);
         assert!(k.end > KERNEL_BASE && k.end < USER_BASE);
+    }
+
+    fn kernel_err(image: &[u8]) -> String {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
+        chain(&load_kernel(&mem, image).unwrap_err())
+    }
+
+    #[test]
+    fn kernels_of_another_class_machine_or_type_are_refused() {
+        let mk = virtlab_minikernel::ELF;
+        for (what, image, found) in [
+            ("32-bit", patched(mk, 4, &[1]), "32-bit (ELFCLASS32)"),
+            ("ARM", patched(mk, 18, &40u16.to_le_bytes()), "for ARM (e_machine 40)"),
+            ("ET_DYN", patched(mk, 16, &3u16.to_le_bytes()), "type ET_DYN"),
+        ] {
+            let e = kernel_err(&image);
+            assert!(e.contains("x86_64 ELF64 executable (ET_EXEC)") && e.contains(found), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn short_and_pn_xnum_kernels_say_what_is_wrong() {
+        let e = kernel_err(&virtlab_minikernel::ELF[..40]);
+        assert!(e.contains("truncated ELF header: 40 bytes") && !e.contains("no ELF magic"), "{e}");
+        let e = kernel_err(b"\x7fELF\x02\x01");
+        assert!(e.contains("truncated ELF header: 6 bytes"), "{e}");
+        let e = kernel_err(&patched(virtlab_minikernel::ELF, 56, &0xffffu16.to_le_bytes()));
+        assert!(e.contains("PN_XNUM"), "{e}");
     }
 }

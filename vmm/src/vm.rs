@@ -17,6 +17,7 @@ use crate::devices::pv_console::PvConsole;
 use crate::devices::uart::Uart;
 use crate::devices::{BusError, DeviceContext, PortBus};
 use crate::exit::{handle_exit, Exit, ExitStats, Flow, GuestStop};
+use crate::input::{self, FileRole, InputError, MAX_KERNEL_BYTES};
 use crate::loader::{self, LoadError};
 use crate::observe::{Observer, Step};
 use crate::report::{MemoryFigures, PhaseTime, RunReport, SyscallCounts};
@@ -46,9 +47,10 @@ pub enum VmError {
     /// mmap of guest memory failed.
     #[error("cannot allocate {0} MiB of guest memory")]
     Alloc(u64, #[source] vm_memory::mmap::FromRangesError),
-    /// The kernel file could not be read.
-    #[error("cannot read kernel {0}")]
-    ReadKernel(String, #[source] std::io::Error),
+    /// The kernel file could not be read (or is no regular file, or too
+    /// large).
+    #[error(transparent)]
+    ReadKernel(InputError),
     /// Loading failed.
     #[error(transparent)]
     Load(#[from] LoadError),
@@ -165,12 +167,15 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
     check_mem_size(config.mem_size)?;
     let kernel_image: std::borrow::Cow<'_, [u8]> = match &config.kernel {
         KernelSource::Minikernel => virtlab_minikernel::ELF.into(),
-        KernelSource::File(p) => std::fs::read(p).map_err(|e| VmError::ReadKernel(p.display().to_string(), e))?.into(),
+        KernelSource::File(p) => {
+            input::read(p, FileRole::Kernel, MAX_KERNEL_BYTES).map_err(VmError::ReadKernel)?.into()
+        }
         KernelSource::Bytes(b) => b.as_slice().into(),
     };
     let workload: &[u8] = if config.workload.is_empty() { virtlab_workload_elf() } else { &config.workload };
-    // Check the workload before touching KVM: a bad file is the user's
-    // mistake, and should be reported as such.
+    // Check the kernel and the workload before touching KVM: a bad file is
+    // the user's mistake, and should be reported as such.
+    loader::check_kernel(&kernel_image)?;
     let user = loader::parse_user_elf(workload)?;
     let layout = loader::plan_user_memory(&user, config.mem_size)?;
 

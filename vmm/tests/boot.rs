@@ -170,6 +170,38 @@ fn faults_are_reported_with_vector_and_address() {
 }
 
 #[test]
+fn port_io_from_ring_3_is_a_general_protection_fault() {
+    if !kvm_or_skip("port_io_from_ring_3_is_a_general_protection_fault") {
+        return;
+    }
+    // Each program does one port access, then exit_group(0) should the
+    // access be let through (xor edi, edi; mov eax, 231; syscall).
+    const EXIT_0: [u8; 9] = [0x31, 0xff, 0xb8, 0xe7, 0, 0, 0, 0x0f, 0x05];
+    for (what, access) in [
+        ("in $0x80,%al", &[0xe4, 0x80][..]),
+        ("out %al,$0x80", &[0xe6, 0x80][..]),
+        ("in (%dx),%al with dx=0", &[0x31, 0xd2, 0xec][..]),
+        ("out %al,(%dx) with dx=0x33f", &[0x66, 0xba, 0x3f, 0x03, 0xee][..]),
+        ("in (%dx),%al with dx=0x3f8 (the UART)", &[0x66, 0xba, 0xf8, 0x03, 0xec][..]),
+    ] {
+        let mut c = VmConfig::builtin_workload(&[]);
+        c.workload = tiny_elf(&[access, &EXIT_0].concat());
+        c.argv = vec!["port-io".into()];
+        c.timeout = Some(Duration::from_secs(30));
+        let r = boot_with(c);
+        // Natively: SIGSEGV, exit status 139.
+        assert_eq!(r.exit_status, 139, "{what}: {}", r.summary);
+        let GuestStop::Fault(f) = &r.stop else { panic!("{what}: {}", r.summary) };
+        assert_eq!((f.vector, f.user), (13, true), "{what}: {}", r.summary);
+        assert!(r.summary.contains("#GP"), "{what}: {}", r.summary);
+        // The faulting instruction is the access itself (after the ELF
+        // header and the program header, for the dx forms after the mov).
+        let mov = if access.len() > 2 { access.len() as u64 - 1 } else { 0 };
+        assert_eq!(f.rip, 0x40_0000 + 64 + 56 + mov, "{what}: {}", r.summary);
+    }
+}
+
+#[test]
 fn a_spinning_guest_is_stopped_by_the_timeout() {
     if !kvm_or_skip("a_spinning_guest_is_stopped_by_the_timeout") {
         return;

@@ -71,7 +71,14 @@ fn bad_input_is_refused_before_the_guest_runs() {
     assert!(err(&c).contains("/nonexistent/rootfs"));
     let c = config(c.kernel, &["/bin/echo", "two words"]);
     assert!(err(&c).contains("cannot be passed on the kernel command line"));
-    for p in [text, bz] {
+    // An ARM vmlinux: refused for what it is, before KVM is opened.
+    let mut arm = virtlab_minikernel::ELF.to_vec();
+    arm[18..20].copy_from_slice(&40u16.to_le_bytes());
+    arm.extend_from_slice(b"Linux version 6.1.0 (arm)");
+    let arm = write_temp("arm", &arm);
+    let e = err(&config(arm.clone(), &[]));
+    assert!(e.contains("x86_64 ELF64 executable (ET_EXEC)") && e.contains("for ARM (e_machine 40)"), "{e}");
+    for p in [text, bz, arm, c.kernel] {
         let _ = std::fs::remove_file(p);
     }
 }

@@ -1,11 +1,14 @@
 //! `virtlab compare`: the same workload natively, in a container and in
 //! VMs, measured and explained.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{Seek as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use virtlab_compare::env::{self, Context, Env, Workload};
@@ -13,7 +16,7 @@ use virtlab_compare::host::HostInfo;
 use virtlab_compare::report::{self, CompareReport, Failure, RunConfig, Skipped, SCHEMA};
 use virtlab_compare::{memory, peers, scale, svg};
 
-use super::units::parse_duration;
+use super::units::parse_timeout;
 
 /// Arguments of `virtlab compare`.
 #[derive(Debug, Args)]
@@ -22,13 +25,21 @@ virtlab compare --quick              # a fast overview\n  \
 virtlab compare --workload io --env vm-mini     # UART against the paravirtual console\n  \
 virtlab compare --scale 1,4,16,64 --env native,container,vm-mini-pv\n  \
 virtlab compare --env vm-linux,qemu-tcg-linux --workload ready   # one Linux guest, our VMM against QEMU's TCG\n  \
-virtlab compare --json out.json --csv out.csv --svg charts/")]
+virtlab compare --json out.json --csv out.csv --svg charts/\n\n\
+Exit status: 0 every launch worked; 1 some failed (reported, the rest went on); 130 interrupted (Ctrl-C or\n\
+SIGTERM: it stops after the current launch and reports what finished); 2 a bad option; 125 virtlab itself\n\
+failed (e.g. an output path that cannot be written: all are checked before measuring).")]
 pub struct CompareArgs {
-    /// Measured runs per environment and workload [default: 5, 3 with --quick].
-    #[arg(long, value_name = "N")]
+    /// Measured runs per environment and workload, 1 to 10000 [default: 5, 3 with --quick].
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_RUNS))]
     runs: Option<usize>,
-    /// Warm-up runs before measuring (not kept).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Warm-up runs before measuring (not kept), 0 to 100.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_WARMUP)
+    )]
     warmup: usize,
     /// Environments: native, container, vm-mini (= vm-mini-uart + vm-mini-pv),
     /// vm-mini-uart, vm-mini-pv, vm-linux, all; peers by name: qemu-microvm,
@@ -60,8 +71,8 @@ pub struct CompareArgs {
     /// and report instances per second and memory per instance.
     #[arg(long, value_name = "COUNTS", value_parser = parse_counts)]
     scale: Option<Counts>,
-    /// Give up on one launch after this long.
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    /// Give up on one launch after this long (positive: ms, s, m, h).
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_timeout)]
     timeout: Duration,
     /// Also run the peers, when installed: qemu-microvm and qemu-tcg (the
     /// same minikernel through PVH), qemu-microvm-linux and qemu-tcg-linux
@@ -91,6 +102,14 @@ fn parse_counts(text: &str) -> Result<Counts, String> {
     scale::parse_counts(text).map(Counts)
 }
 
+/// The most measured runs `--runs` takes.
+const MAX_RUNS: u64 = 10_000;
+/// The most warm-up runs `--warmup` takes: a warm-up or two is what the
+/// caches need; more only makes the run longer.
+const MAX_WARMUP: u64 = 100;
+
+/// Set by SIGINT or SIGTERM: stop after the current launch and report what
+/// finished.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Removes what the peers left on disk when dropped (every return path).
@@ -102,8 +121,108 @@ impl Drop for PeersCleanup {
     }
 }
 
-extern "C" fn on_sigint(_: libc::c_int) {
+extern "C" fn on_stop_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// The SVG charts `--svg DIR` writes, in this order.
+const SVG_CHARTS: [&str; 3] = ["startup.svg", "overhead.svg", "timeline.svg"];
+
+/// An output file, opened before measuring so that a path that cannot be
+/// written fails at once rather than after the whole run. An existing file
+/// is opened without truncating it: it keeps its content until the report
+/// replaces it.
+struct OutputFile {
+    path: PathBuf,
+    file: File,
+    /// Made by the check, so removed again if the run ends without
+    /// writing it.
+    created: bool,
+}
+
+impl OutputFile {
+    /// Replaces the file's content with `body`.
+    fn write(&mut self, body: &[u8]) -> anyhow::Result<()> {
+        let path = self.path.display();
+        self.file.set_len(0).with_context(|| format!("cannot write {path}"))?;
+        self.file.rewind().with_context(|| format!("cannot write {path}"))?;
+        self.file.write_all(body).with_context(|| format!("cannot write {path}"))
+    }
+}
+
+/// Every output of the run (`--json`, `--csv`, `--markdown`, `--svg`),
+/// checked and opened before measuring. Dropped on any way out: the files
+/// and directories the check made and the run did not fill are removed, so
+/// a run that fails early leaves nothing behind.
+#[derive(Default)]
+struct Outputs {
+    json: Option<OutputFile>,
+    csv: Option<OutputFile>,
+    markdown: Option<OutputFile>,
+    svg: Vec<OutputFile>,
+    /// Directories made for `--svg`, outermost first.
+    created_dirs: Vec<PathBuf>,
+}
+
+impl Outputs {
+    fn open(args: &CompareArgs) -> anyhow::Result<Outputs> {
+        // Built up in place: when one check fails, what the earlier ones
+        // made goes with `outputs`.
+        let mut outputs = Outputs::default();
+        if let Some(p) = args.json.as_deref().filter(|p| *p != Path::new("-")) {
+            outputs.json = Some(Outputs::file(p, "--json")?);
+        }
+        if let Some(p) = &args.csv {
+            outputs.csv = Some(Outputs::file(p, "--csv")?);
+        }
+        if let Some(p) = &args.markdown {
+            outputs.markdown = Some(Outputs::file(p, "--markdown")?);
+        }
+        if let Some(dir) = &args.svg {
+            // The directories that are not there yet, innermost first.
+            let missing: Vec<PathBuf> = dir
+                .ancestors()
+                .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+                .map(Path::to_path_buf)
+                .collect();
+            outputs.created_dirs.extend(missing.into_iter().rev());
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("--svg: cannot create the directory {}", dir.display()))?;
+            for name in SVG_CHARTS {
+                let f = Outputs::file(&dir.join(name), "--svg")?;
+                outputs.svg.push(f);
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Opens `path` for writing, creating it when missing.
+    fn file(path: &Path, option: &str) -> anyhow::Result<OutputFile> {
+        let existed = path.exists();
+        let file = File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("{option}: cannot write {}", path.display()))?;
+        Ok(OutputFile { path: path.to_path_buf(), file, created: !existed })
+    }
+}
+
+impl Drop for Outputs {
+    fn drop(&mut self) {
+        let files = self.json.iter().chain(&self.csv).chain(&self.markdown).chain(&self.svg);
+        for f in files.filter(|f| f.created) {
+            // Only a file still empty: never what a report put there.
+            if f.file.metadata().is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&f.path);
+            }
+        }
+        for d in self.created_dirs.iter().rev() {
+            // remove_dir only removes an empty directory.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 fn say(to_stderr: bool, line: &str) {
@@ -124,12 +243,22 @@ fn refused(bar: &ProgressBar, skipped: &mut Vec<Skipped>, given_up: &mut Vec<Env
 }
 
 /// Runs the comparison; returns the exit status (0: all launches worked,
-/// 1: some failed, 130: interrupted).
+/// 1: some failed, 130: interrupted by SIGINT or SIGTERM).
 pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
-    let runs = args.runs.unwrap_or(if args.quick { 3 } else { 5 }).max(1);
+    let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
+    let runs = args.runs.unwrap_or(if args.quick { 3 } else { 5 });
     let workloads = Workload::parse_list(&args.workload, args.quick).map_err(anyhow::Error::msg)?;
+    // Ctrl-C and SIGTERM (kill, a service manager, a CI job's time limit)
+    // alike: stop after the current launch and report what finished. Caught
+    // from here on, so that the output files opened next are either filled
+    // or removed, never left empty by a signal.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: signal(2) with a valid signal number; the handler only
+        // stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    }
+    let mut outputs = Outputs::open(&args)?;
     let mut skipped = Vec::new();
     let mut asked = args.env.clone().map(|l| l.0).unwrap_or_else(|| Env::ALL.to_vec());
     if args.peers {
@@ -222,8 +351,6 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
         linux_timeout: Duration::from_secs(900),
     };
 
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t) };
     // The peers' bundle directories and initramfs file go on every way out.
     let _cleanup = PeersCleanup;
 
@@ -388,15 +515,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     if interrupted {
         eprintln!("virtlab compare: interrupted; the figures above are from the runs that finished");
     }
-    if let Some(path) = &args.json {
+    if args.json.is_some() {
         let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
-        if json_to_stdout {
-            println!("{json}");
-        } else {
-            std::fs::write(path, json + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        match &mut outputs.json {
+            Some(f) => f.write((json + "\n").as_bytes())?,
+            None => println!("{json}"),
         }
     }
-    if let Some(path) = &args.markdown {
+    if let Some(f) = &mut outputs.markdown {
         // The command that made it, less the --markdown option itself.
         let mut words = vec!["virtlab".to_string()];
         let mut args_iter = std::env::args().skip(1);
@@ -408,22 +534,15 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
             }
         }
         let command = words.join(" ");
-        std::fs::write(path, report::markdown(&report, &command))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        f.write(report::markdown(&report, &command).as_bytes())?;
     }
-    if let Some(path) = &args.csv {
-        std::fs::write(path, report::csv(&report)).with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(f) = &mut outputs.csv {
+        f.write(report::csv(&report).as_bytes())?;
     }
-    if let Some(dir) = &args.svg {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for (name, body) in [
-            ("startup.svg", svg::startup_chart(&report)),
-            ("overhead.svg", svg::overhead_chart(&report)),
-            ("timeline.svg", svg::timeline_chart(&report)),
-        ] {
-            let p = dir.join(name);
-            std::fs::write(&p, body).with_context(|| format!("cannot write {}", p.display()))?;
-        }
+    // The charts in SVG_CHARTS's order.
+    let charts = [svg::startup_chart(&report), svg::overhead_chart(&report), svg::timeline_chart(&report)];
+    for (f, body) in outputs.svg.iter_mut().zip(charts) {
+        f.write(body.as_bytes())?;
     }
     Ok(if interrupted {
         130
@@ -432,4 +551,98 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     } else {
         1
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CompareArgs,
+    }
+
+    fn args(words: &[&std::ffi::OsStr]) -> CompareArgs {
+        Cli::parse_from(std::iter::once("compare".as_ref()).chain(words.iter().copied())).args
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = walk(dir).iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect();
+        v.sort();
+        v
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                v.extend(walk(&p));
+            }
+            v.push(p);
+        }
+        v
+    }
+
+    #[test]
+    fn outputs_made_for_the_check_go_when_the_run_ends_without_writing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("old.csv"), "an earlier run\n").unwrap();
+        let (json, csv, svg) = (d.join("r.json"), d.join("old.csv"), d.join("a").join("b"));
+        let a = args(&[
+            "--json".as_ref(),
+            json.as_os_str(),
+            "--csv".as_ref(),
+            csv.as_os_str(),
+            "--svg".as_ref(),
+            svg.as_os_str(),
+        ]);
+
+        // A run that fails early (after the check): nothing of it is left,
+        // the existing file is as it was.
+        let outputs = Outputs::open(&a).unwrap();
+        assert_eq!(
+            names(d),
+            ["a", "a/b", "a/b/overhead.svg", "a/b/startup.svg", "a/b/timeline.svg", "old.csv", "r.json"]
+        );
+        drop(outputs);
+        assert_eq!(names(d), ["old.csv"]);
+        assert_eq!(std::fs::read_to_string(&csv).unwrap(), "an earlier run\n");
+
+        // A run that writes its report keeps it, replacing what was there.
+        let mut outputs = Outputs::open(&a).unwrap();
+        outputs.json.as_mut().unwrap().write(b"{}\n").unwrap();
+        outputs.csv.as_mut().unwrap().write(b"x\n").unwrap();
+        for f in &mut outputs.svg {
+            f.write(b"<svg/>").unwrap();
+        }
+        drop(outputs);
+        assert_eq!(names(d).len(), 7);
+        assert_eq!(std::fs::read_to_string(&csv).unwrap(), "x\n");
+        assert_eq!(std::fs::read_to_string(&json).unwrap(), "{}\n");
+    }
+
+    #[test]
+    fn a_failed_check_takes_back_what_the_earlier_ones_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (json, svg, csv) = (d.join("r.json"), d.join("new").join("charts"), d.join("missing").join("r.csv"));
+        let a = args(&[
+            "--json".as_ref(),
+            json.as_os_str(),
+            "--svg".as_ref(),
+            svg.as_os_str(),
+            "--csv".as_ref(),
+            csv.as_os_str(),
+        ]);
+        let e = Outputs::open(&a).err().unwrap();
+        assert!(format!("{e:#}").starts_with(&format!("--csv: cannot write {}: ", csv.display())), "{e:#}");
+        assert!(names(d).is_empty(), "{:?}", names(d));
+        // Standard output is no file to check.
+        assert!(Outputs::open(&args(&["--json".as_ref(), "-".as_ref()])).unwrap().json.is_none());
+    }
 }

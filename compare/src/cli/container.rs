@@ -6,7 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use virtlab_container::config::{self, Namespaces, User};
-use virtlab_container::{rootfs, ContainerConfig, LaunchError, Outcome, Stdio};
+use virtlab_container::{rootfs, ContainerConfig, Outcome, Stdio};
+
+use super::units::parse_timeout;
+use super::{EXIT_TIMEOUT, EXIT_TOOL_ERROR};
 
 /// Container subcommands.
 #[derive(Debug, Subcommand)]
@@ -15,9 +18,15 @@ pub enum ContainerCommand {
     ///
     /// Without --rootfs the built-in rootfs is used (the workload at
     /// /virtlab-workload, plus busybox when /bin/busybox exists on the host),
-    /// read-only. The exit status is the command's, or 128+signal if it was
-    /// killed; 125 means virtlab itself failed, 126 the command could not be
-    /// executed, 127 it was not found.
+    /// read-only.
+    ///
+    /// Exit status: the command's, or 128+signal if it was killed (137 for
+    /// SIGKILL, e.g. by the OOM killer); 124 when --timeout killed it (as
+    /// timeout(1) and `virtlab vm run` do); 125 virtlab itself failed (e.g.
+    /// a bad --memory or --ns, a set-up error); 126 the command could not be
+    /// executed; 127 it was not found; 2 a usage error (e.g. an unknown
+    /// option, --timeout 0). With --json, an error from virtlab is a JSON
+    /// object on stdout too: {"error": "...", "exit_code": N}.
     ///
     /// Examples:
     ///   virtlab container run --timings -- /virtlab-workload ready
@@ -52,8 +61,8 @@ pub struct RunArgs {
     /// Maximum number of processes and threads (cgroup pids.max)
     #[arg(long, value_name = "N")]
     pids: Option<String>,
-    /// Namespaces to create, comma-separated: uts,pid,mnt,ipc,net,user,cgroup (or all, none).
-    /// Switch them on one at a time to see what each changes
+    /// Namespaces to create, comma-separated: uts,pid,mnt,ipc,net,user,cgroup (or all, none;
+    /// an empty list is refused). Switch them on one at a time to see what each changes
     #[arg(long, value_name = "LIST", default_value = "all")]
     ns: String,
     /// Set an environment variable (repeatable)
@@ -68,9 +77,10 @@ pub struct RunArgs {
     /// Mount the root file system read-only (/tmp stays writable)
     #[arg(long)]
     read_only: bool,
-    /// Kill the container after this long, e.g. 500ms, 10s, 2m
-    #[arg(long, value_name = "DUR")]
-    timeout: Option<String>,
+    /// Kill the container after this long, e.g. 500ms, 10s, 2m (positive; exit status 124)
+    /// [default: no timeout]
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
     /// Narrate each step on stderr: the system call and the idea of the course notes it shows
     #[arg(long)]
     explain: bool,
@@ -81,7 +91,7 @@ pub struct RunArgs {
     #[arg(long)]
     timings: bool,
     /// Print one JSON object (status, timings, cgroup figures, output) on stdout;
-    /// the command's output is captured into it
+    /// the command's output is captured into it. On an error: {"error": ..., "exit_code": ...}
     #[arg(long)]
     json: bool,
     /// The command and its arguments, after `--`
@@ -154,8 +164,20 @@ fn build_rootfs(args: RootfsArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// Parses `--ns`. An empty list is refused rather than read as no
+/// namespace at all: that has to be asked for, as `none`.
+fn parse_namespaces(text: &str) -> anyhow::Result<Namespaces> {
+    if text.split(',').all(|w| w.trim().is_empty()) {
+        anyhow::bail!(
+            "--ns {text:?} names no namespace: write `--ns none` for none, `--ns all` for every one, or a list such \
+             as uts,pid"
+        );
+    }
+    Ok(Namespaces::parse(text)?)
+}
+
 fn config_from(args: &RunArgs) -> anyhow::Result<ContainerConfig> {
-    let namespaces = Namespaces::parse(&args.ns)?;
+    let namespaces = parse_namespaces(&args.ns)?;
     let builtin = args.rootfs.is_none();
     let rootfs = match &args.rootfs {
         Some(r) => r.clone(),
@@ -179,7 +201,7 @@ fn config_from(args: &RunArgs) -> anyhow::Result<ContainerConfig> {
     cfg.user = args.user.as_deref().map(User::parse).transpose()?;
     // The built-in rootfs is a shared cache: keep it read-only when we can.
     cfg.read_only = args.read_only || (builtin && namespaces.mnt);
-    cfg.timeout = args.timeout.as_deref().map(config::parse_duration).transpose()?;
+    cfg.timeout = args.timeout;
     cfg.explain = args.explain || args.step;
     cfg.step = args.step;
     cfg.forward_signals = true;
@@ -193,8 +215,34 @@ fn config_from(args: &RunArgs) -> anyhow::Result<ContainerConfig> {
     Ok(cfg)
 }
 
+/// The exit status of a container run: the command's, or 124 when the
+/// timeout killed it (as timeout(1) and `virtlab vm run`), so that a
+/// SIGKILL from elsewhere (137) is not mistaken for a timeout.
+fn exit_code(o: &Outcome) -> u8 {
+    if o.timed_out {
+        EXIT_TIMEOUT
+    } else {
+        o.exit_code()
+    }
+}
+
+/// With `--json`, an error is a JSON object on stdout too, so that a
+/// program reading it always gets one; the message stays on stderr.
+fn json_error(e: &anyhow::Error, exit_code: u8) {
+    let v = serde_json::json!({ "error": format!("{e:#}"), "exit_code": exit_code });
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
+}
+
 fn run_container(args: RunArgs) -> anyhow::Result<u8> {
-    let cfg = config_from(&args)?;
+    let cfg = match config_from(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            if args.json {
+                json_error(&e, EXIT_TOOL_ERROR);
+            }
+            return Err(e);
+        }
+    };
     if cfg.explain {
         eprintln!(
             "[virtlab] container: rootfs {}{}, namespaces {}, command {:?}",
@@ -208,8 +256,12 @@ fn run_container(args: RunArgs) -> anyhow::Result<u8> {
         Ok(o) => o,
         Err(e) => {
             let code = e.exit_code();
-            if code == crate::cli::EXIT_TOOL_ERROR {
-                return Err(e.into());
+            let e = anyhow::Error::new(e);
+            if args.json {
+                json_error(&e, code);
+            }
+            if code == EXIT_TOOL_ERROR {
+                return Err(e);
             }
             // Not found / not executable: report like the binary does, with
             // the shell's exit codes.
@@ -232,24 +284,19 @@ fn run_container(args: RunArgs) -> anyhow::Result<u8> {
             cfg.limits.memory.map_or("none set".into(), mib)
         );
     }
-    if outcome.timed_out {
-        eprintln!(
-            "virtlab: the timeout ({}) expired: the container was killed",
-            args.timeout.as_deref().unwrap_or("?")
-        );
+    if let (true, Some(t)) = (outcome.timed_out, cfg.timeout) {
+        eprintln!("virtlab: timed out after {t:?}: the container was killed (exit status {EXIT_TIMEOUT})");
     }
     for w in &outcome.warnings {
         eprintln!("virtlab: warning: {w}");
     }
-    Ok(outcome.exit_code())
+    Ok(exit_code(&outcome))
 }
 
-fn print_error(e: &LaunchError) {
+fn print_error(e: &anyhow::Error) {
     eprintln!("virtlab: error: {e}");
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        eprintln!("  caused by: {s}");
-        src = s.source();
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
     }
 }
 
@@ -269,13 +316,16 @@ fn explain_end(o: &Outcome) {
 fn describe_status(o: &Outcome) -> String {
     let mut s = match o.status {
         virtlab_container::ExitStatus::Exited(c) => format!("exited with status {c}"),
+        virtlab_container::ExitStatus::Signaled(sig) if o.timed_out => {
+            format!("timed out: killed by signal {sig} when the timeout expired (exit status {EXIT_TIMEOUT})")
+        }
         virtlab_container::ExitStatus::Signaled(sig) => format!("killed by signal {sig} (exit status {})", 128 + sig),
     };
     if o.oom_killed {
         s.push_str("; the cgroup's OOM killer struck: the memory limit was exceeded");
     }
-    if o.timed_out {
-        s.push_str("; the timeout expired");
+    if o.timed_out && matches!(o.status, virtlab_container::ExitStatus::Exited(_)) {
+        s.push_str(&format!("; the timeout expired (exit status {EXIT_TIMEOUT})"));
     }
     if let Some(sig) = o.forwarded_signal {
         s.push_str(&format!("; signal {sig} was forwarded"));
@@ -333,7 +383,7 @@ fn to_json(cfg: &ContainerConfig, o: &Outcome) -> serde_json::Value {
         "command": cfg.argv,
         "namespaces": cfg.namespaces.names(),
         "limits": cfg.limits,
-        "exit_code": o.exit_code(),
+        "exit_code": exit_code(o),
         "status": status,
         "status_value": value,
         "timed_out": o.timed_out,
@@ -355,4 +405,45 @@ fn to_json(cfg: &ContainerConfig, o: &Outcome) -> serde_json::Value {
         "stderr": o.stderr_text(),
         "warnings": o.warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use virtlab_container::ExitStatus;
+
+    use super::*;
+
+    fn outcome(status: ExitStatus, timed_out: bool) -> Outcome {
+        Outcome {
+            id: "1-0".into(),
+            status,
+            timed_out,
+            oom_killed: false,
+            forwarded_signal: None,
+            timeline: Vec::new(),
+            total: Duration::ZERO,
+            cgroup: None,
+            uid_map: None,
+            gid_map: None,
+            rootfs_idmapped: false,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_timeout_is_124_and_a_sigkill_from_elsewhere_stays_137() {
+        let timed_out = outcome(ExitStatus::Signaled(libc::SIGKILL), true);
+        assert_eq!(exit_code(&timed_out), 124);
+        assert!(
+            describe_status(&timed_out).starts_with("timed out: killed by signal 9"),
+            "{}",
+            describe_status(&timed_out)
+        );
+        let killed = outcome(ExitStatus::Signaled(libc::SIGKILL), false);
+        assert_eq!(exit_code(&killed), 137);
+        assert_eq!(describe_status(&killed), "killed by signal 9 (exit status 137)");
+        assert_eq!(exit_code(&outcome(ExitStatus::Exited(3), false)), 3);
+    }
 }

@@ -10,3 +10,7 @@ pub mod vm;
 /// opposed to the workload's own exit status, which is passed through.
 /// 125 follows docker/podman/runc's convention for "the tool failed".
 pub const EXIT_TOOL_ERROR: u8 = 125;
+
+/// Exit status when a `--timeout` ended the run (`vm run`, `container
+/// run`), as timeout(1) does; a SIGKILL from elsewhere stays 128 + 9.
+pub const EXIT_TIMEOUT: u8 = 124;

@@ -20,9 +20,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(1u64 << shift).ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Parses a duration: a number with ms, s, m or h (a bare number is
-/// seconds). "0" means no limit and parses as zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Parses a `--timeout`: a number with ms, s, m or h (a bare number is
+/// seconds). It must be positive: zero is refused everywhere (`compare`,
+/// `vm run`, `container run`) rather than meaning "never" in one command
+/// and "no time at all" in another; leaving `--timeout` out gives the
+/// command's default.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -38,7 +41,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !(0.0..=1e9).contains(&secs) {
         return Err(format!("{s:?} is out of range"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let d = Duration::from_secs_f64(secs);
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?} is no time at all: give a positive duration such as 500ms, 30s or 10m, or leave --timeout out for \
+             the default (no timeout in `container run`)"
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -57,12 +67,22 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3 weeks").is_err());
+    fn timeouts() {
+        assert_eq!(parse_timeout("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_timeout("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("3 weeks").is_err());
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused_not_read_as_never_or_instant() {
+        for zero in ["0", "0s", "0ms", "0.0", " 0 "] {
+            let e = parse_timeout(zero).unwrap_err();
+            assert!(e.contains("positive duration") && e.contains("leave --timeout out"), "{zero}: {e}");
+        }
+        // Too small to count is zero too, not a sub-nanosecond limit.
+        assert!(parse_timeout("0.0000000001").is_err());
     }
 }

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use virtlab_vmm::input::{self, FileRole};
 use virtlab_vmm::{ConsoleKind, ConsoleSink, KernelSource, Observer, RunReport, Step, VmConfig};
 
-use super::units::{parse_duration, parse_size};
+use super::units::{parse_size, parse_timeout};
 
 /// VM subcommands.
 #[derive(Debug, Subcommand)]
@@ -59,9 +60,9 @@ pub struct VmRunArgs {
     /// Guest RAM (K, M, G suffixes; default 64M, 128M for Linux).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     mem: Option<u64>,
-    /// Stop the guest after this long (ms, s, m; 0 = never; default 60s,
-    /// 10m for Linux).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// Stop the guest after this long (ms, s, m; positive; default 60s,
+    /// 10m for Linux, none with --interactive).
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
     timeout: Option<Duration>,
     /// Console device: the emulated UART or the paravirtual port.
     #[arg(long, value_enum, default_value = "uart")]
@@ -117,10 +118,11 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     };
     let words = if args.workload.is_empty() { vec!["ready".to_string()] } else { args.workload.clone() };
     if words[0].contains('/') {
+        // A regular, non-empty file no larger than guest memory: a FIFO
+        // would block, /dev/zero never ends, and an empty file would pass
+        // for "no workload" (the built-in one).
         let path = PathBuf::from(&words[0]);
-        config.workload = std::fs::read(&path).with_context(|| {
-            format!("cannot read workload {}; give a path to a static x86_64 executable", path.display())
-        })?;
+        config.workload = input::read(&path, FileRole::Workload, config.mem_size)?;
         config.argv = words;
     } else {
         if !virtlab_workload::MODES.contains(&words[0].as_str()) && !["fault", "spin"].contains(&words[0].as_str()) {
@@ -190,7 +192,8 @@ fn wants_linux(args: &VmRunArgs) -> bool {
         return true;
     }
     let Some(path) = &args.kernel else { return false };
-    // An unreadable file goes down the minikernel path, which reports it.
+    // A file that cannot be read (or is no regular file, or too large) goes
+    // down the minikernel path, which reads it the same way and reports it.
     virtlab_vmm::linux::kernel::is_linux_file(path).unwrap_or(false)
 }
 

@@ -208,6 +208,23 @@ impl Cgroup {
     /// Creates `virtlab-<id>` in every controller under `root` and applies
     /// `limits`. On error nothing is left behind.
     pub fn create(root: &Path, mode: CgroupMode, id: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        Self::create_with(root, mode, id, limits, true)
+    }
+
+    /// A cgroup that only accounts (memory peak, CPU time) and confines no
+    /// device: for measuring a host process such as a VMM, which must
+    /// still open /dev/kvm.
+    pub fn create_for_accounting(root: &Path, mode: CgroupMode, id: &str) -> Result<Cgroup, CgroupError> {
+        Self::create_with(root, mode, id, &Limits::default(), false)
+    }
+
+    fn create_with(
+        root: &Path,
+        mode: CgroupMode,
+        id: &str,
+        limits: &Limits,
+        devices: bool,
+    ) -> Result<Cgroup, CgroupError> {
         let name = format!("{PREFIX}{id}");
         let mut cg = Cgroup { mode, name, dirs: Vec::new(), devices: false, removed: false };
         let parts: &[(Part, &'static str)] = if mode.is_v1() {
@@ -226,6 +243,9 @@ impl Cgroup {
         }
         let mut seen: Vec<PathBuf> = Vec::new();
         for &(part, sub) in parts {
+            if part == Part::Devices && !devices {
+                continue;
+            }
             let base = if sub.is_empty() { root.to_path_buf() } else { root.join(sub) };
             if !base.is_dir() {
                 let needed = match part {
@@ -256,7 +276,7 @@ impl Cgroup {
             cg.dirs.push((part, dir));
         }
         cg.apply(limits)?;
-        cg.devices = match cg.dir(Part::Unified) {
+        cg.devices = match cg.dir(Part::Unified).filter(|_| devices) {
             // A kernel without cgroup BPF (or a fake cgroupfs in a test)
             // refuses; the launcher then drops CAP_MKNOD instead.
             Some(dir) => crate::runtime::devices::attach_v2(dir).is_ok(),

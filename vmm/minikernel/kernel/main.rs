@@ -344,7 +344,12 @@ gdt_ptr:
 tss:
     .long 0
     .quad {kstack_top}          // RSP0: the stack for faults from ring 3
-    .fill 0x68 - 12, 1, 0
+    .fill 0x66 - 12, 1, 0
+    // The I/O permission map base, past the TSS limit (0x67): there is no
+    // I/O bitmap, so with IOPL 0 every in/out from ring 3 is a #GP (a
+    // SIGSEGV natively). A base of 0 would make the TSS's own bytes the
+    // bitmap, mostly zero bits, opening ports 0x000-0x33f to user code.
+    .word 0x68
 
     .macro gate handler
     .word (\handler - kbase + {kernel_base}) & 0xffff

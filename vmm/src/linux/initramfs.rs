@@ -13,6 +13,8 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::input::{self, FileRole, InputError};
+
 /// virtlab's /init for Linux guests, built by `build.rs`.
 pub const INIT_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/virtlab-init"));
 
@@ -49,6 +51,9 @@ pub enum InitramfsError {
     /// A file larger than the newc format's 4 GiB limit.
     #[error("{0} is larger than 4 GiB, the cpio newc limit")]
     TooLarge(PathBuf),
+    /// A file of the root file system could not be read, or no longer fits.
+    #[error(transparent)]
+    File(#[from] InputError),
 }
 
 /// Writes a cpio "newc" archive (magic `070701`): for each entry a
@@ -59,12 +64,28 @@ pub enum InitramfsError {
 pub struct CpioWriter {
     out: Vec<u8>,
     next_ino: u32,
+    /// The most bytes [`CpioWriter::tree`] may bring in (None: no limit).
+    budget: Option<u64>,
 }
 
 impl CpioWriter {
     /// An empty archive.
     pub fn new() -> CpioWriter {
-        CpioWriter { out: Vec::new(), next_ino: 1 }
+        CpioWriter { out: Vec::new(), next_ino: 1, budget: None }
+    }
+
+    /// An empty archive that [`CpioWriter::tree`] fills with at most
+    /// `budget` bytes (files larger than what is left are refused before
+    /// they are read).
+    pub fn with_budget(budget: u64) -> CpioWriter {
+        CpioWriter { budget: Some(budget), ..CpioWriter::new() }
+    }
+
+    /// How large the next file of a tree may be: the newc format's 4 GiB,
+    /// or what is left of the budget.
+    fn room(&self) -> u64 {
+        let left = self.budget.map_or(u64::MAX, |b| b.saturating_sub(self.out.len() as u64));
+        left.min(u64::from(u32::MAX))
     }
 
     fn entry(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) {
@@ -184,7 +205,7 @@ impl CpioWriter {
                 if meta.len() > u64::from(u32::MAX) {
                     return Err(InitramfsError::TooLarge(path));
                 }
-                let data = std::fs::read(&path).map_err(|e| read(&path, e))?;
+                let data = input::read(&path, FileRole::RootfsFile, self.room())?;
                 self.file(&name, perm, &data);
             } else if ft.is_char_device() || ft.is_block_device() {
                 let kind = if ft.is_char_device() { S_IFCHR } else { S_IFBLK };
@@ -202,7 +223,13 @@ impl CpioWriter {
 /// The initramfs for a Linux guest: virtlab's init and the workload, on
 /// top of `rootfs` when one is given.
 pub fn build(workload: &[u8], rootfs: Option<&Path>) -> Result<Vec<u8>, InitramfsError> {
-    let mut w = CpioWriter::new();
+    build_within(workload, rootfs, u64::MAX)
+}
+
+/// As [`build`], reading at most `limit` bytes of `rootfs` (the guest
+/// memory size: a larger archive could not be loaded anyway).
+pub fn build_within(workload: &[u8], rootfs: Option<&Path>, limit: u64) -> Result<Vec<u8>, InitramfsError> {
+    let mut w = CpioWriter::with_budget(limit);
     if let Some(dir) = rootfs {
         w.tree(dir)?;
     }
@@ -299,6 +326,24 @@ mod tests {
         let img = crate::loader::parse_user_elf(INIT_ELF).unwrap();
         assert_eq!(img.segments.first().map(|s| s.vaddr >= 0x40_0000), Some(true));
         assert!(INIT_ELF.len() < 64 << 10, "the init stays tiny: {} bytes", INIT_ELF.len());
+    }
+
+    #[test]
+    fn a_rootfs_larger_than_guest_memory_is_refused_before_it_is_read() {
+        let dir = std::env::temp_dir().join(format!("virtlab-cpio-budget-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a"), [1u8; 3000]).unwrap();
+        std::fs::write(dir.join("b"), [2u8; 3000]).unwrap();
+        std::fs::write(dir.join("empty"), b"").unwrap();
+        let small = build_within(b"", Some(&dir), 4096).unwrap_err();
+        let fits = build_within(b"", Some(&dir), 1 << 20);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let InitramfsError::File(InputError::TooLarge { path, size: 3000, limit, .. }) = &small else {
+            panic!("{small}")
+        };
+        assert!(path.ends_with("b") && *limit < 3000, "{small}");
+        assert!(small.to_string().contains("--mem"), "{small}");
+        assert!(fits.unwrap().len() > 6000, "an empty file is fine in a root file system");
     }
 
     #[test]

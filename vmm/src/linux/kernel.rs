@@ -13,6 +13,8 @@ use linux_loader::loader::KernelLoader;
 use vm_memory::{GuestAddress, GuestMemoryMmap, ReadVolatile};
 
 use super::boot::{layout, zp};
+use crate::elf::{self, ElfError, ElfHeader};
+use crate::input::{self, FileRole, InputError, MAX_KERNEL_BYTES};
 
 /// How the vCPU enters the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +86,10 @@ pub enum KernelError {
         xloadflags: u16,
     },
     /// An ELF that is not an x86_64 kernel.
-    #[error("the ELF file is not a 64-bit x86 kernel: {0}")]
-    BadElf(&'static str),
+    #[error(
+        "cannot use the ELF kernel: the Linux loader needs an x86_64 ELF64 executable (ET_EXEC) vmlinux, or a bzImage"
+    )]
+    BadElf(#[source] ElfError),
     /// The kernel does not fit in guest memory.
     #[error(
         "the kernel needs guest memory up to {need_mib} MiB ({end:#x}), but --mem gives {mem_mib} MiB; raise --mem"
@@ -121,12 +125,16 @@ pub struct Image<R> {
 }
 
 impl Image<File> {
-    /// Opens a kernel file and reads its first bytes.
-    pub fn open(path: &Path) -> std::io::Result<Image<File>> {
-        let mut file = File::open(path)?;
-        let len = file.metadata()?.len();
+    /// Opens a kernel file (a regular file of at most
+    /// [`MAX_KERNEL_BYTES`]) and reads its first bytes.
+    pub fn open(path: &Path) -> Result<Image<File>, InputError> {
+        let (mut file, len) = input::open(path, FileRole::Kernel, MAX_KERNEL_BYTES)?;
         let mut head = Vec::with_capacity(HEAD);
-        (&mut file).take(HEAD as u64).read_to_end(&mut head)?;
+        (&mut file).take(HEAD as u64).read_to_end(&mut head).map_err(|source| InputError::Read {
+            role: FileRole::Kernel,
+            path: path.into(),
+            source,
+        })?;
         Ok(Image { head, len, reader: file })
     }
 }
@@ -167,7 +175,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// The format of `image`, or why it is not a kernel. `name` is for errors.
 pub fn detect(image: &[u8], name: &str) -> Result<Format, KernelError> {
-    if image.len() >= 64 && &image[..4] == b"\x7fELF" {
+    // A short file that starts like an ELF file is one, truncated: the
+    // ELF checks say so.
+    if elf::has_magic(image) {
         return Ok(Format::Elf);
     }
     if image.len() >= zp::HEADER + 4 && &image[zp::HEADER..zp::HEADER + 4] == b"HdrS" {
@@ -187,15 +197,18 @@ pub fn is_linux(image: &[u8]) -> bool {
 }
 
 /// Whether the file at `path` is a Linux kernel, as [`is_linux`] says,
-/// reading it in pieces rather than whole.
-pub fn is_linux_file(path: &Path) -> std::io::Result<bool> {
+/// reading it in pieces rather than whole. Only a regular file of at most
+/// [`MAX_KERNEL_BYTES`] is read.
+pub fn is_linux_file(path: &Path) -> Result<bool, InputError> {
     const BANNER: &[u8] = b"Linux version ";
-    let mut file = File::open(path)?;
+    let (file, _) = input::open(path, FileRole::Kernel, MAX_KERNEL_BYTES)?;
+    let read_err = |source| InputError::Read { role: FileRole::Kernel, path: path.into(), source };
+    let mut file = file.take(MAX_KERNEL_BYTES);
     let mut buf = vec![0u8; HEAD];
     let mut have = 0;
     // The first piece decides the format.
     while have < buf.len() {
-        match file.read(&mut buf[have..])? {
+        match file.read(&mut buf[have..]).map_err(read_err)? {
             0 => break,
             n => have += n,
         }
@@ -215,7 +228,7 @@ pub fn is_linux_file(path: &Path) -> std::io::Result<bool> {
         let tail = have.saturating_sub(keep);
         buf.copy_within(tail..have, 0);
         have -= tail;
-        let n = file.read(&mut buf[have..])?;
+        let n = file.read(&mut buf[have..]).map_err(read_err)?;
         if n == 0 {
             return Ok(false);
         }
@@ -226,39 +239,26 @@ pub fn is_linux_file(path: &Path) -> std::io::Result<bool> {
 /// Checks an ELF kernel and returns the end of its highest PT_LOAD segment
 /// (physical addresses).
 fn elf_end<R: Read + Seek>(image: &mut Image<R>) -> Result<u64, KernelError> {
-    let b = &image.head;
-    if b.len() < 64 {
-        return Err(KernelError::BadElf("shorter than an ELF header (truncated?)"));
-    }
-    if b[4] != 2 || b[5] != 1 {
-        return Err(KernelError::BadElf("not a 64-bit little-endian ELF"));
-    }
-    if u16_at(b, 18) != 62 {
-        return Err(KernelError::BadElf("not for x86_64"));
-    }
-    let phoff = u64_at(b, 32) as usize;
-    let phentsize = u16_at(b, 54) as usize;
-    let phnum = u16_at(b, 56) as usize;
-    if phentsize < 56 || phnum == 0 {
-        return Err(KernelError::BadElf("no program headers"));
-    }
     let file_len = image.len;
+    let header = ElfHeader::parse_x86_64_exec(&image.head, file_len).map_err(KernelError::BadElf)?;
+    let (phoff, size) = header.program_headers(file_len).map_err(KernelError::BadElf)?;
+    // In the file, as just checked: only a read error can fail this.
     let table = image
-        .bytes_at(phoff as u64, phnum * phentsize)
-        .ok_or(KernelError::BadElf("program headers past the end of the file (truncated?)"))?;
+        .bytes_at(phoff, size as usize)
+        .ok_or_else(|| KernelError::Load(format!("cannot read the program headers at {phoff:#x} ({size} bytes)")))?;
     let mut end = 0u64;
-    for ph in table.chunks_exact(phentsize) {
+    for ph in table.chunks_exact(elf::PHDR_SIZE) {
         if u32_at(ph, 0) != 1 {
             continue;
         }
         let (offset, paddr, filesz, memsz) = (u64_at(ph, 8), u64_at(ph, 24), u64_at(ph, 32), u64_at(ph, 40));
         if offset.saturating_add(filesz) > file_len {
-            return Err(KernelError::BadElf("a segment lies past the end of the file (truncated?)"));
+            return Err(KernelError::BadElf(ElfError::SegmentPastEnd { offset, filesz, len: file_len }));
         }
         end = end.max(paddr.saturating_add(memsz));
     }
     if end == 0 {
-        return Err(KernelError::BadElf("no loadable segments"));
+        return Err(KernelError::BadElf(ElfError::NoLoadSegments));
     }
     Ok(end)
 }
@@ -275,6 +275,14 @@ fn check_fits(end: u64, mem_size: u64) -> Result<(), KernelError> {
         });
     }
     Ok(())
+}
+
+/// Checks an ELF kernel's headers and that it fits in `mem_size` without
+/// loading it; returns the end of its highest segment.
+pub fn check_elf<R: Read + Seek>(image: &mut Image<R>, mem_size: u64) -> Result<u64, KernelError> {
+    let end = elf_end(image)?;
+    check_fits(end, mem_size)?;
+    Ok(end)
 }
 
 /// Checks a bzImage's header (`b`, its first bytes) and size (`len`)
@@ -309,8 +317,7 @@ pub fn load<R: Read + ReadVolatile + Seek>(
 ) -> Result<LoadedKernel, KernelError> {
     match detect(&image.head, name)? {
         Format::Elf => {
-            let end = elf_end(image)?;
-            check_fits(end, mem_size)?;
+            let end = check_elf(image, mem_size)?;
             image.reader.rewind().map_err(|e| KernelError::Load(e.to_string()))?;
             let r = Elf::load(mem, None, &mut image.reader, Some(GuestAddress(layout::HIMEM)))
                 .map_err(|e| KernelError::Load(e.to_string()))?;
@@ -433,9 +440,45 @@ mod tests {
         assert!(matches!(e, KernelError::DoesNotFit { mem_mib: 4, .. }), "{e}");
     }
 
+    /// The error and its causes, as the `virtlab` binary prints them.
     fn load_elf_err(b: &[u8]) -> String {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
-        load(&mem, &mut Image::from_bytes(b), 16 << 20, "k").unwrap_err().to_string()
+        let e = load(&mem, &mut Image::from_bytes(b), 16 << 20, "k").unwrap_err();
+        let mut s = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            s += &format!(": {c}");
+            cause = c.source();
+        }
+        s
+    }
+
+    fn patched(at: usize, bytes: &[u8]) -> Vec<u8> {
+        let mut v = virtlab_minikernel::ELF.to_vec();
+        v[at..at + bytes.len()].copy_from_slice(bytes);
+        v
+    }
+
+    #[test]
+    fn elfs_of_another_class_machine_or_type_are_refused() {
+        for (what, image, found) in [
+            ("32-bit", patched(4, &[1]), "32-bit (ELFCLASS32)"),
+            ("ARM", patched(18, &40u16.to_le_bytes()), "for ARM (e_machine 40)"),
+            ("ET_DYN", patched(16, &3u16.to_le_bytes()), "type ET_DYN"),
+        ] {
+            let e = load_elf_err(&image);
+            assert!(e.contains("x86_64 ELF64 executable (ET_EXEC)") && e.contains(found), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn short_and_pn_xnum_elfs_say_what_is_wrong() {
+        let short = &virtlab_minikernel::ELF[..40];
+        assert_eq!(detect(short, "k").unwrap(), Format::Elf, "a short ELF is an ELF, truncated");
+        let e = load_elf_err(short);
+        assert!(e.contains("truncated ELF header: 40 bytes") && !e.contains("no ELF magic"), "{e}");
+        let e = load_elf_err(&patched(56, &0xffffu16.to_le_bytes()));
+        assert!(e.contains("PN_XNUM"), "{e}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::devices::i8042::{self, I8042};
 use crate::devices::serial::{Serial, SerialState};
 use crate::devices::{BusError, DeviceContext, PortBus};
 use crate::exit::{handle_exit, ExitStats, Flow, GuestStop, UnknownIo};
+use crate::input::{self, FileRole, InputError};
 use crate::observe::{Observer, Step};
 use crate::report::{RunReport, SyscallCounts};
 use crate::vm::{convert, memory_figures, register_memory, us, Clock, VmError};
@@ -50,12 +51,14 @@ pub enum LinuxError {
         /// "too small", "too large" or "not a multiple of 4 KiB".
         what: &'static str,
     },
-    /// The kernel file could not be read.
-    #[error("cannot read kernel {0}")]
-    ReadKernel(String, #[source] std::io::Error),
-    /// The initrd file could not be read.
-    #[error("cannot read initrd {0}")]
-    ReadInitrd(String, #[source] std::io::Error),
+    /// The kernel file could not be read (or is no regular file, or too
+    /// large).
+    #[error(transparent)]
+    ReadKernel(InputError),
+    /// The initrd file could not be read (or is no regular file, or
+    /// larger than guest memory).
+    #[error(transparent)]
+    ReadInitrd(InputError),
     /// The kernel image is unusable.
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -241,17 +244,17 @@ pub fn run_linux(
 ) -> Result<LinuxReport, LinuxError> {
     check_mem(config.mem_size)?;
     let kernel_name = config.kernel.display().to_string();
-    let mut kernel_image =
-        kernel::Image::open(&config.kernel).map_err(|e| LinuxError::ReadKernel(kernel_name.clone(), e))?;
+    let mut kernel_image = kernel::Image::open(&config.kernel).map_err(LinuxError::ReadKernel)?;
     let format = kernel::detect(&kernel_image.head, &kernel_name)?;
-    if format == kernel::Format::BzImage {
-        kernel::check_bzimage(&kernel_image.head, kernel_image.len, config.mem_size)?;
-    }
+    match format {
+        kernel::Format::BzImage => kernel::check_bzimage(&kernel_image.head, kernel_image.len, config.mem_size)?,
+        kernel::Format::Elf => kernel::check_elf(&mut kernel_image, config.mem_size)?,
+    };
     let workload: &[u8] = if config.workload.is_empty() { crate::BUILTIN_WORKLOAD } else { &config.workload };
     crate::loader::parse_user_elf(workload)?;
     let initrd = match &config.initrd {
-        InitrdSource::Build { rootfs } => initramfs::build(workload, rootfs.as_deref())?,
-        InitrdSource::File(p) => std::fs::read(p).map_err(|e| LinuxError::ReadInitrd(p.display().to_string(), e))?,
+        InitrdSource::Build { rootfs } => initramfs::build_within(workload, rootfs.as_deref(), config.mem_size)?,
+        InitrdSource::File(p) => input::read(p, FileRole::Initrd, config.mem_size).map_err(LinuxError::ReadInitrd)?,
     };
     let mut quirks = HostQuirks::probe();
     let program: Vec<String> = if config.program.is_empty() {
