@@ -19,14 +19,19 @@
 #![no_std]
 #![no_main]
 
-use core::arch::{asm, global_asm};
+use core::arch::asm;
 use core::panic::PanicInfo;
 
-const SYS_WRITE: u64 = 1;
+#[path = "../../freestanding/rt/linux.rs"]
+mod linux;
+#[path = "../../freestanding/rt/mem.rs"]
+mod mem;
+
+use linux::{c_str, exit, syscall6, write};
+
 const SYS_IOPERM: u64 = 173;
 const SYS_FORK: u64 = 57;
 const SYS_EXECVE: u64 = 59;
-const SYS_EXIT: u64 = 60;
 const SYS_WAIT4: u64 = 61;
 const SYS_MOUNT: u64 = 165;
 const SYS_REBOOT: u64 = 169;
@@ -43,52 +48,6 @@ const MARKER_USER_SPACE: u8 = 1;
 const DEFAULT_PROGRAM: &[u8] = b"/virtlab/workload\0";
 const DEFAULT_ARG: &[u8] = b"ready\0";
 
-global_asm!(
-    ".globl _start",
-    "_start:",
-    "xor ebp, ebp",
-    "mov rdi, rsp",
-    "and rsp, -16",
-    "call {main}",
-    "ud2",
-    main = sym start,
-);
-
-/// # Safety
-/// Raw Linux system call; the caller passes valid arguments for `nr`.
-unsafe fn syscall5(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
-    let ret: i64;
-    // SAFETY: the x86_64 Linux system call ABI: RCX and R11 are clobbered;
-    // the caller vouches for the arguments.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") nr as i64 => ret,
-            in("rdi") a1,
-            in("rsi") a2,
-            in("rdx") a3,
-            in("r10") a4,
-            in("r8") a5,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    ret
-}
-
-fn write(fd: u64, b: &[u8]) {
-    // SAFETY: `b` is a live buffer of b.len() bytes.
-    unsafe { syscall5(SYS_WRITE, fd, b.as_ptr() as u64, b.len() as u64, 0, 0) };
-}
-
-fn exit(code: u64) -> ! {
-    loop {
-        // SAFETY: exit has no memory arguments.
-        unsafe { syscall5(SYS_EXIT, code, 0, 0, 0, 0) };
-    }
-}
-
 fn outb(port: u16, v: u8) {
     // SAFETY: only called after ioperm granted the port; an `out` to a
     // port of the VMM's devices has no effect on this process's memory.
@@ -102,7 +61,9 @@ fn outl(port: u16, v: u32) {
 
 fn mount(source: &[u8], target: &[u8], fstype: &[u8]) -> i64 {
     // SAFETY: the three strings are NUL-terminated literals.
-    unsafe { syscall5(SYS_MOUNT, source.as_ptr() as u64, target.as_ptr() as u64, fstype.as_ptr() as u64, 0, 0) }
+    unsafe {
+        syscall6(SYS_MOUNT, source.as_ptr() as u64, target.as_ptr() as u64, fstype.as_ptr() as u64, 0, 0, 0) as i64
+    }
 }
 
 /// Decimal digits of `v` into `buf`; returns the used tail.
@@ -118,24 +79,10 @@ fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-/// The NUL-terminated string at `p`, without its NUL.
-///
-/// # Safety
-/// `p` points at a NUL-terminated string that lives for the program's run.
-unsafe fn c_str(p: *const u8) -> &'static [u8] {
-    let mut n = 0;
-    // SAFETY: the string is NUL-terminated (the caller's promise).
-    while unsafe { core::ptr::read_volatile(p.add(n)) } != 0 {
-        n += 1;
-    }
-    // SAFETY: n bytes from p were just read.
-    unsafe { core::slice::from_raw_parts(p, n) }
-}
-
-extern "C" fn start(sp: *const u64) -> ! {
+extern "C" fn start(sp: *const usize) -> ! {
     // SAFETY: the kernel's initial stack: argc, then argc argv pointers and a
     // NULL, then the environment pointers and a NULL.
-    let (argc, argv) = unsafe { (*sp as usize, sp.add(1) as *const *const u8) };
+    let (argc, argv) = unsafe { (*sp, sp.add(1) as *const *const u8) };
     main(argc, argv)
 }
 
@@ -143,7 +90,7 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
     mount(b"proc\0", b"/proc\0", b"proc\0");
     mount(b"devtmpfs\0", b"/dev\0", b"devtmpfs\0");
     // SAFETY: ioperm takes plain integers.
-    let ports = unsafe { syscall5(SYS_IOPERM, u64::from(PORT_EXIT), 5, 1, 0, 0) } == 0;
+    let ports = unsafe { syscall6(SYS_IOPERM, u64::from(PORT_EXIT), 5, 1, 0, 0, 0) as i64 } == 0;
     if ports {
         outb(PORT_BOOT_TIMER, MARKER_USER_SPACE);
     } else {
@@ -161,16 +108,22 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
     }
     // SAFETY: first <= argc, and argv[argc] is the NULL terminator.
     let child_argv: *const *const u8 = if first < argc { unsafe { argv.add(first) } } else { default_argv.as_ptr() };
-    let envp: [*const u8; 4] =
-        [b"PATH=/bin:/sbin:/usr/bin:/usr/sbin\0".as_ptr(), b"HOME=/\0".as_ptr(), b"TERM=linux\0".as_ptr(), core::ptr::null()];
+    let envp: [*const u8; 4] = [
+        b"PATH=/bin:/sbin:/usr/bin:/usr/sbin\0".as_ptr(),
+        b"HOME=/\0".as_ptr(),
+        b"TERM=linux\0".as_ptr(),
+        core::ptr::null(),
+    ];
 
     // SAFETY: fork has no arguments.
-    let pid = unsafe { syscall5(SYS_FORK, 0, 0, 0, 0, 0) };
+    let pid = unsafe { syscall6(SYS_FORK, 0, 0, 0, 0, 0, 0) as i64 };
     if pid == 0 {
         // The child: become the program.
         // SAFETY: child_argv[0] is a NUL-terminated path; both vectors are
         // NULL-terminated arrays of NUL-terminated strings.
-        let e = unsafe { syscall5(SYS_EXECVE, *child_argv as u64, child_argv as u64, envp.as_ptr() as u64, 0, 0) };
+        let e = unsafe {
+            syscall6(SYS_EXECVE, *child_argv as u64, child_argv as u64, envp.as_ptr() as u64, 0, 0, 0) as i64
+        };
         let mut buf = [0u8; 20];
         write(2, b"virtlab-init: cannot execute ");
         // SAFETY: child_argv[0] is NUL-terminated and lives on.
@@ -188,7 +141,7 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
         loop {
             let mut wstatus: i32 = 0;
             // SAFETY: wstatus is a live i32.
-            let r = unsafe { syscall5(SYS_WAIT4, u64::MAX, &mut wstatus as *mut i32 as u64, 0, 0, 0) };
+            let r = unsafe { syscall6(SYS_WAIT4, u64::MAX, &mut wstatus as *mut i32 as u64, 0, 0, 0, 0) as i64 };
             if r == pid {
                 let w = wstatus as u32;
                 break if w & 0x7f == 0 { (w >> 8) & 0xff } else { 128 + (w & 0x7f) };
@@ -199,7 +152,7 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
         }
     };
     // SAFETY: sync has no arguments.
-    unsafe { syscall5(SYS_SYNC, 0, 0, 0, 0, 0) };
+    unsafe { syscall6(SYS_SYNC, 0, 0, 0, 0, 0, 0) };
     // Let the console send what the program wrote before the VM ends: the
     // UART transmits from its interrupt handler, after write() returned.
     // Bounded (2 s), so a console that never drains cannot keep the status
@@ -207,13 +160,13 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
     for _ in 0..200 {
         let mut queued: i32 = 0;
         // SAFETY: TIOCOUTQ writes one int to a live i32.
-        let r = unsafe { syscall5(SYS_IOCTL, 1, TIOCOUTQ, &mut queued as *mut i32 as u64, 0, 0) };
+        let r = unsafe { syscall6(SYS_IOCTL, 1, TIOCOUTQ, &mut queued as *mut i32 as u64, 0, 0, 0) as i64 };
         if r != 0 || queued == 0 {
             break;
         }
         let ts: [u64; 2] = [0, 10_000_000];
         // SAFETY: a live timespec (10 ms), no remainder wanted.
-        unsafe { syscall5(SYS_NANOSLEEP, ts.as_ptr() as u64, 0, 0, 0, 0) };
+        unsafe { syscall6(SYS_NANOSLEEP, ts.as_ptr() as u64, 0, 0, 0, 0, 0) };
     }
     if ports {
         outl(PORT_EXIT, status);
@@ -224,7 +177,7 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
     write(2, b"\n");
     // LINUX_REBOOT_MAGIC1, MAGIC2, LINUX_REBOOT_CMD_RESTART.
     // SAFETY: reboot with integer arguments only.
-    unsafe { syscall5(SYS_REBOOT, 0xfee1_dead, 0x2812_1969, 0x0123_4567, 0, 0) };
+    unsafe { syscall6(SYS_REBOOT, 0xfee1_dead, 0x2812_1969, 0x0123_4567, 0, 0, 0) };
     exit(u64::from(status))
 }
 

@@ -23,16 +23,21 @@
 #![no_std]
 #![no_main]
 
-use core::arch::{asm, global_asm};
+use core::arch::asm;
 use core::panic::PanicInfo;
 
+#[path = "../../freestanding/rt/linux.rs"]
+mod linux;
+#[path = "../../freestanding/rt/mem.rs"]
+mod mem;
+
+use linux::{c_str, syscall6};
+
 // Linux x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
-const SYS_WRITE: u64 = 1;
 const SYS_MMAP: u64 = 9;
 const SYS_MUNMAP: u64 = 11;
 const SYS_GETPID: u64 = 39;
 const SYS_CLOCK_GETTIME: u64 = 228;
-const SYS_EXIT_GROUP: u64 = 231;
 
 const CLOCK_MONOTONIC: u64 = 1;
 const PROT_READ: u64 = 1;
@@ -41,26 +46,13 @@ const MAP_PRIVATE: u64 = 2;
 const MAP_ANONYMOUS: u64 = 0x20;
 const PAGE: usize = 4096;
 
-// The process entry point. Linux (and the minikernel) start us with RSP
-// pointing at argc, followed by the argv pointers and a NULL.
-global_asm!(
-    ".globl _start",
-    "_start:",
-    "xor ebp, ebp",
-    "mov rdi, rsp",
-    "and rsp, -16",
-    "call {main}",
-    "ud2",
-    main = sym start,
-);
-
 /// # Safety
 /// `sp` is the initial stack pointer of the process (argc, argv..., NULL).
 unsafe extern "C" fn start(sp: *const usize) -> ! {
     // SAFETY: the ABI guarantees argc at sp[0] and argc argv pointers after it.
     let args = unsafe { Args::from_stack(sp) };
     let code = run(&args);
-    exit(code)
+    linux::exit(code as u64)
 }
 
 struct Args {
@@ -80,18 +72,11 @@ impl Args {
         if i >= self.argc {
             return None;
         }
-        // SAFETY: i < argc, and every argv entry is a NUL-terminated string.
-        unsafe {
-            let p = *self.argv.add(i);
-            if p.is_null() {
-                return None;
-            }
-            let mut len = 0;
-            while *p.add(len) != 0 {
-                len += 1;
-            }
-            Some(core::slice::from_raw_parts(p, len))
-        }
+        // SAFETY: i < argc, so argv[i] is one of the argument pointers.
+        let p = unsafe { *self.argv.add(i) };
+        // SAFETY: a non-NULL argv entry is a NUL-terminated string on the
+        // initial stack, which lives as long as the process.
+        (!p.is_null()).then(|| unsafe { c_str(p) })
     }
 }
 
@@ -266,43 +251,13 @@ fn now_ns() -> u64 {
 
 fn write_all(fd: u64, mut buf: &[u8]) -> bool {
     while !buf.is_empty() {
-        // SAFETY: buf is valid for reads of buf.len() bytes.
-        let r = unsafe { syscall6(SYS_WRITE, fd, buf.as_ptr() as u64, buf.len() as u64, 0, 0, 0) };
-        if (r as i64) <= 0 {
+        let r = linux::write(fd, buf);
+        if r <= 0 {
             return false;
         }
         buf = &buf[(r as usize).min(buf.len())..];
     }
     true
-}
-
-fn exit(code: i32) -> ! {
-    // SAFETY: exit_group never returns.
-    unsafe {
-        syscall6(SYS_EXIT_GROUP, code as u64, 0, 0, 0, 0, 0);
-    }
-    loop {
-        core::hint::spin_loop();
-    }
-}
-
-/// # Safety
-/// The caller upholds the contract of system call `nr` with these arguments.
-#[inline(always)]
-unsafe fn syscall6(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64) -> u64 {
-    let ret: u64;
-    // SAFETY: the x86_64 Linux system call ABI: RCX and R11 are clobbered.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") nr => ret,
-            in("rdi") a1, in("rsi") a2, in("rdx") a3,
-            in("r10") a4, in("r8") a5, in("r9") a6,
-            lateout("rcx") _, lateout("r11") _,
-            options(nostack),
-        );
-    }
-    ret
 }
 
 fn parse_u64(s: &[u8]) -> Option<u64> {
@@ -378,94 +333,10 @@ impl Line {
     }
 }
 
-// The compiler may emit calls to these even in a freestanding program.
-// Byte loops through `rep` string instructions, so they cannot be turned back
-// into calls to themselves.
-
-/// # Safety
-/// As C's memcpy.
-#[no_mangle]
-pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller passes valid, non-overlapping ranges of n bytes.
-    unsafe {
-        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _,
-             options(nostack, preserves_flags));
-    }
-    dst
-}
-
-/// # Safety
-/// As C's memmove.
-#[no_mangle]
-pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize) + n {
-        // SAFETY: a forward copy is correct when dst is below src or disjoint.
-        return unsafe { memcpy(dst, src, n) };
-    }
-    // SAFETY: overlapping with dst above src: copy backwards (DF set, then cleared).
-    unsafe {
-        asm!("std", "rep movsb", "cld",
-             inout("rcx") n => _, inout("rdi") dst.add(n - 1) => _, inout("rsi") src.add(n - 1) => _,
-             options(nostack));
-    }
-    dst
-}
-
-/// # Safety
-/// As C's memset.
-#[no_mangle]
-pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller passes a valid range of n bytes.
-    unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8,
-             options(nostack, preserves_flags));
-    }
-    dst
-}
-
-/// # Safety
-/// As C's memcmp.
-#[no_mangle]
-pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    for i in 0..n {
-        // SAFETY: the caller passes valid ranges of n bytes.
-        let (x, y) = unsafe { (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i))) };
-        if x != y {
-            return i32::from(x) - i32::from(y);
-        }
-    }
-    0
-}
-
-/// # Safety
-/// As C's bcmp.
-#[no_mangle]
-pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    // SAFETY: same contract.
-    unsafe { memcmp(a, b, n) }
-}
-
-/// # Safety
-/// As C's strlen.
-#[no_mangle]
-pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
-    let mut n = 0;
-    // SAFETY: the caller passes a NUL-terminated string.
-    while unsafe { core::ptr::read_volatile(s.add(n)) } != 0 {
-        n += 1;
-    }
-    n
-}
-
-/// `core` is prebuilt with unwinding tables that name this symbol; with
-/// `panic=abort` nothing ever unwinds, so it is never called.
-#[no_mangle]
-pub extern "C" fn rust_eh_personality() {}
-
 #[panic_handler]
 fn panic(_: &PanicInfo) -> ! {
     let mut l = Line::new();
     l.push(b"virtlab.error workload panicked\n");
     l.flush(2);
-    exit(101)
+    linux::exit(101)
 }

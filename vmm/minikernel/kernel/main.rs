@@ -29,6 +29,8 @@ use core::panic::PanicInfo;
 #[allow(dead_code)]
 #[path = "../abi.rs"]
 mod abi;
+#[path = "../../../freestanding/rt/mem.rs"]
+mod mem;
 
 use abi::{port, BootInfo, BOOT_INFO_ADDR, USER_BASE};
 
@@ -678,39 +680,7 @@ fn rdtsc() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
-/// `core` is prebuilt with unwinding tables that name this symbol; with
-/// `panic=abort` nothing ever unwinds, so it is never called.
-#[no_mangle]
-pub extern "C" fn rust_eh_personality() {}
-
 #[panic_handler]
 fn panic(_: &PanicInfo) -> ! {
     exit(0xdead)
-}
-
-// The compiler may emit calls to these; `rep` string instructions keep each
-// one a single (if emulated) instruction and cannot recurse into themselves.
-
-/// # Safety
-/// As C's memset.
-#[no_mangle]
-pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller passes a valid range of n bytes.
-    unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8,
-             options(nostack, preserves_flags));
-    }
-    dst
-}
-
-/// # Safety
-/// As C's memcpy.
-#[no_mangle]
-pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller passes valid, non-overlapping ranges of n bytes.
-    unsafe {
-        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _,
-             options(nostack, preserves_flags));
-    }
-    dst
 }

@@ -187,7 +187,13 @@ fn load_elf(base: u64, size: u64, limit: u64) -> (u64, u64) {
 /// so no buffer is needed.
 fn build_stack(top: u64, cmdline: u64) -> u64 {
     const ARGV0: &[u8] = b"virtlab-workload";
-    let byte = |i: u64| -> u8 { if cmdline == 0 { 0 } else { rd(cmdline + i) } };
+    let byte = |i: u64| -> u8 {
+        if cmdline == 0 {
+            0
+        } else {
+            rd(cmdline + i)
+        }
+    };
     // Pass 1: how many words, how many bytes.
     let (mut argc, mut bytes, mut i, mut in_word) = (1u64, ARGV0.len() as u64 + 1, 0u64, false);
     while byte(i) != 0 && i < 4096 && argc < MAX_ARGS as u64 {
