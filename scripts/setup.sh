@@ -16,8 +16,10 @@ say() { printf 'virtlab setup: %s\n' "$*" >&2; }
 # the isolation tests their tools; qemu-system-x86 boots the same minikernel
 # as a peer (and checks that the minikernel does not depend on our VMM);
 # binutils' objdump checks the kernel's code; bubblewrap and runc are the
-# container peers of `virtlab compare --peers`.
-packages=(busybox-static qemu-system-x86 binutils bubblewrap runc crun cpio)
+# container peers of `virtlab compare --peers`; skopeo, umoci and podman read
+# and write the OCI images virtlab stores, and the image tests check virtlab
+# against them.
+packages=(busybox-static qemu-system-x86 binutils bubblewrap runc crun cpio skopeo umoci podman)
 # The Linux guest kernel is built from source: Debian's kernel source and
 # its build tools.
 if [ "$linux" = 1 ]; then

@@ -39,6 +39,7 @@
 //! See `DESIGN.md` in this crate for the order of the set-up and why.
 
 pub mod escape;
+pub mod image;
 pub mod runtime;
 
 // The launcher's modules keep their paths at the crate root
