@@ -26,6 +26,13 @@ enum Command {
     /// Run a command in a container (namespaces, cgroups, pivot_root).
     #[command(subcommand)]
     Container(cli::container::ContainerCommand),
+    /// Images: root file systems as layers, in the OCI image layout
+    /// (import, ls, history, inspect, rm, tag, save, load).
+    Image(cli::image::ImageArgs),
+    /// List images (`virtlab image ls`).
+    Images(cli::image::ImagesArgs),
+    /// What virtlab keeps on disk (`system df`).
+    System(cli::image::SystemArgs),
     /// Print the path of the built-in workload binary (writing it out if
     /// needed), to run it natively: `$(virtlab workload) cpu 1000000`.
     Workload,
@@ -58,6 +65,9 @@ fn main() -> ExitCode {
         Command::Compare(args) => cli::compare::run(args),
         Command::Vm(cmd) => cli::vm::run(cmd),
         Command::Container(cmd) => cli::container::run(cmd),
+        Command::Image(args) => cli::image::run(args),
+        Command::Images(args) => cli::image::run_images(args),
+        Command::System(args) => cli::image::run_system(args),
         Command::Workload => virtlab_workload::materialize()
             .map(|p| {
                 println!("{}", p.display());

@@ -3,6 +3,7 @@
 pub mod compare;
 pub mod container;
 pub mod guest;
+pub mod image;
 pub mod units;
 pub mod vm;
 
