@@ -55,6 +55,21 @@ fn busybox(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// [`root`], then a [`World`] without busybox: the lock and the world, or
+/// `None` after a loud skip.
+fn world(test: &str) -> Option<(MutexGuard<'static, ()>, World)> {
+    let guard = root(test)?;
+    Some((guard, World::new(None)))
+}
+
+/// [`root`], [`busybox`], then a [`World`] with busybox in its rootfs:
+/// the lock and the world, or `None` after a loud skip.
+fn busybox_world(test: &str) -> Option<(MutexGuard<'static, ()>, World)> {
+    let guard = root(test)?;
+    let bb = busybox(test)?;
+    Some((guard, World::new(Some(&bb))))
+}
+
 /// A temporary directory holding `rootfs/` (built with or without busybox)
 /// and `secret` next to it, outside the rootfs.
 struct World {
@@ -140,8 +155,7 @@ fn ok(cfg: &ContainerConfig) -> Outcome {
 
 #[test]
 fn the_workload_is_pid_1_and_the_run_is_measured() {
-    let Some(_g) = root("the_workload_is_pid_1_and_the_run_is_measured") else { return };
-    let w = World::new(None);
+    let Some((_g, w)) = world("the_workload_is_pid_1_and_the_run_is_measured") else { return };
     let o = ok(&w.config(&["/virtlab-workload", "ready"]));
     assert_eq!(o.status, ExitStatus::Exited(0), "{}", o.stderr_text());
     let r = virtlab_workload::WorkloadResult::find(&o.stdout_text()).expect("a result line");
@@ -172,9 +186,7 @@ fn the_workload_is_pid_1_and_the_run_is_measured() {
 
 #[test]
 fn own_hostname_only_with_a_uts_namespace() {
-    let Some(_g) = root("own_hostname_only_with_a_uts_namespace") else { return };
-    let Some(bb) = busybox("own_hostname_only_with_a_uts_namespace") else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world("own_hostname_only_with_a_uts_namespace") else { return };
     let mut c = w.config(&["hostname"]);
     c.hostname = "lesson-box".into();
     assert_eq!(ok(&c).stdout_text().trim(), "lesson-box");
@@ -187,9 +199,7 @@ fn own_hostname_only_with_a_uts_namespace() {
 
 #[test]
 fn sees_no_host_process() {
-    let Some(_g) = root("sees_no_host_process") else { return };
-    let Some(bb) = busybox("sees_no_host_process") else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world("sees_no_host_process") else { return };
     let o = ok(&w.config(&["sh", "-c", "echo $$; ls /proc"]));
     let out = o.stdout_text();
     let mut lines = out.lines();
@@ -206,9 +216,7 @@ fn sees_no_host_process() {
 
 #[test]
 fn host_files_are_unreachable_after_pivot_root() {
-    let Some(_g) = root("host_files_are_unreachable_after_pivot_root") else { return };
-    let Some(bb) = busybox("host_files_are_unreachable_after_pivot_root") else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world("host_files_are_unreachable_after_pivot_root") else { return };
     let script = "cat /../secret /../../secret /proc/1/root/../secret; \
                   cat /proc/1/root/../../../../secret; ls /proc/1/root/.. /..; echo done";
     let o = ok(&w.config(&["sh", "-c", script]));
@@ -223,9 +231,7 @@ fn host_files_are_unreachable_after_pivot_root() {
 
 #[test]
 fn the_kernel_is_the_hosts() {
-    let Some(_g) = root("the_kernel_is_the_hosts") else { return };
-    let Some(bb) = busybox("the_kernel_is_the_hosts") else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world("the_kernel_is_the_hosts") else { return };
     let host = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let o = ok(&w.config(&["sh", "-c", "uname -r; cat /proc/sys/kernel/osrelease"]));
     let out = o.stdout_text();
@@ -235,9 +241,7 @@ fn the_kernel_is_the_hosts() {
 
 #[test]
 fn a_fork_bomb_stops_at_the_pids_limit() {
-    let Some(_g) = root("a_fork_bomb_stops_at_the_pids_limit") else { return };
-    let Some(bb) = busybox("a_fork_bomb_stops_at_the_pids_limit") else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world("a_fork_bomb_stops_at_the_pids_limit") else { return };
     // Forks background sleepers until fork fails; prints how many it got.
     let script = "i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); echo $i; done";
     let mut c = w.config(&["sh", "-c", script]);
@@ -257,8 +261,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
 
 #[test]
 fn a_memory_hog_is_oom_killed_and_reported() {
-    let Some(_g) = root("a_memory_hog_is_oom_killed_and_reported") else { return };
-    let w = World::new(None);
+    let Some((_g, w)) = world("a_memory_hog_is_oom_killed_and_reported") else { return };
     let mut c = w.config(&["/virtlab-workload", "mem", "256"]);
     c.limits.memory = Some(32 << 20);
     let o = ok(&c);
@@ -277,9 +280,7 @@ fn a_memory_hog_is_oom_killed_and_reported() {
 
 #[test]
 fn mount_and_reboot_are_refused_without_the_capability() {
-    let Some(_g) = root("mount_and_reboot_are_refused_without_the_capability") else { return };
-    let Some(bb) = busybox("mount_and_reboot_are_refused_without_the_capability") else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world("mount_and_reboot_are_refused_without_the_capability") else { return };
     let o = ok(&w.config(&["sh", "-c", "mount -t tmpfs none /tmp && echo MOUNTED; reboot -f; echo after-reboot"]));
     let (out, err) = (o.stdout_text(), o.stderr_text());
     assert!(!out.contains("MOUNTED"), "{out}");
@@ -298,8 +299,7 @@ fn mount_and_reboot_are_refused_without_the_capability() {
 
 #[test]
 fn chroot_can_be_escaped_and_pivot_root_cannot() {
-    let Some(_g) = root("chroot_can_be_escaped_and_pivot_root_cannot") else { return };
-    let w = World::new(None);
+    let Some((_g, w)) = world("chroot_can_be_escaped_and_pivot_root_cannot") else { return };
     let before = snapshot();
     let chroot = try_escape(&w.rootfs(), &w.secret(), Confinement::Chroot).unwrap();
     assert!(chroot.escaped, "{chroot:?}");
@@ -312,8 +312,7 @@ fn chroot_can_be_escaped_and_pivot_root_cannot() {
 
 #[test]
 fn bad_input_fails_clearly_and_leaves_nothing() {
-    let Some(_g) = root("bad_input_fails_clearly_and_leaves_nothing") else { return };
-    let w = World::new(None);
+    let Some((_g, w)) = world("bad_input_fails_clearly_and_leaves_nothing") else { return };
     let e = run_clean(&w.config(&["/no/such/command"])).unwrap_err();
     assert!(matches!(e, LaunchError::CommandNotFound { .. }), "{e}");
     assert_eq!(e.exit_code(), 127);
@@ -341,8 +340,7 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
 
 #[test]
 fn a_timeout_kills_the_container_and_cleans_up() {
-    let Some(_g) = root("a_timeout_kills_the_container_and_cleans_up") else { return };
-    let w = World::new(None);
+    let Some((_g, w)) = world("a_timeout_kills_the_container_and_cleans_up") else { return };
     let mut c = w.config(&["/virtlab-workload", "spin"]);
     c.timeout = Some(Duration::from_millis(300));
     let o = ok(&c);
@@ -387,9 +385,7 @@ fn cgroup_v2_for_real_where_a_cgroup2_hierarchy_exists() {
 
 #[test]
 fn read_only_root_and_writable_tmp() {
-    let Some(_g) = root("read_only_root_and_writable_tmp") else { return };
-    let Some(bb) = busybox("read_only_root_and_writable_tmp") else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world("read_only_root_and_writable_tmp") else { return };
     let mut c = w.config(&["sh", "-c", "touch /new 2>&1; touch /tmp/ok && echo tmp-ok; echo $FOO; pwd; id -u"]);
     c.read_only = true;
     c.env = vec![("FOO".into(), "bar".into())];
@@ -409,9 +405,7 @@ fn map_fields(line: &str) -> Vec<u64> {
 
 #[test]
 fn container_root_is_not_host_root() {
-    let Some(_g) = root("container_root_is_not_host_root") else { return };
-    let Some(bb) = busybox("container_root_is_not_host_root") else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world("container_root_is_not_host_root") else { return };
     let sysctl = Path::new("/proc/sys/kernel/printk_ratelimit");
     let before = fs::read_to_string(sysctl).unwrap();
     let value = if before.trim() == "7" { "8" } else { "7" };
@@ -445,9 +439,7 @@ fn container_root_is_not_host_root() {
 
 #[test]
 fn nested_user_namespaces_and_cgroup_mounts_are_refused() {
-    let Some(_g) = root("nested_user_namespaces_and_cgroup_mounts_are_refused") else { return };
-    let Some(bb) = busybox("nested_user_namespaces_and_cgroup_mounts_are_refused") else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world("nested_user_namespaces_and_cgroup_mounts_are_refused") else { return };
     // The escape that raised a container's own limits: a nested user
     // namespace gives every capability back, over namespaces of its own,
     // enough to mount the pids hierarchy and rewrite pids.max.
@@ -472,9 +464,7 @@ fn nested_user_namespaces_and_cgroup_mounts_are_refused() {
 #[test]
 fn device_nodes_of_the_host_cannot_be_opened_without_a_user_namespace() {
     let test = "device_nodes_of_the_host_cannot_be_opened_without_a_user_namespace";
-    let Some(_g) = root(test) else { return };
-    let Some(bb) = busybox(test) else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world(test) else { return };
     // Real root with Docker's capabilities: CAP_MKNOD makes the node (here
     // /dev/kmsg, harmless to write to); only the devices allowlist stops it
     // being opened: the v1 devices controller, or on v2 a BPF program.
@@ -504,9 +494,7 @@ fn v2_root() -> Option<PathBuf> {
 
 #[test]
 fn the_hosts_kernel_files_in_proc_are_masked() {
-    let Some(_g) = root("the_hosts_kernel_files_in_proc_are_masked") else { return };
-    let Some(bb) = busybox("the_hosts_kernel_files_in_proc_are_masked") else { return };
-    let w = World::new(Some(&bb));
+    let Some((_g, w)) = busybox_world("the_hosts_kernel_files_in_proc_are_masked") else { return };
     let script = "for f in /proc/keys /proc/timer_list /proc/kcore /proc/sched_debug; do \
                   [ -e $f ] && echo \"$f $(head -c 4096 $f | wc -c)\"; done; \
                   echo \"acpi $(ls /proc/acpi 2>/dev/null | wc -l)\"";
@@ -523,8 +511,7 @@ fn the_hosts_kernel_files_in_proc_are_masked() {
 
 #[test]
 fn a_command_that_is_not_a_regular_file_fails_at_once() {
-    let Some(_g) = root("a_command_that_is_not_a_regular_file_fails_at_once") else { return };
-    let w = World::new(None);
+    let Some((_g, w)) = world("a_command_that_is_not_a_regular_file_fails_at_once") else { return };
     // A FIFO would block the launcher's look at the file for ever.
     nix::unistd::mkfifo(&w.rootfs().join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
     fs::create_dir(w.rootfs().join("dir")).unwrap();
@@ -538,8 +525,7 @@ fn a_command_that_is_not_a_regular_file_fails_at_once() {
 
 #[test]
 fn a_timeout_shorter_than_the_set_up_is_still_a_timeout() {
-    let Some(_g) = root("a_timeout_shorter_than_the_set_up_is_still_a_timeout") else { return };
-    let w = World::new(None);
+    let Some((_g, w)) = world("a_timeout_shorter_than_the_set_up_is_still_a_timeout") else { return };
     let mut c = w.config(&["/virtlab-workload", "spin"]);
     c.timeout = Some(Duration::from_millis(1));
     // The child is often killed before it read its go-ahead; that used to

@@ -18,6 +18,7 @@
 
 pub mod archive;
 pub mod digest;
+pub mod dockerfile;
 pub mod import;
 pub mod inspect;
 pub mod layer;
@@ -58,4 +59,6 @@ pub enum ImageError {
     NoRegistry { name: String, registry: String },
     #[error("{0}")]
     Template(String),
+    #[error("Dockerfile line {line}: {reason}")]
+    Dockerfile { line: usize, reason: String },
 }

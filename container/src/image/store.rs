@@ -374,13 +374,7 @@ impl Store {
             if !dest.exists() {
                 fs::rename(&l.blob, &dest).map_err(io_err(format!("move {} into the store", l.blob.display())))?;
             }
-            if let Some(dir) = &l.unpacked {
-                let dest = self.layer_dir(&l.packed.diff_id);
-                if read_layer_info(&dest).is_err() {
-                    let _ = fs::remove_dir_all(&dest);
-                    fs::rename(dir, &dest).map_err(io_err(format!("move {} into the store", dir.display())))?;
-                }
-            }
+            self.install_layer_locked(l)?;
             descriptors.push(descriptor(MediaType::ImageLayerGzip, l.packed.size, &l.packed.digest, None)?);
         }
         let config_hex = self.put_blob(&config_json)?;
@@ -402,6 +396,26 @@ impl Store {
             id: config_hex,
             config: config.clone(),
         })
+    }
+
+    /// Puts a new layer's unpacked tree in place, with the lock held. A
+    /// layer that was already in the store when it was prepared may have
+    /// been removed since by a concurrent `image rm`; it is unpacked again
+    /// from its blob, which by now is in the store.
+    fn install_layer_locked(&self, l: &NewLayer) -> Result<(), ImageError> {
+        let dest = self.layer_dir(&l.packed.diff_id);
+        if read_layer_info(&dest).is_ok() {
+            return Ok(());
+        }
+        let _ = fs::remove_dir_all(&dest);
+        if let Some(dir) = &l.unpacked {
+            return fs::rename(dir, &dest).map_err(io_err(format!("move {} into the store", dir.display())));
+        }
+        let work = self.temp_dir("relayer")?;
+        let blob = self.blob_path(&l.packed.digest);
+        let again = self.prepare_layer(l.packed.clone(), blob, &work)?;
+        let dir = again.unpacked.ok_or_else(|| ImageError::Corrupt { what: format!("layer sha256:{}", l.packed.diff_id), reason: "it vanished while being installed".into() })?;
+        fs::rename(&dir, &dest).map_err(io_err(format!("move {} into the store", dir.display())))
     }
 
     /// Points `name` at the manifest `entry` describes, under the lock.
@@ -548,13 +562,7 @@ impl Store {
             }
         }
         for l in &layers {
-            if let Some(dir) = &l.unpacked {
-                let dest = self.layer_dir(&l.packed.diff_id);
-                if read_layer_info(&dest).is_err() {
-                    let _ = fs::remove_dir_all(&dest);
-                    fs::rename(dir, &dest).map_err(io_err(format!("move {} into the store", dir.display())))?;
-                }
-            }
+            self.install_layer_locked(l)?;
         }
         let manifest_hex = self.put_blob(manifest_json)?;
         let entry = descriptor(MediaType::ImageManifest, manifest_json.len() as u64, &manifest_hex, name)?;

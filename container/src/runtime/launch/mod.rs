@@ -1,0 +1,133 @@
+//! The launcher: validates a configuration, creates the cgroup, clones the
+//! child into its namespaces, writes its maps, lets it run its set-up,
+//! watches it (output, signals, timeout) and cleans up.
+//!
+//! ```text
+//!  launcher (host namespaces, root)                    child (new namespaces)
+//!  ---------------------------------                   -----------------------
+//!  check rootfs and command, create cgroup
+//!  clone(CLONE_NEW*) ------------------------------->  wait for Go
+//!  write setgroups/uid_map/gid_map
+//!  v2: write PID to cgroup.procs
+//!  Go ---------------------------------------------->  v1: write 0 to tasks,
+//!                      <---- StepDone(step, t) ----   unshare(CGROUP), mounts,
+//!                      <---- StepDone(step, t) ----   /dev, /proc, pivot_root,
+//!                      <---- StepDone(step, t) ----   hostname, lo, caps, ...
+//!                      <---- Failed(step, errno) --   (on error, then exit)
+//!                      <---- StepDone(exec, t) ----   execve(command)
+//!  channel EOF = execve succeeded  <- - - - - - - -   (close-on-exec)
+//!  poll: pidfd, stdout/stderr pipes, signalfd,        the command runs as PID 1
+//!        timeout
+//!  read cgroup peak/CPU/OOM, remove cgroup
+//! ```
+//!
+//! | file         | what it holds |
+//! | ------------ | ------------- |
+//! | `check.rs`   | the checks before any set-up: root, rootfs, command and its ELF loader, `--user` ids |
+//! | `setup.rs`   | the launcher's set-up on the host: cgroup, sentinel, uid/gid maps, idmapped rootfs, v2 join |
+//! | `spawn.rs`   | stdio pipes, the child's plan, clone, the child guard and pidfd |
+//! | `wait.rs`    | the watch loop: channel, exit, output, forwarded signals, timeout |
+//! | `cleanup.rs` | after the exit: sentinel dismissed, cgroup read and removed |
+//! | `outcome.rs` | [`Outcome`], [`ExitStatus`], [`Stamp`], [`CgroupReport`] |
+//! | `error.rs`   | [`LaunchError`] and the hints for a step that failed in the child |
+//! | `narrate.rs` | the launcher's `--explain`/`--step` narration |
+//!
+//! Dependencies run one way: `error`, `outcome` and `narrate` use none of
+//! the other files; `check`, `setup` and `spawn` use those; `wait` and
+//! `cleanup` also use `spawn` (the child guard); `run` here uses them all.
+//! `launch` uses `plan`; `plan` never uses `launch`.
+
+mod check;
+mod cleanup;
+mod error;
+mod narrate;
+mod outcome;
+mod setup;
+mod spawn;
+mod wait;
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::runtime::channel::{self, ParentMsg};
+use crate::runtime::child::monotonic_ns;
+use crate::runtime::config::ContainerConfig;
+use crate::runtime::plan::Step;
+
+pub use check::elf_interp;
+pub use error::LaunchError;
+pub use outcome::{CgroupReport, ExitStatus, Outcome, Stamp};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a container to completion.
+pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
+    let start = Instant::now();
+    let start_ns = monotonic_ns();
+    let checked = check::check(cfg)?;
+    let id = format!("{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
+
+    // Before the child exists: its cgroup (a bad limit fails early) and the
+    // sentinel that cleans up if the launcher is killed.
+    let cgroup = setup::make_cgroup(cfg, checked.root, &id)?;
+    let sentinel = setup::start_sentinel(cgroup.as_ref())?;
+    let pipes = spawn::Pipes::open(cfg)?;
+    let join_fds = match &cgroup {
+        Some(cg) => cg.open_self_join()?,
+        None => Vec::new(),
+    };
+    let plan = spawn::plan(cfg, &checked.rootfs, &pipes, &join_fds, cgroup.as_ref())?;
+    let (parent_end, child_end) = channel::pair()?;
+    let signals = wait::Signals::block(cfg)?;
+
+    let mut child = spawn::clone_child(cfg, &plan, &parent_end, &child_end)?;
+    let pid = child.pid;
+    let mut timeline = vec![Stamp::now(Step::Clone, start_ns)];
+    drop(child_end);
+    drop(join_fds);
+    let (stdout, stderr) = pipes.into_readers();
+    let pidfd = spawn::open_pidfd(pid)?;
+
+    // While the child waits for Go: its maps, its rootfs, its cgroup.
+    let user_ns = setup::map_user_ns(cfg, pid, checked.id_ranges, &checked.rootfs)?;
+    if cfg.namespaces.user {
+        timeline.push(Stamp::now(Step::UserMaps, start_ns));
+    }
+    if setup::join_v2(cfg, cgroup.as_ref(), pid)? {
+        timeline.push(Stamp::now(Step::Cgroup, start_ns));
+    }
+    let setup::UserNs { uid_map, gid_map, rootfs_tree, warning } = user_ns;
+    parent_end.send(ParentMsg::Go { rootfs_tree: rootfs_tree.as_ref().map(AsFd::as_fd) })?;
+    let rootfs_idmapped = rootfs_tree.is_some();
+    drop(rootfs_tree);
+
+    let (stdout, stderr) = (stdout.as_ref(), stderr.as_ref());
+    let sources = wait::Sources { channel: &parent_end, pidfd: &pidfd, stdout, stderr, signals: &signals };
+    let seen = wait::Watch::new(cfg, (start, start_ns), &mut child, cgroup.as_ref(), sources, timeline).run()?;
+
+    let mut warnings: Vec<String> = warning.into_iter().collect();
+    let cgroup = cleanup::clean_up(child, sentinel, cgroup, &mut warnings);
+    drop(signals);
+    if let Some((step, errno)) = seen.failure {
+        return Err(error::child_failed(step, errno, cfg));
+    }
+    let mut timeline = seen.timeline;
+    timeline.sort_by_key(|s| s.at);
+    Ok(Outcome {
+        id,
+        status: seen.status.unwrap_or(ExitStatus::Signaled(libc::SIGKILL)),
+        timed_out: seen.timed_out,
+        oom_killed: cgroup.as_ref().is_some_and(|c| c.stats.oom_kills > 0),
+        forwarded_signal: seen.forwarded,
+        timeline,
+        total: outcome::since(start_ns),
+        cgroup,
+        uid_map,
+        gid_map,
+        rootfs_idmapped,
+        stdout: seen.stdout,
+        stderr: seen.stderr,
+        warnings,
+    })
+}

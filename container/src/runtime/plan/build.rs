@@ -1,0 +1,160 @@
+//! [`Plan::build`]: a configuration turned into the child's operations, in
+//! the order the module documentation of `plan` gives. The mount, identity
+//! and security steps come from their own modules; the small steps in
+//! between (cgroup, hostname, loopback, rlimits, workdir, stdio) are here.
+
+use std::os::fd::RawFd;
+use std::path::Path;
+
+use nix::sched::CloneFlags;
+
+use super::command;
+use super::identity;
+use super::model::{cstr, path_c, Op, Ops, Plan, PlanHost, StdioFds};
+use super::mounts;
+use super::security;
+use super::step::Step;
+use crate::runtime::config::{ConfigError, ContainerConfig};
+
+impl Plan {
+    /// Builds the plan for `cfg`. `rootfs` is the absolute rootfs path;
+    /// `host` what the launcher found out about the host.
+    /// `join_fds` are cgroup v1 `tasks` files opened by the parent: the
+    /// child joins its cgroup by writing `0` (itself) to each.
+    pub fn build(
+        cfg: &ContainerConfig,
+        rootfs: &Path,
+        stdio: StdioFds,
+        join_fds: &[RawFd],
+        host: PlanHost,
+    ) -> Result<Plan, ConfigError> {
+        let ns = cfg.namespaces;
+        let mut ops: Ops = Vec::new();
+        let root = path_c(rootfs, "rootfs path")?;
+        for fd in join_fds {
+            ops.push((Step::Cgroup, Op::WriteFd(*fd, b"0")));
+        }
+        if ns.cgroup {
+            ops.push((Step::CgroupNs, Op::Unshare(CloneFlags::CLONE_NEWCGROUP)));
+        }
+        if ns.mnt {
+            mounts::attach_rootfs(&mut ops, &root)?;
+            identity::ns_root(&mut ops, ns.user);
+            mounts::dev(&mut ops, ns.user, stdio.tty.as_deref())?;
+            mounts::proc(&mut ops)?;
+            security::proc_masks(&mut ops)?;
+            mounts::tmp(&mut ops)?;
+            mounts::pivot_root(&mut ops, cfg.read_only)?;
+        } else {
+            if cfg.read_only {
+                return Err(ConfigError::NeedsNamespace { what: "--read-only", ns: "mnt" });
+            }
+            mounts::chroot(&mut ops, &root)?;
+            identity::ns_root(&mut ops, ns.user);
+        }
+        if ns.uts {
+            ops.push((Step::Hostname, Op::Hostname(cstr(cfg.hostname.as_str(), "hostname")?)));
+        }
+        if ns.net {
+            ops.push((Step::Loopback, Op::LoopbackUp));
+        }
+        for r in &cfg.rlimits {
+            ops.push((Step::Rlimits, Op::Rlimit(*r)));
+        }
+        security::capabilities(&mut ops, host);
+        identity::user(&mut ops, cfg.user, ns.user);
+        security::lock_down(&mut ops, host);
+        ops.push((Step::Workdir, Op::Chdir(path_c(&cfg.workdir, "workdir")?)));
+        for (fd, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
+            if let Some(fd) = fd {
+                ops.push((Step::Stdio, Op::Dup2(fd, to)));
+            }
+        }
+        ops.push((Step::Exec, Op::Exec));
+        let command::Command { candidates, argv, envp, exec } = command::prepare(cfg)?;
+        Ok(Plan { ops, candidates, _argv: argv, _envp: envp, exec })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::runtime::config::{Namespaces, User};
+    use crate::runtime::plan::fake::{cfg, host, Recorder, Steps};
+    use crate::runtime::plan::model::{Plan, PlanHost, Received, StdioFds};
+    use crate::runtime::plan::run::run_plan;
+    use crate::runtime::plan::security::cap;
+    use crate::runtime::plan::step::Step;
+    use nix::errno::Errno;
+    use std::path::Path;
+
+    #[test]
+    fn full_namespace_set_runs_in_the_documented_order() {
+        let mut c = cfg(Namespaces::ALL);
+        c.read_only = true;
+        c.user = Some(User { uid: 1000, gid: 100 });
+        let program = crate::runtime::seccomp::default_program().unwrap();
+        let h = PlanHost { seccomp: Some(program), ..host() };
+        let plan =
+            Plan::build(&c, Path::new("/r"), StdioFds { stdout: Some(7), ..Default::default() }, &[9], h).unwrap();
+        let sys = Recorder::default();
+        let mut hooks = Steps::default();
+        let (step, errno) = run_plan(&sys, &plan, Received::default(), &mut hooks);
+        // The fake's execve fails with ENOENT for every PATH entry.
+        assert_eq!((step, errno), (Step::Exec, Errno::ENOENT));
+        let calls = sys.calls.into_inner();
+        let order = [
+            "write 9 0",
+            "unshare",
+            "mount NULL / NULL",
+            "mount /r /r NULL",
+            "chdir /r",
+            "setgid 0",
+            "setuid 0",
+            "mkdir proc",
+            "mount tmpfs dev tmpfs",
+            "touch dev/null",
+            "mount /dev/null dev/null",
+            "mount proc proc proc",
+            "mount tmpfs proc/acpi tmpfs,ro",
+            "mount tmpfs proc/keys tmpfs,ro",
+            "mount proc/sys proc/sys NULL",
+            "mount NULL proc/sys NULL,ro",
+            "mount tmpfs tmp tmpfs",
+            "pivot_root . .",
+            "umount2 .",
+            "chdir /",
+            "mount NULL / NULL,ro",
+            "sethostname virtlab",
+            "loopback_up",
+            "setrlimit",
+            "capbset_drop 2",
+            "clear_ambient",
+            "capset",
+            "setgid 100",
+            "setuid 1000",
+            "no_new_privs",
+            &format!("seccomp {}", program.len()),
+            "chdir /",
+            "dup2 7 1",
+            "cloexec_from_3",
+            "execve /bin/sh",
+        ];
+        let mut last = 0;
+        for want in order {
+            let p = calls[last..].iter().position(|c| c.starts_with(want)).map(|p| p + last);
+            let p = p.unwrap_or_else(|| panic!("{want:?} missing after {:?} in {calls:#?}", calls.get(last)));
+            last = p;
+        }
+        // In a user namespace the device nodes are bind mounts, never mknod,
+        // and setgroups is left alone (it is denied).
+        assert!(!calls.iter().any(|c| c.starts_with("mknod") || c.starts_with("setgroups")));
+        // The kept capabilities are not dropped from the bounding set; the rest are.
+        assert!(!calls.contains(&format!("capbset_drop {}", cap::SETUID)));
+        assert!(calls.contains(&format!("capbset_drop {}", cap::SYS_ADMIN)));
+        assert!(calls.contains(&format!("capbset_drop {}", cap::SYS_BOOT)));
+        assert_eq!(hooks.0.first().map(String::as_str), Some("1/21 cgroup"));
+        // With a devices allowlist, CAP_MKNOD is kept (Docker's default set).
+        assert!(!calls.contains(&format!("capbset_drop {}", cap::MKNOD)));
+        assert!(hooks.0.contains(&"done pivot_root".to_string()));
+    }
+}

@@ -1,0 +1,150 @@
+//! The steps of a container's life: the names used in timings, errors,
+//! the channel and `--explain` (whose text is in `explain.rs`).
+
+/// One step of a container's life, as reported in timings, errors and
+/// `--explain`. Steps up to `Exec` run in the child; `Clone`, `UserMaps`,
+/// `Cgroup`, `Ready` and `Exit` are seen by the parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[repr(u32)]
+pub enum Step {
+    /// clone(2) with the namespace flags.
+    Clone = 1,
+    /// uid_map/gid_map written (setgroups denied first).
+    UserMaps,
+    /// The child moved into its cgroup.
+    Cgroup,
+    /// The child took the user namespace's root ids.
+    NsRoot,
+    /// unshare(CLONE_NEWCGROUP).
+    CgroupNs,
+    /// Mount propagation made private.
+    Propagation,
+    /// rootfs bind-mounted onto itself.
+    BindRootfs,
+    /// Minimal /dev.
+    Dev,
+    /// pivot_root and the old root detached.
+    PivotRoot,
+    /// chroot (when there is no mount namespace).
+    Chroot,
+    /// /proc mounted.
+    Proc,
+    /// The host's kernel files in /proc masked or made read-only.
+    ProcMasks,
+    /// /tmp tmpfs mounted.
+    Tmp,
+    /// Root remounted read-only.
+    ReadOnly,
+    /// sethostname.
+    Hostname,
+    /// Loopback interface up.
+    Loopback,
+    /// setrlimit.
+    Rlimits,
+    /// Capabilities dropped.
+    Capabilities,
+    /// setgid/setuid.
+    User,
+    /// PR_SET_NO_NEW_PRIVS.
+    NoNewPrivs,
+    /// The seccomp filter installed.
+    Seccomp,
+    /// chdir to the working directory.
+    Workdir,
+    /// stdin/stdout/stderr set up.
+    Stdio,
+    /// execve called (stamped by the child just before the call; the
+    /// parent learns that it succeeded when the channel closes).
+    Exec,
+    /// The workload printed its ready line.
+    Ready,
+    /// The command exited.
+    Exit,
+}
+
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Step; 26] = [
+        Step::Clone,
+        Step::UserMaps,
+        Step::Cgroup,
+        Step::CgroupNs,
+        Step::Propagation,
+        Step::BindRootfs,
+        Step::NsRoot,
+        Step::Dev,
+        Step::PivotRoot,
+        Step::Chroot,
+        Step::Proc,
+        Step::ProcMasks,
+        Step::Tmp,
+        Step::ReadOnly,
+        Step::Hostname,
+        Step::Loopback,
+        Step::Rlimits,
+        Step::Capabilities,
+        Step::User,
+        Step::NoNewPrivs,
+        Step::Seccomp,
+        Step::Workdir,
+        Step::Stdio,
+        Step::Exec,
+        Step::Ready,
+        Step::Exit,
+    ];
+
+    /// From the number sent over the channel.
+    pub fn from_u32(n: u32) -> Option<Step> {
+        Step::ALL.iter().copied().find(|s| *s as u32 == n)
+    }
+
+    /// A short name (`pivot_root`, `user_maps`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Clone => "clone",
+            Step::UserMaps => "user_maps",
+            Step::Cgroup => "cgroup",
+            Step::NsRoot => "ns_root",
+            Step::CgroupNs => "cgroup_ns",
+            Step::Propagation => "propagation",
+            Step::BindRootfs => "bind_rootfs",
+            Step::Dev => "dev",
+            Step::PivotRoot => "pivot_root",
+            Step::Chroot => "chroot",
+            Step::Proc => "proc",
+            Step::ProcMasks => "proc_masks",
+            Step::Tmp => "tmp",
+            Step::ReadOnly => "read_only",
+            Step::Hostname => "hostname",
+            Step::Loopback => "loopback",
+            Step::Rlimits => "rlimits",
+            Step::Capabilities => "capabilities",
+            Step::User => "user",
+            Step::NoNewPrivs => "no_new_privs",
+            Step::Seccomp => "seccomp",
+            Step::Workdir => "workdir",
+            Step::Stdio => "stdio",
+            Step::Exec => "exec",
+            Step::Ready => "ready",
+            Step::Exit => "exit",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_round_trips_through_its_channel_number() {
+        for s in Step::ALL {
+            assert_eq!(Step::from_u32(s as u32), Some(s));
+        }
+    }
+}
