@@ -41,6 +41,19 @@ impl ConsoleKind {
     }
 }
 
+/// The workload binary that runs when a config names none.
+pub const BUILTIN_WORKLOAD: &[u8] = virtlab_workload::ELF;
+
+/// The workload a config names (`given`), or the built-in one when it
+/// names none (`given` is empty).
+pub(crate) fn workload_or_builtin(given: &[u8]) -> &[u8] {
+    if given.is_empty() {
+        BUILTIN_WORKLOAD
+    } else {
+        given
+    }
+}
+
 /// The smallest guest memory accepted.
 pub const MIN_MEM: u64 = 4 << 20;
 /// The default guest memory.

@@ -251,6 +251,41 @@ impl ElfHeader {
     }
 }
 
+/// A minimal static x86_64 executable: the ELF header, one `PT_LOAD`
+/// program header (read and execute) that maps the whole file at `base`,
+/// then `code`, where execution starts (`base` + 120). What the host
+/// probe's ring-0 loop kernel is made of, and the workloads of tests that
+/// need a guest doing one precise thing.
+pub fn tiny_executable(base: u64, code: &[u8]) -> Vec<u8> {
+    let hdr = EHDR_SIZE + PHDR_SIZE;
+    let mut f = Vec::with_capacity(hdr + code.len());
+    f.extend(MAGIC);
+    f.extend([ELFCLASS64, ELFDATA2LSB, 1, 0]); // EV_CURRENT, System V ABI
+    f.extend([0u8; 8]);
+    f.extend(ET_EXEC.to_le_bytes());
+    f.extend(EM_X86_64.to_le_bytes());
+    f.extend(1u32.to_le_bytes()); // e_version
+    f.extend((base + hdr as u64).to_le_bytes()); // e_entry
+    f.extend((EHDR_SIZE as u64).to_le_bytes()); // e_phoff
+    f.extend(0u64.to_le_bytes()); // e_shoff
+    f.extend(0u32.to_le_bytes()); // e_flags
+    f.extend((EHDR_SIZE as u16).to_le_bytes());
+    f.extend((PHDR_SIZE as u16).to_le_bytes());
+    f.extend(1u16.to_le_bytes()); // e_phnum
+    f.extend([0u8; 6]); // no section headers
+    let size = (hdr + code.len()) as u64;
+    f.extend(1u32.to_le_bytes()); // PT_LOAD
+    f.extend(5u32.to_le_bytes()); // PF_R | PF_X
+    f.extend(0u64.to_le_bytes()); // p_offset
+    f.extend(base.to_le_bytes()); // p_vaddr
+    f.extend(base.to_le_bytes()); // p_paddr
+    f.extend(size.to_le_bytes()); // p_filesz
+    f.extend(size.to_le_bytes()); // p_memsz
+    f.extend(0x1000u64.to_le_bytes()); // p_align
+    f.extend(code);
+    f
+}
+
 /// An ELF file header for tests: 64-bit, little-endian, x86_64, ET_EXEC,
 /// one program header right after it.
 #[cfg(test)]
@@ -271,6 +306,14 @@ pub(crate) fn test_header() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tiny_executable_is_one_the_checks_accept() {
+        let f = tiny_executable(0x40_0000, &[0xf4]);
+        assert_eq!(f.len(), EHDR_SIZE + PHDR_SIZE + 1);
+        let h = ElfHeader::parse_x86_64_exec(&f, f.len() as u64).unwrap();
+        assert_eq!((h.entry, h.phnum), (0x40_0000 + 120, 1));
+    }
 
     fn parse(b: &[u8]) -> Result<ElfHeader, ElfError> {
         ElfHeader::parse_x86_64_exec(b, b.len() as u64)

@@ -46,19 +46,19 @@ pub mod loader;
 pub mod observe;
 pub mod probe;
 pub mod report;
+pub mod stop;
 pub mod vm;
+mod vstate;
 pub mod watchdog;
 
-pub use config::{ConsoleKind, KernelSource, VmConfig};
+pub use config::{ConsoleKind, KernelSource, VmConfig, BUILTIN_WORKLOAD};
 pub use console::ConsoleSink;
-pub use exit::{GuestStop, UnknownIo};
+pub use exit::UnknownIo;
 pub use linux::{run_linux, LinuxConfig, LinuxReport};
 pub use observe::{Observer, Quiet, Step};
 pub use report::RunReport;
+pub use stop::GuestStop;
 pub use vm::{run, VmError};
-
-/// The workload binary that runs when a config names none.
-pub const BUILTIN_WORKLOAD: &[u8] = virtlab_workload::ELF;
 
 /// A path to a file holding the built-in minikernel (for QEMU's `-kernel`,
 /// or to look at with objdump): the build tree's copy, or one written to

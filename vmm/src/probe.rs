@@ -1,7 +1,8 @@
 //! Probes of the host's virtualization: how fast guest kernel-mode code runs
 //! compared with the same code on the host, so that a report can say whether
 //! this is hardware-assisted virtualization or a nested host that emulates
-//! guest kernel code.
+//! guest kernel code; and whether there is KVM at all, for tests that need
+//! it ([`kvm_or_skip`]).
 
 use std::time::{Duration, Instant};
 
@@ -14,39 +15,13 @@ use crate::vm::{run, VmError};
 /// `iterations` (`dec ecx; jnz`) in ring 0, then a write of 0 to the exit
 /// port.
 pub fn ring0_loop_kernel(iterations: u32) -> Vec<u8> {
-    let base: u64 = virtlab_minikernel::abi::KERNEL_BASE;
     let mut code = vec![0xb9];
     code.extend(iterations.max(1).to_le_bytes()); // mov ecx, N
     code.extend([0xff, 0xc9, 0x75, 0xfc]); // 1: dec ecx; jnz 1b
     code.extend([0x66, 0xba]);
     code.extend(virtlab_minikernel::abi::port::EXIT.to_le_bytes()); // mov dx, EXIT
     code.extend([0x31, 0xc0, 0xef, 0xf4]); // xor eax, eax; out dx, eax; hlt
-    let hdr = 64 + 56;
-    let mut f = Vec::with_capacity(hdr + code.len());
-    f.extend(b"\x7fELF\x02\x01\x01\x00");
-    f.extend([0u8; 8]);
-    f.extend(2u16.to_le_bytes());
-    f.extend(62u16.to_le_bytes());
-    f.extend(1u32.to_le_bytes());
-    f.extend((base + hdr as u64).to_le_bytes());
-    f.extend(64u64.to_le_bytes());
-    f.extend(0u64.to_le_bytes());
-    f.extend(0u32.to_le_bytes());
-    f.extend(64u16.to_le_bytes());
-    f.extend(56u16.to_le_bytes());
-    f.extend(1u16.to_le_bytes());
-    f.extend([0u8; 6]);
-    let size = (hdr + code.len()) as u64;
-    f.extend(1u32.to_le_bytes());
-    f.extend(5u32.to_le_bytes());
-    f.extend(0u64.to_le_bytes());
-    f.extend(base.to_le_bytes());
-    f.extend(base.to_le_bytes());
-    f.extend(size.to_le_bytes());
-    f.extend(size.to_le_bytes());
-    f.extend(0x1000u64.to_le_bytes());
-    f.extend(code);
-    f
+    crate::elf::tiny_executable(virtlab_minikernel::abi::KERNEL_BASE, &code)
 }
 
 /// The same countdown loop on the host, in user mode.
@@ -112,4 +87,29 @@ pub fn probe_ring0(iterations: u32) -> Result<Ring0Probe, VmError> {
     host.sort_by(f64::total_cmp);
     let host = host[1].max(1e-3);
     Ok(Ring0Probe { iterations, guest_ring0_ns: guest, host_ns: host, slowdown: guest / host })
+}
+
+/// Whether `/dev/kvm` opens for reading and writing (what every run needs),
+/// or the error that says why not.
+pub fn kvm_usable() -> std::io::Result<()> {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop)
+}
+
+/// For tests that need KVM: true when `/dev/kvm` can be used. Otherwise the
+/// test `test` is skipped, loudly (a `SKIPPED` line on stderr saying why),
+/// and false is returned; but with `VIRTLAB_REQUIRE_KVM=1` (as CI sets it)
+/// a missing KVM panics: there a skip would be a test that lies.
+pub fn kvm_or_skip(test: &str) -> bool {
+    match kvm_usable() {
+        Ok(()) => true,
+        Err(e) => {
+            if std::env::var("VIRTLAB_REQUIRE_KVM").as_deref() == Ok("1") {
+                panic!("{test}: /dev/kvm is required (VIRTLAB_REQUIRE_KVM=1) but cannot be opened: {e}");
+            }
+            eprintln!(
+                "SKIPPED {test}: /dev/kvm cannot be opened ({e}); set VIRTLAB_REQUIRE_KVM=1 to make this a failure"
+            );
+            false
+        }
+    }
 }

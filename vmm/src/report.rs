@@ -5,8 +5,9 @@ use serde::Serialize;
 use virtlab_minikernel::abi::SyscallStats;
 
 use crate::config::ConsoleKind;
-use crate::exit::{ExitStats, GuestStop};
+use crate::exit::ExitStats;
 use crate::observe::Step;
+use crate::stop::GuestStop;
 
 /// One step's timing, in microseconds since the run began.
 #[derive(Debug, Clone, Serialize)]

@@ -1,80 +1,33 @@
-//! Building a VM from a [`VmConfig`] and running it to the end, one visible
-//! step at a time.
+//! The minikernel run: building a VM from a [`VmConfig`] and running it to
+//! the end, one visible step at a time. The machinery it shares with the
+//! Linux run (KVM, guest memory, the vCPU loop) is in `vstate`; what is
+//! here is the minikernel's own: its boot ABI, its devices, its report.
 
-use std::time::{Duration, Instant};
+use std::borrow::Cow;
 
-use kvm_bindings::{kvm_msr_entry, kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd};
 use virtlab_minikernel::abi::{self, port, BootInfo, BOOT_INFO_ADDR, BOOT_INFO_MAGIC, MAX_GUEST_MEM};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use crate::arch::x86_64::{cpuid, paging, regs};
-use crate::config::{ConsoleKind, KernelSource, VmConfig, MIN_MEM};
+use crate::arch::x86_64::{msr, paging, regs};
+use crate::config::{workload_or_builtin, ConsoleKind, KernelSource, VmConfig, MIN_MEM};
 use crate::console::{Console, ConsoleSink};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::exit_port::{ExitPort, FaultPort};
 use crate::devices::pv_console::PvConsole;
 use crate::devices::uart::Uart;
-use crate::devices::{BusError, DeviceContext, PortBus};
-use crate::exit::{handle_exit, Exit, ExitStats, Flow, GuestStop};
-use crate::input::{self, FileRole, InputError, MAX_KERNEL_BYTES};
-use crate::loader::{self, LoadError};
+use crate::devices::PortBus;
+use crate::input::{self, FileRole, MAX_KERNEL_BYTES};
+use crate::loader::{self, UserImage, UserLayout};
 use crate::observe::{Observer, Step};
-use crate::report::{MemoryFigures, PhaseTime, RunReport, SyscallCounts};
-use crate::watchdog::Watchdog;
+use crate::report::{RunReport, SyscallCounts};
+use crate::vstate::clock::Clock;
+use crate::vstate::exit_loop::{Narration, NoFixups, VcpuLoop};
+use crate::vstate::memory::{guest_memory, size_problem};
+use crate::vstate::{kvm, vcpu};
 
-/// Errors that keep a VM from running (a guest that misbehaves is not an
-/// error: it ends the run with a [`GuestStop`]).
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    /// /dev/kvm is missing or not accessible.
-    #[error("cannot open /dev/kvm: {hint}", hint = kvm_hint(.0))]
-    OpenKvm(#[source] kvm_ioctls::Error),
-    /// KVM speaks another API version.
-    #[error("KVM API version {0} is not the stable version 12")]
-    KvmApi(i32),
-    /// A KVM ioctl failed.
-    #[error("ioctl {0} failed")]
-    Ioctl(&'static str, #[source] kvm_ioctls::Error),
-    /// Guest memory size out of range.
-    #[error("guest memory of {size} bytes is {what}; use --mem between {min} MiB and {max} MiB", min = MIN_MEM >> 20, max = MAX_GUEST_MEM >> 20)]
-    MemSize {
-        /// What was asked.
-        size: u64,
-        /// "too small", "too large", "not a multiple of 4 KiB".
-        what: &'static str,
-    },
-    /// mmap of guest memory failed.
-    #[error("cannot allocate {0} MiB of guest memory")]
-    Alloc(u64, #[source] vm_memory::mmap::FromRangesError),
-    /// The kernel file could not be read (or is no regular file, or too
-    /// large).
-    #[error(transparent)]
-    ReadKernel(InputError),
-    /// Loading failed.
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    /// Page tables.
-    #[error(transparent)]
-    Paging(#[from] paging::PagingError),
-    /// Registering a device failed.
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    /// Writing the boot-info page failed.
-    #[error("cannot write the boot-info page")]
-    BootInfo(#[source] vm_memory::GuestMemoryError),
-    /// The watchdog thread could not start.
-    #[error("cannot start the timeout watchdog thread")]
-    Watchdog(#[source] std::io::Error),
-}
-
-fn kvm_hint(e: &kvm_ioctls::Error) -> &'static str {
-    match e.errno() {
-        libc::ENOENT => "KVM is not available: enable virtualization (VT-x/AMD-V) in the firmware and load the kvm_intel or kvm_amd module, or run in a VM with nested virtualization",
-        libc::EACCES | libc::EPERM => "permission denied: add yourself to the 'kvm' group (sudo usermod -aG kvm $USER, then log in again) or run as root",
-        _ => "check that /dev/kvm is a working KVM device",
-    }
-}
+pub use crate::vstate::error::VmError;
+pub use crate::vstate::memory::peak_rss_bytes;
 
 /// The boot-info page as bytes.
 #[derive(Clone, Copy, Default)]
@@ -86,118 +39,40 @@ struct BootInfoPage(BootInfo);
 // valid value.
 unsafe impl ByteValued for BootInfoPage {}
 
-/// Records step times for the report and tells the observer.
-pub(crate) struct Clock<'o> {
-    pub(crate) start: Instant,
-    pub(crate) last: Instant,
-    pub(crate) phases: Vec<PhaseTime>,
-    pub(crate) observer: &'o mut dyn Observer,
-}
-
-impl Clock<'_> {
-    pub(crate) fn before(&mut self, step: Step) {
-        self.observer.before(step);
-        // Time a person spends at a --step prompt is not the step's.
-        self.last = Instant::now().max(self.last);
-        if self.phases.is_empty() {
-            self.start = self.last;
-        }
-    }
-
-    pub(crate) fn mark(&mut self, step: Step, at: Instant, detail: &str) {
-        let took = at.saturating_duration_since(self.last);
-        self.last = at.max(self.last);
-        self.phases.push(PhaseTime {
-            step,
-            name: step.name(),
-            at_us: us(at.saturating_duration_since(self.start)),
-            took_us: us(took),
-        });
-        self.observer.after(step, took, detail);
-    }
-
-    /// Tells the observer about guest milestones that arrived since the last
-    /// call (`*reported` of `milestones` were already told), and about the
-    /// workload's ready marker once the console has seen it.
-    pub(crate) fn guest_progress(
-        &mut self,
-        milestones: &[(u8, Instant)],
-        reported: &mut usize,
-        console: &Console,
-        kernel_ready: &str,
-    ) {
-        for &(m, at) in &milestones[(*reported).min(milestones.len())..] {
-            if m == abi::marker::KERNEL_READY {
-                self.mark(Step::KernelReady, at, kernel_ready);
-            }
-        }
-        *reported = milestones.len();
-        if let Some(at) = console.ready_at() {
-            if !self.phases.iter().any(|p| p.step == Step::WorkloadReady) {
-                self.mark(Step::WorkloadReady, at, "ready marker seen on the console");
-            }
-        }
-    }
-
-    pub(crate) fn done(&mut self, step: Step, detail: &str) {
-        self.mark(step, Instant::now(), detail);
-    }
-}
-
-pub(crate) fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 fn check_mem_size(size: u64) -> Result<(), VmError> {
-    let what = if size < MIN_MEM {
-        "too small"
-    } else if size > MAX_GUEST_MEM {
-        "too large"
-    } else if size % 4096 != 0 {
-        "not a multiple of 4 KiB"
-    } else {
-        return Ok(());
-    };
-    Err(VmError::MemSize { size, what })
+    match size_problem(size, MIN_MEM, MAX_GUEST_MEM) {
+        Some(what) => Err(VmError::MemSize { size, what }),
+        None => Ok(()),
+    }
 }
+
+/// What the observer is told while the minikernel runs.
+const NARRATION: Narration = Narration {
+    first_entry: "the vCPU is running guest code",
+    kernel_ready: "GDT, TSS, IDT and SYSCALL MSRs loaded; entering ring 3",
+};
 
 /// Boots a guest and runs the workload in it, to its end or its timeout.
 /// Guest output goes to `sink`.
 pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) -> Result<RunReport, VmError> {
     check_mem_size(config.mem_size)?;
-    let kernel_image: std::borrow::Cow<'_, [u8]> = match &config.kernel {
-        KernelSource::Minikernel => virtlab_minikernel::ELF.into(),
-        KernelSource::File(p) => {
-            input::read(p, FileRole::Kernel, MAX_KERNEL_BYTES).map_err(VmError::ReadKernel)?.into()
-        }
-        KernelSource::Bytes(b) => b.as_slice().into(),
-    };
-    let workload: &[u8] = if config.workload.is_empty() { virtlab_workload_elf() } else { &config.workload };
+    let kernel_image = kernel_image(&config.kernel)?;
+    let workload = workload_or_builtin(&config.workload);
     // Check the kernel and the workload before touching KVM: a bad file is
     // the user's mistake, and should be reported as such.
     loader::check_kernel(&kernel_image)?;
     let user = loader::parse_user_elf(workload)?;
     let layout = loader::plan_user_memory(&user, config.mem_size)?;
 
-    let now = Instant::now();
-    let mut clock = Clock { start: now, last: now, phases: Vec::new(), observer };
-
-    clock.before(Step::OpenKvm);
-    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
-    let api = kvm.get_api_version();
-    if api != 12 {
-        return Err(VmError::KvmApi(api));
-    }
-    clock.done(Step::OpenKvm, &format!("KVM API version {api}"));
+    let mut clock = Clock::new(observer);
+    let kvm = kvm::open_kvm(&mut clock, "")?;
 
     clock.before(Step::CreateVm);
-    let vm = kvm.create_vm().map_err(|e| VmError::Ioctl("KVM_CREATE_VM", e))?;
+    let vm = kvm::create_vm(&kvm)?;
     clock.done(Step::CreateVm, "VM fd created");
 
     clock.before(Step::Memory);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), config.mem_size as usize)])
-        .map_err(|e| VmError::Alloc(config.mem_size >> 20, e))?;
-    register_memory(&vm, &mem, config.mem_size)?;
+    let mem = guest_memory(&vm, config.mem_size)?;
     let huge = if config.huge_pages { advise_huge_pages(&mem, layout.heap_start, layout.heap_end) } else { 0 };
     clock.done(
         Step::Memory,
@@ -232,9 +107,48 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
     );
 
     clock.before(Step::VcpuSetup);
-    let mut vcpu = vm.create_vcpu(0).map_err(|e| VmError::Ioctl("KVM_CREATE_VCPU", e))?;
+    let mut vcpu = vcpu::create_vcpu(&vm)?;
     let tsc_khz = setup_vcpu(&kvm, &vcpu, cr3, kernel.entry)?;
-    let boot = BootInfo {
+    let boot = boot_info(config, &user, &layout, rsp, tsc_khz);
+    mem.write_obj(BootInfoPage(boot), GuestAddress(BOOT_INFO_ADDR)).map_err(VmError::BootInfo)?;
+    clock.done(Step::VcpuSetup, &format!("vCPU 0 in long mode at {:#x}, guest TSC {tsc_khz} kHz", kernel.entry));
+
+    let mut guest = VcpuLoop::new(devices()?, Console::new(sink), config.unknown_io, NoFixups);
+    let stopped = guest.run(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION)?;
+
+    clock.before(Step::Teardown);
+    let info: BootInfoPage = mem.read_obj(GuestAddress(BOOT_INFO_ADDR)).unwrap_or_default();
+    let memory = kvm::teardown(&mut clock, vcpu, vm, mem, kvm, config.mem_size);
+
+    let output = match guest.console.output() {
+        [] => None,
+        o => Some(String::from_utf8_lossy(o).into_owned()),
+    };
+    Ok(RunReport {
+        console: config.console,
+        syscalls: SyscallCounts::from(info.0.stats),
+        tsc_khz,
+        kernel_pvh: kernel.pvh,
+        output,
+        ..stopped.report(clock, guest.stats, &guest.console, memory)
+    })
+}
+
+/// The kernel's bytes: built in, read from a file, or given.
+fn kernel_image(source: &KernelSource) -> Result<Cow<'_, [u8]>, VmError> {
+    Ok(match source {
+        KernelSource::Minikernel => virtlab_minikernel::ELF.into(),
+        KernelSource::File(p) => {
+            input::read(p, FileRole::Kernel, MAX_KERNEL_BYTES).map_err(VmError::ReadKernel)?.into()
+        }
+        KernelSource::Bytes(b) => b.as_slice().into(),
+    })
+}
+
+/// The boot-info page: where the workload starts, its mmap area, the
+/// console to use, and the scale that turns the TSC into nanoseconds.
+fn boot_info(config: &VmConfig, user: &UserImage, layout: &UserLayout, rsp: u64, tsc_khz: u32) -> BootInfo {
+    BootInfo {
         magic: BOOT_INFO_MAGIC,
         user_entry: user.entry,
         user_rsp: rsp,
@@ -249,162 +163,33 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
         tsc_mult: ((1_000_000u128 << 32) / u128::from(tsc_khz.max(1))) as u64,
         ns_base: 0,
         ..Default::default()
-    };
-    mem.write_obj(BootInfoPage(boot), GuestAddress(BOOT_INFO_ADDR)).map_err(VmError::BootInfo)?;
-    clock.done(Step::VcpuSetup, &format!("vCPU 0 in long mode at {:#x}, guest TSC {tsc_khz} kHz", kernel.entry));
+    }
+}
 
+/// The minikernel's devices: the UART, the paravirtual console, the exit
+/// and fault ports and the boot timer.
+fn devices() -> Result<PortBus, VmError> {
     let mut bus = PortBus::new();
     bus.insert(port::UART_COM1, 8, Box::new(Uart::new()))?;
     bus.insert(port::PV_CONSOLE, 1, Box::new(PvConsole::default()))?;
     bus.insert(port::EXIT, 2, Box::new(ExitPort))?;
     bus.insert(port::FAULT, 1, Box::new(FaultPort))?;
     bus.insert(port::BOOT_TIMER, 1, Box::new(BootTimer))?;
-    let mut console = Console::new(sink);
-    let mut milestones = Vec::new();
-    let mut stats = ExitStats::default();
-
-    clock.before(Step::FirstEntry);
-    let watchdog = match config.timeout {
-        Some(t) => Some(Watchdog::start(t).map_err(VmError::Watchdog)?),
-        None => None,
-    };
-    let entered = Instant::now();
-    let mut first_exit = None;
-    let mut reported = 0;
-    let stop = loop {
-        if let (Some(w), Some(t)) = (&watchdog, config.timeout) {
-            if w.expired() {
-                break GuestStop::Timeout { after_ms: t.as_millis() as u64 };
-            }
-        }
-        let result = vcpu.run();
-        let flow = match result {
-            Ok(exit) => {
-                let mut ctx = DeviceContext { mem: &mem, console: &mut console, milestones: &mut milestones };
-                handle_exit(&mut bus, &mut ctx, &mut stats, config.unknown_io, convert(exit))
-            }
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Flow::Continue,
-            Err(e) => {
-                drop(watchdog);
-                return Err(VmError::Ioctl("KVM_RUN", e));
-            }
-        };
-        if first_exit.is_none() {
-            first_exit = Some(Instant::now());
-            clock.mark(Step::FirstEntry, entered, "the vCPU is running guest code");
-        }
-        // Tell the observer about guest milestones as they arrive.
-        clock.guest_progress(
-            &milestones,
-            &mut reported,
-            &console,
-            "GDT, TSS, IDT and SYSCALL MSRs loaded; entering ring 3",
-        );
-        if let Flow::Stop(s) = flow {
-            break s;
-        }
-    };
-    let stopped = Instant::now();
-    drop(watchdog);
-    console.flush();
-    clock.mark(Step::WorkloadExit, stopped, &stop.describe());
-
-    clock.before(Step::Teardown);
-    let info: BootInfoPage = mem.read_obj(GuestAddress(BOOT_INFO_ADDR)).unwrap_or_default();
-    let memory = memory_figures(&mem, config.mem_size);
-    drop(vcpu);
-    drop(vm);
-    drop(mem);
-    drop(kvm);
-    clock.done(Step::Teardown, "vCPU, VM and /dev/kvm fds closed, guest memory unmapped");
-
-    let output = match console.output() {
-        [] => None,
-        o => Some(String::from_utf8_lossy(o).into_owned()),
-    };
-    let total = clock.last.saturating_duration_since(clock.start);
-    Ok(RunReport {
-        exit_status: stop.exit_status(),
-        summary: stop.describe(),
-        stop,
-        phases: clock.phases,
-        exits: stats,
-        console: config.console,
-        console_bytes: console.bytes(),
-        syscalls: SyscallCounts::from(info.0.stats),
-        memory,
-        guest_run_us: us(stopped.saturating_duration_since(entered)),
-        total_us: us(total),
-        tsc_khz,
-        kernel_pvh: kernel.pvh,
-        output,
-    })
+    Ok(bus)
 }
 
-fn virtlab_workload_elf() -> &'static [u8] {
-    crate::BUILTIN_WORKLOAD
-}
-
-pub(crate) fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, size: u64) -> Result<(), VmError> {
-    let host = mem.get_host_address(GuestAddress(0)).map_err(VmError::BootInfo)?;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        guest_phys_addr: 0,
-        memory_size: size,
-        userspace_addr: host as u64,
-        flags: 0,
-    };
-    // SAFETY: `host` is the start of a live mapping of `size` bytes owned by
-    // `mem`, which outlives the VM (it is dropped after the VM fd in `run`).
-    unsafe { vm.set_user_memory_region(region) }.map_err(|e| VmError::Ioctl("KVM_SET_USER_MEMORY_REGION", e))
-}
-
+/// CPUID, reset MSRs (the minikernel programs its own SYSCALL state),
+/// long-mode registers at `entry`. Returns the guest's TSC frequency.
 fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, cr3: u64, entry: u64) -> Result<u32, VmError> {
-    let mut cpuid =
-        kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| VmError::Ioctl("KVM_GET_SUPPORTED_CPUID", e))?;
-    cpuid::filter(&mut cpuid, 0, false);
-    vcpu.set_cpuid2(&cpuid).map_err(|e| VmError::Ioctl("KVM_SET_CPUID2", e))?;
-    // MSRs a guest expects at reset: SYSENTER and SYSCALL state cleared (the
-    // minikernel programs its own), fast strings on.
-    let msrs = [
-        (0x174, 0),       // IA32_SYSENTER_CS
-        (0x175, 0),       // IA32_SYSENTER_ESP
-        (0x176, 0),       // IA32_SYSENTER_EIP
-        (0xc000_0081, 0), // STAR
-        (0xc000_0082, 0), // LSTAR
-        (0xc000_0084, 0), // SFMASK
-        (0xc000_0102, 0), // KERNEL_GS_BASE
-        (0x1a0, 1),       // IA32_MISC_ENABLE: fast string operations
-    ];
-    let entries: Vec<kvm_msr_entry> =
-        msrs.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
-    let msrs = Msrs::from_entries(&entries)
-        .map_err(|_| VmError::Ioctl("KVM_SET_MSRS", kvm_ioctls::Error::new(libc::E2BIG)))?;
-    let n = vcpu.set_msrs(&msrs).map_err(|e| VmError::Ioctl("KVM_SET_MSRS", e))?;
-    if n != entries.len() {
-        return Err(VmError::Ioctl("KVM_SET_MSRS", kvm_ioctls::Error::new(libc::EINVAL)));
+    vcpu::set_cpuid(kvm, vcpu, |_| 0)?;
+    if vcpu::set_msrs(vcpu, &msr::RESET)? != msr::RESET.len() {
+        return Err(vcpu::msrs_refused());
     }
     let sregs = vcpu.get_sregs().map_err(|e| VmError::Ioctl("KVM_GET_SREGS", e))?;
     vcpu.set_sregs(&regs::long_mode_sregs(sregs, cr3)).map_err(|e| VmError::Ioctl("KVM_SET_SREGS", e))?;
     vcpu.set_regs(&regs::entry_regs(entry, BOOT_INFO_ADDR)).map_err(|e| VmError::Ioctl("KVM_SET_REGS", e))?;
     vcpu.set_fpu(&regs::initial_fpu()).map_err(|e| VmError::Ioctl("KVM_SET_FPU", e))?;
     vcpu.get_tsc_khz().map_err(|e| VmError::Ioctl("KVM_GET_TSC_KHZ", e))
-}
-
-/// KVM's exit, in the VMM's terms.
-pub(crate) fn convert(exit: VcpuExit<'_>) -> Exit<'_> {
-    match exit {
-        VcpuExit::IoIn(p, d) => Exit::IoIn(p, d),
-        VcpuExit::IoOut(p, d) => Exit::IoOut(p, d),
-        VcpuExit::MmioRead(a, d) => Exit::MmioRead(a, d),
-        VcpuExit::MmioWrite(a, d) => Exit::MmioWrite(a, d),
-        VcpuExit::Hlt => Exit::Hlt,
-        VcpuExit::Shutdown => Exit::Shutdown,
-        VcpuExit::FailEntry(reason, _) => Exit::FailEntry(reason),
-        VcpuExit::InternalError => Exit::InternalError,
-        VcpuExit::SystemEvent(t, _) => Exit::SystemEvent(t),
-        other => Exit::Other(format!("{other:?}")),
-    }
 }
 
 /// Asks the host kernel to back guest-physical `[start, end)`, trimmed to
@@ -430,45 +215,6 @@ fn advise_huge_pages(mem: &GuestMemoryMmap, start: u64, end: u64) -> u64 {
     } else {
         0
     }
-}
-
-/// Resident pages of guest memory (mincore), and the process's peak RSS.
-pub(crate) fn memory_figures(mem: &GuestMemoryMmap, size: u64) -> MemoryFigures {
-    let touched = mem.get_host_address(GuestAddress(0)).map(|host| resident_bytes(host, size as usize)).unwrap_or(0);
-    let peak = peak_rss_bytes();
-    MemoryFigures {
-        guest_ram_bytes: size,
-        guest_touched_bytes: touched,
-        process_peak_rss_bytes: peak,
-        vmm_overhead_bytes: peak.saturating_sub(touched),
-    }
-}
-
-fn resident_bytes(addr: *mut u8, len: usize) -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-    let mut vec = vec![0u8; len.div_ceil(page)];
-    // SAFETY: [addr, addr + len) is one live mapping (guest memory, page
-    // aligned), and `vec` has one byte per page of it.
-    let r = unsafe { libc::mincore(addr.cast(), len, vec.as_mut_ptr()) };
-    if r != 0 {
-        return 0;
-    }
-    vec.iter().filter(|&&b| b & 1 != 0).count() as u64 * page as u64
-}
-
-/// VmHWM from /proc/self/status, in bytes.
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

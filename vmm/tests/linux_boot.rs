@@ -105,19 +105,9 @@ fn boots_the_minimal_kernel_and_runs_the_workload() {
     if !common::kvm_or_skip("boots_the_minimal_kernel_and_runs_the_workload") {
         return;
     }
-    let kernel = match provision::locate(None) {
-        Ok(k) if k.origin == provision::Origin::Minimal || k.origin == provision::Origin::Explicit => k.path,
-        other => {
-            let why = match other {
-                Ok(k) => format!("only {} is available ({:?}), not the minimal kernel", k.path.display(), k.origin),
-                Err(e) => e.to_string(),
-            };
-            if std::env::var("VIRTLAB_REQUIRE_LINUX").as_deref() == Ok("1") {
-                panic!("VIRTLAB_REQUIRE_LINUX=1 but {why}");
-            }
-            eprintln!("SKIPPED boots_the_minimal_kernel_and_runs_the_workload: {why}; run scripts/guest-kernel.sh, or set VIRTLAB_REQUIRE_LINUX=1 to make this a failure");
-            return;
-        }
+    let accept = [provision::Origin::Minimal, provision::Origin::Explicit];
+    let Some(kernel) = provision::test_kernel_or_skip("boots_the_minimal_kernel_and_runs_the_workload", &accept) else {
+        return;
     };
     let mut c = config(kernel, &["/virtlab/workload", "cpu", "1000"]);
     c.timeout = Some(Duration::from_secs(420));

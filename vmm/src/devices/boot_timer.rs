@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::{DeviceContext, PortDevice};
-use crate::exit::GuestStop;
+use crate::stop::GuestStop;
 
 /// Timestamps boot milestones.
 #[derive(Debug, Default)]

@@ -8,7 +8,7 @@ use virtlab_minikernel::abi::{BootInfo, FaultReport, BOOT_INFO_ADDR};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{DeviceContext, PortDevice};
-use crate::exit::{FaultInfo, GuestStop};
+use crate::stop::{FaultInfo, GuestStop};
 
 /// Ends the run with the status the guest writes.
 #[derive(Debug, Default)]

@@ -4,7 +4,7 @@
 //! so the kernel never waits on it.
 
 use super::{DeviceContext, PortDevice};
-use crate::exit::GuestStop;
+use crate::stop::GuestStop;
 
 /// The data port (0x60); the command/status port is 4 above it.
 pub const BASE: u16 = 0x60;

@@ -17,7 +17,7 @@ use std::time::Instant;
 use vm_memory::GuestMemoryMmap;
 
 use crate::console::Console;
-use crate::exit::GuestStop;
+use crate::stop::GuestStop;
 
 /// What a device may touch while it handles an access.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use virtlab_minikernel::abi::{BootInfo, BOOT_INFO_ADDR};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{DeviceContext, PortDevice};
-use crate::exit::GuestStop;
+use crate::stop::GuestStop;
 
 /// Largest buffer one kick may hand over.
 pub const MAX_KICK: u64 = 1 << 20;

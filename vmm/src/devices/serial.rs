@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use super::uart::Uart;
 use super::{DeviceContext, PortDevice};
-use crate::exit::GuestStop;
+use crate::stop::GuestStop;
 
 const IER: u16 = 1;
 const LCR: u16 = 3;

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use super::{DeviceContext, PortDevice};
-use crate::exit::GuestStop;
+use crate::stop::GuestStop;
 
 const DATA: u16 = 0;
 const IER: u16 = 1;

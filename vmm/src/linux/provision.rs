@@ -30,6 +30,11 @@ pub enum Origin {
     Host,
 }
 
+impl Origin {
+    /// Every origin, in the order [`locate`] tries them.
+    pub const ALL: [Origin; 4] = [Origin::Explicit, Origin::Minimal, Origin::Cloud, Origin::Host];
+}
+
 /// A kernel to boot, and why this one.
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelChoice {
@@ -119,6 +124,40 @@ pub fn locate(explicit: Option<&Path>) -> Result<KernelChoice, ProvisionError> {
     candidates().into_iter().find(|(_, ok)| *ok).map(|(c, _)| c).ok_or(ProvisionError::NoneFound)
 }
 
+/// The kernel a test boots: the one [`locate`] finds without `--kernel`
+/// (so `VIRTLAB_GUEST_KERNEL` first), when its origin is one of `accept`;
+/// otherwise why there is none.
+pub fn test_kernel(accept: &[Origin]) -> Result<KernelChoice, String> {
+    match locate(None) {
+        Ok(k) if accept.contains(&k.origin) => Ok(k),
+        Ok(k) => Err(format!(
+            "only {} is available ({:?}), not a kernel this test boots ({})",
+            k.path.display(),
+            k.origin,
+            accept.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(" or ")
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// For tests that boot Linux: the path of the [`test_kernel`] from
+/// `accept`. Without one the test `test` is skipped, loudly (a `SKIPPED`
+/// line on stderr saying why and how to get one), and None is returned;
+/// but with `VIRTLAB_REQUIRE_LINUX=1` (as CI sets it) a missing kernel
+/// panics: there a skip would be a test that lies.
+pub fn test_kernel_or_skip(test: &str, accept: &[Origin]) -> Option<PathBuf> {
+    let why = match test_kernel(accept) {
+        Ok(k) => return Some(k.path),
+        Err(why) => why,
+    };
+    if std::env::var("VIRTLAB_REQUIRE_LINUX").as_deref() == Ok("1") {
+        panic!("{test}: VIRTLAB_REQUIRE_LINUX=1 but {why}");
+    }
+    let hint = if why.contains("scripts/guest-kernel.sh") { "" } else { "run scripts/guest-kernel.sh, or " };
+    eprintln!("SKIPPED {test}: {why}; {hint}set VIRTLAB_REQUIRE_LINUX=1 to make this a failure");
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +170,17 @@ mod tests {
         let order: Vec<Origin> =
             candidates().iter().map(|(c, _)| c.origin).filter(|o| *o != Origin::Explicit).collect();
         assert_eq!(&order[..2], &[Origin::Minimal, Origin::Cloud]);
+    }
+
+    #[test]
+    fn a_test_kernel_must_be_of_an_accepted_origin() {
+        let why = test_kernel(&[]).unwrap_err();
+        match locate(None) {
+            Ok(k) => {
+                assert!(why.contains(&k.path.display().to_string()), "{why}");
+                assert_eq!(test_kernel(&Origin::ALL).unwrap().path, k.path);
+            }
+            Err(e) => assert_eq!(why, e.to_string()),
+        }
     }
 }

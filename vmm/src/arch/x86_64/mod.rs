@@ -2,5 +2,6 @@
 //! in 64-bit mode.
 
 pub mod cpuid;
+pub mod msr;
 pub mod paging;
 pub mod regs;

@@ -1,0 +1,175 @@
+//! The vCPU loop: `KVM_RUN`, hand the exit to [`handle_exit`], again,
+//! until the guest stops or the timeout fires.
+//!
+//! One loop serves both runs. What differs is data (the devices on the
+//! bus, the policy for unknown ports, what the observer is told) and one
+//! type parameter, [`Fixups`], for the exit the Linux run repairs on quirky
+//! hosts: no allocation and no dynamic dispatch per exit beyond the
+//! device call on the bus.
+
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vm_memory::GuestMemoryMmap;
+
+use super::clock::{us, Clock};
+use super::error::VmError;
+use super::vcpu::convert;
+use crate::config::ConsoleKind;
+use crate::console::Console;
+use crate::devices::{DeviceContext, PortBus};
+use crate::exit::{handle_exit, ExitStats, Flow, UnknownIo};
+use crate::observe::Step;
+use crate::report::{MemoryFigures, RunReport, SyscallCounts};
+use crate::stop::GuestStop;
+use crate::watchdog::Watchdog;
+
+/// What a run does when KVM's instruction emulator gives up
+/// (`KVM_EXIT_INTERNAL_ERROR`).
+pub(crate) trait Fixups {
+    /// Gets the guest past the instruction (`Flow::Continue`), or says how
+    /// the run ends.
+    fn internal_error(&mut self, vcpu: &mut VcpuFd, mem: &GuestMemoryMmap) -> Flow;
+}
+
+/// No fix-ups: an internal error ends the run (the minikernel's case).
+#[derive(Debug)]
+pub(crate) struct NoFixups;
+
+impl Fixups for NoFixups {
+    fn internal_error(&mut self, _: &mut VcpuFd, _: &GuestMemoryMmap) -> Flow {
+        Flow::Stop(GuestStop::InternalError)
+    }
+}
+
+/// What the observer is told when the vCPU first runs guest code and when
+/// the guest reports its kernel ready (boot-timer port).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Narration {
+    pub(crate) first_entry: &'static str,
+    pub(crate) kernel_ready: &'static str,
+}
+
+/// The devices and what the loop records: the bus, the console, the boot
+/// milestones and the exit counts.
+pub(crate) struct VcpuLoop<F> {
+    pub(crate) bus: PortBus,
+    pub(crate) console: Console,
+    pub(crate) milestones: Vec<(u8, Instant)>,
+    pub(crate) stats: ExitStats,
+    pub(crate) policy: UnknownIo,
+    pub(crate) fixups: F,
+}
+
+/// How and when the guest stopped.
+#[derive(Debug)]
+pub(crate) struct Stopped {
+    pub(crate) stop: GuestStop,
+    entered: Instant,
+    stopped: Instant,
+}
+
+impl<F: Fixups> VcpuLoop<F> {
+    /// Devices on `bus`, output to `console`, nothing counted yet.
+    pub(crate) fn new(bus: PortBus, console: Console, policy: UnknownIo, fixups: F) -> VcpuLoop<F> {
+        VcpuLoop { bus, console, milestones: Vec::new(), stats: ExitStats::default(), policy, fixups }
+    }
+
+    /// Steps "first entry" to "workload exit": runs the vCPU until the
+    /// guest stops, or until `timeout` (a watchdog signal kicks the vCPU
+    /// out of `KVM_RUN`), telling the observer about the guest's progress
+    /// as it goes.
+    pub(crate) fn run(
+        &mut self,
+        vcpu: &mut VcpuFd,
+        mem: &GuestMemoryMmap,
+        clock: &mut Clock<'_>,
+        timeout: Option<Duration>,
+        say: Narration,
+    ) -> Result<Stopped, VmError> {
+        clock.before(Step::FirstEntry);
+        let watchdog = match timeout {
+            Some(t) => Some(Watchdog::start(t).map_err(VmError::Watchdog)?),
+            None => None,
+        };
+        let entered = Instant::now();
+        let mut awaiting_first_exit = true;
+        let mut reported = 0;
+        let stop = loop {
+            if let (Some(w), Some(t)) = (&watchdog, timeout) {
+                if w.expired() {
+                    break GuestStop::Timeout { after_ms: t.as_millis() as u64 };
+                }
+            }
+            let flow = self.next_exit(vcpu, mem)?;
+            if awaiting_first_exit {
+                awaiting_first_exit = false;
+                clock.mark(Step::FirstEntry, entered, say.first_entry);
+            }
+            // Tell the observer about guest milestones as they arrive.
+            clock.guest_progress(&self.milestones, &mut reported, &self.console, say.kernel_ready);
+            if let Flow::Stop(s) = flow {
+                break s;
+            }
+        };
+        let stopped = Instant::now();
+        drop(watchdog);
+        self.console.flush();
+        clock.mark(Step::WorkloadExit, stopped, &stop.describe());
+        Ok(Stopped { stop, entered, stopped })
+    }
+
+    /// One `KVM_RUN`, and what its exit means. A signal (the watchdog's)
+    /// that interrupts `KVM_RUN` is no exit: the loop goes round and looks
+    /// at the deadline.
+    #[inline]
+    fn next_exit(&mut self, vcpu: &mut VcpuFd, mem: &GuestMemoryMmap) -> Result<Flow, VmError> {
+        let flow = match vcpu.run() {
+            // Handled below, once the exit no longer borrows the vCPU.
+            Ok(VcpuExit::InternalError) => None,
+            Ok(exit) => {
+                let mut ctx = DeviceContext { mem, console: &mut self.console, milestones: &mut self.milestones };
+                Some(handle_exit(&mut self.bus, &mut ctx, &mut self.stats, self.policy, convert(exit)))
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Some(Flow::Continue),
+            Err(e) => return Err(VmError::Ioctl("KVM_RUN", e)),
+        };
+        Ok(match flow {
+            Some(flow) => flow,
+            None => {
+                self.stats.count("internal-error");
+                self.fixups.internal_error(vcpu, mem)
+            }
+        })
+    }
+}
+
+impl Stopped {
+    /// The report as far as every run fills it the same way; a run adds
+    /// what its guest knows with `RunReport { field, ..stopped.report(..) }`.
+    pub(crate) fn report(
+        self,
+        clock: Clock<'_>,
+        exits: ExitStats,
+        console: &Console,
+        memory: MemoryFigures,
+    ) -> RunReport {
+        let total = clock.last.saturating_duration_since(clock.start);
+        RunReport {
+            exit_status: self.stop.exit_status(),
+            summary: self.stop.describe(),
+            stop: self.stop,
+            phases: clock.phases,
+            exits,
+            console: ConsoleKind::Uart,
+            console_bytes: console.bytes(),
+            syscalls: SyscallCounts::default(),
+            memory,
+            guest_run_us: us(self.stopped.saturating_duration_since(self.entered)),
+            total_us: us(total),
+            tsc_khz: 0,
+            kernel_pvh: false,
+            output: None,
+        }
+    }
+}
