@@ -505,3 +505,90 @@ fn bad_input_is_named() {
     assert_eq!(dir_count(store.root().join("tmp")), 0);
     assert_eq!(blob_count(&store), 0);
 }
+
+/// A two-layer image: the busybox rootfs, then a layer that adds
+/// /app/hello and deletes /etc/hostname (a whiteout).
+fn two_layer_image(store: &Store, tmp: &Path, busybox: &Path) -> virtlab_container::image::Image {
+    use oci_spec::image::{ConfigBuilder, ImageConfigurationBuilder, RootFsBuilder};
+    let base = tmp.join("base");
+    virtlab_container::rootfs::build(&base, Some(busybox)).unwrap();
+    fs::write(base.join("etc/hostname"), "from-the-base\n").unwrap();
+    let top = tmp.join("top");
+    fs::create_dir_all(top.join("app")).unwrap();
+    fs::create_dir_all(top.join("etc")).unwrap();
+    fs::write(top.join("app/hello"), "hello from the top layer\n").unwrap();
+    fs::write(top.join("etc/.wh.hostname"), "").unwrap();
+    let work = store.temp_dir("test").unwrap();
+    let mut layers = Vec::new();
+    for (i, dir) in [&base, &top].into_iter().enumerate() {
+        let blob = work.path().join(format!("l{i}"));
+        let (_, packed) = layer::pack_dir(dir, TreeKind::Plain, File::create(&blob).unwrap()).unwrap();
+        layers.push(store.prepare_layer(packed, blob, &work).unwrap());
+    }
+    let diff_ids: Vec<String> = layers.iter().map(|l| format!("sha256:{}", l.packed.diff_id)).collect();
+    let config = ImageConfigurationBuilder::default()
+        .config(
+            ConfigBuilder::default()
+                .cmd(vec!["/bin/sh".to_string()])
+                .env(vec![import::DEFAULT_PATH.to_string()])
+                .working_dir("/app")
+                .build()
+                .unwrap(),
+        )
+        .rootfs(RootFsBuilder::default().typ("layers").diff_ids(diff_ids).build().unwrap())
+        .build()
+        .unwrap();
+    store.commit(&name("two-layers"), &config, layers).unwrap()
+}
+
+#[test]
+fn an_image_runs_on_its_stacked_layers_which_stay_unchanged() {
+    const TEST: &str = "an_image_runs_on_its_stacked_layers_which_stay_unchanged";
+    if !root(TEST) {
+        return;
+    }
+    let Some(busybox) = virtlab_container::rootfs::host_busybox() else {
+        assert!(!must_run(), "{TEST}: needs busybox-static (scripts/setup.sh installs it)");
+        return skip(&format!("{TEST}: needs busybox-static"));
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store_in(&tmp);
+    let image = two_layer_image(&store, tmp.path(), &busybox);
+    let prepared = virtlab_container::image::run::prepare(&store, &image, Some("/app")).unwrap();
+    let script = "cat hello; test -e /etc/hostname && echo still-there || echo deleted; id -u; echo made > /made; rm /app/hello; stat -c '%u %n' /bin/busybox /made; pwd";
+    let argv =
+        virtlab_container::image::run::command(&image, None, &["/bin/sh".into(), "-c".into(), script.into()]).unwrap();
+    let mut cfg = virtlab_container::ContainerConfig::new(&prepared.mount_point, argv);
+    cfg.layers = Some(prepared.layers.clone());
+    cfg.workdir = "/app".into();
+    cfg.env = virtlab_container::image::run::environment(&image);
+    cfg.stdio = virtlab_container::Stdio::Capture;
+    let out = virtlab_container::run(&cfg).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.exit_code(), 0, "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.rootfs_idmapped, "the layers were not idmapped: {:?}", out.warnings);
+    assert_eq!(
+        stdout,
+        "hello from the top layer\ndeleted\n0\n0 /bin/busybox\n0 /made\n/app\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What the container wrote is in its own layer, owned by container
+    // root's host id (never host root); its deletion of a lower file is a
+    // whiteout there.
+    let upper = prepared.layers.upper();
+    let made = fs::metadata(upper.join("made")).unwrap();
+    let container_root = virtlab_container::idmap::IdRanges::lookup().uid.start;
+    assert_ne!(container_root, 0);
+    assert_eq!((made.uid(), fs::read_to_string(upper.join("made")).unwrap().as_str()), (container_root, "made\n"));
+    let gone = fs::symlink_metadata(upper.join("app/hello")).unwrap();
+    assert!(gone.file_type().is_char_device() && gone.rdev() == 0, "no whiteout for the deleted file");
+    // The image's layers are as they were.
+    let layers = store.layer_dirs(&image).unwrap();
+    assert_eq!(fs::read_to_string(layers[1].join("app/hello")).unwrap(), "hello from the top layer\n");
+    assert!(!layers[0].join("made").exists() && !layers[1].join("made").exists());
+    drop(prepared);
+    assert_eq!(dir_count(store.root().join("tmp")), 0, "the container's layer was not removed");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&store.root().display().to_string()), "a mount was left behind");
+}

@@ -96,7 +96,10 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>, ImageError> {
         None => return Err(bad(1, "there is no FROM")),
     }
     if let Some(second) = out.iter().filter(|i| matches!(i.kind, Kind::From { .. })).nth(1) {
-        return Err(bad(second.line, "a second FROM starts a multi-stage build, which virtlab does not build; use one FROM"));
+        return Err(bad(
+            second.line,
+            "a second FROM starts a multi-stage build, which virtlab does not build; use one FROM",
+        ));
     }
     Ok(out)
 }
@@ -207,7 +210,9 @@ fn instruction(line: usize, text: &str, escape: char) -> Result<Instruction, Ima
 }
 
 fn valid_name(line: usize, name: &str) -> Result<String, ImageError> {
-    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.starts_with(|c: char| c.is_ascii_digit());
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
     if ok {
         Ok(name.to_string())
     } else {
@@ -275,8 +280,11 @@ fn words(line: usize, args: &str, escape: char) -> Result<Vec<String>, ImageErro
     Ok(out)
 }
 
+/// `--flag=value` pairs.
+type Flags = Vec<(String, String)>;
+
 /// `--flag=value` words first, then the rest.
-fn split_flags(line: usize, args: &str, escape: char) -> Result<(Vec<(String, String)>, Vec<String>), ImageError> {
+fn split_flags(line: usize, args: &str, escape: char) -> Result<(Flags, Vec<String>), ImageError> {
     let all = words(line, args, escape)?;
     let mut flags = Vec::new();
     let mut rest = Vec::new();
@@ -299,7 +307,12 @@ fn copy(line: usize, keyword: &str, args: &str, escape: char) -> Result<Kind, Im
         match flag.as_str() {
             "chown" => chown = Some(value),
             "chmod" => chmod = Some(value),
-            "from" => return Err(bad(line, format!("{keyword} --from needs a multi-stage build, which virtlab does not build"))),
+            "from" => {
+                return Err(bad(
+                    line,
+                    format!("{keyword} --from needs a multi-stage build, which virtlab does not build"),
+                ))
+            }
             other => return Err(bad(line, format!("{keyword} --{other} is not supported"))),
         }
     }
@@ -316,7 +329,10 @@ fn copy(line: usize, keyword: &str, args: &str, escape: char) -> Result<Kind, Im
     let add = keyword == "ADD";
     if add {
         if let Some(url) = sources.iter().find(|s| s.contains("://")) {
-            return Err(bad(line, format!("ADD {url}: this machine has no network; download the file into the build context and COPY it")));
+            return Err(bad(
+                line,
+                format!("ADD {url}: this machine has no network; download the file into the build context and COPY it"),
+            ));
         }
     }
     Ok(Kind::Copy { sources: sources.to_vec(), dest: dest.clone(), chown, chmod, add })
@@ -326,7 +342,8 @@ fn pairs(line: usize, keyword: &str, args: &str, escape: char) -> Result<Vec<(St
     let words = words(line, args, escape)?;
     if !words[0].contains('=') {
         // The old form: `ENV NAME the rest is the value`.
-        let (name, value) = args.split_once(char::is_whitespace).ok_or_else(|| bad(line, format!("{keyword} takes NAME=VALUE")))?;
+        let (name, value) =
+            args.split_once(char::is_whitespace).ok_or_else(|| bad(line, format!("{keyword} takes NAME=VALUE")))?;
         let value = words_joined(line, value.trim(), escape)?;
         return Ok(vec![(name.to_string(), value)]);
     }
@@ -429,7 +446,13 @@ mod tests {
                 Kind::Env(vec![("A".into(), "1".into()), ("B".into(), "two words".into()), ("C".into(), "x y".into())]),
                 Kind::Env(vec![("OLD".into(), "the old form".into())]),
                 Kind::Label(vec![("course".into(), "virtlab".into()), ("version".into(), "1".into())]),
-                Kind::Copy { sources: vec!["a".into(), "b".into()], dest: "/dst/".into(), chown: Some("1:2".into()), chmod: None, add: false },
+                Kind::Copy {
+                    sources: vec!["a".into(), "b".into()],
+                    dest: "/dst/".into(),
+                    chown: Some("1:2".into()),
+                    chmod: None,
+                    add: false
+                },
                 Kind::Copy { sources: vec!["x y".into()], dest: "/z".into(), chown: None, chmod: None, add: true },
                 Kind::Workdir("/app".into()),
                 Kind::User("1000:1000".into()),
@@ -467,7 +490,11 @@ mod tests {
 
     #[test]
     fn variables_expand_as_docker_expands_them() {
-        let vars: BTreeMap<String, String> = [("A".to_string(), "1".to_string()), ("EMPTY".to_string(), String::new())].into_iter().collect();
-        assert_eq!(expand("$A ${A} ${A}x $B|${B:-dflt}|${EMPTY:-e}|${A:+set}|${B:+unset}| \\$A $", &vars, '\\'), "1 1 1x |dflt|e|set|| $A $");
+        let vars: BTreeMap<String, String> =
+            [("A".to_string(), "1".to_string()), ("EMPTY".to_string(), String::new())].into_iter().collect();
+        assert_eq!(
+            expand("$A ${A} ${A}x $B|${B:-dflt}|${EMPTY:-e}|${A:+set}|${B:+unset}| \\$A $", &vars, '\\'),
+            "1 1 1x |dflt|e|set|| $A $"
+        );
     }
 }

@@ -14,6 +14,8 @@
 //! - [`import`]: a root file system (a directory or a tar) as a one-layer image;
 //! - [`archive`]: `image save` and `image load`, as OCI archives;
 //! - [`inspect`]: `image history`, `image inspect` (with `--format`), `system df`;
+//! - [`run`]: a container's file system and command from an image;
+//! - [`dockerfile`]: the Dockerfile subset the builder understands;
 //! - [`reference`]: image names (`busybox`, `docker.io/library/debian:latest`).
 
 pub mod archive;
@@ -23,6 +25,7 @@ pub mod import;
 pub mod inspect;
 pub mod layer;
 pub mod reference;
+pub mod run;
 pub mod store;
 pub mod template;
 pub mod time;
@@ -59,6 +62,8 @@ pub enum ImageError {
     NoRegistry { name: String, registry: String },
     #[error("{0}")]
     Template(String),
+    #[error("the image has no command (no CMD or ENTRYPOINT): give one after the image name, e.g. `virtlab container run IMAGE /bin/sh`")]
+    NoCommand,
     #[error("Dockerfile line {line}: {reason}")]
     Dockerfile { line: usize, reason: String },
 }

@@ -414,7 +414,10 @@ impl Store {
         let work = self.temp_dir("relayer")?;
         let blob = self.blob_path(&l.packed.digest);
         let again = self.prepare_layer(l.packed.clone(), blob, &work)?;
-        let dir = again.unpacked.ok_or_else(|| ImageError::Corrupt { what: format!("layer sha256:{}", l.packed.diff_id), reason: "it vanished while being installed".into() })?;
+        let dir = again.unpacked.ok_or_else(|| ImageError::Corrupt {
+            what: format!("layer sha256:{}", l.packed.diff_id),
+            reason: "it vanished while being installed".into(),
+        })?;
         fs::rename(&dir, &dest).map_err(io_err(format!("move {} into the store", dir.display())))
     }
 

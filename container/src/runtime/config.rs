@@ -308,6 +308,11 @@ pub struct ContainerConfig {
     /// `virtlab` entries of /etc/subuid and /etc/subgid, else the built-in
     /// range, see [`crate::runtime::idmap`]).
     pub id_ranges: Option<crate::runtime::idmap::IdRanges>,
+    /// An image's layers to stack with overlayfs as the root file system
+    /// (needs the mount namespace). The stack is attached at `rootfs`
+    /// (an empty directory) inside the container's mount namespace, so it
+    /// never appears on the host.
+    pub layers: Option<crate::runtime::overlay::LayeredRootfs>,
 }
 
 impl ContainerConfig {
@@ -333,6 +338,7 @@ impl ContainerConfig {
             cgroup_root: PathBuf::from(crate::runtime::cgroup::DEFAULT_ROOT),
             seccomp: true,
             id_ranges: None,
+            layers: None,
         }
     }
 }

@@ -28,7 +28,12 @@
 //! as `nobody` inside: readable and runnable where their mode allows it,
 //! not writable by container root.
 
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use nix::errno::Errno;
 
 /// The first host id of the built-in range (2^30).
 pub const DEFAULT_START: u32 = 1 << 30;
@@ -110,6 +115,53 @@ pub fn parse_subid(text: &str, user: &str) -> Option<IdRange> {
         let fits = count > 0 && start > 0 && start.checked_add(count).is_some();
         fits.then_some(IdRange { start, count: count.min(DEFAULT_COUNT) })
     })
+}
+
+/// A detached copy of the mount tree at `path`, idmapped through the user
+/// namespace `userns` (whose maps are written): through it a file owned by
+/// host uid 0 appears owned by container root, and a file container root
+/// creates is stored as uid 0. Also `nodev`: a device node planted there
+/// opens nothing. The child attaches it with move_mount(2).
+pub(crate) fn idmapped_tree(path: &Path, userns: &OwnedFd) -> Result<OwnedFd, Errno> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    /// `struct mount_attr` (mount_setattr(2)).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE;
+    // SAFETY: open_tree(2) with a NUL-terminated path and integer flags.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    let tree = Errno::result(tree)?;
+    // SAFETY: open_tree returned a new fd owned by nobody else.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr(2) on the tree fd with an empty path, reading
+    // `size_of::<MountAttr>()` bytes of the live struct above.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH as libc::c_uint) | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(r)?;
+    Ok(tree)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod config;
 pub mod devices;
 pub mod idmap;
 pub mod launch;
+pub mod overlay;
 pub mod plan;
 pub mod rootfs;
 pub mod seccomp;

@@ -15,6 +15,7 @@ use nix::sys::stat::Mode;
 use super::error::LaunchError;
 use crate::runtime::config::{ConfigError, ContainerConfig};
 use crate::runtime::idmap::IdRanges;
+use crate::runtime::overlay;
 use crate::runtime::plan::{command_paths, environment};
 
 /// What the checks found out.
@@ -69,10 +70,21 @@ fn check_rootfs_and_command(cfg: &ContainerConfig) -> Result<PathBuf, LaunchErro
         return Err(LaunchError::RootfsNotDir { path: cfg.rootfs.clone() });
     }
     let rootfs = fs::canonicalize(&cfg.rootfs).map_err(|_| LaunchError::RootfsMissing { path: cfg.rootfs.clone() })?;
-    let root_dir = open(&rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|_| LaunchError::RootfsMissing { path: cfg.rootfs.clone() })?;
-    // SAFETY: open(2) returned a new fd owned by nobody else.
-    let root_dir = unsafe { OwnedFd::from_raw_fd(root_dir) };
+    let root_dir = match &cfg.layers {
+        // The command is looked up in the stack the container will see.
+        Some(layers) => {
+            if !cfg.namespaces.mnt {
+                return Err(LaunchError::LayersNeedMnt);
+            }
+            overlay::mount(layers, None)?
+        }
+        None => {
+            let fd = open(&rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|_| LaunchError::RootfsMissing { path: cfg.rootfs.clone() })?;
+            // SAFETY: open(2) returned a new fd owned by nobody else.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        }
+    };
     let candidates = command_paths(cmd, &environment(cfg));
     let found = candidates.iter().find_map(|c| open_in_root(&root_dir, c, OFlag::O_PATH).ok().map(|f| (c, f)));
     let Some((inside, file)) = found else {

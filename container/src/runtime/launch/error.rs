@@ -71,6 +71,12 @@ pub enum LaunchError {
     /// Not root and no user namespace.
     #[error("creating namespaces needs root: run virtlab as root, or add `user` to --ns so that the other namespaces belong to a user namespace of your own")]
     NeedRoot,
+    /// An image's layers without a mount namespace to stack them in.
+    #[error("an image's layers are stacked with overlayfs inside the container's mount namespace: keep `mnt` in --ns")]
+    LayersNeedMnt,
+    /// The overlay of an image's layers could not be made.
+    #[error("cannot stack the image's layers with overlayfs (it needs root and Linux 5.2 or later; its layers and upper directory must be on a file system overlayfs accepts as layers)")]
+    Overlay(#[from] crate::runtime::overlay::OverlayError),
     /// Limits asked for without root.
     #[error("memory, CPU and pids limits need a cgroup, and creating one needs root: run virtlab as root, or drop --memory/--cpus/--pids")]
     LimitsNeedRoot,

@@ -97,9 +97,13 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
     if setup::join_v2(cfg, cgroup.as_ref(), pid)? {
         timeline.push(Stamp::now(Step::Cgroup, start_ns));
     }
-    let setup::UserNs { uid_map, gid_map, rootfs_tree, warning } = user_ns;
-    parent_end.send(ParentMsg::Go { rootfs_tree: rootfs_tree.as_ref().map(AsFd::as_fd) })?;
+    let setup::UserNs { uid_map, gid_map, mut rootfs_tree, warning } = user_ns;
     let rootfs_idmapped = rootfs_tree.is_some();
+    if let (Some(layers), None) = (&cfg.layers, &rootfs_tree) {
+        // No idmapping (no user namespace, or it failed): the plain stack.
+        rootfs_tree = Some(crate::runtime::overlay::mount(layers, None)?);
+    }
+    parent_end.send(ParentMsg::Go { rootfs_tree: rootfs_tree.as_ref().map(AsFd::as_fd) })?;
     drop(rootfs_tree);
 
     let (stdout, stderr) = (stdout.as_ref(), stderr.as_ref());

@@ -6,10 +6,9 @@
 //! the caller with a user namespace of its own).
 
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
@@ -18,7 +17,8 @@ use super::error::{sys_err, LaunchError};
 use super::narrate::narrate_parent;
 use crate::runtime::cgroup::{self, Cgroup};
 use crate::runtime::config::{ContainerConfig, Limits};
-use crate::runtime::idmap::IdRanges;
+use crate::runtime::idmap::{idmapped_tree, IdRanges};
+use crate::runtime::overlay;
 use crate::runtime::plan::Step;
 use crate::runtime::sentinel::Sentinel;
 
@@ -86,12 +86,12 @@ pub(super) fn map_user_ns(
         fs::write(&path, text).map_err(|source| LaunchError::Maps { path, source })?;
     }
     if id_ranges.is_some() && cfg.namespaces.mnt {
-        narrate_parent(
-            cfg,
-            Step::UserMaps,
-            "open_tree(rootfs, OPEN_TREE_CLONE); mount_setattr(MOUNT_ATTR_IDMAP, /proc/PID/ns/user): files owned by host root appear owned by container root",
-        );
-        match idmapped_tree(rootfs, pid) {
+        let how = match &cfg.layers {
+            Some(l) => overlay::describe(l, true),
+            None => "open_tree(rootfs, OPEN_TREE_CLONE); mount_setattr(MOUNT_ATTR_IDMAP, /proc/PID/ns/user): files owned by host root appear owned by container root".to_string(),
+        };
+        narrate_parent(cfg, Step::UserMaps, &how);
+        match idmapped_rootfs(cfg, rootfs, pid, id_ranges) {
             Ok(tree) => user_ns.rootfs_tree = Some(tree),
             Err(e) => user_ns.warning = Some(format!(
                 "the rootfs could not be given as an idmapped mount ({e}), so its files show as owned by nobody inside and container root cannot change them: idmapped mounts need Linux 5.12 or later and a file system that supports them (ext4, xfs, btrfs; tmpfs from 6.3, overlayfs from 5.19)"
@@ -103,55 +103,31 @@ pub(super) fn map_user_ns(
     Ok(user_ns)
 }
 
-/// A detached copy of the rootfs mount tree, idmapped through the user
-/// namespace of `pid` (whose maps are written): through it a file owned by
-/// host uid 0 appears owned by container root, and a file container root
-/// creates is stored as uid 0. Also `nodev`: a device node planted in the
-/// rootfs opens nothing. The child attaches it with move_mount(2).
-fn idmapped_tree(rootfs: &Path, pid: Pid) -> Result<OwnedFd, Errno> {
-    use std::os::unix::ffi::OsStrExt;
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
-    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-    /// `struct mount_attr` (mount_setattr(2)).
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let userns = open(format!("/proc/{pid}/ns/user").as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+/// The idmapped copy of the rootfs for the child of `pid`: the rootfs
+/// directory's mount tree, or, for an image, the overlay of its idmapped
+/// layers.
+fn idmapped_rootfs(
+    cfg: &ContainerConfig,
+    rootfs: &Path,
+    pid: Pid,
+    ranges: Option<IdRanges>,
+) -> Result<OwnedFd, String> {
+    let userns = open(format!("/proc/{pid}/ns/user").as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| e.to_string())?;
     // SAFETY: open(2) returned a new fd owned by nobody else.
     let userns = unsafe { OwnedFd::from_raw_fd(userns) };
-    let path = std::ffi::CString::new(rootfs.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE;
-    // SAFETY: open_tree(2) with a NUL-terminated path and integer flags.
-    let tree = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
-    let tree = Errno::result(tree)?;
-    // SAFETY: open_tree returned a new fd owned by nobody else.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: libc::MS_PRIVATE,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    // SAFETY: mount_setattr(2) on the tree fd with an empty path, reading
-    // `size_of::<MountAttr>()` bytes of the live struct above.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH as libc::c_uint) | AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    Errno::result(r)?;
-    Ok(tree)
+    match &cfg.layers {
+        Some(layers) => {
+            let r = ranges.unwrap_or_else(IdRanges::lookup);
+            let idmap = overlay::IdMapped {
+                userns: &userns,
+                root: (r.uid.start, r.gid.start),
+                count: r.uid.count.min(r.gid.count),
+            };
+            overlay::mount(layers, Some(idmap)).map_err(|e| e.to_string())
+        }
+        None => idmapped_tree(rootfs, &userns).map_err(|e| e.to_string()),
+    }
 }
 
 /// On cgroup v2 the launcher moves the child into its cgroup (on v1 the

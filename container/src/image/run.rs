@@ -1,0 +1,94 @@
+//! Running an image: its layers stacked under a fresh writable layer, and
+//! the command, environment, working directory and user its config gives,
+//! unless the command line says otherwise (as `docker run` does).
+
+use std::fs;
+use std::path::PathBuf;
+
+use super::store::{Image, Store, TempDir};
+use super::ImageError;
+use crate::runtime::overlay::LayeredRootfs;
+
+/// A container's file system from an image: the image's layers, top first,
+/// and a fresh directory for its writable layer, removed when this is
+/// dropped (a killed run's is removed by the next store command).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The stack, for [`crate::ContainerConfig::layers`].
+    pub layers: LayeredRootfs,
+    /// The empty directory the stack is attached at inside the container's
+    /// mount namespace, for [`crate::ContainerConfig::rootfs`].
+    pub mount_point: PathBuf,
+    _work: TempDir,
+}
+
+/// Prepares a fresh writable layer over `image`'s layers. `workdir`, if
+/// given, is made in it (Docker makes a missing working directory too).
+pub fn prepare(store: &Store, image: &Image, workdir: Option<&str>) -> Result<Prepared, ImageError> {
+    let mut lower = store.layer_dirs(image)?;
+    lower.reverse();
+    let work = store.temp_dir("container")?;
+    let mount_point = work.path().join("merged");
+    let upper = work.path().join("upper");
+    for dir in [&mount_point, &upper, &work.path().join("work")] {
+        fs::create_dir_all(dir).map_err(|e| ImageError::Io { what: format!("create {}", dir.display()), source: e })?;
+    }
+    if let Some(w) = workdir.map(|w| w.trim_start_matches('/')).filter(|w| !w.is_empty()) {
+        if w.split('/').any(|c| c == "..") {
+            return Err(ImageError::Corrupt {
+                what: "the working directory".into(),
+                reason: format!("{w:?} climbs out of the root"),
+            });
+        }
+        // Only where no layer has it: an upper directory over a lower one
+        // would be an empty copy-up, harmless but not needed.
+        if !lower.iter().any(|l| l.join(w).is_dir()) {
+            fs::create_dir_all(upper.join(w))
+                .map_err(|e| ImageError::Io { what: format!("create the working directory {w}"), source: e })?;
+        }
+    }
+    if lower.is_empty() {
+        // overlayfs needs a lower layer: an image made FROM scratch with no
+        // layer yet stands on an empty one.
+        let empty = work.path().join("empty");
+        fs::create_dir_all(&empty).map_err(|e| ImageError::Io { what: "create an empty layer".into(), source: e })?;
+        lower.push(empty);
+    }
+    let layers = LayeredRootfs { lower, dir: work.path().to_path_buf() };
+    Ok(Prepared { layers, mount_point, _work: work })
+}
+
+/// The command a container of `image` runs: the entrypoint (the image's,
+/// or `entrypoint` if given) followed by `cmd` if given, else the image's
+/// CMD, as Docker combines them.
+pub fn command(image: &Image, entrypoint: Option<Vec<String>>, cmd: &[String]) -> Result<Vec<String>, ImageError> {
+    let config = image.config.config().clone().unwrap_or_default();
+    let mut argv = entrypoint.unwrap_or_else(|| config.entrypoint().clone().unwrap_or_default());
+    if cmd.is_empty() {
+        argv.extend(config.cmd().clone().unwrap_or_default());
+    } else {
+        argv.extend(cmd.iter().cloned());
+    }
+    if argv.is_empty() {
+        return Err(ImageError::NoCommand);
+    }
+    Ok(argv)
+}
+
+/// The image's environment (`ENV`), as pairs.
+pub fn environment(image: &Image) -> Vec<(String, String)> {
+    let env = image.config.config().as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
+    env.iter()
+        .map(|e| e.split_once('=').map_or((e.clone(), String::new()), |(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+/// The image's working directory (`WORKDIR`), if it sets one.
+pub fn workdir(image: &Image) -> Option<String> {
+    image.config.config().as_ref().and_then(|c| c.working_dir().clone()).filter(|w| !w.is_empty())
+}
+
+/// The image's user (`USER`), if it sets one.
+pub fn user(image: &Image) -> Option<String> {
+    image.config.config().as_ref().and_then(|c| c.user().clone()).filter(|u| !u.is_empty())
+}
