@@ -3,19 +3,23 @@
 //! statistics, a table, explanations tied to the course notes, JSON, CSV
 //! and SVG charts.
 //!
-//! - [`env`]: the environments and how one run in each is launched.
+//! - [`launch`]: what every launch shares: environments, workloads, samples.
+//! - [`env`](mod@env): how one run in each of our own environments is launched.
+//! - [`process`]: waiting on child processes with a timeout.
 //! - [`host`]: what machine this is (KVM, nesting, cgroups, CPU).
 //! - [`stats`]: medians and spreads.
 //! - [`report`]: the comparison itself, its table and its claims.
-//! - [`svg`](crate::svg): charts.
+//! - [`svg`](mod@svg): charts.
 //! - [`scale`]: many instances at once.
 //! - [`peers`]: QEMU, bubblewrap, runc and crun on the same workload.
 //! - [`memory`]: one memory measure for every row, a cgroup's peak.
 
 pub mod env;
 pub mod host;
+pub mod launch;
 pub mod memory;
 pub mod peers;
+pub mod process;
 pub mod report;
 pub mod scale;
 pub mod stats;

@@ -19,34 +19,12 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use virtlab_container::cgroup::{self, Cgroup};
 
-use crate::env::{Context, Env, Workload};
-
-/// How a row's "memory per instance" was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MemoryMethod {
-    /// The peak of a fresh memory cgroup around the one process (and its
-    /// children): native, container, QEMU, our VMM as a `virtlab vm run`.
-    CgroupPeak,
-    /// Guest pages touched plus the VMM process's own memory (peak RSS
-    /// minus guest pages, measured once): our in-process VMs when no
-    /// cgroup run was possible, and always `vm-linux` (one more Linux boot
-    /// would cost minutes on a nested host).
-    Estimate,
-}
-
-impl MemoryMethod {
-    /// The name in JSON and CSV.
-    pub fn name(self) -> &'static str {
-        match self {
-            MemoryMethod::CgroupPeak => "cgroup-peak",
-            MemoryMethod::Estimate => "estimate",
-        }
-    }
-}
+use crate::launch::{Context, Env, Workload};
+// Its home before the launch vocabulary had one; the path keeps working.
+pub use crate::launch::MemoryMethod;
+use crate::process::wait_child;
 
 /// A fresh cgroup (no limits) for one process, removed when dropped, on
 /// every path.
@@ -119,7 +97,7 @@ pub fn peak_of(mut cmd: Command, what: &str, timeout: Duration) -> Result<u64, S
     let child = cmd.spawn().map_err(|e| format!("cannot start {what}: {e}"))?;
     // Dropping `cmd` closes the parent's copies of the cgroup files.
     drop(cmd);
-    let status = crate::env::wait_child(child.id() as libc::pid_t, t0, timeout)?;
+    let status = wait_child(child.id() as libc::pid_t, t0, timeout)?;
     let peak = cg.peak();
     let removed = cg.remove();
     if status != 0 {
@@ -167,12 +145,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn method_names() {
-        assert_eq!(serde_json::to_value(MemoryMethod::CgroupPeak).unwrap(), "cgroup-peak");
-        assert_eq!(serde_json::to_value(MemoryMethod::Estimate).unwrap(), MemoryMethod::Estimate.name());
-    }
-
-    #[test]
     fn our_vmm_as_a_process() {
         let w = Workload { mode: "cpu".into(), arg: Some(1000) };
         let c = vm_mini_command(Path::new("/bin/virtlab"), Env::VmMiniPv, &w, Duration::from_secs(60)).unwrap();
@@ -185,7 +157,7 @@ mod tests {
     /// cgroup, and the cgroup is gone afterwards.
     #[test]
     fn a_process_peak_is_its_own() {
-        if !crate::env::is_root() {
+        if !crate::process::is_root() {
             if std::env::var("VIRTLAB_REQUIRE_ROOT").as_deref() == Ok("1") {
                 panic!("root is required (VIRTLAB_REQUIRE_ROOT=1)");
             }

@@ -29,8 +29,11 @@ use std::time::{Duration, Instant};
 
 use virtlab_vmm::linux::{compose_cmdline, initramfs, HostQuirks};
 
-use crate::env::{Context, Env, Phase, Sample, Workload};
-use crate::memory::{MemoryMethod, ProcessCgroup};
+use crate::launch::{
+    empty_sample, read_output, ready_line_completed, Context, Env, MemoryMethod, Phase, Sample, Workload,
+};
+use crate::memory::ProcessCgroup;
+use crate::process::{is_root, poll_in};
 
 /// Guest RAM of the Linux peers: the same as `vm-linux`.
 pub const LINUX_MEM: &str = "128M";
@@ -65,7 +68,7 @@ pub fn unavailable(env: Env, host_kvm: bool, cgroup_mode: Option<&str>) -> Optio
              virtlab's launcher and runc handle it"
                 .into(),
         ),
-        Env::Runc | Env::Crun | Env::Bwrap if !crate::env::is_root() => Some("needs root".into()),
+        Env::Runc | Env::Crun | Env::Bwrap if !is_root() => Some("needs root".into()),
         _ => None,
     }
 }
@@ -210,7 +213,7 @@ pub fn launch(env: Env, workload: &Workload, ctx: &Context) -> Result<Sample, St
     };
     // QEMU: a memory cgroup of its own (root only), joined before exec, and
     // killed by the kernel if the harness dies first.
-    let cgroup = if env.is_qemu() && crate::env::is_root() { Some(ProcessCgroup::create(env.name())?) } else { None };
+    let cgroup = if env.is_qemu() && is_root() { Some(ProcessCgroup::create(env.name())?) } else { None };
     if let Some(cg) = &cgroup {
         cg.join_on_exec(&mut cmd)?;
     }
@@ -228,7 +231,7 @@ pub fn launch(env: Env, workload: &Workload, ctx: &Context) -> Result<Sample, St
     drop(cmd);
     let mut child = Reaper { child, reaped: false };
     let stderr = StderrWatch::start(child.child.stderr.take());
-    let mut s = crate::env::empty_sample(workload);
+    let mut s = empty_sample(workload);
     s.env = env;
     let deadline = t0 + timeout;
     let too_long = || format!("{} did not finish within {timeout:?}", env.name());
@@ -250,7 +253,7 @@ pub fn launch(env: Env, workload: &Workload, ctx: &Context) -> Result<Sample, St
                 child.kill();
                 return Err(too_long());
             }
-            if !crate::env::poll_in(fd, left.min(Duration::from_millis(10))) {
+            if !poll_in(fd, left.min(Duration::from_millis(10))) {
                 continue;
             }
             let n = match out.read(&mut chunk) {
@@ -263,7 +266,7 @@ pub fn launch(env: Env, workload: &Workload, ctx: &Context) -> Result<Sample, St
             }
             let old = output.len();
             output.extend_from_slice(&chunk[..n]);
-            if s.startup_us.is_none() && crate::env::ready_line_completed(&output, old) {
+            if s.startup_us.is_none() && ready_line_completed(&output, old) {
                 s.startup_us = Some(t0.elapsed().as_secs_f64() * 1e6);
             }
         }
@@ -306,7 +309,7 @@ pub fn launch(env: Env, workload: &Workload, ctx: &Context) -> Result<Sample, St
     }
     s.phases.push(Phase { name: "exit".into(), at_us: s.total_us });
     let output = String::from_utf8_lossy(&output);
-    crate::env::read_output(&mut s, &output, workload).map_err(|e| {
+    read_output(&mut s, &output, workload).map_err(|e| {
         format!("{e}{}", if stderr.is_empty() { String::new() } else { format!(" ({})", last_line(&stderr)) })
     })?;
     Ok(s)

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::env::{launch, Context, Env, Workload};
+use crate::env::launch;
+use crate::launch::{Context, Env, Workload};
 
 /// N instances of one environment, started together.
 #[derive(Debug, Clone, Serialize)]

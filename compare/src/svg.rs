@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::env::Env;
+use crate::launch::Env;
 use crate::report::{fmt_us, CompareReport};
 
 const W: f64 = 860.0;

@@ -194,19 +194,11 @@ fn qemu_or_skip(test: &str) -> bool {
     ok
 }
 
-/// Whether a Linux guest kernel is available; if not, a loud skip, or a
-/// failure under VIRTLAB_REQUIRE_LINUX=1.
+/// Whether a Linux guest kernel (any) is available; if not, a loud skip,
+/// or a failure under VIRTLAB_REQUIRE_LINUX=1.
 fn linux_kernel_or_skip(test: &str) -> bool {
-    match virtlab_vmm::linux::provision::locate(None) {
-        Ok(_) => true,
-        Err(e) => {
-            if must("VIRTLAB_REQUIRE_LINUX") {
-                panic!("{test}: a Linux guest kernel is required (VIRTLAB_REQUIRE_LINUX=1): {e}");
-            }
-            eprintln!("SKIPPED {test}: no Linux guest kernel ({e}); run scripts/guest-kernel.sh");
-            false
-        }
-    }
+    use virtlab_vmm::linux::provision::{test_kernel_or_skip, Origin};
+    test_kernel_or_skip(test, &Origin::ALL).is_some()
 }
 
 fn kvm_or_skip(test: &str) -> bool {
@@ -259,6 +251,11 @@ fn compare_json(args: &[&str]) -> (Option<i32>, serde_json::Value, String, u32, 
     (out.status.code(), report, stderr, pid, took)
 }
 
+/// [`compare_json`] of one `ready` run, without warm-up, in `envs`.
+fn ready_once(envs: &str) -> (Option<i32>, serde_json::Value, String, u32, std::time::Duration) {
+    compare_json(&["--env", envs, "--workload", "ready", "--runs", "1", "--warmup", "0"])
+}
+
 /// Nothing of run `pid` left behind: its initramfs file, and any process
 /// whose command line names it (a QEMU).
 fn assert_nothing_left(pid: u32) {
@@ -284,8 +281,7 @@ fn qemu_tcg_boots_the_same_linux_guest() {
     if !qemu_or_skip(test) || !linux_kernel_or_skip(test) {
         return;
     }
-    let (code, report, stderr, pid, _) =
-        compare_json(&["--env", "qemu-tcg-linux", "--workload", "ready", "--runs", "1", "--warmup", "0"]);
+    let (code, report, stderr, pid, _) = ready_once("qemu-tcg-linux");
     assert_eq!(code, Some(0), "{stderr}");
     let r = row(&report, "qemu-tcg-linux", "ready").unwrap_or_else(|| panic!("no qemu-tcg-linux row: {stderr}"));
     assert!(r["startup_us"]["median"].as_f64().unwrap() > 0.0, "{r}");
@@ -300,8 +296,7 @@ fn qemu_kvm_boots_the_linux_guest_or_fails_fast_saying_why() {
     if !qemu_or_skip(test) || !kvm_or_skip(test) || !linux_kernel_or_skip(test) {
         return;
     }
-    let (code, report, stderr, pid, took) =
-        compare_json(&["--env", "qemu-microvm-linux", "--workload", "ready", "--runs", "1", "--warmup", "0"]);
+    let (code, report, stderr, pid, took) = ready_once("qemu-microvm-linux");
     assert_nothing_left(pid);
     match row(&report, "qemu-microvm-linux", "ready") {
         Some(r) => {
@@ -345,8 +340,7 @@ fn every_vm_row_measures_memory_in_a_cgroup() {
     if !root_or_skip(test) || !kvm_or_skip(test) || !qemu_or_skip(test) {
         return;
     }
-    let (code, report, stderr, _, _) =
-        compare_json(&["--env", "vm-mini-pv,qemu-microvm", "--workload", "ready", "--runs", "1", "--warmup", "0"]);
+    let (code, report, stderr, _, _) = ready_once("vm-mini-pv,qemu-microvm");
     assert_eq!(code, Some(0), "{stderr}");
     for env in ["vm-mini-pv", "qemu-microvm"] {
         let r = row(&report, env, "ready").unwrap_or_else(|| panic!("no {env} row: {stderr}"));

@@ -7,20 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-fn kvm_or_skip(test: &str) -> bool {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("VIRTLAB_REQUIRE_KVM").as_deref() == Ok("1") {
-                panic!("{test}: /dev/kvm is required (VIRTLAB_REQUIRE_KVM=1) but cannot be opened: {e}");
-            }
-            eprintln!(
-                "SKIPPED {test}: /dev/kvm cannot be opened ({e}); set VIRTLAB_REQUIRE_KVM=1 to make this a failure"
-            );
-            false
-        }
-    }
-}
+use virtlab_vmm::probe::kvm_or_skip;
 
 fn virtlab(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_virtlab")).args(args).stdin(Stdio::null()).output().unwrap()
@@ -295,19 +282,8 @@ fn bad_elf_files_get_their_own_error() {
 /// The minimal guest kernel, or None after a loud skip (a failure under
 /// VIRTLAB_REQUIRE_LINUX=1).
 fn linux_kernel_or_skip(test: &str) -> Option<std::path::PathBuf> {
-    use virtlab_vmm::linux::provision::{locate, Origin};
-    let why = match locate(None) {
-        Ok(k) if k.origin == Origin::Minimal => return Some(k.path),
-        Ok(k) => format!("only {} is available ({:?}), not the minimal kernel", k.path.display(), k.origin),
-        Err(e) => e.to_string(),
-    };
-    if std::env::var("VIRTLAB_REQUIRE_LINUX").as_deref() == Ok("1") {
-        panic!("{test}: VIRTLAB_REQUIRE_LINUX=1 but {why}");
-    }
-    eprintln!(
-        "SKIPPED {test}: {why}; run scripts/guest-kernel.sh, or set VIRTLAB_REQUIRE_LINUX=1 to make this a failure"
-    );
-    None
+    use virtlab_vmm::linux::provision::{test_kernel_or_skip, Origin};
+    test_kernel_or_skip(test, &[Origin::Minimal])
 }
 
 /// A pseudo-terminal: (master, slave).

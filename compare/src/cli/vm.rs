@@ -116,7 +116,7 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
         ConsoleArg::Uart => ConsoleKind::Uart,
         ConsoleArg::Pv => ConsoleKind::Pv,
     };
-    let words = if args.workload.is_empty() { vec!["ready".to_string()] } else { args.workload.clone() };
+    let words = workload_words(&args);
     if words[0].contains('/') {
         // A regular, non-empty file no larger than guest memory: a FIFO
         // would block, /dev/zero never ends, and an empty file would pass
@@ -125,7 +125,7 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
         config.workload = input::read(&path, FileRole::Workload, config.mem_size)?;
         config.argv = words;
     } else {
-        if !virtlab_workload::MODES.contains(&words[0].as_str()) && !["fault", "spin"].contains(&words[0].as_str()) {
+        if !is_builtin_mode(&words[0]) {
             anyhow::bail!(
                 "unknown workload mode {:?}; use one of {} (or a path to an executable, e.g. ./prog)",
                 words[0],
@@ -135,17 +135,14 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
         config.argv.extend(words);
     }
 
-    let sink = if args.json { ConsoleSink::Capture } else { ConsoleSink::Stdout };
-    let mut narrator = Narrator { explain: args.explain || args.step, step: args.step, n: 0, stdin_open: true };
+    let (sink, mut narrator) = console_and_narrator(&args);
     if narrator.step && !std::io::stdin().is_terminal() {
         eprintln!("virtlab: --step: standard input is not a terminal: each step waits for a line from it");
     }
     let report = virtlab_vmm::run(&config, sink, &mut narrator).context("the VM could not run")?;
 
     if args.json {
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, &report).context("cannot write JSON")?;
-        writeln!(out)?;
+        print_json(&report)?;
     }
     if args.timings {
         eprint!("{}", timings_table(&report, true));
@@ -159,6 +156,38 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
         eprintln!("{}", syscall_story(&report));
     }
     Ok(report.exit_status.clamp(0, 255) as u8)
+}
+
+/// The words after `--`: the workload and its arguments, `ready` when
+/// none are given.
+fn workload_words(args: &VmRunArgs) -> Vec<String> {
+    if args.workload.is_empty() {
+        vec!["ready".to_string()]
+    } else {
+        args.workload.clone()
+    }
+}
+
+/// Whether `word` names a mode of the built-in workload (or one of its
+/// test modes, `fault` and `spin`) rather than a program.
+fn is_builtin_mode(word: &str) -> bool {
+    virtlab_workload::MODES.contains(&word) || ["fault", "spin"].contains(&word)
+}
+
+/// Where the guest's console goes (into the JSON report with `--json`,
+/// else to standard output) and who narrates the steps (`--explain`,
+/// `--step`): alike for the minikernel and Linux.
+fn console_and_narrator(args: &VmRunArgs) -> (ConsoleSink, Narrator) {
+    let sink = if args.json { ConsoleSink::Capture } else { ConsoleSink::Stdout };
+    (sink, Narrator { explain: args.explain || args.step, step: args.step, n: 0, stdin_open: true })
+}
+
+/// Prints a run's report on standard output as JSON (`--json`).
+fn print_json(report: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, report).context("cannot write JSON")?;
+    writeln!(out)?;
+    Ok(())
 }
 
 /// How the guest's system calls reached its kernel, in plain words.
@@ -208,12 +237,12 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
             choice.path
         }
     };
-    let words = if args.workload.is_empty() { vec!["ready".to_string()] } else { args.workload.clone() };
+    let words = workload_words(&args);
     // A workload mode runs the built-in workload; anything else is a path
     // inside the guest (from --rootfs or --initrd).
     let program = if words[0].contains('/') {
         words
-    } else if virtlab_workload::MODES.contains(&words[0].as_str()) || ["fault", "spin"].contains(&words[0].as_str()) {
+    } else if is_builtin_mode(&words[0]) {
         std::iter::once(virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string()).chain(words).collect()
     } else {
         anyhow::bail!(
@@ -237,8 +266,7 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
         timeout: (!timeout.is_zero()).then_some(timeout),
         interactive: args.interactive,
     };
-    let sink = if args.json { ConsoleSink::Capture } else { ConsoleSink::Stdout };
-    let mut narrator = Narrator { explain: args.explain || args.step, step: args.step, n: 0, stdin_open: true };
+    let (sink, mut narrator) = console_and_narrator(&args);
     if narrator.explain {
         let q = virtlab_vmm::linux::HostQuirks::probe();
         eprintln!("virtlab: host work-arounds {}: {}", if q.active { "on" } else { "off" }, q.reason);
@@ -250,9 +278,7 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
     }
     let report = virtlab_vmm::run_linux(&config, sink, &mut narrator).context("the Linux VM could not run")?;
     if args.json {
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, &report).context("cannot write JSON")?;
-        writeln!(out)?;
+        print_json(&report)?;
     }
     if args.timings {
         eprint!("{}", timings_table(&report.run, false));
