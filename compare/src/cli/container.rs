@@ -28,7 +28,15 @@ pub enum ContainerCommand {
     /// option, --timeout 0). With --json, an error from virtlab is a JSON
     /// object on stdout too: {"error": "...", "exit_code": N}.
     ///
+    /// With an IMAGE (from `virtlab image import`, `load` or `build`), its
+    /// layers are stacked with overlayfs under a fresh writable layer of the
+    /// container's own (removed when it exits), and the image's config gives
+    /// the command, environment, working directory and user, unless the
+    /// command line overrides them.
+    ///
     /// Examples:
+    ///   virtlab container run busybox echo hello
+    ///   virtlab container run -it busybox sh
     ///   virtlab container run --timings -- /virtlab-workload ready
     ///   virtlab container run --memory 32M -- /virtlab-workload mem 256
     ///   virtlab container run --ns uts,mnt --explain -- hostname
@@ -94,8 +102,16 @@ pub struct RunArgs {
     /// the command's output is captured into it. On an error: {"error": ..., "exit_code": ...}
     #[arg(long)]
     json: bool,
+    /// Image store directory, for an IMAGE [default: $VIRTLAB_ROOT, else /var/lib/virtlab]
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// The image to run (a name or ID from `virtlab image ls`), then the
+    /// command to run instead of the image's CMD; without an image, the
+    /// built-in rootfs or --rootfs, and the command after `--`
+    #[arg(value_name = "IMAGE [CMD]", num_args = 0.., allow_hyphen_values = true)]
+    image_and_command: Vec<String>,
     /// The command and its arguments, after `--`
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -176,14 +192,64 @@ fn parse_namespaces(text: &str) -> anyhow::Result<Namespaces> {
     Ok(Namespaces::parse(text)?)
 }
 
-fn config_from(args: &RunArgs) -> anyhow::Result<ContainerConfig> {
-    let namespaces = parse_namespaces(&args.ns)?;
-    let builtin = args.rootfs.is_none();
-    let rootfs = match &args.rootfs {
-        Some(r) => r.clone(),
-        None => rootfs::default_rootfs().context("cannot prepare the built-in rootfs")?,
+/// What a run starts from: an image (its layers prepared, kept until the
+/// run is over) or a root file system directory.
+enum Source {
+    Image(Box<virtlab_container::image::Image>, virtlab_container::image::run::Prepared),
+    Dir { rootfs: PathBuf, builtin: bool },
+}
+
+/// The image named first on the command line, if any, and the command.
+fn source_and_command(args: &RunArgs) -> anyhow::Result<(Source, Vec<String>)> {
+    use virtlab_container::image::{run, Store};
+    let Some((image_name, rest)) = args.image_and_command.split_first() else {
+        if args.command.is_empty() {
+            anyhow::bail!("no command given: name an image (`virtlab container run busybox sh`), or put the command after `--` (`virtlab container run -- /virtlab-workload ready`)");
+        }
+        let builtin = args.rootfs.is_none();
+        let rootfs = match &args.rootfs {
+            Some(r) => r.clone(),
+            None => rootfs::default_rootfs().context("cannot prepare the built-in rootfs")?,
+        };
+        return Ok((Source::Dir { rootfs, builtin }, args.command.clone()));
     };
-    let mut cfg = ContainerConfig::new(rootfs, args.command.clone());
+    if args.rootfs.is_some() {
+        anyhow::bail!("give either an image ({image_name}) or --rootfs DIR, not both");
+    }
+    if !rest.is_empty() && !args.command.is_empty() {
+        anyhow::bail!("give the command after the image or after `--`, not both");
+    }
+    // `IMAGE -- CMD`: the `--` reaches us among the image's words.
+    let rest = rest.strip_prefix(&["--".to_string()][..]).unwrap_or(rest);
+    let cmd: Vec<String> = if rest.is_empty() { args.command.clone() } else { rest.to_vec() };
+    let store = Store::open(args.root.clone().unwrap_or_else(virtlab_container::image::default_root))?;
+    let image = store.resolve(image_name)?;
+    let argv = run::command(&image, None, &cmd)?;
+    let workdir = args.workdir.as_ref().map(|w| w.display().to_string()).or_else(|| run::workdir(&image));
+    let prepared = run::prepare(&store, &image, workdir.as_deref())?;
+    Ok((Source::Image(Box::new(image), prepared), argv))
+}
+
+fn config_from(args: &RunArgs, source: &Source, argv: Vec<String>) -> anyhow::Result<ContainerConfig> {
+    use virtlab_container::image::run;
+    let namespaces = parse_namespaces(&args.ns)?;
+    let (mut cfg, builtin) = match source {
+        Source::Dir { rootfs, builtin } => (ContainerConfig::new(rootfs, argv), *builtin),
+        Source::Image(image, prepared) => {
+            let mut cfg = ContainerConfig::new(&prepared.mount_point, argv);
+            cfg.layers = Some(prepared.layers.clone());
+            cfg.env = run::environment(image);
+            if let Some(w) = run::workdir(image) {
+                cfg.workdir = PathBuf::from(w);
+            }
+            if let Some(u) = run::user(image) {
+                cfg.user = Some(
+                    User::parse(&u).with_context(|| format!("the image's USER {u:?}: virtlab takes numeric users"))?,
+                );
+            }
+            (cfg, false)
+        }
+    };
     cfg.namespaces = namespaces;
     if let Some(h) = &args.hostname {
         if !namespaces.uts {
@@ -194,11 +260,17 @@ fn config_from(args: &RunArgs) -> anyhow::Result<ContainerConfig> {
     cfg.limits.memory = args.memory.as_deref().map(config::parse_memory).transpose()?;
     cfg.limits.cpus = args.cpus.as_deref().map(config::parse_cpus).transpose()?;
     cfg.limits.pids = args.pids.as_deref().map(config::parse_pids).transpose()?;
-    cfg.env = args.env.iter().map(|e| config::parse_env(e)).collect::<Result<_, _>>()?;
+    for e in &args.env {
+        let (k, v) = config::parse_env(e)?;
+        cfg.env.retain(|(ek, _)| *ek != k);
+        cfg.env.push((k, v));
+    }
     if let Some(w) = &args.workdir {
         cfg.workdir = w.clone();
     }
-    cfg.user = args.user.as_deref().map(User::parse).transpose()?;
+    if let Some(u) = args.user.as_deref() {
+        cfg.user = Some(User::parse(u)?);
+    }
     // The built-in rootfs is a shared cache: keep it read-only when we can.
     cfg.read_only = args.read_only || (builtin && namespaces.mnt);
     cfg.timeout = args.timeout;
@@ -234,7 +306,10 @@ fn json_error(e: &anyhow::Error, exit_code: u8) {
 }
 
 fn run_container(args: RunArgs) -> anyhow::Result<u8> {
-    let cfg = match config_from(&args) {
+    // The image's prepared layers live until the run is over.
+    let prepared =
+        source_and_command(&args).and_then(|(source, argv)| config_from(&args, &source, argv).map(|cfg| (source, cfg)));
+    let (_source, cfg) = match prepared {
         Ok(cfg) => cfg,
         Err(e) => {
             if args.json {

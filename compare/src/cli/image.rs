@@ -55,6 +55,15 @@ pub enum ImageCommand {
         #[arg(value_name = "NAME[:TAG]")]
         name: String,
     },
+    /// Build an image from a Dockerfile: each RUN in a container on the
+    /// layers so far, each COPY/ADD from the build context; a second build
+    /// of unchanged steps takes them from the cache (CACHED).
+    ///
+    /// Examples:
+    ///   virtlab image build -t course/app:v1 .
+    ///   virtlab image build -t app -f Dockerfile.dev --build-arg VERSION=2 ctx/
+    #[command(verbatim_doc_comment)]
+    Build(BuildArgs),
     /// List images: repository, tag, ID, when created, size.
     #[command(visible_alias = "list")]
     Ls(LsArgs),
@@ -129,6 +138,32 @@ pub enum ImageCommand {
         #[arg(value_name = "NAME[:TAG]")]
         name: String,
     },
+}
+
+/// `virtlab image build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The build context: the directory COPY and ADD read from
+    #[arg(value_name = "CONTEXT")]
+    context: PathBuf,
+    /// Name for the image [default: localhost/build:<id>]
+    #[arg(short, long, value_name = "NAME[:TAG]")]
+    tag: Option<String>,
+    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(short, long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Set a build argument (ARG), repeatable
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    build_args: Vec<String>,
+    /// Run every step, whatever the cache holds
+    #[arg(long)]
+    no_cache: bool,
+    /// Print only the image ID (RUN output is not shown)
+    #[arg(short, long)]
+    quiet: bool,
+    /// Explain each step: the layers stacked, the container that runs RUN
+    #[arg(long)]
+    explain: bool,
 }
 
 /// `virtlab image ls` (and `virtlab images`).
@@ -222,6 +257,7 @@ fn image_command(store: &StoreArgs, command: ImageCommand) -> anyhow::Result<u8>
             println!("sha256:{}", image.id);
             Ok(0)
         }
+        ImageCommand::Build(args) => build(&store, &args),
         ImageCommand::Ls(args) => ls(&store, &args),
         ImageCommand::History { image, no_trunc, quiet, format } => {
             history(&store, &image, no_trunc, quiet, format.as_deref())
@@ -553,6 +589,56 @@ fn df(store: &Store, verbose: bool, format: Option<&str>) -> anyhow::Result<u8> 
             })
             .collect();
         print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE"], &rows);
+    }
+    Ok(0)
+}
+
+fn build(store: &Store, args: &BuildArgs) -> anyhow::Result<u8> {
+    use virtlab_container::image::build::{self, BuildEvent, BuildOptions};
+    let mut build_args = std::collections::BTreeMap::new();
+    for a in &args.build_args {
+        let (k, v) = a.split_once('=').with_context(|| format!("--build-arg {a:?} has no '=': write NAME=VALUE"))?;
+        build_args.insert(k.to_string(), v.to_string());
+    }
+    let opts = BuildOptions {
+        dockerfile: args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile")),
+        context: args.context.clone(),
+        tag: args.tag.as_deref().map(str::parse).transpose()?,
+        build_args,
+        no_cache: args.no_cache,
+        stdio: if args.quiet { virtlab_container::Stdio::Capture } else { virtlab_container::Stdio::Tee },
+    };
+    let (quiet, explain) = (args.quiet, args.explain);
+    let started = std::time::Instant::now();
+    let mut progress = |e: BuildEvent<'_>| {
+        if quiet {
+            return;
+        }
+        match e {
+            BuildEvent::Step { n, total, text } => eprintln!("[{n}/{total}] {text}"),
+            BuildEvent::Cached => eprintln!("      CACHED"),
+            BuildEvent::Explain(what) if explain => eprintln!("      [explain] {what}"),
+            BuildEvent::Explain(_) => {}
+            BuildEvent::Done { seconds, layer_size } => match layer_size {
+                Some(size) => eprintln!("      DONE {seconds:.2}s, layer {}", human_size(size)),
+                None => eprintln!("      DONE {seconds:.2}s (config only, no layer)"),
+            },
+        }
+    };
+    let built = build::build(store, &opts, &mut progress)?;
+    if quiet {
+        println!("sha256:{}", built.image.id);
+    } else {
+        eprintln!(
+            "built sha256:{} in {:.2}s: {} layer steps, {} from the cache",
+            built.image.id,
+            started.elapsed().as_secs_f64(),
+            built.layer_steps,
+            built.cached
+        );
+        if let Some(n) = &built.image.name {
+            println!("Successfully tagged {n}");
+        }
     }
     Ok(0)
 }

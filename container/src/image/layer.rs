@@ -64,6 +64,28 @@ pub enum TreeKind {
     /// An overlayfs upper directory: its whiteouts (character devices 0/0)
     /// and opaque directories become OCI whiteouts.
     OverlayUpper,
+    /// The upper directory of a container that ran in a user namespace: as
+    /// `OverlayUpper`, and its files, owned by the container's host ids
+    /// (`start` is container root's), are stored with the container's own
+    /// ids, as a layer's files are.
+    ContainerUpper { uid_start: u32, gid_start: u32, count: u32 },
+}
+
+impl TreeKind {
+    fn overlay(self) -> bool {
+        self != TreeKind::Plain
+    }
+
+    /// The owner a layer records for a file owned by `uid`/`gid` here.
+    fn owner(self, uid: u32, gid: u32) -> (u32, u32) {
+        match self {
+            TreeKind::ContainerUpper { uid_start, gid_start, count } => {
+                let back = |id: u32, start: u32| if id >= start && id - start < count { id - start } else { id };
+                (back(uid, uid_start), back(gid, gid_start))
+            }
+            _ => (uid, gid),
+        }
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
@@ -137,19 +159,22 @@ impl<W: Write> Walker<'_, W> {
     fn entry(&mut self, path: &Path, rel: &Path, meta: &fs::Metadata) -> Result<(), ImageError> {
         let failed = io_err(format!("add {} to the layer", path.display()));
         let ft = meta.file_type();
-        if self.kind == TreeKind::OverlayUpper && ft.is_char_device() && meta.rdev() == 0 {
+        if self.kind.overlay() && ft.is_char_device() && meta.rdev() == 0 {
             // overlayfs's whiteout: the OCI one is an empty file `.wh.NAME`.
             let name = format!("{WHITEOUT_PREFIX}{}", rel.file_name().unwrap_or_default().to_string_lossy());
             return self.empty_file(&rel.with_file_name(name), meta).map_err(failed);
         }
         let mut header = Header::new_gnu();
         header.set_metadata_in_mode(meta, HeaderMode::Complete);
+        let (uid, gid) = self.kind.owner(meta.uid(), meta.gid());
+        header.set_uid(u64::from(uid));
+        header.set_gid(u64::from(gid));
         if ft.is_socket() {
             return Ok(());
         } else if ft.is_dir() {
             header.set_size(0);
             self.tar.append_data(&mut header, rel, io::empty()).map_err(failed)?;
-            if self.kind == TreeKind::OverlayUpper && is_opaque(path) {
+            if self.kind.overlay() && is_opaque(path) {
                 self.empty_file(&rel.join(OPAQUE_MARKER), meta).map_err(io_err(format!("add {}", path.display())))?;
             }
         } else if ft.is_symlink() {

@@ -12,6 +12,7 @@
 //!   the lock, names and removal;
 //! - [`layer`]: directory trees to gzip'd tar layers and back, whiteouts;
 //! - [`import`]: a root file system (a directory or a tar) as a one-layer image;
+//! - [`build`]: `image build`, a Dockerfile made into an image, with a build cache;
 //! - [`archive`]: `image save` and `image load`, as OCI archives;
 //! - [`inspect`]: `image history`, `image inspect` (with `--format`), `system df`;
 //! - [`run`]: a container's file system and command from an image;
@@ -19,6 +20,7 @@
 //! - [`reference`]: image names (`busybox`, `docker.io/library/debian:latest`).
 
 pub mod archive;
+pub mod build;
 pub mod digest;
 pub mod dockerfile;
 pub mod import;

@@ -27,6 +27,12 @@ pub struct Prepared {
 pub fn prepare(store: &Store, image: &Image, workdir: Option<&str>) -> Result<Prepared, ImageError> {
     let mut lower = store.layer_dirs(image)?;
     lower.reverse();
+    prepare_stack(store, lower, workdir)
+}
+
+/// Prepares a fresh writable layer over `lower` (unpacked layers, top
+/// first), as [`prepare`] does for an image.
+pub fn prepare_stack(store: &Store, mut lower: Vec<PathBuf>, workdir: Option<&str>) -> Result<Prepared, ImageError> {
     let work = store.temp_dir("container")?;
     let mount_point = work.path().join("merged");
     let upper = work.path().join("upper");

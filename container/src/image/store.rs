@@ -10,6 +10,7 @@
 //!   layers/HEX/               one unpacked layer per diff ID, shared by every
 //!     fs/                     image that has it: an overlayfs lower directory
 //!     layer.json              its diff ID, blob digest and content size
+//!   cache/KEY.json            the build cache: a RUN step's key, the layer it made
 //!   tmp/PID-N-WHAT/           work in progress, renamed into place when done
 //!   lock                      flock(2): one writer of index.json at a time
 //! ```
@@ -145,9 +146,13 @@ impl Store {
     /// and removes what killed commands left in `tmp/`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, ImageError> {
         let store = Store { root: root.into() };
-        for dir in
-            [store.layout(), store.layout().join("blobs/sha256"), store.root.join("layers"), store.root.join("tmp")]
-        {
+        for dir in [
+            store.layout(),
+            store.layout().join("blobs/sha256"),
+            store.root.join("layers"),
+            store.root.join("tmp"),
+            store.root.join("cache"),
+        ] {
             fs::create_dir_all(&dir).map_err(|source| ImageError::Root { root: store.root.clone(), source })?;
         }
         if !store.layout().join("index.json").exists() {

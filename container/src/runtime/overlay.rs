@@ -91,17 +91,18 @@ pub fn mount(layers: &LayeredRootfs, idmap: Option<IdMapped<'_>>) -> Result<Owne
     // Keep every tree fd alive until the overlay is made: the layers are
     // named to overlayfs as /proc/self/fd/N.
     let mut keep: Vec<OwnedFd> = Vec::new();
+    // Each layer is named by a short /proc/self/fd path: fsconfig(2) takes
+    // strings of at most 255 bytes, which a few long store paths exceed.
     let mut lower = Vec::new();
     for layer in &layers.lower {
-        match idmap {
+        let tree = match idmap {
             Some(m) => {
-                let tree =
-                    idmapped_tree(layer, m.userns).map_err(|e| failed(format!("idmapping {}", layer.display()), e))?;
-                lower.push(format!("/proc/self/fd/{}", tree.as_raw_fd()));
-                keep.push(tree);
+                idmapped_tree(layer, m.userns).map_err(|e| failed(format!("idmapping {}", layer.display()), e))?
             }
-            None => lower.push(layer.display().to_string()),
-        }
+            None => open_path(layer)?,
+        };
+        lower.push(format!("/proc/self/fd/{}", tree.as_raw_fd()));
+        keep.push(tree);
     }
     if let Some(m) = idmap {
         give_to(&layers.upper(), m.root, m.count)
@@ -110,13 +111,38 @@ pub fn mount(layers: &LayeredRootfs, idmap: Option<IdMapped<'_>>) -> Result<Owne
     let fs = fsopen()?;
     let upper = layers.upper().display().to_string();
     let work = layers.work().display().to_string();
-    for (key, value) in [("lowerdir", lower.join(":")), ("upperdir", upper), ("workdir", work)] {
+    // One layer at a time (`lowerdir+`, Linux 6.8), or, on older kernels,
+    // the whole list at once.
+    let mut one_by_one = true;
+    for (n, layer) in lower.iter().enumerate() {
+        match fsconfig_string(&fs, "lowerdir+", layer) {
+            Ok(()) => {}
+            Err(e) if n == 0 && e.errno == Errno::EINVAL => {
+                one_by_one = false;
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !one_by_one {
+        fsconfig_string(&fs, "lowerdir", &lower.join(":"))?;
+    }
+    for (key, value) in [("upperdir", upper), ("workdir", work)] {
         fsconfig_string(&fs, key, &value)?;
     }
     fsconfig_create(&fs)?;
     let mnt = fsmount(&fs)?;
     drop(keep);
     Ok(mnt)
+}
+
+/// An `O_PATH` descriptor of directory `dir`.
+fn open_path(dir: &Path) -> Result<OwnedFd, OverlayError> {
+    use nix::fcntl::{open, OFlag};
+    let fd = open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| failed(format!("open the layer {}", dir.display()), e))?;
+    // SAFETY: open(2) returned a new fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Shifts the owners of `dir` and everything in it that is owned by an
