@@ -106,6 +106,13 @@ pub enum ImageCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// Remove untagged images (left behind when a name moved to a newer
+    /// image) and the layers only they used.
+    Prune {
+        /// Do not ask (virtlab never asks; accepted for Docker's habit)
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Give an image another name.
     Tag {
         #[arg(value_name = "SOURCE")]
@@ -264,6 +271,7 @@ fn image_command(store: &StoreArgs, command: ImageCommand) -> anyhow::Result<u8>
         }
         ImageCommand::Inspect { images, format } => inspect_images(&store, &images, format.as_deref()),
         ImageCommand::Rm { images, force } => remove(&store, &images, force),
+        ImageCommand::Prune { .. } => prune(&store),
         ImageCommand::Tag { source, target } => {
             store.tag(&source, &target.parse()?)?;
             Ok(0)
@@ -559,6 +567,7 @@ fn df(store: &Store, verbose: bool, format: Option<&str>) -> anyhow::Result<u8> 
         human_size(saved),
         human_size(usage.size_unshared)
     );
+    println!("Build cache: {} RUN steps remembered (their layers are the images' own).", store.cache_entries());
     if usage.dangling > 0 {
         println!(
             "Untagged images: {}, using {} that no named image uses.",
@@ -640,5 +649,22 @@ fn build(store: &Store, args: &BuildArgs) -> anyhow::Result<u8> {
             println!("Successfully tagged {n}");
         }
     }
+    Ok(0)
+}
+
+fn prune(store: &Store) -> anyhow::Result<u8> {
+    let mut freed = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for image in store.images()?.into_iter().filter(|i| i.name.is_none()) {
+        if !seen.insert(image.id.clone()) {
+            continue;
+        }
+        let removed = store.remove(&image.id)?;
+        for id in &removed.deleted {
+            println!("Deleted: sha256:{id}");
+        }
+        freed += removed.freed;
+    }
+    println!("Total reclaimed space: {}", human_size(freed));
     Ok(0)
 }

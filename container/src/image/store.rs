@@ -521,7 +521,22 @@ impl Store {
                 fs::remove_dir_all(entry.path()).map_err(io_err(format!("remove {}", entry.path().display())))?;
             }
         }
+        // Build cache entries whose layer went with the last image using it.
+        for entry in fs::read_dir(self.root.join("cache")).into_iter().flatten().flatten() {
+            let layer = fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["diff_id"].as_str().map(str::to_string));
+            if layer.is_none_or(|d| !layers.contains(&d)) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         Ok(freed)
+    }
+
+    /// How many steps the build cache holds.
+    pub fn cache_entries(&self) -> usize {
+        fs::read_dir(self.root.join("cache")).map(|d| d.count()).unwrap_or(0)
     }
 
     /// Copies blob `hex` of `size` bytes from `source` into the store,
