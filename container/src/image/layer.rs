@@ -38,6 +38,11 @@ use tar::{Builder, EntryType, Header, HeaderMode};
 use super::digest::{HashReader, HashWriter};
 use super::ImageError;
 
+/// gzip level of layer blobs: the fastest. Layers stay on this machine (no
+/// registry to push to), so packing time counts more than size: the busybox
+/// rootfs makes a 1.19 MB blob at level 1 against 1.04 MB at level 6.
+const LEVEL: u32 = 1;
+
 /// The OCI whiteout prefix.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// The OCI opaque-directory marker.
@@ -99,7 +104,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
 /// so the same tree gives the same diff ID. Sockets are left out (a tar
 /// cannot hold them); files with several names become hard links.
 pub fn pack_dir(dir: &Path, kind: TreeKind, out: File) -> Result<(File, PackedLayer), ImageError> {
-    let gz = GzEncoder::new(HashWriter::new(BufWriter::new(out)), Compression::new(6));
+    let gz = GzEncoder::new(HashWriter::new(BufWriter::new(out)), Compression::new(LEVEL));
     let mut tar = Builder::new(HashWriter::new(gz));
     tar.mode(HeaderMode::Complete);
     tar.follow_symlinks(false);
@@ -112,7 +117,7 @@ pub fn pack_dir(dir: &Path, kind: TreeKind, out: File) -> Result<(File, PackedLa
 /// takes it) into `out` as a gzip'd layer, entries unchanged.
 pub fn pack_tar(input: impl Read, out: File) -> Result<(File, PackedLayer), ImageError> {
     let mut source = decompressed(input)?;
-    let gz = GzEncoder::new(HashWriter::new(BufWriter::new(out)), Compression::new(6));
+    let gz = GzEncoder::new(HashWriter::new(BufWriter::new(out)), Compression::new(LEVEL));
     let mut hashed = HashWriter::new(gz);
     io::copy(&mut source, &mut hashed).map_err(io_err("read the archive (is it a tar file?)"))?;
     let (gz, diff_id, _) = hashed.finish();
@@ -310,6 +315,12 @@ pub fn unpack(blob: impl Read, diff_id: Option<&str>, dest: &Path) -> Result<Unp
             std::os::unix::fs::lchown(dest.join(&rel), Some(uid as u32), Some(gid as u32))
                 .map_err(io_err(format!("give {} its owner", rel.display())))?;
         } else {
+            let at = dest.join(&rel);
+            if let Some(parent) = at.parent() {
+                // No component on the way is a link (checked above).
+                fs::create_dir_all(parent).map_err(io_err(format!("create {}", parent.display())))?;
+            }
+            let failed = |e: io::Error| ImageError::Io { what: format!("unpack {}", path.display()), source: e };
             if kind.is_hard_link() {
                 let target = entry
                     .link_name()
@@ -318,16 +329,17 @@ pub fn unpack(blob: impl Read, diff_id: Option<&str>, dest: &Path) -> Result<Unp
                 let target = safe_relative(&target)
                     .map_err(|_| unsafe_entry(&path, "is a hard link to a file outside the layer"))?;
                 no_links_on_the_way(dest, &target, &path)?;
-            }
-            if kind.is_file() {
-                content_size += entry.size();
-            }
-            // tar's own checks (no `..`, parents inside dest) stay as a second line.
-            let inside = entry
-                .unpack_in(dest)
-                .map_err(|e| ImageError::Io { what: format!("unpack {}", path.display()), source: e })?;
-            if !inside {
-                return Err(unsafe_entry(&path, "leaves the layer's directory"));
+                if fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir()) {
+                    fs::remove_file(&at).map_err(failed)?;
+                }
+                fs::hard_link(dest.join(&target), &at).map_err(failed)?;
+            } else {
+                if kind.is_file() {
+                    content_size += entry.size();
+                }
+                // The path was checked entry by entry above, so tar's own
+                // unpack_in (which resolves every parent again) is not needed.
+                entry.unpack(&at).map_err(failed)?;
             }
         }
     }
