@@ -95,7 +95,8 @@ pub fn load(store: &Store, input: impl Read) -> Result<Vec<Image>, ImageError> {
         };
         return Err(ImageError::Corrupt { what: "the archive".into(), reason: reason.into() });
     }
-    let index = ImageIndex::from_file(&index_path).map_err(spec_err("the archive's index.json"))?;
+    let index_bytes = fs::read(&index_path).map_err(io_err("read the archive's index.json"))?;
+    let index = ImageIndex::from_reader(&index_bytes[..]).map_err(spec_err("the archive's index.json"))?;
     let mut loaded = Vec::new();
     for desc in manifests_of(&layout, store, &index)? {
         loaded.push(load_one(store, &layout, &desc, &work)?);

@@ -60,6 +60,34 @@ impl fmt::Display for ImageName {
     }
 }
 
+impl ImageName {
+    /// A name as the store wrote it in its index (`REGISTRY/REPOSITORY:TAG`,
+    /// checked when it was stored), split without the full grammar: the
+    /// grammar's regular expression takes longer to compile than a container
+    /// takes to start, and every command reads every name of the index.
+    pub(crate) fn from_stored(stored: &str) -> Option<ImageName> {
+        let (registry, rest) = stored.split_once('/')?;
+        let (repository, tag) = rest.rsplit_once(':')?;
+        if registry.is_empty() || repository.is_empty() || tag.is_empty() || tag.contains('/') || stored.contains('@') {
+            return None;
+        }
+        Some(ImageName { registry: registry.into(), repository: repository.into(), tag: tag.into() })
+    }
+
+    /// What `name` (as a user types it) stands for, normalised the way
+    /// [`FromStr`] does, to look it up among stored names without the full
+    /// grammar. Only a name the store has is ever accepted this way.
+    pub(crate) fn normalized_text(name: &str) -> String {
+        let full = if names_a_domain(name) { name.to_string() } else { format!("{LOCAL_REGISTRY}/{name}") };
+        let last = full.rsplit('/').next().unwrap_or("");
+        if last.contains(':') || full.contains('@') {
+            full
+        } else {
+            format!("{full}:latest")
+        }
+    }
+}
+
 /// Whether the first path component of `name` is a registry domain, by the
 /// rule Docker's reference package uses: it contains a `.` or a `:` (a
 /// port), or it is `localhost`.
@@ -109,6 +137,24 @@ mod tests {
             (n.full_repository().as_str(), n.tag(), n.is_local()),
             ("docker.io/library/debian", "bookworm", false)
         );
+    }
+
+    #[test]
+    fn stored_names_split_and_typed_names_normalise_as_parsing_does() {
+        for typed in [
+            "busybox",
+            "busybox:1.36",
+            "course/app:v2",
+            "localhost/app",
+            "docker.io/library/debian:latest",
+            "registry.example:5000/team/app",
+        ] {
+            let parsed = typed.parse::<ImageName>().expect("valid");
+            assert_eq!(ImageName::normalized_text(typed), parsed.to_string(), "{typed}");
+            assert_eq!(ImageName::from_stored(&parsed.to_string()), Some(parsed), "{typed}");
+        }
+        assert_eq!(ImageName::from_stored("nocolon"), None);
+        assert_eq!(ImageName::from_stored("a/b:c/d"), None);
     }
 
     #[test]

@@ -248,8 +248,9 @@ impl Store {
     /// The layout's index.
     pub fn index(&self) -> Result<ImageIndex, ImageError> {
         let path = self.layout().join("index.json");
-        let file = File::open(&path).map_err(io_err(format!("read {}", path.display())))?;
-        ImageIndex::from_reader(file).map_err(spec_err("index.json"))
+        // Read whole: the parser reads byte by byte from what it is given.
+        let bytes = fs::read(&path).map_err(io_err(format!("read {}", path.display())))?;
+        ImageIndex::from_reader(&bytes[..]).map_err(spec_err("index.json"))
     }
 
     fn write_index(&self, index: &ImageIndex) -> Result<(), ImageError> {
@@ -292,7 +293,7 @@ impl Store {
             .annotations()
             .as_ref()
             .and_then(|a| a.get(ANNOTATION_REF_NAME))
-            .and_then(|n| n.parse::<ImageName>().ok());
+            .and_then(|n| ImageName::from_stored(n));
         let manifest_digest = desc.digest().digest().to_string();
         let manifest =
             ImageManifest::from_reader(&self.read_blob(&manifest_digest)?[..]).map_err(spec_err("manifest"))?;
@@ -305,10 +306,9 @@ impl Store {
     /// image ID or a unique prefix of one (at least 4 hex digits).
     pub fn resolve(&self, what: &str) -> Result<Image, ImageError> {
         let images = self.images()?;
-        if let Ok(name) = what.parse::<ImageName>() {
-            if let Some(image) = images.iter().find(|i| i.name.as_ref() == Some(&name)) {
-                return Ok(image.clone());
-            }
+        let wanted = ImageName::normalized_text(what);
+        if let Some(image) = images.iter().find(|i| i.name.as_ref().is_some_and(|n| n.to_string() == wanted)) {
+            return Ok(image.clone());
         }
         let hex = strip_sha256(what);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -471,7 +471,8 @@ impl Store {
     /// the names removed and the IDs deleted.
     pub fn remove(&self, what: &str) -> Result<Removed, ImageError> {
         let image = self.resolve(what)?;
-        let by_name = what.parse::<ImageName>().ok().filter(|n| image.name.as_ref() == Some(n));
+        let wanted = ImageName::normalized_text(what);
+        let by_name = image.name.clone().filter(|n| n.to_string() == wanted);
         let _lock = self.lock()?;
         let mut index = self.index()?;
         let mut removed = Removed::default();
