@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use virtlab_container::config::{self, Namespaces, User};
-use virtlab_container::{rootfs, ContainerConfig, Outcome, Stdio};
+use virtlab_container::{rootfs, ContainerConfig, LaunchError, Outcome, Stdio};
 
 use super::units::parse_timeout;
 use super::{EXIT_TIMEOUT, EXIT_TOOL_ERROR};
@@ -36,7 +36,7 @@ pub enum ContainerCommand {
     ///
     /// Examples:
     ///   virtlab container run busybox echo hello
-    ///   virtlab container run -it busybox sh
+    ///   virtlab container run busybox sh
     ///   virtlab container run --timings -- /virtlab-workload ready
     ///   virtlab container run --memory 32M -- /virtlab-workload mem 256
     ///   virtlab container run --ns uts,mnt --explain -- hostname
@@ -309,7 +309,7 @@ fn run_container(args: RunArgs) -> anyhow::Result<u8> {
     // The image's prepared layers live until the run is over.
     let prepared =
         source_and_command(&args).and_then(|(source, argv)| config_from(&args, &source, argv).map(|cfg| (source, cfg)));
-    let (_source, cfg) = match prepared {
+    let (source, cfg) = match prepared {
         Ok(cfg) => cfg,
         Err(e) => {
             if args.json {
@@ -331,7 +331,18 @@ fn run_container(args: RunArgs) -> anyhow::Result<u8> {
         Ok(o) => o,
         Err(e) => {
             let code = e.exit_code();
-            let e = anyhow::Error::new(e);
+            let e = match (&e, &source, args.image_and_command.first()) {
+                // The rootfs is the image's layers stacked at a temporary
+                // mount point, gone by now: name the image instead, and not
+                // the advice for a --rootfs directory.
+                (LaunchError::CommandNotFound { cmd, searched, .. }, Source::Image(..), Some(image)) => {
+                    anyhow::anyhow!(
+                        "command {cmd:?} is not in the image {image} (looked for {searched}): name a program the \
+                         image has, or none to run its CMD"
+                    )
+                }
+                _ => anyhow::Error::new(e),
+            };
             if args.json {
                 json_error(&e, code);
             }

@@ -251,8 +251,18 @@ fn report(result: anyhow::Result<u8>) -> anyhow::Result<u8> {
 }
 
 fn image_command(store: &StoreArgs, command: ImageCommand) -> anyhow::Result<u8> {
-    if let ImageCommand::Pull { name } = &command {
-        let name: ImageName = name.parse()?;
+    if let ImageCommand::Pull { name: typed } = &command {
+        let name: ImageName = typed.parse()?;
+        if name.is_local() {
+            // `pull busybox` out of Docker's habit: the name is not sent to
+            // any registry here, so do not blame the network for localhost.
+            bail!(
+                "`{typed}` is a local name ({name}): a name without a registry (or under localhost) is one this \
+                 machine gave an image it imported, loaded or built, and no registry serves it; bring the image as a file instead: \
+                 `virtlab image load -i FILE.tar` (an OCI archive, e.g. from `skopeo copy` or `podman save --format \
+                 oci-archive`), or import a root file system with `virtlab image import DIR {typed}`"
+            );
+        }
         return Err(ImageError::NoRegistry { registry: name.registry().to_string(), name: name.to_string() }.into());
     }
     let store = store.open()?;
@@ -315,6 +325,7 @@ fn print_rows(rows: &[Value], format: Option<&str>, table: impl FnOnce()) -> any
         Some("json") => rows.iter().for_each(|r| println!("{r}")),
         Some(t) => {
             let t = t.strip_prefix("table ").unwrap_or(t);
+            template::check(t)?;
             for r in rows {
                 println!("{}", template::render(t, r)?);
             }

@@ -25,7 +25,7 @@ const CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
     let what = what.into();
-    move |source| ImageError::Io { what, source }
+    move |source| ImageError::Io { what, cause: source }
 }
 
 fn spec_err(what: &str) -> impl FnOnce(oci_spec::OciSpecError) -> ImageError + '_ {
@@ -155,10 +155,9 @@ fn extract_layout(input: impl Read, dest: &Path) -> Result<(), ImageError> {
         let (_, found, _) = hashed.finish();
         if let Some(hex) = rel.strip_prefix("blobs/sha256").ok().and_then(|p| p.to_str()) {
             if found != hex {
-                return Err(ImageError::DigestMismatch {
-                    what: format!("the archive's blob sha256:{hex}"),
-                    expected: format!("sha256:{hex}"),
-                    found: format!("sha256:{found}"),
+                return Err(ImageError::Corrupt {
+                    what: "the archive".into(),
+                    reason: format!("its blob sha256:{hex} does not match its digest (it hashes to sha256:{found}): the archive is damaged or was cut short; save or copy it again"),
                 });
             }
         }

@@ -109,7 +109,7 @@ struct State {
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
     let what = what.into();
-    move |source| ImageError::Io { what, source }
+    move |source| ImageError::Io { what, cause: source }
 }
 
 fn spec(e: oci_spec::OciSpecError) -> ImageError {
@@ -126,6 +126,15 @@ pub fn build(
     opts: &BuildOptions,
     progress: &mut dyn FnMut(BuildEvent<'_>),
 ) -> Result<Built, ImageError> {
+    if !opts.context.is_dir() {
+        return Err(ImageError::Corrupt {
+            what: "the build context".into(),
+            reason: format!(
+                "{} is not a directory; give the directory the Dockerfile's COPY and ADD read from",
+                opts.context.display()
+            ),
+        });
+    }
     let text = fs::read_to_string(&opts.dockerfile)
         .map_err(io_err(format!("read the Dockerfile {}", opts.dockerfile.display())))?;
     let instructions = dockerfile::parse(&text)?;
@@ -147,7 +156,7 @@ pub fn build(
         shell: vec!["/bin/sh".into(), "-c".into()],
     };
     let (mut layer_steps, mut cached) = (0, 0);
-    let total = instructions.iter().filter(|i| !matches!(i.kind, Kind::Arg { .. }) || state.key.is_empty()).count();
+    let total = instructions.len();
     for (n, i) in instructions.iter().enumerate() {
         progress(BuildEvent::Step { n: n + 1, total, text: &i.text });
         let started = Instant::now();
@@ -575,7 +584,7 @@ fn set_mtime(path: &Path, secs: i64) -> Result<(), ImageError> {
     use nix::sys::time::TimeSpec;
     let t = TimeSpec::new(secs, 0);
     utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| ImageError::Io { what: format!("set the time of {}", path.display()), source: e.into() })
+        .map_err(|e| ImageError::Io { what: format!("set the time of {}", path.display()), cause: e.into() })
 }
 
 fn fix_dir_times(dir: &Path) -> Result<(), ImageError> {

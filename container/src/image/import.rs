@@ -19,16 +19,16 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 /// the one layer of a new image called `name`.
 pub fn import(store: &Store, source: &Path, name: &ImageName) -> Result<Image, ImageError> {
     let meta =
-        fs::metadata(source).map_err(|e| ImageError::Io { what: format!("read {}", source.display()), source: e })?;
+        fs::metadata(source).map_err(|e| ImageError::Io { what: format!("read {}", source.display()), cause: e })?;
     let work = store.temp_dir("import")?;
     let blob = work.path().join("layer.tar.gz");
     let out =
-        File::create(&blob).map_err(|e| ImageError::Io { what: format!("create {}", blob.display()), source: e })?;
+        File::create(&blob).map_err(|e| ImageError::Io { what: format!("create {}", blob.display()), cause: e })?;
     let (_, packed) = if meta.is_dir() {
         layer::pack_dir(source, TreeKind::Plain, out)?
     } else if meta.is_file() {
         let input =
-            File::open(source).map_err(|e| ImageError::Io { what: format!("read {}", source.display()), source: e })?;
+            File::open(source).map_err(|e| ImageError::Io { what: format!("read {}", source.display()), cause: e })?;
         layer::pack_tar(input, out)?
     } else {
         return Err(ImageError::NotATree(source.to_path_buf()));

@@ -95,7 +95,7 @@ impl TreeKind {
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
     let what = what.into();
-    move |source| ImageError::Io { what, source }
+    move |source| ImageError::Io { what, cause: source }
 }
 
 /// Packs the tree under `dir` into `out` as a gzip'd tar layer.
@@ -320,7 +320,7 @@ pub fn unpack(blob: impl Read, diff_id: Option<&str>, dest: &Path) -> Result<Unp
                 // No component on the way is a link (checked above).
                 fs::create_dir_all(parent).map_err(io_err(format!("create {}", parent.display())))?;
             }
-            let failed = |e: io::Error| ImageError::Io { what: format!("unpack {}", path.display()), source: e };
+            let failed = |e: io::Error| ImageError::Io { what: format!("unpack {}", path.display()), cause: e };
             if kind.is_hard_link() {
                 let target = entry
                     .link_name()

@@ -42,10 +42,10 @@ pub use store::{default_root, Image, Store, DEFAULT_ROOT};
 /// to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("cannot use the image store at {root}: {source} (run as root, or pick another directory with --root DIR or VIRTLAB_ROOT)")]
-    Root { root: PathBuf, source: io::Error },
-    #[error("could not {what}: {source}")]
-    Io { what: String, source: io::Error },
+    #[error("cannot use the image store at {}: {cause} (run as root, or pick another directory with --root DIR or VIRTLAB_ROOT)", root.display())]
+    Root { root: PathBuf, cause: io::Error },
+    #[error("could not {what}: {cause}")]
+    Io { what: String, cause: io::Error },
     #[error("`{name}` is not a valid image name ({reason}); names look like busybox, localhost/app:1.0 or docker.io/library/debian:latest")]
     InvalidName { name: String, reason: String },
     #[error("no image `{name}` in the store at {}; `virtlab image ls` lists the images, `virtlab image import DIR NAME` or `virtlab image load -i FILE.tar` adds one", root.display())]

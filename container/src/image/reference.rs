@@ -104,6 +104,17 @@ impl FromStr for ImageName {
     fn from_str(name: &str) -> Result<ImageName, ImageError> {
         let invalid = |reason: String| ImageError::InvalidName { name: name.to_string(), reason };
         let full = if names_a_domain(name) { name.to_string() } else { format!("{LOCAL_REGISTRY}/{name}") };
+        // The repository part (not the domain, not the tag) is lower case;
+        // the grammar would only call it "invalid".
+        let path = full.split_once('/').map_or("", |(_, p)| p);
+        let path = path.split(['@']).next().unwrap_or(path);
+        let path = match path.rsplit_once(':') {
+            Some((p, tag)) if !tag.contains('/') => p,
+            _ => path,
+        };
+        if path.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(invalid("repository names must be lower case".into()));
+        }
         let reference = Reference::from_str(&full).map_err(|e| invalid(e.to_string()))?;
         if reference.digest().is_some() {
             return Err(invalid("a digest names content, not a name to store an image under; use the image ID".into()));
@@ -163,5 +174,7 @@ mod tests {
             assert!(parse(bad).starts_with("error: "), "{bad:?} was accepted as {}", parse(bad));
         }
         assert!(parse(&format!("app@sha256:{}", "a".repeat(64))).contains("digest"));
+        assert!(parse("Not/Valid").contains("lower case"));
+        assert_eq!(parse("localhost/app:Tag1"), "localhost/app:Tag1");
     }
 }

@@ -37,7 +37,7 @@ pub fn prepare_stack(store: &Store, mut lower: Vec<PathBuf>, workdir: Option<&st
     let mount_point = work.path().join("merged");
     let upper = work.path().join("upper");
     for dir in [&mount_point, &upper, &work.path().join("work")] {
-        fs::create_dir_all(dir).map_err(|e| ImageError::Io { what: format!("create {}", dir.display()), source: e })?;
+        fs::create_dir_all(dir).map_err(|e| ImageError::Io { what: format!("create {}", dir.display()), cause: e })?;
     }
     if let Some(w) = workdir.map(|w| w.trim_start_matches('/')).filter(|w| !w.is_empty()) {
         if w.split('/').any(|c| c == "..") {
@@ -50,14 +50,14 @@ pub fn prepare_stack(store: &Store, mut lower: Vec<PathBuf>, workdir: Option<&st
         // would be an empty copy-up, harmless but not needed.
         if !lower.iter().any(|l| l.join(w).is_dir()) {
             fs::create_dir_all(upper.join(w))
-                .map_err(|e| ImageError::Io { what: format!("create the working directory {w}"), source: e })?;
+                .map_err(|e| ImageError::Io { what: format!("create the working directory {w}"), cause: e })?;
         }
     }
     if lower.is_empty() {
         // overlayfs needs a lower layer: an image made FROM scratch with no
         // layer yet stands on an empty one.
         let empty = work.path().join("empty");
-        fs::create_dir_all(&empty).map_err(|e| ImageError::Io { what: "create an empty layer".into(), source: e })?;
+        fs::create_dir_all(&empty).map_err(|e| ImageError::Io { what: "create an empty layer".into(), cause: e })?;
         lower.push(empty);
     }
     let layers = LayeredRootfs { lower, dir: work.path().to_path_buf() };

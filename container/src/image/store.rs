@@ -132,7 +132,7 @@ pub(crate) fn strip_sha256(d: &str) -> &str {
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
     let what = what.into();
-    move |source| ImageError::Io { what, source }
+    move |source| ImageError::Io { what, cause: source }
 }
 
 fn spec_err(what: &str) -> impl FnOnce(oci_spec::OciSpecError) -> ImageError + '_ {
@@ -153,7 +153,7 @@ impl Store {
             store.root.join("tmp"),
             store.root.join("cache"),
         ] {
-            fs::create_dir_all(&dir).map_err(|source| ImageError::Root { root: store.root.clone(), source })?;
+            fs::create_dir_all(&dir).map_err(|source| ImageError::Root { root: store.root.clone(), cause: source })?;
         }
         if !store.layout().join("index.json").exists() {
             let _lock = store.lock()?;

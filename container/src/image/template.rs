@@ -24,6 +24,29 @@ pub fn render(template: &str, value: &Value) -> Result<String, ImageError> {
     Ok(out)
 }
 
+/// Checks that `template` is well formed (every action closed and of a
+/// known form), before there is any value to render it with.
+pub fn check(template: &str) -> Result<(), ImageError> {
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| err(template, "a `{{` without its `}}`"))?;
+        let action = after[..end].trim().trim_start_matches('-').trim_end_matches('-').trim();
+        let words = split_words(action).map_err(|r| err(template, &r))?;
+        let known = match words.as_slice() {
+            [path] => path.starts_with('.'),
+            [f, path] => (f == "json" || f == "len") && path.starts_with('.'),
+            [f, path, _] => (f == "index" || f == "join") && path.starts_with('.'),
+            _ => false,
+        };
+        if !known {
+            return Err(err(template, &format!("`{action}` is not understood")));
+        }
+        rest = &after[end + 2..];
+    }
+    Ok(())
+}
+
 fn err(template: &str, reason: &str) -> ImageError {
     ImageError::Template(format!(
         "cannot use the format {template:?}: {reason} (supported: {{{{.Field.Field}}}}, {{{{json .Field}}}}, {{{{index .Field \"key\"}}}}, {{{{join .Field \",\"}}}}, {{{{len .Field}}}})"
@@ -164,5 +187,10 @@ mod tests {
         assert!(r("{{.Nope}}").contains("no field Nope"));
         assert!(r("{{range .Config.Env}}").contains("not understood"));
         assert!(r("{{.Id").contains("without its"));
+        assert!(
+            check("{{.Id").is_err()
+                && check("{{range .X}}").is_err()
+                && check("a {{json .X}} {{index .L \"k\"}}").is_ok()
+        );
     }
 }
