@@ -245,6 +245,7 @@ chapters! {
     ch08_root_filesystems => "08-root-filesystems.md",
     ch09_the_comparison => "09-the-comparison.md",
     ch10_isolation_and_security => "10-isolation-and-security.md",
+    ch11_images_and_layers => "11-images-and-layers.md",
 }
 
 #[test]

@@ -17,20 +17,12 @@ use tar::{Builder, Header};
 
 use super::layer::PackedLayer;
 use super::store::{descriptor, strip_sha256, Image, Store, TempDir};
+use super::{io_err, spec_err};
 use super::{ImageError, ImageName};
 
 /// containerd's (and Docker's) annotation for the full image name, which
 /// it sets beside a `ref.name` that holds only the tag.
 const CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
-    let what = what.into();
-    move |source| ImageError::Io { what, cause: source }
-}
-
-fn spec_err(what: &str) -> impl FnOnce(oci_spec::OciSpecError) -> ImageError + '_ {
-    move |e| ImageError::Corrupt { what: what.to_string(), reason: e.to_string() }
-}
 
 /// Writes the images `names` name, with their blobs, as one OCI archive.
 pub fn save(store: &Store, names: &[String], out: impl Write) -> Result<Vec<Image>, ImageError> {

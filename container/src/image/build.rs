@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use super::digest::sha256_hex;
 use super::dockerfile::{self, Command, Instruction, Kind};
 use super::import::DEFAULT_PATH;
+use super::io_err;
 use super::layer::{self, PackedLayer, TreeKind};
 use super::store::{Image, NewLayer, Store, TempDir};
 use super::{run, time, ImageError, ImageName};
@@ -105,11 +106,6 @@ struct State {
     /// ARGs declared so far, with their values.
     args: BTreeMap<String, String>,
     shell: Vec<String>,
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
-    let what = what.into();
-    move |source| ImageError::Io { what, cause: source }
 }
 
 fn spec(e: oci_spec::OciSpecError) -> ImageError {

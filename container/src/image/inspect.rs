@@ -84,7 +84,17 @@ pub fn inspect(store: &Store, image: &Image) -> Result<Value, ImageError> {
         .filter(|i| i.id == image.id)
         .filter_map(|i| i.name.as_ref().map(|n| n.to_string()))
         .collect();
-    let config = serde_json::to_value(image.config.config()).unwrap_or(Value::Null);
+    let mut config = serde_json::to_value(image.config.config()).unwrap_or(Value::Null);
+    // Every field of Docker's image config is there, null when the image
+    // does not set it, so `--format '{{.Config.Cmd}}'` works on any image.
+    if let Some(o) = config.as_object_mut() {
+        for key in ["User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels", "StopSignal"]
+        {
+            o.entry(key).or_insert(Value::Null);
+        }
+    } else {
+        config = json!({ "User": null, "ExposedPorts": null, "Env": null, "Entrypoint": null, "Cmd": null, "Volumes": null, "WorkingDir": null, "Labels": null, "StopSignal": null });
+    }
     let layers: Vec<String> = image.config.rootfs().diff_ids().clone();
     Ok(json!({
         "Id": format!("sha256:{}", image.id),

@@ -36,7 +36,7 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use tar::{Builder, EntryType, Header, HeaderMode};
 
 use super::digest::{HashReader, HashWriter};
-use super::ImageError;
+use super::{io_err, ImageError};
 
 /// gzip level of layer blobs: the fastest. Layers stay on this machine (no
 /// registry to push to), so packing time counts more than size: the busybox
@@ -91,11 +91,6 @@ impl TreeKind {
             _ => (uid, gid),
         }
     }
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
-    let what = what.into();
-    move |source| ImageError::Io { what, cause: source }
 }
 
 /// Packs the tree under `dir` into `out` as a gzip'd tar layer.

@@ -69,3 +69,14 @@ pub enum ImageError {
     #[error("Dockerfile line {line}: {reason}")]
     Dockerfile { line: usize, reason: String },
 }
+
+/// An [`ImageError::Io`] maker for `map_err`: what was being done.
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
+    let what = what.into();
+    move |cause| ImageError::Io { what, cause }
+}
+
+/// An [`ImageError::Corrupt`] maker for the `oci-spec` parsers and builders.
+pub(crate) fn spec_err(what: &str) -> impl FnOnce(oci_spec::OciSpecError) -> ImageError + '_ {
+    move |e| ImageError::Corrupt { what: what.to_string(), reason: e.to_string() }
+}

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::digest::{digest, sha256_hex, HashReader};
 use super::layer::{self, PackedLayer};
 use super::reference::ImageName;
-use super::ImageError;
+use super::{io_err, spec_err, ImageError};
 
 /// Where the store lives when neither `--root` nor `VIRTLAB_ROOT` says.
 pub const DEFAULT_ROOT: &str = "/var/lib/virtlab";
@@ -128,15 +128,6 @@ pub struct StoreLock {
 
 pub(crate) fn strip_sha256(d: &str) -> &str {
     d.strip_prefix("sha256:").unwrap_or(d)
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
-    let what = what.into();
-    move |source| ImageError::Io { what, cause: source }
-}
-
-fn spec_err(what: &str) -> impl FnOnce(oci_spec::OciSpecError) -> ImageError + '_ {
-    move |e| ImageError::Corrupt { what: what.to_string(), reason: e.to_string() }
 }
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -254,7 +245,8 @@ impl Store {
     }
 
     fn write_index(&self, index: &ImageIndex) -> Result<(), ImageError> {
-        let json = serde_json::to_vec_pretty(index).map_err(|e| io_err("write index.json")(e.into()))?;
+        let mut json = serde_json::to_vec_pretty(index).map_err(|e| io_err("write index.json")(e.into()))?;
+        json.push(b'\n');
         self.write_atomic(&self.layout().join("index.json"), &json)
     }
 
@@ -499,7 +491,7 @@ impl Store {
     }
 
     /// Deletes blobs and unpacked layers that no image in the index uses.
-    /// Called with the lock held. Returns the bytes freed on disk.
+    /// Called with the lock held. Returns the layer content freed.
     fn collect_garbage(&self) -> Result<u64, ImageError> {
         let mut blobs = BTreeSet::new();
         let mut layers = BTreeSet::new();
@@ -512,7 +504,6 @@ impl Store {
         let mut freed = 0;
         for entry in fs::read_dir(self.layout().join("blobs/sha256")).map_err(io_err("read the blobs"))?.flatten() {
             if !blobs.contains(&*entry.file_name().to_string_lossy()) {
-                freed += entry.metadata().map(|m| m.len()).unwrap_or(0);
                 fs::remove_file(entry.path()).map_err(io_err(format!("remove {}", entry.path().display())))?;
             }
         }
@@ -620,7 +611,8 @@ pub struct Removed {
     pub untagged: Vec<String>,
     /// Image IDs no name refers to any more, deleted.
     pub deleted: Vec<String>,
-    /// Bytes of blobs and unpacked layers freed.
+    /// Bytes of layer content freed, as `system df` counts an image's size
+    /// (the compressed blobs beside it go too).
     pub freed: u64,
 }
 

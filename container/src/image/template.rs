@@ -102,7 +102,11 @@ fn split_words(action: &str) -> Result<Vec<String>, String> {
             chars.next();
             loop {
                 match chars.next() {
-                    Some('\\') => w.extend(chars.next()),
+                    Some('\\') => w.extend(chars.next().map(|c| match c {
+                        'n' => '\n',
+                        't' => '\t',
+                        other => other,
+                    })),
                     Some('"') => break,
                     Some(c) => w.push(c),
                     None => return Err("a string without its closing quote".into()),
@@ -141,7 +145,7 @@ fn lookup(root: &Value, path: &str) -> Result<Value, String> {
         v = match v {
             Value::Object(o) => match o.get(field) {
                 Some(x) => x,
-                None => return Err(format!("there is no field {field} in {path}")),
+                None => return Err(format!("there is no field {field} here ({path})")),
             },
             Value::Null => return Ok(Value::Null),
             _ => return Err(format!("{field} in {path} is a field of something that has none")),
@@ -153,7 +157,7 @@ fn lookup(root: &Value, path: &str) -> Result<Value, String> {
 /// A value as Go's fmt prints it with `%v`.
 fn go_string(v: &Value) -> String {
     match v {
-        Value::Null => "<nil>".into(),
+        Value::Null => "<no value>".into(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
@@ -185,6 +189,8 @@ mod tests {
         assert_eq!(r("{{len .RootFS.Layers}}"), "2");
         assert_eq!(r("{{json .RootFS}}"), r#"{"Layers":["sha256:1","sha256:2"],"Type":"layers"}"#);
         assert!(r("{{.Nope}}").contains("no field Nope"));
+        assert_eq!(r(r#"{{join .Config.Env "\n"}}"#), "A=1\nB=2");
+        assert_eq!(render("{{.Config.Cmd}}", &json!({"Config": {"Cmd": null}})).unwrap_or_default(), "<no value>");
         assert!(r("{{range .Config.Env}}").contains("not understood"));
         assert!(r("{{.Id").contains("without its"));
         assert!(

@@ -123,12 +123,19 @@ pub(super) fn build(store: &Store, args: &BuildArgs) -> anyhow::Result<u8> {
     };
     let (quiet, explain) = (args.quiet, args.explain);
     let started = std::time::Instant::now();
+    let mut from = false;
     let mut progress = |e: BuildEvent<'_>| {
         if quiet {
             return;
         }
         match e {
-            BuildEvent::Step { n, total, text } => eprintln!("[{n}/{total}] {text}"),
+            BuildEvent::Step { n, total, text } => {
+                from = text.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case("FROM"));
+                eprintln!("[{n}/{total}] {text}");
+            }
+            BuildEvent::Done { seconds, layer_size: None } if from => {
+                eprintln!("      DONE {seconds:.2}s (the base image: its layers are this image's first)")
+            }
             BuildEvent::Cached => eprintln!("      CACHED"),
             BuildEvent::Explain(what) if explain => eprintln!("      [explain] {what}"),
             BuildEvent::Explain(_) => {}
@@ -143,10 +150,11 @@ pub(super) fn build(store: &Store, args: &BuildArgs) -> anyhow::Result<u8> {
         println!("sha256:{}", built.image.id);
     } else {
         eprintln!(
-            "built sha256:{} in {:.2}s: {} layer steps, {} from the cache",
+            "built sha256:{} in {:.2}s: {} layer step{}, {} from the cache",
             built.image.id,
             started.elapsed().as_secs_f64(),
             built.layer_steps,
+            if built.layer_steps == 1 { "" } else { "s" },
             built.cached
         );
         if let Some(n) = &built.image.name {
