@@ -623,3 +623,51 @@ fn system_df_shows_what_images_share() {
     let df = empty.df();
     assert_eq!((df["images"].as_u64(), df["layers"].as_u64()), (Some(0), Some(0)), "{df}");
 }
+
+#[test]
+fn a_build_killed_mid_run_leaves_no_image_and_the_next_command_cleans_up() {
+    const TEST: &str = "a_build_killed_mid_run_leaves_no_image_and_the_next_command_cleans_up";
+    let Some(lab) = Lab::with_busybox(TEST) else { return };
+    let ctx = lab.path("slow");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN echo started > /started && sleep 30\n").unwrap();
+    let before = lab.run(&["images"], &["-q"]).ok().stdout.clone();
+    let mut cmd = lab.command(&["image", "build"], &["-t", "slow", ctx.to_str().unwrap()]);
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    // Wait until the RUN step's container is up (its cgroup exists), then
+    // kill the builder the hard way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cgroups_of(pid).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the RUN step never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The sentinel removes the container and its cgroups; give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cgroups_of(pid).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the killed build's cgroups stayed: {:?}", cgroups_of(pid));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let tmp = lab.store().join("tmp");
+    assert!(
+        fs::read_dir(&tmp).unwrap().count() > 0,
+        "the killed build left no work directory to clean (was it killed too late?)"
+    );
+    // The next command (`exec` checks that tmp/ is empty after it): no
+    // `slow` image, and the killed build's work is gone.
+    let after = lab.run(&["images"], &["-q"]);
+    assert_eq!(after.ok().stdout, before, "the killed build added an image");
+    let index = fs::read_to_string(lab.store().join("images/index.json")).unwrap_or_default();
+    assert!(!index.contains("localhost/slow"), "index.json names the killed build's image: {index}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(lab.dir.path().to_str().unwrap()), "a mount of the killed build stayed");
+    let sleeping = Command::new("pgrep").args(["-f", "sleep 30"]).output().unwrap();
+    assert!(
+        sleeping.stdout.is_empty(),
+        "the RUN step's process outlived the build: {}",
+        String::from_utf8_lossy(&sleeping.stdout)
+    );
+}
