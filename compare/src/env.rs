@@ -1,6 +1,7 @@
-//! One launch in each of our own environments: native, container and the
-//! VMs (the peers' launches are in [`crate::peers`], what all launches
-//! share in [`crate::launch`]).
+//! One launch in each of our own environments: native, container (on a
+//! rootfs directory or on an image's layers) and the VMs (the peers'
+//! launches are in [`crate::peers`], what all launches share in
+//! [`crate::launch`]).
 //!
 //! Every launch reports the same [`Sample`]: when the workload printed its
 //! ready marker and when it exited (host clock, from the launcher's start),
@@ -26,6 +27,7 @@ pub fn launch(env: Env, workload: &Workload, run: usize, ctx: &Context) -> Resul
     let mut s = match env {
         Env::Native => launch_native(workload, ctx)?,
         Env::Container => launch_container(workload, ctx)?,
+        Env::ContainerImage => launch_container_image(workload, ctx)?,
         Env::VmMiniUart => launch_vm(workload, ctx, ConsoleKind::Uart)?,
         Env::VmMiniPv => launch_vm(workload, ctx, ConsoleKind::Pv)?,
         Env::VmLinux => launch_linux(workload, ctx)?,
@@ -93,25 +95,71 @@ fn launch_native(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
 
 fn launch_container(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
     let rootfs = ctx.rootfs.as_deref().ok_or("no container rootfs")?;
+    let cfg = container_config(virtlab_container::ContainerConfig::new(rootfs, workload_argv(workload)), ctx);
+    let out = virtlab_container::run(&cfg).map_err(|e| e.to_string())?;
+    container_sample(workload, &out, Duration::ZERO)
+}
+
+/// `/virtlab-workload` and the workload's arguments.
+fn workload_argv(workload: &Workload) -> Vec<String> {
     let mut argv = vec!["/virtlab-workload".to_string()];
     argv.extend(workload.args());
-    let mut cfg = virtlab_container::ContainerConfig::new(rootfs, argv);
+    argv
+}
+
+/// What every container row gets: captured output, the limits, the timeout.
+fn container_config(mut cfg: virtlab_container::ContainerConfig, ctx: &Context) -> virtlab_container::ContainerConfig {
     cfg.stdio = virtlab_container::Stdio::Capture;
     cfg.limits.memory = Some(ctx.container_memory);
     cfg.limits.pids = Some(ctx.container_pids);
     cfg.timeout = Some(ctx.timeout);
-    let out = virtlab_container::run(&cfg).map_err(|e| e.to_string())?;
+    cfg
+}
+
+/// The sample of a container run whose launcher started `offset` after
+/// the launch began (the steps before it are the caller's).
+fn container_sample(workload: &Workload, out: &virtlab_container::Outcome, offset: Duration) -> Result<Sample, String> {
     let mut s = empty_sample(workload);
     s.exit_status = i32::from(out.exit_code());
-    s.total_us = out.at(virtlab_container::Step::Exit).map(us).unwrap_or_else(|| us(out.total));
-    s.startup_us = out.at(virtlab_container::Step::Ready).map(us);
-    s.phases = out.timeline.iter().map(|st| Phase { name: st.step.name().to_string(), at_us: us(st.at) }).collect();
+    s.total_us = us(offset + out.at(virtlab_container::Step::Exit).unwrap_or(out.total));
+    s.startup_us = out.at(virtlab_container::Step::Ready).map(|d| us(offset + d));
+    s.phases =
+        out.timeline.iter().map(|st| Phase { name: st.step.name().to_string(), at_us: us(offset + st.at) }).collect();
     s.memory_bytes = out.cgroup.as_ref().and_then(|c| c.stats.memory_peak);
     s.memory_method = s.memory_bytes.map(|_| MemoryMethod::CgroupPeak);
     if out.timed_out {
         return Err(format!("`{}` timed out in the container", workload.label()));
     }
     read_output(&mut s, &out.stdout_text(), workload)?;
+    Ok(s)
+}
+
+/// Our launcher on the three-layer image, as `virtlab container run IMAGE
+/// /virtlab-workload ...` runs it: a fresh writable layer over the
+/// image's layers, the image's environment and working directory. Making
+/// that layer is part of starting a container from an image, so the clock
+/// starts before it (the `upper_dir` phase).
+fn launch_container_image(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
+    use virtlab_container::image::run;
+    let image = ctx.image.as_ref().ok_or("no image for container-image")?;
+    let argv = run::command(&image.image, None, &workload_argv(workload)).map_err(|e| e.to_string())?;
+    let workdir = run::workdir(&image.image);
+    let t0 = Instant::now();
+    let prepared = run::prepare(&image.store, &image.image, workdir.as_deref()).map_err(|e| e.to_string())?;
+    let mut cfg = virtlab_container::ContainerConfig::new(&prepared.mount_point, argv);
+    cfg.layers = Some(prepared.layers.clone());
+    cfg.env = run::environment(&image.image);
+    if let Some(w) = workdir {
+        cfg.workdir = w.into();
+    }
+    let cfg = container_config(cfg, ctx);
+    let offset = t0.elapsed();
+    let out = virtlab_container::run(&cfg).map_err(|e| e.to_string());
+    // The writable layer goes now, outside the timing (as the launcher's
+    // own clean-up after the exit is).
+    drop(prepared);
+    let mut s = container_sample(workload, &out?, offset)?;
+    s.phases.insert(0, Phase { name: "upper_dir".into(), at_us: us(offset) });
     Ok(s)
 }
 

@@ -23,6 +23,9 @@ pub enum Env {
     Native,
     /// Our container launcher: every namespace, cgroup limits.
     Container,
+    /// Our container launcher on a three-layer image: a fresh writable
+    /// layer over the image's layers (overlayfs) for every start.
+    ContainerImage,
     /// Our VMM + minikernel, console through the emulated 16550 UART.
     VmMiniUart,
     /// Our VMM + minikernel, console through the paravirtual port.
@@ -44,21 +47,39 @@ pub enum Env {
     Runc,
     /// Peer: crun with the same bundle.
     Crun,
+    /// Peer: `podman run --rm` of the same image as `container-image`
+    /// (runc, the same limits), from a private podman storage.
+    Podman,
 }
 
 impl Env {
-    /// Every environment, in table order.
-    pub const ALL: [Env; 5] = [Env::Native, Env::Container, Env::VmMiniUart, Env::VmMiniPv, Env::VmLinux];
+    /// Every environment of ours (`all`), in table order.
+    pub const ALL: [Env; 6] =
+        [Env::Native, Env::Container, Env::ContainerImage, Env::VmMiniUart, Env::VmMiniPv, Env::VmLinux];
+
+    /// What runs when no `--env` is given: all of ours but
+    /// `container-image`, which first builds an image (`--env all` or its
+    /// name adds it).
+    pub const DEFAULT: [Env; 5] = [Env::Native, Env::Container, Env::VmMiniUart, Env::VmMiniPv, Env::VmLinux];
 
     /// The peers (`--peers`).
-    pub const PEERS: [Env; 7] =
-        [Env::QemuMicrovm, Env::QemuTcg, Env::QemuMicrovmLinux, Env::QemuTcgLinux, Env::Bwrap, Env::Runc, Env::Crun];
+    pub const PEERS: [Env; 8] = [
+        Env::QemuMicrovm,
+        Env::QemuTcg,
+        Env::QemuMicrovmLinux,
+        Env::QemuTcgLinux,
+        Env::Bwrap,
+        Env::Runc,
+        Env::Crun,
+        Env::Podman,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Env::Native => "native",
             Env::Container => "container",
+            Env::ContainerImage => "container-image",
             Env::VmMiniUart => "vm-mini-uart",
             Env::VmMiniPv => "vm-mini-pv",
             Env::VmLinux => "vm-linux",
@@ -69,6 +90,7 @@ impl Env {
             Env::Bwrap => "bwrap",
             Env::Runc => "runc",
             Env::Crun => "crun",
+            Env::Podman => "podman",
         }
     }
 
@@ -77,6 +99,10 @@ impl Env {
         match self {
             Env::Native => "fork/exec of the workload on the host",
             Env::Container => "virtlab container: all namespaces, cgroup limits, pivot_root",
+            Env::ContainerImage => {
+                "virtlab container on a 3-layer image (overlayfs); each start's time includes making its fresh \
+                 writable layer, as `container run IMAGE` does"
+            }
             Env::VmMiniUart => "virtlab VMM + minikernel, console on an emulated 16550 UART",
             Env::VmMiniPv => "virtlab VMM + minikernel, console on a paravirtual port",
             Env::VmLinux => "virtlab VMM + a Linux guest kernel",
@@ -87,6 +113,7 @@ impl Env {
             Env::Bwrap => "bubblewrap, every namespace, same rootfs",
             Env::Runc => "runc, OCI bundle of the same rootfs and limits",
             Env::Crun => "crun, the same OCI bundle",
+            Env::Podman => "podman run --rm of the same 3-layer image as container-image (runc, the same limits)",
         }
     }
 
@@ -120,6 +147,7 @@ impl Env {
                 "all" => &Env::ALL,
                 "native" => &[Env::Native],
                 "container" => &[Env::Container],
+                "container-image" => &[Env::ContainerImage],
                 "vm-mini" => &[Env::VmMiniUart, Env::VmMiniPv],
                 "vm-mini-uart" => &[Env::VmMiniUart],
                 "vm-mini-pv" => &[Env::VmMiniPv],
@@ -132,11 +160,12 @@ impl Env {
                 "bwrap" => &[Env::Bwrap],
                 "runc" => &[Env::Runc],
                 "crun" => &[Env::Crun],
+                "podman" => &[Env::Podman],
                 other => {
                     return Err(format!(
-                        "unknown environment {other:?}: use native, container, vm-mini (both consoles), vm-mini-uart, \
-                         vm-mini-pv, vm-linux, all, or the peers qemu-microvm, qemu-tcg, qemu-microvm-linux, \
-                         qemu-tcg-linux, bwrap, runc, crun (peers: all seven)"
+                        "unknown environment {other:?}: use native, container, container-image, vm-mini (both \
+                         consoles), vm-mini-uart, vm-mini-pv, vm-linux, all, or the peers qemu-microvm, qemu-tcg, \
+                         qemu-microvm-linux, qemu-tcg-linux, bwrap, runc, crun, podman (peers: all eight)"
                     ))
                 }
             };
@@ -294,6 +323,49 @@ pub struct Context {
     /// Timeout for one Linux guest run, ours or QEMU's (they boot slowly
     /// on nested hosts).
     pub linux_timeout: Duration,
+    /// The image of `container-image` and `podman`, when one of them runs.
+    pub image: Option<RunImage>,
+}
+
+/// The three-layer image `container-image` and `podman` run, made once per
+/// comparison (see [`crate::image`]) in a private store under a temporary
+/// directory.
+#[derive(Debug, Clone)]
+pub struct RunImage {
+    /// The private image store.
+    pub store: virtlab_container::image::Store,
+    /// The image, resolved once: each launch only prepares its writable
+    /// layer.
+    pub image: virtlab_container::image::Image,
+    /// Its name, in our store and in podman's.
+    pub name: String,
+    /// podman's private storage with the image loaded, when `podman` runs.
+    pub podman: Option<PodmanStorage>,
+}
+
+/// Where a private podman keeps everything: never the host's
+/// `/var/lib/containers`, `/run/containers` or `/run/libpod`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodmanStorage {
+    /// The directory holding all three (removed with it).
+    pub dir: PathBuf,
+}
+
+impl PodmanStorage {
+    /// Images, containers, libpod's database (`--root`).
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    /// Run-time state (`--runroot`).
+    pub fn runroot(&self) -> PathBuf {
+        self.dir.join("runroot")
+    }
+
+    /// libpod's temporary files: exit codes, locks (`--tmpdir`).
+    pub fn tmpdir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
 }
 
 /// How a row's "memory per instance" was measured.
@@ -385,10 +457,18 @@ mod tests {
     #[test]
     fn environment_lists() {
         assert_eq!(Env::parse_list("native,vm-mini").unwrap(), vec![Env::Native, Env::VmMiniUart, Env::VmMiniPv]);
-        assert_eq!(Env::parse_list("all").unwrap().len(), 5);
+        assert_eq!(Env::parse_list("all").unwrap().len(), 6);
+        assert_eq!(
+            Env::parse_list("container-image,container").unwrap(),
+            vec![Env::Container, Env::ContainerImage],
+            "table order: right after container"
+        );
+        assert!(!Env::DEFAULT.contains(&Env::ContainerImage));
+        assert!(Env::DEFAULT.iter().all(|e| Env::ALL.contains(e)));
         assert_eq!(Env::parse_list("container,native,native").unwrap(), vec![Env::Native, Env::Container]);
         let e = Env::parse_list("native,docker").unwrap_err();
-        assert!(e.contains("docker") && e.contains("vm-mini"), "{e}");
+        assert!(e.contains("docker") && e.contains("vm-mini") && e.contains("container-image"), "{e}");
+        assert!(e.contains("podman"), "{e}");
         assert!(Env::parse_list(" , ").is_err());
     }
 
@@ -399,7 +479,9 @@ mod tests {
             vec![Env::VmLinux, Env::QemuMicrovmLinux, Env::QemuTcgLinux]
         );
         let peers = Env::parse_list("peers").unwrap();
-        assert_eq!(peers.len(), 7);
+        assert_eq!(peers.len(), 8);
+        assert!(peers.contains(&Env::Podman) && Env::Podman.is_peer() && !Env::ContainerImage.is_peer());
+        assert!(Env::ContainerImage.describe().contains("writable layer"));
         assert!(peers.contains(&Env::QemuMicrovmLinux) && peers.contains(&Env::QemuTcgLinux));
         assert!(!Env::parse_list("all").unwrap().iter().any(|e| e.is_peer()));
         for e in [Env::QemuMicrovmLinux, Env::QemuTcgLinux] {

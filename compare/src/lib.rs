@@ -11,14 +11,18 @@
 //! - [`report`]: the comparison itself, its table and its claims.
 //! - [`svg`](mod@svg): charts.
 //! - [`scale`]: many instances at once.
-//! - [`peers`]: QEMU, bubblewrap, runc and crun on the same workload.
+//! - [`peers`]: QEMU, bubblewrap, runc, crun and podman on the same workload.
+//! - [`podman`]: podman's private storage, its command line and its clean-up.
+//! - [`image`](mod@image): the three-layer image of `container-image` and `podman`.
 //! - [`memory`]: one memory measure for every row, a cgroup's peak.
 
 pub mod env;
 pub mod host;
+pub mod image;
 pub mod launch;
 pub mod memory;
 pub mod peers;
+pub mod podman;
 pub mod process;
 pub mod report;
 pub mod scale;

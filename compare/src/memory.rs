@@ -74,6 +74,12 @@ impl ProcessCgroup {
         Ok(())
     }
 
+    /// The cgroup's directory name (`virtlab-mem-<what>-<pid>-<n>`), the
+    /// same in every hierarchy.
+    pub fn name(&self) -> &str {
+        self.cg.name()
+    }
+
     /// The cgroup's memory peak so far, bytes.
     pub fn peak(&self) -> Option<u64> {
         self.cg.stats().memory_peak

@@ -12,12 +12,17 @@
 //! - `bwrap`: bubblewrap with every namespace, on the same rootfs.
 //! - `runc`: an OCI bundle of the same rootfs with the same limits.
 //! - `crun`: the same bundle, where crun accepts this host's cgroup layout.
+//! - `podman`: `podman run --rm` of the same three-layer image as our
+//!   `container-image` row, with runc, the same limits and rlimits, from a
+//!   podman storage of the run's own ([`crate::podman`]).
 //!
 //! Each launch yields the same [`Sample`] as our own environments: launch to
 //! ready marker and to exit on the host clock, and the workload's own line.
 //! A QEMU launch runs in a memory cgroup of its own when virtlab is root
 //! ([`crate::memory`]), so its memory per instance is measured like a
-//! native process's.
+//! native process's; a podman container's cgroup goes under a fresh cgroup
+//! of ours, whose peak is the container's (runc's init and the workload;
+//! not podman or conmon).
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
@@ -30,9 +35,10 @@ use std::time::{Duration, Instant};
 use virtlab_vmm::linux::{compose_cmdline, initramfs, HostQuirks};
 
 use crate::launch::{
-    empty_sample, read_output, ready_line_completed, Context, Env, MemoryMethod, Phase, Sample, Workload,
+    empty_sample, read_output, ready_line_completed, Context, Env, MemoryMethod, Phase, RunImage, Sample, Workload,
 };
 use crate::memory::ProcessCgroup;
+use crate::podman;
 use crate::process::{is_root, poll_in};
 
 /// Guest RAM of the Linux peers: the same as `vm-linux`.
@@ -63,12 +69,16 @@ pub fn unavailable(env: Env, host_kvm: bool, cgroup_mode: Option<&str>) -> Optio
         Env::Bwrap if !has("bwrap", "--version") => Some("bwrap is not installed (apt-get install bubblewrap)".into()),
         Env::Runc if !has("runc", "--version") => Some("runc is not installed (apt-get install runc)".into()),
         Env::Crun if !has("crun", "--version") => Some("crun is not installed (apt-get install crun)".into()),
+        Env::Podman if !has("podman", "--version") => Some("podman is not installed (apt-get install podman)".into()),
+        Env::Podman if !has("runc", "--version") => {
+            Some("podman runs the container with runc here, which is not installed (apt-get install runc)".into())
+        }
         Env::Crun if cgroup_mode == Some("hybrid") => Some(
             "crun refuses to start on hosts with cgroups in hybrid mode (\"cgroups in hybrid mode not supported\"); \
              virtlab's launcher and runc handle it"
                 .into(),
         ),
-        Env::Runc | Env::Crun | Env::Bwrap if !is_root() => Some("needs root".into()),
+        Env::Runc | Env::Crun | Env::Bwrap | Env::Podman if !is_root() => Some("needs root".into()),
         _ => None,
     }
 }
@@ -204,11 +214,21 @@ pub fn emulation_failure_reason(stderr: &str, after: Duration) -> String {
 /// Runs `workload` once under a peer.
 pub fn launch(env: Env, workload: &Workload, ctx: &Context) -> Result<Sample, String> {
     let timeout = if env.boots_linux() { ctx.linux_timeout } else { ctx.timeout };
+    // podman: the container's cgroup under a fresh one of ours (root
+    // only), whose peak is its memory; dropped on every way out, which
+    // waits for podman's processes and removes the cgroup.
+    let podman_launch = match (env, &ctx.image) {
+        (Env::Podman, Some(RunImage { podman: Some(storage), .. })) if is_root() => {
+            Some(podman::LaunchGuard::create(storage)?)
+        }
+        _ => None,
+    };
     let mut cmd = match env {
         Env::QemuMicrovm | Env::QemuTcg => qemu(env, workload, ctx)?,
         Env::QemuMicrovmLinux | Env::QemuTcgLinux => qemu_linux(env, workload, ctx)?,
         Env::Bwrap => bwrap(workload, ctx)?,
         Env::Runc | Env::Crun => oci(env, workload, ctx)?,
+        Env::Podman => podman_run(workload, ctx, podman_launch.as_ref())?,
         other => return Err(format!("{} is not a peer", other.name())),
     };
     // QEMU: a memory cgroup of its own (root only), joined before exec, and
@@ -291,6 +311,12 @@ pub fn launch(env: Env, workload: &Workload, ctx: &Context) -> Result<Sample, St
         s.memory_bytes = cg.peak();
         s.memory_method = s.memory_bytes.map(|_| MemoryMethod::CgroupPeak);
         let _ = cg.remove();
+    }
+    if let Some(launch) = podman_launch {
+        s.memory_bytes = launch.peak();
+        s.memory_method = s.memory_bytes.map(|_| MemoryMethod::CgroupPeak);
+        // Waits for conmon and its clean-up, reaps them, removes the cgroup.
+        drop(launch);
     }
     let stderr = stderr.text(Duration::from_secs(1));
     let code = status.code().unwrap_or(-1);
@@ -467,6 +493,24 @@ fn bwrap(workload: &Workload, ctx: &Context) -> Result<Command, String> {
     Ok(c)
 }
 
+/// `podman run --rm` of the comparison's image (see [`crate::podman`]).
+fn podman_run(workload: &Workload, ctx: &Context, launch: Option<&podman::LaunchGuard>) -> Result<Command, String> {
+    let image = ctx.image.as_ref().ok_or("no image for podman")?;
+    let storage = image.podman.as_ref().ok_or("the image was not loaded into podman")?;
+    let mut argv = vec!["/virtlab-workload".to_string()];
+    argv.extend(workload.args());
+    let options = podman::RunOptions {
+        image: &image.name,
+        argv: &argv,
+        memory: ctx.container_memory,
+        pids: ctx.container_pids,
+        cgroup_parent: launch.map(|l| l.name()),
+    };
+    let mut c = podman::podman(storage);
+    c.args(podman::run_args(&options));
+    Ok(c)
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// An OCI bundle for one run: config.json naming the shared rootfs.
@@ -489,12 +533,17 @@ pub fn bundle_dir(env: Env) -> PathBuf {
     std::env::temp_dir().join(format!("virtlab-oci-{}-{}", env.name(), std::process::id()))
 }
 
-/// Removes the bundle directories and the initramfs file this process made.
+/// Removes the bundle directories and the initramfs file this process
+/// made, and any podman cgroup a failed launch left (podman's storage goes
+/// with the comparison's image, [`crate::image::ImageDir`]).
 pub fn cleanup() {
     for env in [Env::Runc, Env::Crun] {
         let _ = std::fs::remove_dir_all(bundle_dir(env));
     }
     let _ = std::fs::remove_file(initramfs_path());
+    if is_root() {
+        crate::podman::remove_stale_cgroups();
+    }
 }
 
 /// A minimal OCI runtime config: the same namespaces, limits and read-only

@@ -13,8 +13,27 @@ const RIGHT: f64 = 40.0;
 const COLORS: [&str; 10] =
     ["#4e79a7", "#59a14f", "#e15759", "#f28e2b", "#76b7b2", "#b07aa1", "#edc948", "#9c755f", "#ff9da7", "#bab0ac"];
 
+/// Every environment in the order it was added to virtlab: its colour
+/// comes from its place here, so a new one leaves the others' alone.
+const COLOR_ORDER: [Env; 14] = [
+    Env::Native,
+    Env::Container,
+    Env::VmMiniUart,
+    Env::VmMiniPv,
+    Env::VmLinux,
+    Env::QemuMicrovm,
+    Env::QemuTcg,
+    Env::QemuMicrovmLinux,
+    Env::QemuTcgLinux,
+    Env::Bwrap,
+    Env::Runc,
+    Env::Crun,
+    Env::ContainerImage,
+    Env::Podman,
+];
+
 fn color(env: Env) -> &'static str {
-    let i = Env::ALL.iter().chain(Env::PEERS.iter()).position(|e| *e == env).unwrap_or(0);
+    let i = COLOR_ORDER.iter().position(|e| *e == env).unwrap_or(0);
     COLORS[i % COLORS.len()]
 }
 
@@ -187,4 +206,19 @@ pub fn timeline_chart(report: &CompareReport) -> String {
     }
     s += "</svg>\n";
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_environment_has_a_colour_of_its_own_place() {
+        for e in Env::ALL.iter().chain(Env::PEERS.iter()) {
+            assert!(COLOR_ORDER.contains(e), "{} has no place in COLOR_ORDER", e.name());
+        }
+        // The colours environments had before container-image and podman.
+        assert_eq!(color(Env::VmMiniUart), COLORS[2]);
+        assert_eq!(color(Env::Crun), COLORS[11 % COLORS.len()]);
+    }
 }

@@ -140,7 +140,8 @@ fn peers_run_beside_ours_or_say_why_not() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows: Vec<&str> = report["rows"].as_array().unwrap().iter().map(|r| r["env"].as_str().unwrap()).collect();
     let skipped: Vec<&str> = report["skipped"].as_array().unwrap().iter().map(|r| r["env"].as_str().unwrap()).collect();
-    for peer in ["qemu-microvm", "qemu-tcg", "qemu-microvm-linux", "qemu-tcg-linux", "bwrap", "runc", "crun"] {
+    for peer in ["qemu-microvm", "qemu-tcg", "qemu-microvm-linux", "qemu-tcg-linux", "bwrap", "runc", "crun", "podman"]
+    {
         let ran = rows.contains(&peer);
         assert!(ran || skipped.contains(&peer), "{peer} neither ran nor was skipped with a reason");
         if peer.ends_with("-linux") {
@@ -167,13 +168,165 @@ fn peers_run_beside_ours_or_say_why_not() {
         let ratios = report["peers"].as_array().unwrap();
         assert!(ratios.iter().any(|p| p["peer"] == "qemu-microvm" && p["startup_ratio"].is_number()), "{ratios:?}");
     }
-    // Nothing left behind: no bundle directories, no runc state.
+    // Nothing left behind: no bundle directories, no runc state, no image
+    // directory with podman's storage.
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("virtlab-oci-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    if let Some(dir) = image_dir_in(&stderr) {
+        assert_no_trace_of(&dir, None);
+    }
+}
+
+/// The comparison's image directory, from its line on standard error.
+fn image_dir_in(stderr: &str) -> Option<std::path::PathBuf> {
+    let line = stderr.lines().find(|l| l.contains("built the 3-layer image"))?;
+    let after = line.split(" in /").nth(1)?;
+    Some(std::path::PathBuf::from(format!("/{}", after.split(" (").next()?)))
+}
+
+/// Nothing of the image directory `dir` left: the directory, a process
+/// naming it (podman, conmon), a mount under it; nor, for run `pid`, a
+/// podman cgroup.
+fn assert_no_trace_of(dir: &std::path::Path, pid: Option<u32>) {
+    assert!(dir.starts_with(std::env::temp_dir()), "{}: not in the temporary directory", dir.display());
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let needle = dir.display().to_string();
+    let procs: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&needle))
+        .collect();
+    assert!(procs.is_empty(), "processes left behind: {procs:?}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&needle), "mounts left under {needle}");
+    if let Some(pid) = pid {
+        let prefix = format!("virtlab-mem-podman-{pid}-");
+        let cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .flat_map(|h| std::fs::read_dir(h.path()).into_iter().flatten().filter_map(|e| e.ok()))
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect();
+        assert!(cgroups.is_empty(), "podman cgroups left behind: {cgroups:?}");
+    }
+}
+
+#[test]
+fn container_image_runs_beside_container_from_a_private_store() {
+    let test = "container_image_runs_beside_container_from_a_private_store";
+    if !root_or_skip(test) {
+        return;
+    }
+    let (code, report, stderr, pid, _) =
+        compare_json(&["--env", "container,container-image", "--runs", "2", "--warmup", "0", "--workload", "ready"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for env in ["container", "container-image"] {
+        let r = row(&report, env, "ready").unwrap_or_else(|| panic!("no {env} row: {stderr}"));
+        assert_eq!(r["runs"], 2, "{env}: {r}");
+        assert!(r["startup_us"]["median"].as_f64().unwrap() > 0.0, "{env}: {r}");
+        assert!(r["total_us"]["median"].as_f64().unwrap() >= r["startup_us"]["median"].as_f64().unwrap(), "{r}");
+        assert_eq!(r["memory_method"], "cgroup-peak", "{env}: {r}");
+        let samples: Vec<&serde_json::Value> =
+            report["samples"].as_array().unwrap().iter().filter(|s| s["env"] == env).collect();
+        assert_eq!(samples.len(), 2, "{env}");
+        assert!(samples.iter().all(|s| s["exit_status"] == 0), "{env}: {samples:?}");
+    }
+    // The fresh writable layer is part of the start: the first phase, and
+    // every later one counted after it.
+    let sample = report["samples"].as_array().unwrap().iter().find(|s| s["env"] == "container-image").unwrap();
+    let phases = sample["phases"].as_array().unwrap();
+    assert_eq!(phases[0]["name"], "upper_dir", "{phases:?}");
+    let upper = phases[0]["at_us"].as_f64().unwrap();
+    assert!(upper > 0.0 && phases.iter().skip(1).all(|p| p["at_us"].as_f64().unwrap() >= upper), "{phases:?}");
+    assert!(sample["startup_us"].as_f64().unwrap() > upper, "{sample}");
+    // The image was made in a temporary store of the run's, and is gone.
+    let dir = image_dir_in(&stderr).unwrap_or_else(|| panic!("no image line: {stderr}"));
+    assert_no_trace_of(&dir, Some(pid));
+}
+
+/// Whether podman runs; if not, a loud skip, or a failure when peers or
+/// root tests must run.
+fn podman_or_skip(test: &str) -> bool {
+    let ok = Command::new("podman")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if must("VIRTLAB_REQUIRE_PEERS") || must("VIRTLAB_REQUIRE_ROOT") {
+            panic!("{test}: podman is required (VIRTLAB_REQUIRE_PEERS=1 or VIRTLAB_REQUIRE_ROOT=1) but not installed");
+        }
+        eprintln!("SKIPPED {test}: podman is not installed (apt-get install podman)");
+    }
+    ok
+}
+
+#[test]
+fn podman_runs_the_same_image_and_leaves_nothing_behind() {
+    let test = "podman_runs_the_same_image_and_leaves_nothing_behind";
+    if !root_or_skip(test) || !podman_or_skip(test) {
+        return;
+    }
+    // podman's default storage, which a private one must not create.
+    let host_storage = ["/var/lib/containers/storage", "/run/containers/storage", "/var/lib/virtlab"]
+        .map(|p| (p, std::path::Path::new(p).exists()));
+    let zombies_before = init_s_conmon_zombies();
+    let (code, report, stderr, pid, _) =
+        compare_json(&["--env", "container-image,podman", "--runs", "2", "--warmup", "0", "--workload", "ready"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let r = row(&report, "podman", "ready").unwrap_or_else(|| panic!("no podman row: {stderr}"));
+    assert_eq!(r["runs"], 2, "{r}");
+    assert!(r["startup_us"]["median"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["total_us"]["median"].as_f64().unwrap() >= r["startup_us"]["median"].as_f64().unwrap(), "{r}");
+    assert_eq!(r["memory_method"], "cgroup-peak", "{r}");
+    assert!(r["memory_bytes"]["median"].as_f64().unwrap() > 0.0, "{r}");
+    let samples: Vec<&serde_json::Value> =
+        report["samples"].as_array().unwrap().iter().filter(|s| s["env"] == "podman").collect();
+    assert!(samples.len() == 2 && samples.iter().all(|s| s["exit_status"] == 0), "{samples:?}");
+    assert!(samples.iter().all(|s| s["pid"] == 1), "the workload is PID 1 of podman's container: {samples:?}");
+    let ratio = report["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["ours"] == "container-image" && p["peer"] == "podman")
+        .unwrap_or_else(|| panic!("no container-image / podman ratio: {}", report["peers"]));
+    assert!(ratio["startup_ratio"].as_f64().unwrap() > 0.0, "{ratio}");
+    assert!(ratio["total_ratio"].as_f64().unwrap() > 0.0, "{ratio}");
+    // Nothing left: storage, processes (conmon), mounts, cgroups.
+    let dir = image_dir_in(&stderr).unwrap_or_else(|| panic!("no image line: {stderr}"));
+    assert!(stderr.contains("loaded into podman's"), "{stderr}");
+    assert_no_trace_of(&dir, Some(pid));
+    for (path, existed) in host_storage {
+        assert!(existed || !std::path::Path::new(path).exists(), "the run created {path}");
+    }
+    // conmon daemonizes; the harness adopted and reaped each one, so none
+    // was left for init to reap.
+    let new: Vec<u32> = init_s_conmon_zombies().into_iter().filter(|p| !zombies_before.contains(p)).collect();
+    assert!(new.is_empty(), "conmon zombies left to init: {new:?}");
+}
+
+/// The pids of exited, unreaped conmon processes whose parent is init.
+fn init_s_conmon_zombies() -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (fields.next(), fields.next());
+        if head.ends_with("(conmon") && state == Some("Z") && ppid == Some("1") {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 /// Whether qemu-system-x86_64 runs; if not, a loud skip, or a failure under

@@ -44,9 +44,13 @@ pub fn peers_text(report: &CompareReport) -> String {
         "\nOurs against the real thing (ours / peer, medians from this run; below 1 means ours is faster or smaller):\n",
     );
     t += &render(&tables::peers(report));
-    if report.peers.iter().any(|p| p.memory_ratio.is_some()) {
+    if report.peers.iter().any(|p| p.memory_ratio.is_some() && p.peer != Env::Podman) {
         t += "memory: VMM memory, ours / QEMU: the peak of a fresh memory cgroup around each VMM process (its own \
               memory plus the guest pages it touched).\n";
+    }
+    if report.peers.iter().any(|p| p.memory_ratio.is_some() && p.peer == Env::Podman) {
+        t += "memory: container-image / podman: each container's cgroup peak (podman's includes runc's container \
+              init, not podman or conmon).\n";
     }
     if report.peers.iter().any(|p| p.ours == Env::VmLinux) {
         t += "vm-linux's memory is an estimate (guest pages + VMM RSS overhead), so it is not set against QEMU's.\n";

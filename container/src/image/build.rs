@@ -296,7 +296,7 @@ fn step(
             let (packed, blob) = pack(work, &staged, TreeKind::Plain)?;
             let had = store.layer_info(&packed.diff_id).is_ok();
             state.key = chain(&state.key, &[&i.text, &packed.diff_id]);
-            let layer = add_layer(store, work, state, packed, blob)?;
+            let layer = add_layer(store, work, state, packed, blob, progress)?;
             outcome = StepOutcome { made_layer: true, cached: had, layer_size: Some(layer) };
             push_history(state, i, false);
             return Ok(outcome);
@@ -327,7 +327,7 @@ fn step(
             }
             let (packed, blob) = run_step(store, work, state, opts, i, c, progress)?;
             let diff_id = packed.diff_id.clone();
-            let size = add_layer(store, work, state, packed, blob)?;
+            let size = add_layer(store, work, state, packed, blob, progress)?;
             state.key = chain(&key, &[&diff_id]);
             let last = state.layers.last().expect("just added");
             write_cache_later(work, &key, &last.new.packed)?;
@@ -407,8 +407,22 @@ fn add_layer(
     state: &mut State,
     packed: PackedLayer,
     blob: PathBuf,
+    progress: &mut dyn FnMut(BuildEvent<'_>),
 ) -> Result<u64, ImageError> {
     let new = store.prepare_layer(packed, blob, work)?;
+    let dir = store.layer_dir(&new.packed.diff_id).join("fs");
+    progress(BuildEvent::Explain(match &new.unpacked {
+        Some(_) => format!(
+            "layer sha256:{} is new: unpacked once, to be {} once the image is stored",
+            new.packed.diff_id,
+            dir.display()
+        ),
+        None => format!(
+            "layer sha256:{} is in the store already ({}): reused, not unpacked again",
+            new.packed.diff_id,
+            dir.display()
+        ),
+    }));
     let tree = match &new.unpacked {
         Some(dir) => dir.join("fs"),
         None => store.layer_dir(&new.packed.diff_id).join("fs"),
@@ -497,7 +511,30 @@ fn run_step(
         }
         _ => TreeKind::OverlayUpper,
     };
+    for deleted in layer::overlay_deletions(&prepared.layers.upper()) {
+        let (what, oci) = match deleted.strip_suffix('/') {
+            Some(dir) => (
+                format!("/{dir} was emptied and refilled: overlayfs marked the directory opaque (xattr trusted.overlay.opaque=y)"),
+                format!("{dir}/{}", layer::OPAQUE_MARKER),
+            ),
+            None => (
+                format!("/{deleted} was deleted: overlayfs left a whiteout, a character device 0/0, in the upper directory"),
+                whiteout_name(&deleted),
+            ),
+        };
+        progress(BuildEvent::Explain(format!(
+            "{what}; the layer stores it as {oci}, and the file stays in the layer below"
+        )));
+    }
     pack(work, &prepared.layers.upper(), kind)
+}
+
+/// The OCI whiteout entry for a deleted `path` (`dir/.wh.name`).
+fn whiteout_name(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/{}{name}", layer::WHITEOUT_PREFIX),
+        None => format!("{}{path}", layer::WHITEOUT_PREFIX),
+    }
 }
 
 /// The host start and count of a `0 START COUNT` id map line.

@@ -216,6 +216,32 @@ impl<W: Write> Walker<'_, W> {
     }
 }
 
+/// The deletions an overlayfs upper directory records, as paths relative
+/// to it: whiteouts (`NAME`, a character device 0/0) and opaque
+/// directories (`DIR/`).
+pub fn overlay_deletions(upper: &Path) -> Vec<String> {
+    fn walk(dir: &Path, rel: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let (path, rel) = (e.path(), rel.join(e.file_name()));
+            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            if meta.file_type().is_char_device() && meta.rdev() == 0 {
+                out.push(rel.display().to_string());
+            } else if meta.is_dir() {
+                if is_opaque(&path) {
+                    out.push(format!("{}/", rel.display()));
+                }
+                walk(&path, &rel, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(upper, Path::new(""), &mut out);
+    out
+}
+
 fn is_opaque(dir: &Path) -> bool {
     get_xattr(dir, OVERLAY_OPAQUE_XATTR).is_some_and(|v| v == b"y")
 }

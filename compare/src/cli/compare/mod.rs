@@ -49,10 +49,12 @@ pub struct CompareArgs {
         value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_WARMUP)
     )]
     warmup: usize,
-    /// Environments: native, container, vm-mini (= vm-mini-uart + vm-mini-pv),
-    /// vm-mini-uart, vm-mini-pv, vm-linux, all; peers by name: qemu-microvm,
-    /// qemu-tcg, qemu-microvm-linux, qemu-tcg-linux, bwrap, runc, crun, or
-    /// peers (all of them).
+    /// Environments: native, container, container-image (our launcher on a
+    /// 3-layer image), vm-mini (= vm-mini-uart + vm-mini-pv), vm-mini-uart,
+    /// vm-mini-pv, vm-linux, all; peers by name: qemu-microvm, qemu-tcg,
+    /// qemu-microvm-linux, qemu-tcg-linux, bwrap, runc, crun, podman, or
+    /// peers (all of them) [default: all of ours but container-image; with
+    /// --peers, all of ours].
     #[arg(long, value_name = "LIST", value_parser = parse_envs)]
     env: Option<EnvList>,
     /// Workloads: ready, cpu, syscall, mem, io; a size with `=`, e.g. cpu=50000000.
@@ -85,7 +87,8 @@ pub struct CompareArgs {
     /// Also run the peers, when installed: qemu-microvm and qemu-tcg (the
     /// same minikernel through PVH), qemu-microvm-linux and qemu-tcg-linux
     /// (the same Linux guest as vm-linux, when a guest kernel is available),
-    /// bwrap, runc and crun (the same rootfs), and show ours / peer.
+    /// bwrap, runc and crun (the same rootfs), podman (the same image as
+    /// container-image), and show ours / peer.
     #[arg(long)]
     peers: bool,
     /// Skip the ring-0 calibration of the host (the report then cannot say
@@ -179,12 +182,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
 
     eprintln!("virtlab compare: probing the host{}...", if args.no_probe { "" } else { " (ring-0 calibration)" });
     let mut host = HostInfo::probe(!args.no_probe);
-    let selection = select::select(&args, &host);
-    let ctx = select::context(&args, &selection)?;
-    let Selection { envs, mut skipped, .. } = selection;
-
     // The peers' bundle directories and initramfs file go on every way out.
     let _cleanup = PeersCleanup;
+    let mut selection = select::select(&args, &host);
+    // The image's temporary directory (with podman's storage) goes when
+    // `_image` is dropped, on every way out, after the last launch.
+    let (ctx, _image) = select::context(&args, &mut selection)?;
+    let Selection { envs, mut skipped, .. } = selection;
 
     let plan = Plan { envs: &envs, workloads: &workloads, warmup: args.warmup, runs, ctx: &ctx };
     let Timed { mut samples, failures } = measure::timed(&plan, host.root, &mut skipped);

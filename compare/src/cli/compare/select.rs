@@ -1,14 +1,16 @@
 //! Which environments a comparison runs and which it leaves out (with the
 //! reason and how to get it), and what their launches need: the workload
-//! file, a rootfs, a Linux guest kernel, the VMM's own memory.
+//! file, a rootfs, the image of `container-image` and `podman`, a Linux
+//! guest kernel, the VMM's own memory.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use virtlab_compare::env;
 use virtlab_compare::host::HostInfo;
-use virtlab_compare::launch::{Context, Env};
+use virtlab_compare::image::{self, ImageDir};
+use virtlab_compare::launch::{Context, Env, RunImage};
 use virtlab_compare::peers;
 use virtlab_compare::report::Skipped;
 
@@ -51,11 +53,13 @@ impl KernelLookup {
     }
 }
 
-/// The environments `args` ask for (`--env`, all of ours by default, and
+/// The environments `args` ask for (`--env`; by default all of ours but
+/// `container-image`, which `--peers` adds as podman's counterpart; and
 /// `--peers`), each kept or left out on what `host` can run; what is left
 /// out is said on standard error.
 pub(super) fn select(args: &CompareArgs, host: &HostInfo) -> Selection {
-    let mut asked = args.env.clone().map(|l| l.0).unwrap_or_else(|| Env::ALL.to_vec());
+    let default: &[Env] = if args.peers { &Env::ALL } else { &Env::DEFAULT };
+    let mut asked = args.env.clone().map(|l| l.0).unwrap_or_else(|| default.to_vec());
     if args.peers {
         asked.extend(Env::PEERS.iter().filter(|p| !asked.contains(p)).copied().collect::<Vec<_>>());
     }
@@ -81,10 +85,10 @@ pub(super) fn select(args: &CompareArgs, host: &HostInfo) -> Selection {
 fn why_not(e: Env, args: &CompareArgs, host: &HostInfo, kernel: &mut KernelLookup) -> Option<String> {
     match e {
         Env::Native => None,
-        Env::Container if !host.root => {
+        Env::Container | Env::ContainerImage if !host.root => {
             Some("containers with cgroup limits need root; run virtlab as root (sudo) to include them".to_string())
         }
-        Env::Container => None,
+        Env::Container | Env::ContainerImage => None,
         Env::VmMiniUart | Env::VmMiniPv | Env::VmLinux if host.kvm.is_err() => Some(format!(
             "no usable KVM ({}): enable VT-x/AMD-V (or nested virtualization) and make /dev/kvm accessible",
             host.kvm.as_ref().err().map(String::as_str).unwrap_or("")
@@ -100,15 +104,26 @@ fn why_not(e: Env, args: &CompareArgs, host: &HostInfo, kernel: &mut KernelLooku
 }
 
 /// What every launch of `selection` needs, set up once: the workload file
-/// on disk, a rootfs for the containers, the VMM's own memory for the VMs.
-pub(super) fn context(args: &CompareArgs, selection: &Selection) -> anyhow::Result<Context> {
-    let envs = &selection.envs;
+/// on disk, a rootfs for the containers, the image of `container-image`
+/// and `podman` (in a temporary directory, removed when the returned
+/// [`ImageDir`] is dropped), the VMM's own memory for the VMs. A podman
+/// that cannot load the image moves to `selection.skipped`.
+pub(super) fn context(args: &CompareArgs, selection: &mut Selection) -> anyhow::Result<(Context, Option<ImageDir>)> {
     let workload_path = virtlab_workload::materialize().context("cannot put the workload binary on disk")?;
-    let rootfs = if envs.iter().any(|e| matches!(e, Env::Container | Env::Bwrap | Env::Runc | Env::Crun)) {
+    let containers = [Env::Container, Env::ContainerImage, Env::Bwrap, Env::Runc, Env::Crun, Env::Podman];
+    let rootfs = if selection.envs.iter().any(|e| containers.contains(e)) {
         Some(virtlab_container::rootfs::default_rootfs().context("cannot build the container rootfs")?)
     } else {
         None
     };
+    let (image, image_dir) = match &rootfs {
+        Some(r) if selection.envs.iter().any(|e| matches!(e, Env::ContainerImage | Env::Podman)) => {
+            let (image, dir) = make_image(r, selection)?;
+            (Some(image), Some(dir))
+        }
+        _ => (None, None),
+    };
+    let envs = &selection.envs;
     let vmm_overhead_bytes = if envs.iter().any(|e| e.is_vm()) {
         let exe = std::env::current_exe().context("cannot find the virtlab binary")?;
         match env::measure_vmm_overhead(&exe) {
@@ -123,7 +138,7 @@ pub(super) fn context(args: &CompareArgs, selection: &Selection) -> anyhow::Resu
     } else {
         None
     };
-    Ok(Context {
+    let ctx = Context {
         workload_path,
         rootfs,
         timeout: args.timeout,
@@ -132,5 +147,34 @@ pub(super) fn context(args: &CompareArgs, selection: &Selection) -> anyhow::Resu
         container_pids: 64,
         linux_kernel: selection.linux_kernel.clone(),
         linux_timeout: Duration::from_secs(900),
-    })
+        image,
+    };
+    Ok((ctx, image_dir))
+}
+
+/// The three-layer image, outside the timing: built in a temporary
+/// directory, then loaded into podman's storage there when `podman` runs
+/// (if podman cannot load it, `podman` is skipped with the reason).
+fn make_image(rootfs: &Path, selection: &mut Selection) -> anyhow::Result<(RunImage, ImageDir)> {
+    let t0 = Instant::now();
+    let mut dir = ImageDir::create()?;
+    let mut image = image::make(&dir, rootfs)?;
+    let mut podman = "";
+    if selection.envs.contains(&Env::Podman) {
+        match image::load_into_podman(&mut dir, &mut image) {
+            Ok(()) => podman = " and loaded into podman's",
+            Err(reason) => {
+                eprintln!("virtlab compare: skipping podman: {reason}");
+                selection.envs.retain(|e| *e != Env::Podman);
+                selection.skipped.push(Skipped { env: Env::Podman, reason });
+            }
+        }
+    }
+    eprintln!(
+        "virtlab compare: built the 3-layer image {}{podman} in {} ({:.2} s, not timed)",
+        image.name,
+        dir.path().display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok((image, dir))
 }
