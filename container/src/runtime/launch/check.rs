@@ -15,7 +15,6 @@ use nix::sys::stat::Mode;
 use super::error::LaunchError;
 use crate::runtime::config::{ConfigError, ContainerConfig};
 use crate::runtime::idmap::IdRanges;
-use crate::runtime::overlay;
 use crate::runtime::plan::{command_paths, environment};
 
 /// What the checks found out.
@@ -61,7 +60,6 @@ pub(super) fn check(cfg: &ContainerConfig) -> Result<Checked, LaunchError> {
 /// regular file counts (a FIFO would block the check, a device could be
 /// read without end), and its ELF header is read within a bound.
 fn check_rootfs_and_command(cfg: &ContainerConfig) -> Result<PathBuf, LaunchError> {
-    let cmd = cfg.argv.first().ok_or(ConfigError::NoCommand)?;
     let meta = match fs::metadata(&cfg.rootfs) {
         Ok(m) => m,
         Err(_) => return Err(LaunchError::RootfsMissing { path: cfg.rootfs.clone() }),
@@ -71,13 +69,10 @@ fn check_rootfs_and_command(cfg: &ContainerConfig) -> Result<PathBuf, LaunchErro
     }
     let rootfs = fs::canonicalize(&cfg.rootfs).map_err(|_| LaunchError::RootfsMissing { path: cfg.rootfs.clone() })?;
     let root_dir = match &cfg.layers {
-        // The command is looked up in the stack the container will see.
-        Some(layers) => {
-            if !cfg.namespaces.mnt {
-                return Err(LaunchError::LayersNeedMnt);
-            }
-            overlay::mount(layers, None)?
-        }
+        // The command is looked up in the stack the container will see,
+        // once the launcher has made it (see `find_command`).
+        Some(_) if !cfg.namespaces.mnt => return Err(LaunchError::LayersNeedMnt),
+        Some(_) => return Ok(rootfs),
         None => {
             let fd = open(&rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|_| LaunchError::RootfsMissing { path: cfg.rootfs.clone() })?;
@@ -85,8 +80,16 @@ fn check_rootfs_and_command(cfg: &ContainerConfig) -> Result<PathBuf, LaunchErro
             unsafe { OwnedFd::from_raw_fd(fd) }
         }
     };
+    find_command(cfg, &root_dir)?;
+    Ok(rootfs)
+}
+
+/// Finds the command below `root_dir` (the rootfs, or the stacked layers
+/// of an image) as the container will see it, with its ELF loader.
+pub(super) fn find_command(cfg: &ContainerConfig, root_dir: &OwnedFd) -> Result<(), LaunchError> {
+    let cmd = cfg.argv.first().ok_or(ConfigError::NoCommand)?;
     let candidates = command_paths(cmd, &environment(cfg));
-    let found = candidates.iter().find_map(|c| open_in_root(&root_dir, c, OFlag::O_PATH).ok().map(|f| (c, f)));
+    let found = candidates.iter().find_map(|c| open_in_root(root_dir, c, OFlag::O_PATH).ok().map(|f| (c, f)));
     let Some((inside, file)) = found else {
         return Err(LaunchError::CommandNotFound {
             cmd: cmd.clone(),
@@ -98,15 +101,15 @@ fn check_rootfs_and_command(cfg: &ContainerConfig) -> Result<PathBuf, LaunchErro
     if kind != "a regular file" {
         return Err(LaunchError::NotAFile { cmd: inside.clone(), kind });
     }
-    let interp = open_in_root(&root_dir, inside, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
+    let interp = open_in_root(root_dir, inside, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
         .ok()
         .and_then(|f| elf_interp_of(&fs::File::from(f)));
     if let Some(interp) = interp {
-        if open_in_root(&root_dir, &interp, OFlag::O_PATH).is_err() {
+        if open_in_root(root_dir, &interp, OFlag::O_PATH).is_err() {
             return Err(LaunchError::MissingLoader { cmd: cmd.clone(), interp });
         }
     }
-    Ok(rootfs)
+    Ok(())
 }
 
 /// openat2(2) of `path` below `root` as if `root` were `/`: `..` and

@@ -103,6 +103,12 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         // No idmapping (no user namespace, or it failed): the plain stack.
         rootfs_tree = Some(crate::runtime::overlay::mount(layers, None)?);
     }
+    if let (Some(_), Some(tree)) = (&cfg.layers, &rootfs_tree) {
+        // An image's command is looked up in the stack just made, the one
+        // the container gets (the child, waiting for Go, is killed if it
+        // is not there).
+        check::find_command(cfg, tree)?;
+    }
     parent_end.send(ParentMsg::Go { rootfs_tree: rootfs_tree.as_ref().map(AsFd::as_fd) })?;
     drop(rootfs_tree);
 
