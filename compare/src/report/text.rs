@@ -16,15 +16,22 @@ fn render(table: &Table) -> String {
     t
 }
 
-/// One line of `table`: each cell padded to its column's width.
+/// One line of `table`: each cell padded to its column's width, or to the
+/// widest cell of that column if one is wider (a long environment name),
+/// so the columns stay aligned.
 fn line<'c>(table: &Table, cells: impl Iterator<Item = &'c str>) -> String {
     let padded: Vec<String> = table
         .columns
         .iter()
+        .enumerate()
         .zip(cells)
-        .map(|(c, v)| match c.align {
-            Align::Left => format!("{v:<w$}", w = c.width),
-            Align::Right => format!("{v:>w$}", w = c.width),
+        .map(|((i, c), v)| {
+            let widest = table.rows.iter().filter_map(|r| r.get(i)).map(|cell| cell.chars().count()).max().unwrap_or(0);
+            let w = c.width.max(widest);
+            match c.align {
+                Align::Left => format!("{v:<w$}"),
+                Align::Right => format!("{v:>w$}"),
+            }
         })
         .collect();
     padded.join(" ") + "\n"
