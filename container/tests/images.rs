@@ -597,3 +597,37 @@ fn an_image_runs_on_its_stacked_layers_which_stay_unchanged() {
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&store.root().display().to_string()), "a mount was left behind");
 }
+
+#[test]
+fn an_image_a_container_runs_is_kept_until_it_is_gone() {
+    const TEST: &str = "an_image_a_container_runs_is_kept_until_it_is_gone";
+    if !root(TEST) {
+        return;
+    }
+    let Some(busybox) = virtlab_container::rootfs::host_busybox() else {
+        assert!(!must_run(), "{TEST}: needs busybox-static (scripts/setup.sh installs it)");
+        return skip(&format!("{TEST}: needs busybox-static"));
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store_in(&tmp);
+    let tree = tmp.path().join("bb");
+    virtlab_container::rootfs::build(&tree, Some(&busybox)).unwrap();
+    let image = import::import(&store, &tree, &name("busy")).unwrap();
+    let layer = store.layer_dirs(&image).unwrap().remove(0);
+    let prepared = virtlab_container::image::run::prepare(&store, &image, None).unwrap();
+    let mut cfg = virtlab_container::ContainerConfig::new(&prepared.mount_point, vec!["/bin/sleep".into(), "1".into()]);
+    cfg.layers = Some(prepared.layers.clone());
+    cfg.stdio = virtlab_container::Stdio::Capture;
+    let running = std::thread::spawn(move || virtlab_container::run(&cfg).unwrap().exit_code());
+    let err = store.remove("busy").unwrap_err();
+    assert!(matches!(err, ImageError::InUse(_)), "{err}");
+    let removed = store.remove_with("busy", true).unwrap();
+    assert_eq!(removed.untagged, vec!["localhost/busy:latest".to_string()]);
+    assert!(layer.join("bin/busybox").exists(), "the running container's layer was removed");
+    assert_eq!(running.join().unwrap(), 0);
+    drop(prepared);
+    // The next removal collects what only the finished container held.
+    import::import(&store, &tree, &name("again")).unwrap();
+    store.remove("again").unwrap();
+    assert!(!layer.exists(), "the layer outlived the container and the image");
+}

@@ -462,7 +462,7 @@ fn run_step(
 ) -> Result<(PackedLayer, PathBuf), ImageError> {
     let lower: Vec<PathBuf> = state.layers.iter().rev().map(|l| l.tree.clone()).collect();
     let workdir = state.config.working_dir().clone().unwrap_or_else(|| "/".into());
-    let prepared = run::prepare_stack(store, lower, Some(&workdir))?;
+    let prepared = run::prepare_stack(store, lower, Some(&workdir), None)?;
     let argv = argv(&state.shell, c);
     let mut cfg = ContainerConfig::new(&prepared.mount_point, argv.clone());
     cfg.layers = Some(prepared.layers.clone());

@@ -3,7 +3,7 @@
 //! unless the command line says otherwise (as `docker run` does).
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::store::{Image, Store, TempDir};
 use super::ImageError;
@@ -27,13 +27,26 @@ pub struct Prepared {
 pub fn prepare(store: &Store, image: &Image, workdir: Option<&str>) -> Result<Prepared, ImageError> {
     let mut lower = store.layer_dirs(image)?;
     lower.reverse();
-    prepare_stack(store, lower, workdir)
+    prepare_stack(store, lower, workdir, Some(&image.id))
 }
 
 /// Prepares a fresh writable layer over `lower` (unpacked layers, top
 /// first), as [`prepare`] does for an image.
-pub fn prepare_stack(store: &Store, mut lower: Vec<PathBuf>, workdir: Option<&str>) -> Result<Prepared, ImageError> {
+pub fn prepare_stack(
+    store: &Store,
+    mut lower: Vec<PathBuf>,
+    workdir: Option<&str>,
+    image: Option<&str>,
+) -> Result<Prepared, ImageError> {
     let work = store.temp_dir("container")?;
+    // The store's layers this container stands on (a build's own new
+    // layers, still in its work directory, are not the store's).
+    let layers: Vec<String> = lower
+        .iter()
+        .filter(|l| l.parent().and_then(Path::parent) == Some(&store.root().join("layers")))
+        .filter_map(|l| l.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    store.mark_in_use(&work, image, &layers)?;
     let mount_point = work.path().join("merged");
     let upper = work.path().join("upper");
     for dir in [&mount_point, &upper, &work.path().join("work")] {

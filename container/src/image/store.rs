@@ -218,6 +218,46 @@ impl Store {
         }
     }
 
+    /// Records, under the lock, that a live container stands on `layers`
+    /// (diff IDs) of image `image`: a removal then keeps those layers, and
+    /// `image rm` refuses the image without `--force`. The record is a file
+    /// in the container's work directory, gone with it (or, if the process
+    /// was killed, ignored once its PID is gone).
+    pub fn mark_in_use(&self, work: &TempDir, image: Option<&str>, layers: &[String]) -> Result<(), ImageError> {
+        let _lock = self.lock()?;
+        for d in layers {
+            // A removal may have taken a layer since the image was resolved.
+            read_layer_info(&self.layer_dir(d)).map_err(|_| ImageError::Corrupt {
+                what: format!("layer sha256:{d}"),
+                reason: "it was removed while the container was being prepared; run it again".into(),
+            })?;
+        }
+        let record = InUse { image: image.map(str::to_string), layers: layers.to_vec() };
+        let json = serde_json::to_vec(&record).map_err(|e| io_err("write in-use.json")(e.into()))?;
+        fs::write(work.path().join(IN_USE), json).map_err(io_err("write in-use.json"))
+    }
+
+    /// What live containers stand on: (image IDs, layer diff IDs).
+    fn in_use(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let (mut images, mut layers) = (BTreeSet::new(), BTreeSet::new());
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else { return (images, layers) };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let alive = name
+                .split('-')
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| Path::new("/proc").join(p.to_string()).exists());
+            let record =
+                fs::read(entry.path().join(IN_USE)).ok().and_then(|b| serde_json::from_slice::<InUse>(&b).ok());
+            if let (true, Some(r)) = (alive, record) {
+                images.extend(r.image);
+                layers.extend(r.layers);
+            }
+        }
+        (images, layers)
+    }
+
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
         let tmp = self.root.join("tmp").join(format!(
             "{}-{}-write",
@@ -462,10 +502,21 @@ impl Store {
     /// then whatever blobs and layers no image refers to any more. Returns
     /// the names removed and the IDs deleted.
     pub fn remove(&self, what: &str) -> Result<Removed, ImageError> {
+        self.remove_with(what, false)
+    }
+
+    /// [`Store::remove`]; with `force`, also an image a running container
+    /// uses (its layers stay until the container is gone).
+    pub fn remove_with(&self, what: &str, force: bool) -> Result<Removed, ImageError> {
         let image = self.resolve(what)?;
         let wanted = ImageName::normalized_text(what);
         let by_name = image.name.clone().filter(|n| n.to_string() == wanted);
         let _lock = self.lock()?;
+        let last_name =
+            by_name.is_none() || self.images()?.iter().filter(|i| i.id == image.id && i.name.is_some()).count() <= 1;
+        if !force && last_name && self.in_use().0.contains(&image.id) {
+            return Err(ImageError::InUse(what.to_string()));
+        }
         let mut index = self.index()?;
         let mut removed = Removed::default();
         let mut kept = Vec::new();
@@ -501,6 +552,8 @@ impl Store {
             blobs.extend(image.manifest.layers().iter().map(|l| l.digest().digest().to_string()));
             layers.extend(image.diff_ids());
         }
+        // Layers a running container or build stands on stay, whatever the index says.
+        layers.extend(self.in_use().1);
         let mut freed = 0;
         for entry in fs::read_dir(self.layout().join("blobs/sha256")).map_err(io_err("read the blobs"))?.flatten() {
             if !blobs.contains(&*entry.file_name().to_string_lossy()) {
@@ -602,6 +655,15 @@ impl Store {
             reason: "the loaded image is not in it".into(),
         })
     }
+}
+
+/// The in-use record in a container's work directory.
+const IN_USE: &str = "in-use.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct InUse {
+    image: Option<String>,
+    layers: Vec<String>,
 }
 
 /// What [`Store::remove`] did.

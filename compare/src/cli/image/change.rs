@@ -24,7 +24,7 @@ pub(super) fn remove(store: &Store, names: &[String], force: bool) -> anyhow::Re
                     image.short_id()
                 );
             }
-            let removed = store.remove(name)?;
+            let removed = store.remove_with(name, force)?;
             for n in &removed.untagged {
                 println!("Untagged: {n}");
             }
@@ -171,7 +171,11 @@ pub(super) fn prune(store: &Store) -> anyhow::Result<u8> {
         if !seen.insert(image.id.clone()) {
             continue;
         }
-        let removed = store.remove(&image.id)?;
+        let removed = match store.remove(&image.id) {
+            // A running container's image is not garbage yet.
+            Err(virtlab_container::image::ImageError::InUse(_)) => continue,
+            other => other?,
+        };
         for id in &removed.deleted {
             println!("Deleted: sha256:{id}");
         }
