@@ -81,16 +81,58 @@ impl Drop for ImageDir {
     }
 }
 
-/// Imports `rootfs` and builds the three-layer image in `dir`'s store.
-pub fn make(dir: &ImageDir, rootfs: &Path) -> anyhow::Result<RunImage> {
+/// A user's image to base the comparison's image on (`--image`), and the
+/// workload file to copy into it.
+#[derive(Debug)]
+pub struct Base {
+    pub store: Store,
+    pub image: virtlab_container::image::Image,
+    pub workload: PathBuf,
+}
+
+/// The Dockerfile on a user's base image: the workload as one more layer.
+const DOCKERFILE_ON_BASE: &str = "FROM localhost/virtlab-compare/base:latest\n\
+                                  COPY virtlab-workload /virtlab-workload\n\
+                                  COPY course.txt /etc/virtlab/course.txt\n\
+                                  CMD [\"/virtlab-workload\", \"ready\"]\n";
+
+/// Builds the comparison's image in `dir`'s store: on the built-in rootfs
+/// imported (three layers), or, with `base`, on a copy of that image with
+/// the workload added (its layers and two more).
+pub fn make(dir: &ImageDir, rootfs: &Path, base: Option<Base>) -> anyhow::Result<RunImage> {
     let store = Store::open(dir.path().join("store")).context("cannot open the comparison's image store")?;
-    let base: ImageName = BASE_NAME.parse().context("the base image's name")?;
-    import::import(&store, rootfs, &base).with_context(|| format!("cannot import {}", rootfs.display()))?;
+    let base_name: ImageName = BASE_NAME.parse().context("the base image's name")?;
     let context = dir.path().join("context");
     std::fs::create_dir_all(&context).with_context(|| format!("cannot create {}", context.display()))?;
+    let (dockerfile, expected) = match &base {
+        None => {
+            import::import(&store, rootfs, &base_name)
+                .with_context(|| format!("cannot import {}", rootfs.display()))?;
+            (DOCKERFILE, 3)
+        }
+        Some(b) => {
+            // The user's image, copied into the private store through an
+            // OCI archive, as any other store would take it.
+            let tar = dir.path().join("base.tar");
+            let name = b.image.name.as_ref().map_or_else(|| b.image.id.clone(), ToString::to_string);
+            archive::save(
+                &b.store,
+                std::slice::from_ref(&name),
+                File::create(&tar).context("cannot write the base image's archive")?,
+            )
+            .with_context(|| format!("cannot save {name}"))?;
+            let loaded = archive::load(&store, File::open(&tar).context("cannot read the base image's archive")?)
+                .with_context(|| format!("cannot copy {name} into the comparison's store"))?;
+            let _ = std::fs::remove_file(&tar);
+            store.tag(&loaded[0].id, &base_name).context("cannot name the base image")?;
+            std::fs::copy(&b.workload, context.join("virtlab-workload"))
+                .context("cannot copy the workload into the build context")?;
+            (DOCKERFILE_ON_BASE, b.image.diff_ids().len() + 2)
+        }
+    };
     for (file, text) in [
-        ("Dockerfile", DOCKERFILE),
-        ("course.txt", "virtlab: the same workload, on an image of three layers\n"),
+        ("Dockerfile", dockerfile),
+        ("course.txt", "virtlab: the same workload, on an image of layers\n"),
         ("layer.txt", "the third layer\n"),
     ] {
         std::fs::write(context.join(file), text).with_context(|| format!("cannot write the build context's {file}"))?;
@@ -105,7 +147,7 @@ pub fn make(dir: &ImageDir, rootfs: &Path) -> anyhow::Result<RunImage> {
     };
     let built = build::build(&store, &opts, &mut |_| {}).context("cannot build the comparison's image")?;
     let layers = built.image.diff_ids().len();
-    anyhow::ensure!(layers == 3, "the comparison's image has {layers} layers, not 3");
+    anyhow::ensure!(layers == expected, "the comparison's image has {layers} layers, not {expected}");
     Ok(RunImage { store, image: built.image, name: IMAGE_NAME.to_string(), podman: None })
 }
 

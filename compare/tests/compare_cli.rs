@@ -251,6 +251,59 @@ fn container_image_runs_beside_container_from_a_private_store() {
     assert_no_trace_of(&dir, Some(pid));
 }
 
+#[test]
+fn image_bases_the_image_row_on_an_image_of_the_users_store() {
+    let test = "image_bases_the_image_row_on_an_image_of_the_users_store";
+    if !root_or_skip(test) {
+        return;
+    }
+    // A store with a base image that does not have the workload: the run
+    // must add it as a layer of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, base) = (dir.path().join("store"), dir.path().join("base"));
+    std::fs::create_dir_all(base.join("etc")).unwrap();
+    std::fs::write(base.join("etc/base-only"), "from the user's image\n").unwrap();
+    let virtlab = env!("CARGO_BIN_EXE_virtlab");
+    let out = Command::new(virtlab)
+        .args(["image", "import", "--root"])
+        .arg(&store)
+        .arg(&base)
+        .arg("course/base")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = store.to_str().unwrap();
+    let (code, report, stderr, pid, _) = compare_json(&[
+        "--image",
+        "course/base",
+        "--root",
+        root,
+        "--env",
+        "native",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--workload",
+        "ready",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("built the 3-layer image"), "one base layer and two added: {stderr}");
+    let r = row(&report, "container-image", "ready")
+        .unwrap_or_else(|| panic!("--image adds the container-image row: {stderr}"));
+    assert_eq!(r["runs"], 1, "{r}");
+    let dir_of_run = image_dir_in(&stderr).unwrap_or_else(|| panic!("no image line: {stderr}"));
+    assert_no_trace_of(&dir_of_run, Some(pid));
+    // A name the store does not have is refused before anything runs.
+    let out = Command::new(virtlab)
+        .args(["compare", "--no-probe", "--image", "nope", "--root", root, "--env", "native", "--runs", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("no image `nope`"), "{stderr}");
+}
+
 /// Whether podman runs; if not, a loud skip, or a failure when peers or
 /// root tests must run.
 fn podman_or_skip(test: &str) -> bool {

@@ -91,6 +91,15 @@ pub struct CompareArgs {
     /// container-image), and show ours / peer.
     #[arg(long)]
     peers: bool,
+    /// Base the container-image (and podman) rows on this image of your
+    /// store (e.g. one `virtlab image import` made of a debootstrap tree)
+    /// instead of the built-in rootfs: the workload is copied into it as one
+    /// more layer. Implies --env container-image if --env does not name it.
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// The image store --image reads [default: $VIRTLAB_ROOT, else /var/lib/virtlab]
+    #[arg(long, value_name = "DIR", requires = "image")]
+    root: Option<PathBuf>,
     /// Skip the ring-0 calibration of the host (the report then cannot say
     /// whether guest kernel code is emulated).
     #[arg(long)]

@@ -63,6 +63,9 @@ pub(super) fn select(args: &CompareArgs, host: &HostInfo) -> Selection {
     if args.peers {
         asked.extend(Env::PEERS.iter().filter(|p| !asked.contains(p)).copied().collect::<Vec<_>>());
     }
+    if args.image.is_some() && !asked.contains(&Env::ContainerImage) {
+        asked.push(Env::ContainerImage);
+    }
     let mut kernel = KernelLookup::default();
     let (mut envs, mut skipped) = (Vec::new(), Vec::new());
     for e in asked {
@@ -118,7 +121,16 @@ pub(super) fn context(args: &CompareArgs, selection: &mut Selection) -> anyhow::
     };
     let (image, image_dir) = match &rootfs {
         Some(r) if selection.envs.iter().any(|e| matches!(e, Env::ContainerImage | Env::Podman)) => {
-            let (image, dir) = make_image(r, selection)?;
+            let base = match &args.image {
+                Some(name) => {
+                    let root = args.root.clone().unwrap_or_else(virtlab_container::image::default_root);
+                    let store = virtlab_container::image::Store::open(root)?;
+                    let image = store.resolve(name)?;
+                    Some(image::Base { store, image, workload: workload_path.clone() })
+                }
+                None => None,
+            };
+            let (image, dir) = make_image(r, base, selection)?;
             (Some(image), Some(dir))
         }
         _ => (None, None),
@@ -155,10 +167,14 @@ pub(super) fn context(args: &CompareArgs, selection: &mut Selection) -> anyhow::
 /// The three-layer image, outside the timing: built in a temporary
 /// directory, then loaded into podman's storage there when `podman` runs
 /// (if podman cannot load it, `podman` is skipped with the reason).
-fn make_image(rootfs: &Path, selection: &mut Selection) -> anyhow::Result<(RunImage, ImageDir)> {
+fn make_image(
+    rootfs: &Path,
+    base: Option<image::Base>,
+    selection: &mut Selection,
+) -> anyhow::Result<(RunImage, ImageDir)> {
     let t0 = Instant::now();
     let mut dir = ImageDir::create()?;
-    let mut image = image::make(&dir, rootfs)?;
+    let mut image = image::make(&dir, rootfs, base)?;
     let mut podman = "";
     if selection.envs.contains(&Env::Podman) {
         match image::load_into_podman(&mut dir, &mut image) {
@@ -171,7 +187,8 @@ fn make_image(rootfs: &Path, selection: &mut Selection) -> anyhow::Result<(RunIm
         }
     }
     eprintln!(
-        "virtlab compare: built the 3-layer image {}{podman} in {} ({:.2} s, not timed)",
+        "virtlab compare: built the {}-layer image {}{podman} in {} ({:.2} s, not timed)",
+        image.image.diff_ids().len(),
         image.name,
         dir.path().display(),
         t0.elapsed().as_secs_f64()
