@@ -6,11 +6,11 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
 
+mod common;
+
 use std::process::{Command, Stdio};
 
-fn must(var: &str) -> bool {
-    std::env::var(var).as_deref() == Ok("1")
-}
+use common::must;
 
 #[test]
 fn quick_compare_writes_valid_json_csv_and_svg() {
@@ -182,6 +182,17 @@ fn peers_run_beside_ours_or_say_why_not() {
 }
 
 /// The comparison's image directory, from its line on standard error.
+/// The command lines of the processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
 fn image_dir_in(stderr: &str) -> Option<std::path::PathBuf> {
     let line = stderr.lines().find(|l| l.contains("built the 3-layer image"))?;
     let after = line.split(" in /").nth(1)?;
@@ -195,13 +206,7 @@ fn assert_no_trace_of(dir: &std::path::Path, pid: Option<u32>) {
     assert!(dir.starts_with(std::env::temp_dir()), "{}: not in the temporary directory", dir.display());
     assert!(!dir.exists(), "{} left behind", dir.display());
     let needle = dir.display().to_string();
-    let procs: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&needle))
-        .collect();
+    let procs = processes_mentioning(&needle);
     assert!(procs.is_empty(), "processes left behind: {procs:?}");
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(&needle), "mounts left under {needle}");
@@ -304,28 +309,17 @@ fn image_bases_the_image_row_on_an_image_of_the_users_store() {
     assert!(stderr.contains("no image `nope`"), "{stderr}");
 }
 
-/// Whether podman runs; if not, a loud skip, or a failure when peers or
-/// root tests must run.
-fn podman_or_skip(test: &str) -> bool {
-    let ok = Command::new("podman")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if must("VIRTLAB_REQUIRE_PEERS") || must("VIRTLAB_REQUIRE_ROOT") {
-            panic!("{test}: podman is required (VIRTLAB_REQUIRE_PEERS=1 or VIRTLAB_REQUIRE_ROOT=1) but not installed");
-        }
-        eprintln!("SKIPPED {test}: podman is not installed (apt-get install podman)");
-    }
-    ok
-}
-
 #[test]
 fn podman_runs_the_same_image_and_leaves_nothing_behind() {
     let test = "podman_runs_the_same_image_and_leaves_nothing_behind";
-    if !root_or_skip(test) || !podman_or_skip(test) {
+    if !root_or_skip(test)
+        || !common::tool_or_skip(
+            test,
+            "podman",
+            "apt-get install podman",
+            &["VIRTLAB_REQUIRE_PEERS", "VIRTLAB_REQUIRE_ROOT"],
+        )
+    {
         return;
     }
     // podman's default storage, which a private one must not create.
@@ -380,24 +374,6 @@ fn init_s_conmon_zombies() -> Vec<u32> {
         }
     }
     found
-}
-
-/// Whether qemu-system-x86_64 runs; if not, a loud skip, or a failure under
-/// VIRTLAB_REQUIRE_QEMU=1.
-fn qemu_or_skip(test: &str) -> bool {
-    let ok = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if must("VIRTLAB_REQUIRE_QEMU") {
-            panic!("{test}: qemu-system-x86_64 is required (VIRTLAB_REQUIRE_QEMU=1) but not installed");
-        }
-        eprintln!("SKIPPED {test}: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
-    }
-    ok
 }
 
 /// Whether a Linux guest kernel (any) is available; if not, a loud skip,
@@ -467,13 +443,7 @@ fn ready_once(envs: &str) -> (Option<i32>, serde_json::Value, String, u32, std::
 fn assert_nothing_left(pid: u32) {
     let initramfs = format!("virtlab-initramfs-{pid}.cpio");
     assert!(!std::env::temp_dir().join(&initramfs).exists(), "{initramfs} left behind");
-    let procs: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&initramfs))
-        .collect();
+    let procs = processes_mentioning(&initramfs);
     assert!(procs.is_empty(), "processes left behind: {procs:?}");
 }
 
@@ -484,7 +454,9 @@ fn row<'r>(report: &'r serde_json::Value, env: &str, workload: &str) -> Option<&
 #[test]
 fn qemu_tcg_boots_the_same_linux_guest() {
     let test = "qemu_tcg_boots_the_same_linux_guest";
-    if !qemu_or_skip(test) || !linux_kernel_or_skip(test) {
+    if !common::tool_or_skip(test, "qemu-system-x86_64", "apt-get install qemu-system-x86", &["VIRTLAB_REQUIRE_QEMU"])
+        || !linux_kernel_or_skip(test)
+    {
         return;
     }
     let (code, report, stderr, pid, _) = ready_once("qemu-tcg-linux");
@@ -499,7 +471,10 @@ fn qemu_tcg_boots_the_same_linux_guest() {
 #[test]
 fn qemu_kvm_boots_the_linux_guest_or_fails_fast_saying_why() {
     let test = "qemu_kvm_boots_the_linux_guest_or_fails_fast_saying_why";
-    if !qemu_or_skip(test) || !kvm_or_skip(test) || !linux_kernel_or_skip(test) {
+    if !common::tool_or_skip(test, "qemu-system-x86_64", "apt-get install qemu-system-x86", &["VIRTLAB_REQUIRE_QEMU"])
+        || !kvm_or_skip(test)
+        || !linux_kernel_or_skip(test)
+    {
         return;
     }
     let (code, report, stderr, pid, took) = ready_once("qemu-microvm-linux");
@@ -543,7 +518,15 @@ fn qemu_kvm_boots_the_linux_guest_or_fails_fast_saying_why() {
 #[test]
 fn every_vm_row_measures_memory_in_a_cgroup() {
     let test = "every_vm_row_measures_memory_in_a_cgroup";
-    if !root_or_skip(test) || !kvm_or_skip(test) || !qemu_or_skip(test) {
+    if !root_or_skip(test)
+        || !kvm_or_skip(test)
+        || !common::tool_or_skip(
+            test,
+            "qemu-system-x86_64",
+            "apt-get install qemu-system-x86",
+            &["VIRTLAB_REQUIRE_QEMU"],
+        )
+    {
         return;
     }
     let (code, report, stderr, _, _) = ready_once("vm-mini-pv,qemu-microvm");

@@ -5,42 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
 
+mod common;
+
+use common::cgroups_of;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn can_run(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let busybox = Path::new("/bin/busybox").exists();
-    if root && busybox {
-        return true;
-    }
-    assert!(
-        std::env::var("VIRTLAB_REQUIRE_ROOT").as_deref() != Ok("1"),
-        "{test}: needs root and /bin/busybox (busybox-static), and VIRTLAB_REQUIRE_ROOT=1 forbids skipping"
-    );
-    eprintln!("SKIPPED {test}: needs root and /bin/busybox (busybox-static)");
-    false
-}
-
-/// The cgroup directories of the containers of launcher `pid`.
-fn cgroups_of(pid: u32) -> Vec<PathBuf> {
-    let prefix = format!("virtlab-{pid}-");
-    let root = Path::new("/sys/fs/cgroup");
-    let mut bases = vec![root.to_path_buf()];
-    bases.extend(std::fs::read_dir(root).unwrap().flatten().map(|e| e.path()));
-    let mut found = Vec::new();
-    for b in bases {
-        for e in std::fs::read_dir(&b).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                found.push(e.path());
-            }
-        }
-    }
-    found
-}
 
 /// Alive: in the process table and not a zombie.
 fn alive(pid: i32) -> bool {
@@ -50,7 +22,7 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn a_killed_launcher_takes_its_container_along() {
-    if !can_run("a_killed_launcher_takes_its_container_along") {
+    if !common::root_and_busybox("a_killed_launcher_takes_its_container_along") {
         return;
     }
     // Without a PID namespace, the kernel would not end the command's

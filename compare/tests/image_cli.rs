@@ -14,24 +14,13 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
 
+mod common;
+
+use common::cgroups_of;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn can_run(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let busybox = Path::new("/bin/busybox").exists();
-    if root && busybox {
-        return true;
-    }
-    assert!(
-        std::env::var("VIRTLAB_REQUIRE_ROOT").as_deref() != Ok("1"),
-        "{test}: needs root and /bin/busybox (busybox-static), and VIRTLAB_REQUIRE_ROOT=1 forbids skipping"
-    );
-    eprintln!("SKIPPED {test}: needs root (to import layers with their owners) and /bin/busybox (busybox-static)");
-    false
-}
 
 /// What one run of the binary did.
 struct Out {
@@ -159,7 +148,7 @@ impl Lab {
     /// `virtlab container rootfs` made; `None` (after saying why) when
     /// this machine cannot.
     fn with_busybox(test: &str) -> Option<Lab> {
-        if !can_run(test) {
+        if !common::root_and_busybox(test) {
             return None;
         }
         let lab = Lab::new();
@@ -219,23 +208,6 @@ fn is_hex(s: &str, len: usize) -> bool {
 /// The table cells of a line, split where Docker's tables put three spaces.
 fn cells(line: &str) -> Vec<&str> {
     line.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect()
-}
-
-/// The cgroup directories of the containers of launcher `pid`.
-fn cgroups_of(pid: u32) -> Vec<PathBuf> {
-    let prefix = format!("virtlab-{pid}-");
-    let root = Path::new("/sys/fs/cgroup");
-    let mut bases = vec![root.to_path_buf()];
-    bases.extend(fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path()));
-    let mut found = Vec::new();
-    for b in bases {
-        for e in fs::read_dir(&b).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                found.push(e.path());
-            }
-        }
-    }
-    found
 }
 
 /// Every path under `dir` with its type and size, and the index: what a

@@ -39,6 +39,19 @@ fn root(test: &str) -> bool {
     false
 }
 
+/// The host's busybox, when the test can run as root with it.
+fn root_and_busybox(test: &str) -> Option<PathBuf> {
+    if !root(test) {
+        return None;
+    }
+    let found = virtlab_container::rootfs::host_busybox();
+    if found.is_none() {
+        assert!(!must_run(), "{test}: needs busybox-static (scripts/setup.sh installs it)");
+        skip(&format!("{test}: needs busybox-static"));
+    }
+    found
+}
+
 fn tool(test: &str, name: &str) -> bool {
     let found = Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success());
     if !found {
@@ -549,13 +562,7 @@ fn two_layer_image(store: &Store, tmp: &Path, busybox: &Path) -> virtlab_contain
 #[test]
 fn an_image_runs_on_its_stacked_layers_which_stay_unchanged() {
     const TEST: &str = "an_image_runs_on_its_stacked_layers_which_stay_unchanged";
-    if !root(TEST) {
-        return;
-    }
-    let Some(busybox) = virtlab_container::rootfs::host_busybox() else {
-        assert!(!must_run(), "{TEST}: needs busybox-static (scripts/setup.sh installs it)");
-        return skip(&format!("{TEST}: needs busybox-static"));
-    };
+    let Some(busybox) = root_and_busybox(TEST) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let store = store_in(&tmp);
     let image = two_layer_image(&store, tmp.path(), &busybox);
@@ -601,13 +608,7 @@ fn an_image_runs_on_its_stacked_layers_which_stay_unchanged() {
 #[test]
 fn an_image_a_container_runs_is_kept_until_it_is_gone() {
     const TEST: &str = "an_image_a_container_runs_is_kept_until_it_is_gone";
-    if !root(TEST) {
-        return;
-    }
-    let Some(busybox) = virtlab_container::rootfs::host_busybox() else {
-        assert!(!must_run(), "{TEST}: needs busybox-static (scripts/setup.sh installs it)");
-        return skip(&format!("{TEST}: needs busybox-static"));
-    };
+    let Some(busybox) = root_and_busybox(TEST) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let store = store_in(&tmp);
     let tree = tmp.path().join("bb");
