@@ -31,8 +31,22 @@ enum Command {
     Image(cli::image::ImageArgs),
     /// List images (`virtlab image ls`).
     Images(cli::image::ImagesArgs),
-    /// What virtlab keeps on disk (`system df`).
+    /// What virtlab keeps on disk (`system df`), and the event log (`system events`).
     System(cli::image::SystemArgs),
+    /// Run a command in a new container (`container run`; -d runs it in the background).
+    Run(Box<cli::container::RunArgs>),
+    /// List containers (`container ps`).
+    Ps(cli::lifecycle::PsArgs),
+    /// Print a container's output (`container logs`).
+    Logs(cli::lifecycle::LogsArgs),
+    /// Stop running containers (`container stop`).
+    Stop(cli::lifecycle::StopArgs),
+    /// Send a signal to containers (`container kill`).
+    Kill(cli::lifecycle::KillArgs),
+    /// Remove containers (`container rm`).
+    Rm(cli::lifecycle::RmArgs),
+    /// Wait for containers to end (`container wait`).
+    Wait(cli::lifecycle::WaitArgs),
     /// Print the path of the built-in workload binary (writing it out if
     /// needed), to run it natively: `$(virtlab workload) cpu 1000000`.
     Workload,
@@ -68,6 +82,13 @@ fn main() -> ExitCode {
         Command::Image(args) => cli::image::run(args),
         Command::Images(args) => cli::image::run_images(args),
         Command::System(args) => cli::image::run_system(args),
+        Command::Run(args) => cli::container::run(cli::container::ContainerCommand::Run(args)),
+        Command::Ps(a) => cli::lifecycle::exit1(cli::lifecycle::ps(&a)),
+        Command::Logs(a) => cli::lifecycle::exit1(cli::lifecycle::logs(&a)),
+        Command::Stop(a) => cli::lifecycle::exit1(cli::lifecycle::stop(&a)),
+        Command::Kill(a) => cli::lifecycle::exit1(cli::lifecycle::kill(&a)),
+        Command::Rm(a) => cli::lifecycle::exit1(cli::lifecycle::rm(&a)),
+        Command::Wait(a) => cli::lifecycle::exit1(cli::lifecycle::wait(&a)),
         Command::Workload => virtlab_workload::materialize()
             .map(|p| {
                 println!("{}", p.display());

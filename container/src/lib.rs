@@ -38,6 +38,7 @@
 //!
 //! See `DESIGN.md` in this crate for the order of the set-up and why.
 
+pub mod engine;
 pub mod escape;
 pub mod image;
 pub mod runtime;

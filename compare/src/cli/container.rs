@@ -49,6 +49,25 @@ pub enum ContainerCommand {
     /// confined each way tries the classic escape (mkdir x; chroot x;
     /// chdir .. many times; chroot .) and then reads a file of the host.
     EscapeDemo,
+    /// List containers: ID, image, command, created, status, names.
+    Ps(super::lifecycle::PsArgs),
+    /// Print a container's output.
+    Logs(super::lifecycle::LogsArgs),
+    /// Stop running containers: SIGTERM, then SIGKILL after -t seconds.
+    Stop(super::lifecycle::StopArgs),
+    /// Send a signal to running containers (default SIGKILL).
+    Kill(super::lifecycle::KillArgs),
+    /// Remove containers (-f: kill a running one first).
+    Rm(super::lifecycle::RmArgs),
+    /// Wait for containers to end; print their exit statuses.
+    Wait(super::lifecycle::WaitArgs),
+    /// The monitor of a detached container (started by `run -d`).
+    #[command(hide = true)]
+    Monitor {
+        #[command(flatten)]
+        root: super::lifecycle::RootArg,
+        id: String,
+    },
 }
 
 /// `virtlab container run`.
@@ -98,6 +117,16 @@ pub struct RunArgs {
     /// Print a table of phase times on stderr after the command exits
     #[arg(long)]
     timings: bool,
+    /// Run in the background (an IMAGE only): print the container's ID and
+    /// leave it to a monitor; see it with `ps`, `logs`, `stop`, `rm`
+    #[arg(short, long)]
+    detach: bool,
+    /// Name for a detached container [default: virtlab_<id>]
+    #[arg(long, value_name = "NAME", requires = "detach")]
+    name: Option<String>,
+    /// Remove a detached container when it exits
+    #[arg(long = "rm", requires = "detach")]
+    auto_remove: bool,
     /// Print one JSON object (status, timings, cgroup figures, output) on stdout;
     /// the command's output is captured into it. On an error: {"error": ..., "exit_code": ...}
     #[arg(long)]
@@ -132,6 +161,13 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<u8> {
         ContainerCommand::Run(args) => run_container(*args),
         ContainerCommand::Rootfs(args) => build_rootfs(args),
         ContainerCommand::EscapeDemo => escape_demo(),
+        ContainerCommand::Ps(a) => super::lifecycle::exit1(super::lifecycle::ps(&a)),
+        ContainerCommand::Logs(a) => super::lifecycle::exit1(super::lifecycle::logs(&a)),
+        ContainerCommand::Stop(a) => super::lifecycle::exit1(super::lifecycle::stop(&a)),
+        ContainerCommand::Kill(a) => super::lifecycle::exit1(super::lifecycle::kill(&a)),
+        ContainerCommand::Rm(a) => super::lifecycle::exit1(super::lifecycle::rm(&a)),
+        ContainerCommand::Wait(a) => super::lifecycle::exit1(super::lifecycle::wait(&a)),
+        ContainerCommand::Monitor { root, id } => super::lifecycle::monitor(&root, &id),
     }
 }
 
@@ -305,7 +341,58 @@ fn json_error(e: &anyhow::Error, exit_code: u8) {
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
 }
 
+/// `run -d`: the container handed to a monitor of its own.
+fn run_detached(args: &RunArgs) -> anyhow::Result<u8> {
+    use virtlab_container::image::{run, Store};
+    let Some((image_name, rest)) = args.image_and_command.split_first() else {
+        anyhow::bail!("-d runs an image: name one (`virtlab container run -d busybox sleep 60`)");
+    };
+    if args.rootfs.is_some() || args.json || args.timings || args.explain || args.step {
+        anyhow::bail!("-d runs an image in the background: --rootfs, --json, --timings, --explain and --step go with a run in the foreground");
+    }
+    let rest = rest.strip_prefix(&["--".to_string()][..]).unwrap_or(rest);
+    let cmd: Vec<String> = if rest.is_empty() { args.command.clone() } else { rest.to_vec() };
+    let root = args.root.clone().unwrap_or_else(virtlab_container::image::default_root);
+    let store = Store::open(&root)?;
+    let image = store.resolve(image_name)?;
+    let argv = run::command(&image, None, &cmd)?;
+    let mut env = run::environment(&image);
+    for e in &args.env {
+        let (k, v) = config::parse_env(e)?;
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
+    }
+    let workdir = args
+        .workdir
+        .as_ref()
+        .map(|w| w.display().to_string())
+        .or_else(|| run::workdir(&image))
+        .unwrap_or_else(|| "/".into());
+    let user = args.user.clone().or_else(|| run::user(&image));
+    if let Some(u) = &user {
+        User::parse(u)?;
+    }
+    let spec = virtlab_container::engine::RunSpec {
+        image: image_name.clone(),
+        image_id: image.id.clone(),
+        argv,
+        env,
+        workdir,
+        user,
+        hostname: args.hostname.clone(),
+        memory: args.memory.as_deref().map(config::parse_memory).transpose()?,
+        cpus: args.cpus.as_deref().map(config::parse_cpus).transpose()?,
+        pids: args.pids.as_deref().map(config::parse_pids).transpose()?,
+        auto_remove: args.auto_remove,
+    };
+    let d = super::lifecycle::Detach { root, name: args.name.clone() };
+    super::lifecycle::run_detached(&d, spec)
+}
+
 fn run_container(args: RunArgs) -> anyhow::Result<u8> {
+    if args.detach {
+        return run_detached(&args);
+    }
     // The image's prepared layers live until the run is over.
     let prepared =
         source_and_command(&args).and_then(|(source, argv)| config_from(&args, &source, argv).map(|cfg| (source, cfg)));

@@ -4,6 +4,7 @@ pub mod compare;
 pub mod container;
 pub mod guest;
 pub mod image;
+pub mod lifecycle;
 pub mod units;
 pub mod vm;
 

@@ -64,7 +64,7 @@ pub enum ImageError {
     NoRegistry { name: String, registry: String },
     #[error("{0}")]
     Template(String),
-    #[error("image `{0}` is used by a running container; stop it first, or remove the image anyway with --force (its layers stay while the container runs, and go with the next removal after it)")]
+    #[error("image `{0}` is used by a container (`virtlab ps -a` lists them); remove the container first, or remove the image anyway with --force (its layers stay while a container stands on them)")]
     InUse(String),
     #[error("the image has no command (no CMD or ENTRYPOINT): give one after the image name, e.g. `virtlab container run IMAGE /bin/sh`")]
     NoCommand,

@@ -19,7 +19,7 @@ pub struct Prepared {
     /// The empty directory the stack is attached at inside the container's
     /// mount namespace, for [`crate::ContainerConfig::rootfs`].
     pub mount_point: PathBuf,
-    _work: TempDir,
+    _work: Option<TempDir>,
 }
 
 /// Prepares a fresh writable layer over `image`'s layers. `workdir`, if
@@ -34,11 +34,33 @@ pub fn prepare(store: &Store, image: &Image, workdir: Option<&str>) -> Result<Pr
 /// first), as [`prepare`] does for an image.
 pub fn prepare_stack(
     store: &Store,
-    mut lower: Vec<PathBuf>,
+    lower: Vec<PathBuf>,
     workdir: Option<&str>,
     image: Option<&str>,
 ) -> Result<Prepared, ImageError> {
     let work = store.temp_dir("container")?;
+    let (layers, mount_point) = stack_in(store, work.path(), lower, workdir, image)?;
+    Ok(Prepared { layers, mount_point, _work: Some(work) })
+}
+
+/// A container's file system from `image` in a directory of the caller's
+/// (an engine container's own), which stays when this returns.
+pub fn prepare_in(store: &Store, image: &Image, workdir: Option<&str>, dir: &Path) -> Result<Prepared, ImageError> {
+    let mut lower = store.layer_dirs(image)?;
+    lower.reverse();
+    let (layers, mount_point) = stack_in(store, dir, lower, workdir, Some(&image.id))?;
+    Ok(Prepared { layers, mount_point, _work: None })
+}
+
+/// Makes the writable layer in `dir` over `lower` and records what it
+/// stands on.
+fn stack_in(
+    store: &Store,
+    dir: &Path,
+    mut lower: Vec<PathBuf>,
+    workdir: Option<&str>,
+    image: Option<&str>,
+) -> Result<(LayeredRootfs, PathBuf), ImageError> {
     // The store's layers this container stands on (a build's own new
     // layers, still in its work directory, are not the store's).
     let layers: Vec<String> = lower
@@ -46,11 +68,11 @@ pub fn prepare_stack(
         .filter(|l| l.parent().and_then(Path::parent) == Some(&store.root().join("layers")))
         .filter_map(|l| l.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    store.mark_in_use(&work, image, &layers)?;
-    let mount_point = work.path().join("merged");
-    let upper = work.path().join("upper");
-    for dir in [&mount_point, &upper, &work.path().join("work")] {
-        fs::create_dir_all(dir).map_err(|e| ImageError::Io { what: format!("create {}", dir.display()), cause: e })?;
+    store.mark_in_use(dir, image, &layers)?;
+    let mount_point = dir.join("merged");
+    let upper = dir.join("upper");
+    for d in [&mount_point, &upper, &dir.join("work")] {
+        fs::create_dir_all(d).map_err(|e| ImageError::Io { what: format!("create {}", d.display()), cause: e })?;
     }
     if let Some(w) = workdir.map(|w| w.trim_start_matches('/')).filter(|w| !w.is_empty()) {
         if w.split('/').any(|c| c == "..") {
@@ -69,12 +91,11 @@ pub fn prepare_stack(
     if lower.is_empty() {
         // overlayfs needs a lower layer: an image made FROM scratch with no
         // layer yet stands on an empty one.
-        let empty = work.path().join("empty");
+        let empty = dir.join("empty");
         fs::create_dir_all(&empty).map_err(|e| ImageError::Io { what: "create an empty layer".into(), cause: e })?;
         lower.push(empty);
     }
-    let layers = LayeredRootfs { lower, dir: work.path().to_path_buf() };
-    Ok(Prepared { layers, mount_point, _work: work })
+    Ok((LayeredRootfs { lower, dir: dir.to_path_buf() }, mount_point))
 }
 
 /// The command a container of `image` runs: the entrypoint (the image's,

@@ -313,6 +313,10 @@ pub struct ContainerConfig {
     /// (an empty directory) inside the container's mount namespace, so it
     /// never appears on the host.
     pub layers: Option<crate::runtime::overlay::LayeredRootfs>,
+    /// Where to write the container's PID (as the host sees it) once its
+    /// command is running (execve succeeded), as `runc --pid-file` does: a
+    /// monitor learns from it that the container is up.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl ContainerConfig {
@@ -339,6 +343,7 @@ impl ContainerConfig {
             seccomp: true,
             id_ranges: None,
             layers: None,
+            pid_file: None,
         }
     }
 }

@@ -27,9 +27,11 @@ pub(super) fn remove(store: &Store, names: &[String], force: bool) -> anyhow::Re
             let removed = store.remove_with(name, force)?;
             for n in &removed.untagged {
                 println!("Untagged: {n}");
+                image_event(store, "untag", &image.id, n);
             }
             for id in &removed.deleted {
                 println!("Deleted: sha256:{id}");
+                image_event(store, "delete", id, name);
             }
             Ok(())
         })();
@@ -92,6 +94,7 @@ pub(super) fn load(store: &Store, input: Option<&Path>, quiet: bool) -> anyhow::
         }
     };
     for image in images {
+        image_event(store, "load", &image.id, &image.name.as_ref().map(ToString::to_string).unwrap_or_default());
         match (&image.name, quiet) {
             (Some(n), false) => println!("Loaded image: {n}"),
             (None, false) => println!(
@@ -146,6 +149,9 @@ pub(super) fn build(store: &Store, args: &BuildArgs) -> anyhow::Result<u8> {
         }
     };
     let built = build::build(store, &opts, &mut progress)?;
+    if let Some(n) = &built.image.name {
+        image_event(store, "tag", &built.image.id, &n.to_string());
+    }
     if quiet {
         println!("sha256:{}", built.image.id);
     } else {
@@ -178,9 +184,17 @@ pub(super) fn prune(store: &Store) -> anyhow::Result<u8> {
         };
         for id in &removed.deleted {
             println!("Deleted: sha256:{id}");
+            image_event(store, "delete", id, "");
         }
         freed += removed.freed;
     }
     println!("Total reclaimed space: {}", human_size(freed));
     Ok(0)
+}
+
+/// Records an image event (`system events --filter type=image`); the event
+/// log is a record, so a failure to write it does not fail the command.
+pub(super) fn image_event(store: &Store, action: &str, id: &str, name: &str) {
+    use virtlab_container::engine::events::{record, Event};
+    let _ = record(store.root(), &Event::now("image", action, &format!("sha256:{id}"), &[("name", name)]));
 }

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use virtlab_container::image::{import, ImageError, ImageName, Store};
 
 mod change;
-mod view;
+pub(crate) mod view;
 
 /// Where the image store is: `--root DIR`, else `VIRTLAB_ROOT`, else
 /// /var/lib/virtlab.
@@ -219,6 +219,9 @@ pub enum SystemCommand {
         #[arg(long, value_name = "FORMAT")]
         format: Option<String>,
     },
+    /// Print the event log: what happened to containers and images (the
+    /// last 1000 events), filtered by time, type, event and container.
+    Events(super::lifecycle::EventsArgs),
 }
 
 /// Runs an image command; errors print as every virtlab error does and
@@ -235,6 +238,7 @@ pub fn run_images(args: ImagesArgs) -> anyhow::Result<u8> {
 /// `virtlab system ...`.
 pub fn run_system(args: SystemArgs) -> anyhow::Result<u8> {
     report(match args.command {
+        SystemCommand::Events(a) => return super::lifecycle::exit1(super::lifecycle::events(&a)),
         SystemCommand::Df { verbose, format } => {
             args.store.open().and_then(|s| view::df(&s, verbose, format.as_deref()))
         }
@@ -273,6 +277,7 @@ fn image_command(store: &StoreArgs, command: ImageCommand) -> anyhow::Result<u8>
             let image =
                 import::import(&store, &source, &name).with_context(|| format!("importing {}", source.display()))?;
             println!("sha256:{}", image.id);
+            change::image_event(&store, "import", &image.id, &name.to_string());
             Ok(0)
         }
         ImageCommand::Build(args) => change::build(&store, &args),
@@ -284,7 +289,8 @@ fn image_command(store: &StoreArgs, command: ImageCommand) -> anyhow::Result<u8>
         ImageCommand::Rm { images, force } => change::remove(&store, &images, force),
         ImageCommand::Prune { .. } => change::prune(&store),
         ImageCommand::Tag { source, target } => {
-            store.tag(&source, &target.parse()?)?;
+            let tagged = store.tag(&source, &target.parse()?)?;
+            change::image_event(&store, "tag", &tagged.id, &target);
             Ok(0)
         }
         ImageCommand::Save { images, output } => change::save(&store, &images, output.as_deref()),

@@ -9,7 +9,7 @@ use virtlab_container::image::{template, ImageError, ImageName, Store};
 use super::LsArgs;
 
 /// A table with left-aligned columns three spaces apart, as Docker prints.
-pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -35,7 +35,7 @@ pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 
 /// Prints `rows` (JSON objects) with `format`: `json` for one object per
 /// line, a Go template per row, or `None`/`table` for the table `table` draws.
-fn print_rows(rows: &[Value], format: Option<&str>, table: impl FnOnce()) -> anyhow::Result<()> {
+pub(crate) fn print_rows(rows: &[Value], format: Option<&str>, table: impl FnOnce()) -> anyhow::Result<()> {
     match format {
         None | Some("table") => table(),
         Some("json") => rows.iter().for_each(|r| println!("{r}")),

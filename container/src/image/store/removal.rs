@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{read_layer_info, ref_name, Store, TempDir};
+use super::{read_layer_info, ref_name, Store};
 use crate::image::{io_err, ImageError, ImageName};
 
 /// The in-use record in a container's work directory.
@@ -38,7 +38,7 @@ impl Store {
     /// `image rm` refuses the image without `--force`. The record is a file
     /// in the container's work directory, gone with it (or, if the process
     /// was killed, ignored once its PID is gone).
-    pub fn mark_in_use(&self, work: &TempDir, image: Option<&str>, layers: &[String]) -> Result<(), ImageError> {
+    pub fn mark_in_use(&self, dir: &Path, image: Option<&str>, layers: &[String]) -> Result<(), ImageError> {
         let _lock = self.lock()?;
         for d in layers {
             // A removal may have taken a layer since the image was resolved.
@@ -49,7 +49,7 @@ impl Store {
         }
         let record = InUse { image: image.map(str::to_string), layers: layers.to_vec() };
         let json = serde_json::to_vec(&record).map_err(|e| io_err("write in-use.json")(e.into()))?;
-        fs::write(work.path().join(IN_USE), json).map_err(io_err("write in-use.json"))
+        fs::write(dir.join(IN_USE), json).map_err(io_err("write in-use.json"))
     }
 
     /// What live containers stand on: (image IDs, layer diff IDs).
@@ -66,6 +66,16 @@ impl Store {
             let record =
                 fs::read(entry.path().join(IN_USE)).ok().and_then(|b| serde_json::from_slice::<InUse>(&b).ok());
             if let (true, Some(r)) = (alive, record) {
+                images.extend(r.image);
+                layers.extend(r.layers);
+            }
+        }
+        // A container of the engine holds its image until it is removed,
+        // running or not, as Docker's do.
+        for entry in fs::read_dir(self.root.join("containers")).into_iter().flatten().flatten() {
+            if let Some(r) =
+                fs::read(entry.path().join(IN_USE)).ok().and_then(|b| serde_json::from_slice::<InUse>(&b).ok())
+            {
                 images.extend(r.image);
                 layers.extend(r.layers);
             }

@@ -77,6 +77,15 @@ pub enum LaunchError {
     /// The overlay of an image's layers could not be made.
     #[error("cannot stack the image's layers with overlayfs (it needs root and Linux 5.2 or later; its layers and upper directory must be on a file system overlayfs accepts as layers)")]
     Overlay(#[from] crate::runtime::overlay::OverlayError),
+    /// The pid file could not be written.
+    #[error("cannot write the pid file {path}")]
+    PidFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// Limits asked for without root.
     #[error("memory, CPU and pids limits need a cgroup, and creating one needs root: run virtlab as root, or drop --memory/--cpus/--pids")]
     LimitsNeedRoot,

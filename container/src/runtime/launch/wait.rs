@@ -253,7 +253,15 @@ impl<'a> Watch<'a> {
                 self.seen.timeline.push(Stamp::at_ns(step, t_ns, self.start_ns));
             }
             Some(ChildMsg::Failed { step, errno }) => self.seen.failure = Some((step, Errno::from_raw(errno))),
-            None => self.sock_open = false,
+            None => {
+                self.sock_open = false;
+                // The end of the channel with no failure and no exit yet:
+                // execve succeeded, the command runs.
+                if let (Some(path), None, None) = (&self.cfg.pid_file, &self.seen.failure, &self.seen.status) {
+                    write_pid_file(path, self.child.pid.as_raw())
+                        .map_err(|source| LaunchError::PidFile { path: path.clone(), source })?;
+                }
+            }
         }
         Ok(())
     }
@@ -352,6 +360,13 @@ fn catches(pid: Pid, sig: i32) -> bool {
         .find_map(|l| l.strip_prefix("SigCgt:"))
         .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
         .is_some_and(|m| m & (1u64 << (sig - 1)) != 0)
+}
+
+/// Writes `pid` to `path` whole or not at all (a temporary file renamed).
+fn write_pid_file(path: &std::path::Path, pid: i32) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{pid}\n"))?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

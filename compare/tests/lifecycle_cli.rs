@@ -1,0 +1,241 @@
+//! Containers with a life of their own, through the binary: `run -d`,
+//! `ps`, `logs`, `stop`, `kill`, `wait`, `rm`, `system events`, and what a
+//! killed monitor leaves. Each test has a store of its own. Needs root and
+//! busybox-static; skips loudly otherwise, and fails under
+//! VIRTLAB_REQUIRE_ROOT=1.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Lab {
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// A store with `busybox` imported; `None` (said why) if the test cannot run.
+    fn new(test: &str) -> Option<Lab> {
+        if !common::root_and_busybox(test) {
+            return None;
+        }
+        let lab = Lab { dir: tempfile::Builder::new().prefix("virtlab-lifecycle-").tempdir().unwrap() };
+        let rootfs = lab.dir.path().join("rootfs");
+        lab.ok(&["container", "rootfs", rootfs.to_str().unwrap()]);
+        lab.ok(&["image", "import", "--root", &lab.root(), rootfs.to_str().unwrap(), "busybox"]);
+        Some(lab)
+    }
+
+    fn root(&self) -> String {
+        self.store().to_str().unwrap().to_string()
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// `virtlab ARGS...` (`--root` is the caller's to add).
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_virtlab"))
+            .args(args)
+            .env("VIRTLAB_ROOT", "/nonexistent-virtlab-root")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `virtlab CMD --root STORE ARGS...`.
+    fn v(&self, cmd: &[&str], args: &[&str]) -> Output {
+        let root = self.root();
+        let mut all: Vec<&str> = cmd.to_vec();
+        all.extend(["--root", root.as_str()]);
+        all.extend(args);
+        self.run(&all)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn ps_status(&self, name: &str) -> String {
+        let out = self.v(&["ps"], &["-a", "--format", "{{.Names}}|{{.Status}}"]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name}|")).map(str::to_string)).unwrap_or_default()
+    }
+
+    fn until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "waited 20 s for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// No container of the store is left as a process, and no cgroup or
+    /// mount of ours is left.
+    fn assert_nothing_left(&self) {
+        let needle = self.store().display().to_string();
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&needle) && c.contains("monitor"))
+            .collect();
+        assert!(left.is_empty(), "monitors left: {left:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&needle), "a mount under the store was left");
+        let containers = self.store().join("containers");
+        let dirs: Vec<_> = std::fs::read_dir(&containers)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(dirs.is_empty(), "container directories left: {dirs:?}");
+    }
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_detached_container_is_up_logs_stops_and_is_removed() {
+    let Some(lab) = Lab::new("a_detached_container_is_up_logs_stops_and_is_removed") else { return };
+    let out = lab.v(&["run"], &["-d", "--name", "web", "busybox", "sh", "-c", "echo hello from web; sleep 60"]);
+    assert!(out.status.success(), "{}", err(&out));
+    let id = text(&out).trim().to_string();
+    assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "run -d prints the ID: {id:?}");
+    assert!(lab.ps_status("web").starts_with("Up "), "{}", lab.ps_status("web"));
+    let ps = text(&lab.v(&["ps"], &[]));
+    assert!(ps.starts_with("CONTAINER ID   IMAGE     COMMAND"), "{ps}");
+    assert!(ps.contains(&id[..12]) && ps.contains("web"), "{ps}");
+    lab.until("the log", || text(&lab.v(&["logs"], &["web"])) == "hello from web\n");
+    // A name in use is refused.
+    let again = lab.v(&["run"], &["-d", "--name", "web", "busybox", "true"]);
+    assert_eq!(again.status.code(), Some(125), "{}", err(&again));
+    assert!(err(&again).contains("already in use"), "{}", err(&again));
+    // rm of a running container needs -f.
+    let rm = lab.v(&["rm"], &["web"]);
+    assert_eq!(rm.status.code(), Some(1));
+    assert!(err(&rm).contains("running"), "{}", err(&rm));
+    // sh as PID 1 has no SIGTERM handler: stop waits -t, then SIGKILL.
+    let t0 = Instant::now();
+    let stop = lab.v(&["stop"], &["-t", "1", "web"]);
+    assert_eq!((stop.status.code(), text(&stop)), (Some(0), "web\n".to_string()), "{}", err(&stop));
+    assert!(t0.elapsed() >= Duration::from_secs(1), "stop did not wait the grace period");
+    assert!(lab.ps_status("web").starts_with("Exited (137)"), "{}", lab.ps_status("web"));
+    assert!(text(&lab.v(&["ps"], &[])).lines().count() == 1, "ps without -a lists an exited container");
+    assert_eq!(text(&lab.v(&["rm"], &["web"])), "web\n");
+    assert_eq!(lab.v(&["logs"], &["web"]).status.code(), Some(1));
+    lab.assert_nothing_left();
+}
+
+#[test]
+fn exit_statuses_wait_kill_and_the_event_log() {
+    let Some(lab) = Lab::new("exit_statuses_wait_kill_and_the_event_log") else { return };
+    lab.v(&["run"], &["-d", "--name", "three", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(text(&lab.v(&["wait"], &["three"])), "3\n");
+    assert!(lab.ps_status("three").starts_with("Exited (3)"), "{}", lab.ps_status("three"));
+    lab.v(&["run"], &["-d", "--name", "sleeper", "busybox", "sleep", "60"]);
+    let kill = lab.v(&["kill"], &["sleeper"]);
+    assert!(kill.status.success(), "{}", err(&kill));
+    assert_eq!(text(&lab.v(&["wait"], &["sleeper"])), "137\n");
+    assert_eq!(lab.v(&["kill"], &["sleeper"]).status.code(), Some(1), "kill of a stopped container");
+    // --rm: gone by itself.
+    lab.v(&["run"], &["-d", "--rm", "--name", "brief", "busybox", "true"]);
+    lab.until("--rm to remove the container", || lab.ps_status("brief").is_empty());
+    // A command the image does not have: 127, as the shell says.
+    let missing = lab.v(&["run"], &["-d", "--name", "missing", "busybox", "/no/such/program"]);
+    assert_eq!(missing.status.code(), Some(127), "{}", err(&missing));
+    // The image is in use while containers of it exist.
+    let rmi = lab.v(&["image", "rm"], &["busybox"]);
+    assert_eq!(rmi.status.code(), Some(1), "{}", err(&rmi));
+    assert!(err(&rmi).contains("used by"), "{}", err(&rmi));
+    assert!(lab.v(&["rm"], &["three", "sleeper", "missing"]).status.success());
+    let events = text(&lab.v(&["system", "events"], &["--filter", "container=three", "--format", "{{.Action}}"]));
+    assert_eq!(events, "create\nstart\ndie\ndestroy\n");
+    let dies = text(&lab.v(
+        &["system", "events"],
+        &["--filter", "event=die", "--format", "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}"],
+    ));
+    assert!(dies.contains("three 3\n") && dies.contains("sleeper 137\n") && dies.contains("brief 0\n"), "{dies}");
+    let images = text(&lab.v(&["system", "events"], &["--filter", "type=image", "--format", "{{.Action}}"]));
+    assert!(images.starts_with("import\n"), "{images}");
+    assert_eq!(lab.v(&["system", "events"], &["--filter", "colour=red"]).status.code(), Some(1));
+    lab.assert_nothing_left();
+}
+
+#[test]
+fn a_killed_monitor_leaves_a_dead_container_that_rm_cleans() {
+    let Some(lab) = Lab::new("a_killed_monitor_leaves_a_dead_container_that_rm_cleans") else { return };
+    let id = text(&lab.v(&["run"], &["-d", "--name", "orphan", "busybox", "sleep", "60"])).trim().to_string();
+    let dir = lab.store().join("containers").join(&id);
+    let monitor: i32 = std::fs::read_to_string(dir.join("monitor.pid")).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(dir.join("pid")).unwrap().trim().parse().unwrap();
+    // SIGKILL: the monitor cannot record anything. Its launcher's sentinel
+    // takes the container down with it.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), nix::sys::signal::Signal::SIGKILL).unwrap();
+    lab.until("the container to go with its monitor", || !Path::new(&format!("/proc/{pid}")).exists());
+    lab.until("ps to say so", || lab.ps_status("orphan") == "Exited (unknown)");
+    assert!(lab.v(&["rm"], &["orphan"]).status.success());
+    lab.assert_nothing_left();
+}
+
+#[test]
+fn many_containers_from_parallel_shells_leave_nothing_behind() {
+    let Some(lab) = Lab::new("many_containers_from_parallel_shells_leave_nothing_behind") else { return };
+    std::thread::scope(|s| {
+        for shell in 0..4 {
+            let lab = &lab;
+            s.spawn(move || {
+                for n in 0..5 {
+                    let name = format!("c{shell}-{n}");
+                    let out = lab.v(&["run"], &["-d", "--name", &name, "busybox", "sleep", "30"]);
+                    assert!(out.status.success(), "{name}: {}", err(&out));
+                }
+            });
+        }
+    });
+    let ps = text(&lab.v(&["ps"], &["-q"]));
+    assert_eq!(ps.lines().count(), 20, "{ps}");
+    std::thread::scope(|s| {
+        for shell in 0..4 {
+            let lab = &lab;
+            s.spawn(move || {
+                let names: Vec<String> = (0..5).map(|n| format!("c{shell}-{n}")).collect();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let mut args = vec!["-f"];
+                args.extend(refs);
+                let out = lab.v(&["rm"], &args);
+                assert!(out.status.success(), "{}", err(&out));
+            });
+        }
+    });
+    let events = text(&lab.v(
+        &["system", "events"],
+        &["--filter", "type=container", "--format", "{{.Action}} {{.Actor.Attributes.name}}"],
+    ));
+    for shell in 0..4 {
+        for n in 0..5 {
+            let name = format!("c{shell}-{n}");
+            let order: Vec<&str> = events
+                .lines()
+                .filter(|l| l.ends_with(&format!(" {name}")))
+                .map(|l| l.split(' ').next().unwrap())
+                .collect();
+            assert_eq!(order, ["create", "start", "die", "destroy"], "{name}: {events}");
+        }
+    }
+    lab.assert_nothing_left();
+}
