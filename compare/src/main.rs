@@ -47,6 +47,10 @@ enum Command {
     Rm(cli::lifecycle::RmArgs),
     /// Wait for containers to end (`container wait`).
     Wait(cli::lifecycle::WaitArgs),
+    /// Print containers' JSON descriptions (`container inspect`).
+    Inspect(cli::lifecycle::InspectArgs),
+    /// Where virtlab keeps things and what this host can do (`system info`).
+    Info(cli::lifecycle::RootArg),
     /// Print the path of the built-in workload binary (writing it out if
     /// needed), to run it natively: `$(virtlab workload) cpu 1000000`.
     Workload,
@@ -89,6 +93,8 @@ fn main() -> ExitCode {
         Command::Kill(a) => cli::lifecycle::exit1(cli::lifecycle::kill(&a)),
         Command::Rm(a) => cli::lifecycle::exit1(cli::lifecycle::rm(&a)),
         Command::Wait(a) => cli::lifecycle::exit1(cli::lifecycle::wait(&a)),
+        Command::Inspect(a) => cli::lifecycle::exit1(cli::lifecycle::inspect(&a)),
+        Command::Info(a) => cli::lifecycle::exit1(cli::lifecycle::info(&a)),
         Command::Workload => virtlab_workload::materialize()
             .map(|p| {
                 println!("{}", p.display());

@@ -121,6 +121,10 @@ fn a_detached_container_is_up_logs_stops_and_is_removed() {
     assert!(ps.starts_with("CONTAINER ID   IMAGE     COMMAND"), "{ps}");
     assert!(ps.contains(&id[..12]) && ps.contains("web"), "{ps}");
     lab.until("the log", || text(&lab.v(&["logs"], &["web"])) == "hello from web\n");
+    let state = text(&lab.v(&["inspect"], &["--format", "{{.State.Status}} {{.Config.Image}} {{.Name}}", "web"]));
+    assert_eq!(state, "running busybox /web\n");
+    let info = text(&lab.v(&["system", "info"], &[]));
+    assert!(info.contains("Containers: 1\n Running: 1\n") && info.contains("Images: 1\n"), "{info}");
     // A name in use is refused.
     let again = lab.v(&["run"], &["-d", "--name", "web", "busybox", "true"]);
     assert_eq!(again.status.code(), Some(125), "{}", err(&again));
@@ -135,6 +139,10 @@ fn a_detached_container_is_up_logs_stops_and_is_removed() {
     assert_eq!((stop.status.code(), text(&stop)), (Some(0), "web\n".to_string()), "{}", err(&stop));
     assert!(t0.elapsed() >= Duration::from_secs(1), "stop did not wait the grace period");
     assert!(lab.ps_status("web").starts_with("Exited (137)"), "{}", lab.ps_status("web"));
+    let state =
+        text(&lab.v(&["inspect"], &["--format", "{{.State.Status}} {{.State.ExitCode}} {{.State.Running}}", "web"]));
+    assert_eq!(state, "exited 137 false\n");
+    assert_eq!(lab.v(&["inspect"], &["nope"]).status.code(), Some(1));
     assert!(text(&lab.v(&["ps"], &[])).lines().count() == 1, "ps without -a lists an exited container");
     assert_eq!(text(&lab.v(&["rm"], &["web"])), "web\n");
     assert_eq!(lab.v(&["logs"], &["web"]).status.code(), Some(1));

@@ -61,6 +61,8 @@ pub enum ContainerCommand {
     Rm(super::lifecycle::RmArgs),
     /// Wait for containers to end; print their exit statuses.
     Wait(super::lifecycle::WaitArgs),
+    /// Print containers' JSON descriptions (state, config, limits).
+    Inspect(super::lifecycle::InspectArgs),
     /// The monitor of a detached container (started by `run -d`).
     #[command(hide = true)]
     Monitor {
@@ -167,6 +169,7 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<u8> {
         ContainerCommand::Kill(a) => super::lifecycle::exit1(super::lifecycle::kill(&a)),
         ContainerCommand::Rm(a) => super::lifecycle::exit1(super::lifecycle::rm(&a)),
         ContainerCommand::Wait(a) => super::lifecycle::exit1(super::lifecycle::wait(&a)),
+        ContainerCommand::Inspect(a) => super::lifecycle::exit1(super::lifecycle::inspect(&a)),
         ContainerCommand::Monitor { root, id } => super::lifecycle::monitor(&root, &id),
     }
 }

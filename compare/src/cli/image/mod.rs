@@ -21,6 +21,11 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The `--root` given, if any.
+    pub fn root(&self) -> Option<PathBuf> {
+        self.root.clone()
+    }
+
     fn open(&self) -> anyhow::Result<Store> {
         let root = self.root.clone().unwrap_or_else(virtlab_container::image::default_root);
         Ok(Store::open(root)?)
@@ -222,6 +227,9 @@ pub enum SystemCommand {
     /// Print the event log: what happened to containers and images (the
     /// last 1000 events), filtered by time, type, event and container.
     Events(super::lifecycle::EventsArgs),
+    /// Where virtlab keeps things and what this host can do: containers,
+    /// images, storage, cgroups, namespaces, KVM.
+    Info,
 }
 
 /// Runs an image command; errors print as every virtlab error does and
@@ -238,6 +246,11 @@ pub fn run_images(args: ImagesArgs) -> anyhow::Result<u8> {
 /// `virtlab system ...`.
 pub fn run_system(args: SystemArgs) -> anyhow::Result<u8> {
     report(match args.command {
+        SystemCommand::Info => {
+            return super::lifecycle::exit1(super::lifecycle::info(&super::lifecycle::RootArg::from_path(
+                args.store.root(),
+            )))
+        }
         SystemCommand::Events(a) => return super::lifecycle::exit1(super::lifecycle::events(&a)),
         SystemCommand::Df { verbose, format } => {
             args.store.open().and_then(|s| view::df(&s, verbose, format.as_deref()))
