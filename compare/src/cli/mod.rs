@@ -5,6 +5,7 @@ pub mod container;
 pub mod guest;
 pub mod image;
 pub mod lifecycle;
+mod run_output;
 pub mod units;
 pub mod vm;
 
