@@ -602,7 +602,8 @@ fn a_build_killed_mid_run_leaves_no_image_and_the_next_command_cleans_up() {
     let Some(lab) = Lab::with_busybox(TEST) else { return };
     let ctx = lab.path("slow");
     fs::create_dir_all(&ctx).unwrap();
-    fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN echo started > /started && sleep 30\n").unwrap();
+    // A sleep no other test runs, so that its process can be looked for.
+    fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN echo started > /started && sleep 37\n").unwrap();
     let before = lab.run(&["images"], &["-q"]).ok().stdout.clone();
     let mut cmd = lab.command(&["image", "build"], &["-t", "slow", ctx.to_str().unwrap()]);
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
@@ -636,10 +637,19 @@ fn a_build_killed_mid_run_leaves_no_image_and_the_next_command_cleans_up() {
     assert!(!index.contains("localhost/slow"), "index.json names the killed build's image: {index}");
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(lab.dir.path().to_str().unwrap()), "a mount of the killed build stayed");
-    let sleeping = Command::new("pgrep").args(["-f", "sleep 30"]).output().unwrap();
-    assert!(
-        sleeping.stdout.is_empty(),
-        "the RUN step's process outlived the build: {}",
-        String::from_utf8_lossy(&sleeping.stdout)
-    );
+    // The RUN step's processes were killed with the build; give the last of
+    // them a moment to finish exiting.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sleeping = Command::new("pgrep").args(["-af", "sleep 37"]).output().unwrap();
+        if sleeping.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the RUN step's process outlived the build: {}",
+            String::from_utf8_lossy(&sleeping.stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
