@@ -35,10 +35,16 @@ enum Command {
     System(cli::image::SystemArgs),
     /// Run a command in a new container (`container run`; -d runs it in the background).
     Run(Box<cli::container::RunArgs>),
+    /// Make a container of an image without starting it (`container create`).
+    Create(Box<cli::container::RunArgs>),
+    /// Start containers (`container start`).
+    Start(cli::lifecycle::StartArgs),
+    /// Stop and start containers again (`container restart`).
+    Restart(cli::lifecycle::RestartArgs),
     /// List containers (`container ps`).
     Ps(cli::lifecycle::PsArgs),
     /// Print a container's output (`container logs`).
-    Logs(cli::lifecycle::LogsArgs),
+    Logs(cli::logs::LogsArgs),
     /// Stop running containers (`container stop`).
     Stop(cli::lifecycle::StopArgs),
     /// Send a signal to containers (`container kill`).
@@ -48,9 +54,13 @@ enum Command {
     /// Wait for containers to end (`container wait`).
     Wait(cli::lifecycle::WaitArgs),
     /// Print containers' JSON descriptions (`container inspect`).
-    Inspect(cli::lifecycle::InspectArgs),
+    Inspect(cli::inspect::InspectArgs),
     /// Where virtlab keeps things and what this host can do (`system info`).
     Info(cli::lifecycle::RootArg),
+    /// What happens to containers and images (`system events`).
+    Events(cli::events::EventsArgs),
+    /// The versions of virtlab, its formats and the kernel.
+    Version,
     /// Print the path of the built-in workload binary (writing it out if
     /// needed), to run it natively: `$(virtlab workload) cpu 1000000`.
     Workload,
@@ -87,14 +97,19 @@ fn main() -> ExitCode {
         Command::Images(args) => cli::image::run_images(args),
         Command::System(args) => cli::image::run_system(args),
         Command::Run(args) => cli::container::run(cli::container::ContainerCommand::Run(args)),
+        Command::Create(args) => cli::lifecycle::create(&args),
+        Command::Start(a) => cli::lifecycle::exit1(cli::lifecycle::start(&a)),
+        Command::Restart(a) => cli::lifecycle::exit1(cli::lifecycle::restart(&a)),
         Command::Ps(a) => cli::lifecycle::exit1(cli::lifecycle::ps(&a)),
-        Command::Logs(a) => cli::lifecycle::exit1(cli::lifecycle::logs(&a)),
+        Command::Logs(a) => cli::lifecycle::exit1(cli::logs::logs(&a)),
         Command::Stop(a) => cli::lifecycle::exit1(cli::lifecycle::stop(&a)),
         Command::Kill(a) => cli::lifecycle::exit1(cli::lifecycle::kill(&a)),
         Command::Rm(a) => cli::lifecycle::exit1(cli::lifecycle::rm(&a)),
         Command::Wait(a) => cli::lifecycle::exit1(cli::lifecycle::wait(&a)),
-        Command::Inspect(a) => cli::lifecycle::exit1(cli::lifecycle::inspect(&a)),
-        Command::Info(a) => cli::lifecycle::exit1(cli::lifecycle::info(&a)),
+        Command::Inspect(a) => cli::lifecycle::exit1(cli::inspect::inspect(&a)),
+        Command::Info(a) => cli::lifecycle::exit1(cli::inspect::info(&a)),
+        Command::Events(a) => cli::lifecycle::exit1(cli::events::events(&a)),
+        Command::Version => cli::inspect::version(),
         Command::Workload => virtlab_workload::materialize()
             .map(|p| {
                 println!("{}", p.display());

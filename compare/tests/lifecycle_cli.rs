@@ -171,16 +171,26 @@ fn exit_statuses_wait_kill_and_the_event_log() {
     assert_eq!(rmi.status.code(), Some(1), "{}", err(&rmi));
     assert!(err(&rmi).contains("used by"), "{}", err(&rmi));
     assert!(lab.v(&["rm"], &["three", "sleeper", "missing"]).status.success());
-    let events = text(&lab.v(&["system", "events"], &["--filter", "container=three", "--format", "{{.Action}}"]));
+    let events = text(
+        &lab.v(&["system", "events"], &["--until", "0s", "--filter", "container=three", "--format", "{{.Action}}"]),
+    );
     assert_eq!(events, "create\nstart\ndie\ndestroy\n");
     let dies = text(&lab.v(
         &["system", "events"],
-        &["--filter", "event=die", "--format", "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}"],
+        &[
+            "--until",
+            "0s",
+            "--filter",
+            "event=die",
+            "--format",
+            "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
+        ],
     ));
     assert!(dies.contains("three 3\n") && dies.contains("sleeper 137\n") && dies.contains("brief 0\n"), "{dies}");
-    let images = text(&lab.v(&["system", "events"], &["--filter", "type=image", "--format", "{{.Action}}"]));
+    let images =
+        text(&lab.v(&["system", "events"], &["--until", "0s", "--filter", "type=image", "--format", "{{.Action}}"]));
     assert!(images.starts_with("import\n"), "{images}");
-    assert_eq!(lab.v(&["system", "events"], &["--filter", "colour=red"]).status.code(), Some(1));
+    assert_eq!(lab.v(&["system", "events"], &["--until", "0s", "--filter", "colour=red"]).status.code(), Some(1));
     lab.assert_nothing_left();
 }
 
@@ -200,50 +210,99 @@ fn a_killed_monitor_leaves_a_dead_container_that_rm_cleans() {
     lab.assert_nothing_left();
 }
 
+/// The cgroups (every controller) of launchers run by these monitors.
+fn cgroups_of(monitors: &[i32]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let dirs = std::fs::read_dir(controller.path()).into_iter().flatten().flatten();
+        for d in dirs {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if monitors.iter().any(|m| name.starts_with(&format!("virtlab-{m}-")))
+                || monitors.iter().any(|m| name == format!("virtlab-{m}"))
+            {
+                found.push(d.path());
+            }
+        }
+    }
+    found
+}
+
 #[test]
-fn many_containers_from_parallel_shells_leave_nothing_behind() {
-    let Some(lab) = Lab::new("many_containers_from_parallel_shells_leave_nothing_behind") else { return };
+fn fifty_containers_from_four_shells_leave_nothing_behind() {
+    let Some(lab) = Lab::new("fifty_containers_from_four_shells_leave_nothing_behind") else { return };
+    let names = |shell: usize| -> Vec<String> { (0..50).filter(|n| n % 4 == shell).map(|n| format!("c{n}")).collect() };
+    // Each handles SIGTERM (as a server would), so stop ends it at once.
+    let command = ["sh", "-c", "trap 'exit 0' TERM; sleep 60 & wait"];
     std::thread::scope(|s| {
         for shell in 0..4 {
             let lab = &lab;
             s.spawn(move || {
-                for n in 0..5 {
-                    let name = format!("c{shell}-{n}");
-                    let out = lab.v(&["run"], &["-d", "--name", &name, "busybox", "sleep", "30"]);
+                for name in names(shell) {
+                    let mut args = vec!["-d", "--name", name.as_str(), "busybox"];
+                    args.extend(command);
+                    let out = lab.v(&["run"], &args);
                     assert!(out.status.success(), "{name}: {}", err(&out));
+                    // The others list while this shell starts its own.
+                    assert!(lab.v(&["ps"], &["-q"]).status.success());
                 }
             });
         }
     });
     let ps = text(&lab.v(&["ps"], &["-q"]));
-    assert_eq!(ps.lines().count(), 20, "{ps}");
+    assert_eq!(ps.lines().count(), 50, "{ps}");
+    let monitors: Vec<i32> = std::fs::read_dir(lab.store().join("containers"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("monitor.pid")).ok())
+        .map(|p| p.trim().parse().unwrap())
+        .collect();
+    assert_eq!(monitors.len(), 50);
+    for m in &monitors {
+        assert!(!cgroups_of(&[*m]).is_empty(), "the container of monitor {m} has no cgroup");
+    }
     std::thread::scope(|s| {
         for shell in 0..4 {
             let lab = &lab;
             s.spawn(move || {
-                let names: Vec<String> = (0..5).map(|n| format!("c{shell}-{n}")).collect();
-                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                let mut args = vec!["-f"];
-                args.extend(refs);
-                let out = lab.v(&["rm"], &args);
+                let names = names(shell);
+                let mut args = vec!["-t", "10"];
+                args.extend(names.iter().map(String::as_str));
+                let out = lab.v(&["stop"], &args);
+                assert!(out.status.success(), "{}", err(&out));
+                assert_eq!(text(&out).lines().count(), names.len());
+                let out = lab.v(&["rm"], &args[2..]);
                 assert!(out.status.success(), "{}", err(&out));
             });
         }
     });
     let events = text(&lab.v(
         &["system", "events"],
-        &["--filter", "type=container", "--format", "{{.Action}} {{.Actor.Attributes.name}}"],
+        &["--until", "0s", "--filter", "type=container", "--format", "{{.Action}} {{.Actor.Attributes.name}}"],
     ));
-    for shell in 0..4 {
-        for n in 0..5 {
-            let name = format!("c{shell}-{n}");
-            let order: Vec<&str> = events
-                .lines()
-                .filter(|l| l.ends_with(&format!(" {name}")))
-                .map(|l| l.split(' ').next().unwrap())
-                .collect();
-            assert_eq!(order, ["create", "start", "die", "destroy"], "{name}: {events}");
-        }
+    for n in 0..50 {
+        let name = format!("c{n}");
+        let order: Vec<&str> = events
+            .lines()
+            .filter(|l| l.split(' ').nth(1) == Some(name.as_str()))
+            .map(|l| l.split(' ').next().unwrap())
+            .filter(|a| ["create", "start", "die", "stop", "destroy"].contains(a))
+            .collect();
+        assert_eq!(order, ["create", "start", "die", "stop", "destroy"], "{name}: {events}");
     }
+    let dies = text(&lab.v(
+        &["system", "events"],
+        &[
+            "--until",
+            "0s",
+            "--filter",
+            "event=die",
+            "--format",
+            "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
+        ],
+    ));
+    for n in 0..50 {
+        assert!(dies.contains(&format!("c{n} 0\n")), "c{n} ended on SIGTERM with 0: {dies}");
+    }
+    assert_eq!(cgroups_of(&monitors), Vec::<PathBuf>::new(), "cgroups left");
     lab.assert_nothing_left();
 }

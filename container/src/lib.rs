@@ -42,6 +42,7 @@ pub mod engine;
 pub mod escape;
 pub mod image;
 pub mod runtime;
+pub mod time;
 
 // The launcher's modules keep their paths at the crate root
 // (`virtlab_container::cgroup`, `::config`, ...).

@@ -50,10 +50,16 @@ pub enum ContainerCommand {
     /// confined each way tries the classic escape (mkdir x; chroot x;
     /// chdir .. many times; chroot .) and then reads a file of the host.
     EscapeDemo,
+    /// Make a container of an image without starting it (`start` runs it).
+    Create(Box<RunArgs>),
+    /// Start containers in the background (-a: one, printing its output).
+    Start(super::lifecycle::StartArgs),
+    /// Stop and start containers again.
+    Restart(super::lifecycle::RestartArgs),
     /// List containers: ID, image, command, created, status, names.
     Ps(super::lifecycle::PsArgs),
     /// Print a container's output.
-    Logs(super::lifecycle::LogsArgs),
+    Logs(super::logs::LogsArgs),
     /// Stop running containers: SIGTERM, then SIGKILL after -t seconds.
     Stop(super::lifecycle::StopArgs),
     /// Send a signal to running containers (default SIGKILL).
@@ -63,7 +69,7 @@ pub enum ContainerCommand {
     /// Wait for containers to end; print their exit statuses.
     Wait(super::lifecycle::WaitArgs),
     /// Print containers' JSON descriptions (state, config, limits).
-    Inspect(super::lifecycle::InspectArgs),
+    Inspect(super::inspect::InspectArgs),
     /// The monitor of a detached container (started by `run -d`).
     #[command(hide = true)]
     Monitor {
@@ -78,73 +84,82 @@ pub enum ContainerCommand {
 pub struct RunArgs {
     /// Directory that becomes the container's / [default: the built-in rootfs]
     #[arg(long, value_name = "DIR")]
-    rootfs: Option<PathBuf>,
+    pub(super) rootfs: Option<PathBuf>,
     /// Hostname inside the container (needs the uts namespace) [default: virtlab]
     #[arg(long, value_name = "NAME")]
-    hostname: Option<String>,
+    pub(super) hostname: Option<String>,
     /// Memory limit, e.g. 32M, 1G (cgroup memory.max / memory.limit_in_bytes)
     #[arg(long, value_name = "SIZE")]
-    memory: Option<String>,
+    pub(super) memory: Option<String>,
     /// CPU bandwidth as a number of CPUs, e.g. 0.5 (cgroup cpu.max / cfs_quota_us)
     #[arg(long, value_name = "FRACTION")]
-    cpus: Option<String>,
+    pub(super) cpus: Option<String>,
     /// Maximum number of processes and threads (cgroup pids.max)
     #[arg(long, value_name = "N")]
-    pids: Option<String>,
+    pub(super) pids: Option<String>,
     /// Namespaces to create, comma-separated: uts,pid,mnt,ipc,net,user,cgroup (or all, none;
     /// an empty list is refused). Switch them on one at a time to see what each changes
     #[arg(long, value_name = "LIST", default_value = "all")]
-    ns: String,
+    pub(super) ns: String,
     /// Set an environment variable (repeatable)
     #[arg(long = "env", short = 'e', value_name = "K=V")]
-    env: Vec<String>,
+    pub(super) env: Vec<String>,
     /// Working directory inside the container [default: /]
     #[arg(long, short = 'w', value_name = "DIR")]
-    workdir: Option<PathBuf>,
+    pub(super) workdir: Option<PathBuf>,
     /// Run as this numeric user (and group) instead of root
     #[arg(long, short = 'u', value_name = "UID[:GID]")]
-    user: Option<String>,
+    pub(super) user: Option<String>,
     /// Mount the root file system read-only (/tmp stays writable)
     #[arg(long)]
-    read_only: bool,
+    pub(super) read_only: bool,
     /// Kill the container after this long, e.g. 500ms, 10s, 2m (positive; exit status 124)
     /// [default: no timeout]
     #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
-    timeout: Option<Duration>,
+    pub(super) timeout: Option<Duration>,
     /// Narrate each step on stderr: the system call and the idea of the course notes it shows
     #[arg(long)]
-    explain: bool,
+    pub(super) explain: bool,
     /// Wait for Enter before each step (implies --explain)
     #[arg(long)]
-    step: bool,
+    pub(super) step: bool,
     /// Print a table of phase times on stderr after the command exits
     #[arg(long)]
-    timings: bool,
+    pub(super) timings: bool,
     /// Run in the background (an IMAGE only): print the container's ID and
     /// leave it to a monitor; see it with `ps`, `logs`, `stop`, `rm`
     #[arg(short, long)]
-    detach: bool,
-    /// Name for a detached container [default: virtlab_<id>]
-    #[arg(long, value_name = "NAME", requires = "detach")]
-    name: Option<String>,
-    /// Remove a detached container when it exits
-    #[arg(long = "rm", requires = "detach")]
-    auto_remove: bool,
+    pub(super) detach: bool,
+    /// Name for the container (an IMAGE only) [default: virtlab_<id>]
+    #[arg(long, value_name = "NAME")]
+    pub(super) name: Option<String>,
+    /// Remove the container when it exits (an IMAGE only; without it the
+    /// container stays, `Exited`, for `ps -a`, `logs`, `start`, `rm`)
+    #[arg(long = "rm")]
+    pub(super) auto_remove: bool,
+    /// Keep standard input open (an IMAGE run gets /dev/null without it;
+    /// a --rootfs run always shares the terminal)
+    #[arg(short, long)]
+    pub(super) interactive: bool,
+    /// Give the command this terminal (standard input must be one): with
+    /// -i, an interactive shell whose `exit` stops the container
+    #[arg(short, long)]
+    pub(super) tty: bool,
     /// Print one JSON object (status, timings, cgroup figures, output) on stdout;
     /// the command's output is captured into it. On an error: {"error": ..., "exit_code": ...}
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Image store directory, for an IMAGE [default: $VIRTLAB_ROOT, else /var/lib/virtlab]
     #[arg(long, value_name = "DIR")]
-    root: Option<PathBuf>,
+    pub(super) root: Option<PathBuf>,
     /// The image to run (a name or ID from `virtlab image ls`), then the
     /// command to run instead of the image's CMD; without an image, the
     /// built-in rootfs or --rootfs, and the command after `--`
     #[arg(value_name = "IMAGE [CMD]", num_args = 0.., allow_hyphen_values = true)]
-    image_and_command: Vec<String>,
+    pub(super) image_and_command: Vec<String>,
     /// The command and its arguments, after `--`
     #[arg(last = true, value_name = "CMD")]
-    command: Vec<String>,
+    pub(super) command: Vec<String>,
 }
 
 /// `virtlab container rootfs`.
@@ -164,13 +179,16 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<u8> {
         ContainerCommand::Run(args) => run_container(*args),
         ContainerCommand::Rootfs(args) => build_rootfs(args),
         ContainerCommand::EscapeDemo => escape_demo(),
+        ContainerCommand::Create(args) => super::lifecycle::create(&args),
+        ContainerCommand::Start(a) => super::lifecycle::exit1(super::lifecycle::start(&a)),
+        ContainerCommand::Restart(a) => super::lifecycle::exit1(super::lifecycle::restart(&a)),
         ContainerCommand::Ps(a) => super::lifecycle::exit1(super::lifecycle::ps(&a)),
-        ContainerCommand::Logs(a) => super::lifecycle::exit1(super::lifecycle::logs(&a)),
+        ContainerCommand::Logs(a) => super::lifecycle::exit1(super::logs::logs(&a)),
         ContainerCommand::Stop(a) => super::lifecycle::exit1(super::lifecycle::stop(&a)),
         ContainerCommand::Kill(a) => super::lifecycle::exit1(super::lifecycle::kill(&a)),
         ContainerCommand::Rm(a) => super::lifecycle::exit1(super::lifecycle::rm(&a)),
         ContainerCommand::Wait(a) => super::lifecycle::exit1(super::lifecycle::wait(&a)),
-        ContainerCommand::Inspect(a) => super::lifecycle::exit1(super::lifecycle::inspect(&a)),
+        ContainerCommand::Inspect(a) => super::lifecycle::exit1(super::inspect::inspect(&a)),
         ContainerCommand::Monitor { root, id } => super::lifecycle::monitor(&root, &id),
     }
 }
@@ -232,64 +250,30 @@ fn parse_namespaces(text: &str) -> anyhow::Result<Namespaces> {
     Ok(Namespaces::parse(text)?)
 }
 
-/// What a run starts from: an image (its layers prepared, kept until the
-/// run is over) or a root file system directory.
-enum Source {
-    Image(Box<virtlab_container::image::Image>, virtlab_container::image::run::Prepared),
-    Dir { rootfs: PathBuf, builtin: bool },
-}
-
-/// The image named first on the command line, if any, and the command.
-fn source_and_command(args: &RunArgs) -> anyhow::Result<(Source, Vec<String>)> {
-    use virtlab_container::image::{run, Store};
-    let Some((image_name, rest)) = args.image_and_command.split_first() else {
-        if args.command.is_empty() {
-            anyhow::bail!("no command given: name an image (`virtlab container run busybox sh`), or put the command after `--` (`virtlab container run -- /virtlab-workload ready`)");
-        }
-        let builtin = args.rootfs.is_none();
-        let rootfs = match &args.rootfs {
-            Some(r) => r.clone(),
-            None => rootfs::default_rootfs().context("cannot prepare the built-in rootfs")?,
-        };
-        return Ok((Source::Dir { rootfs, builtin }, args.command.clone()));
+/// The root file system of a run without an image, and the command.
+fn rootfs_and_command(args: &RunArgs) -> anyhow::Result<(PathBuf, bool, Vec<String>)> {
+    if args.command.is_empty() {
+        anyhow::bail!("no command given: name an image (`virtlab container run busybox sh`), or put the command after `--` (`virtlab container run -- /virtlab-workload ready`)");
+    }
+    if args.detach || args.name.is_some() || args.auto_remove {
+        anyhow::bail!("-d, --name and --rm make a container of an IMAGE, which stays in `ps -a`; a --rootfs or built-in run is the launcher alone: name an image (`virtlab image import DIR NAME` makes one)");
+    }
+    let builtin = args.rootfs.is_none();
+    let rootfs = match &args.rootfs {
+        Some(r) => r.clone(),
+        None => rootfs::default_rootfs().context("cannot prepare the built-in rootfs")?,
     };
-    if args.rootfs.is_some() {
-        anyhow::bail!("give either an image ({image_name}) or --rootfs DIR, not both");
-    }
-    if !rest.is_empty() && !args.command.is_empty() {
-        anyhow::bail!("give the command after the image or after `--`, not both");
-    }
-    // `IMAGE -- CMD`: the `--` reaches us among the image's words.
-    let rest = rest.strip_prefix(&["--".to_string()][..]).unwrap_or(rest);
-    let cmd: Vec<String> = if rest.is_empty() { args.command.clone() } else { rest.to_vec() };
-    let store = Store::open(args.root.clone().unwrap_or_else(virtlab_container::image::default_root))?;
-    let image = store.resolve(image_name)?;
-    let argv = run::command(&image, None, &cmd)?;
-    let workdir = args.workdir.as_ref().map(|w| w.display().to_string()).or_else(|| run::workdir(&image));
-    let prepared = run::prepare(&store, &image, workdir.as_deref())?;
-    Ok((Source::Image(Box::new(image), prepared), argv))
+    Ok((rootfs, builtin, args.command.clone()))
 }
 
-fn config_from(args: &RunArgs, source: &Source, argv: Vec<String>) -> anyhow::Result<ContainerConfig> {
-    use virtlab_container::image::run;
+fn config_from(
+    args: &RunArgs,
+    rootfs: &std::path::Path,
+    builtin: bool,
+    argv: Vec<String>,
+) -> anyhow::Result<ContainerConfig> {
     let namespaces = parse_namespaces(&args.ns)?;
-    let (mut cfg, builtin) = match source {
-        Source::Dir { rootfs, builtin } => (ContainerConfig::new(rootfs, argv), *builtin),
-        Source::Image(image, prepared) => {
-            let mut cfg = ContainerConfig::new(&prepared.mount_point, argv);
-            cfg.layers = Some(prepared.layers.clone());
-            cfg.env = run::environment(image);
-            if let Some(w) = run::workdir(image) {
-                cfg.workdir = PathBuf::from(w);
-            }
-            if let Some(u) = run::user(image) {
-                cfg.user = Some(
-                    User::parse(&u).with_context(|| format!("the image's USER {u:?}: virtlab takes numeric users"))?,
-                );
-            }
-            (cfg, false)
-        }
-    };
+    let mut cfg = ContainerConfig::new(rootfs, argv);
     cfg.namespaces = namespaces;
     if let Some(h) = &args.hostname {
         if !namespaces.uts {
@@ -313,6 +297,13 @@ fn config_from(args: &RunArgs, source: &Source, argv: Vec<String>) -> anyhow::Re
     }
     // The built-in rootfs is a shared cache: keep it read-only when we can.
     cfg.read_only = args.read_only || (builtin && namespaces.mnt);
+    set_run_options(args, &mut cfg);
+    Ok(cfg)
+}
+
+/// What only a run in the foreground has: the timeout, the narration,
+/// and where the output goes.
+pub(super) fn set_run_options(args: &RunArgs, cfg: &mut ContainerConfig) {
     cfg.timeout = args.timeout;
     cfg.explain = args.explain || args.step;
     cfg.step = args.step;
@@ -324,7 +315,6 @@ fn config_from(args: &RunArgs, source: &Source, argv: Vec<String>) -> anyhow::Re
     } else {
         Stdio::Inherit
     };
-    Ok(cfg)
 }
 
 /// The exit status of a container run: the command's, or 124 when the
@@ -340,67 +330,17 @@ pub(super) fn exit_code(o: &Outcome) -> u8 {
 
 /// With `--json`, an error is a JSON object on stdout too, so that a
 /// program reading it always gets one; the message stays on stderr.
-fn json_error(e: &anyhow::Error, exit_code: u8) {
+pub(super) fn json_error(e: &anyhow::Error, exit_code: u8) {
     let v = serde_json::json!({ "error": format!("{e:#}"), "exit_code": exit_code });
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
 }
 
-/// `run -d`: the container handed to a monitor of its own.
-fn run_detached(args: &RunArgs) -> anyhow::Result<u8> {
-    use virtlab_container::image::{run, Store};
-    let Some((image_name, rest)) = args.image_and_command.split_first() else {
-        anyhow::bail!("-d runs an image: name one (`virtlab container run -d busybox sleep 60`)");
-    };
-    if args.rootfs.is_some() || args.json || args.timings || args.explain || args.step {
-        anyhow::bail!("-d runs an image in the background: --rootfs, --json, --timings, --explain and --step go with a run in the foreground");
-    }
-    let rest = rest.strip_prefix(&["--".to_string()][..]).unwrap_or(rest);
-    let cmd: Vec<String> = if rest.is_empty() { args.command.clone() } else { rest.to_vec() };
-    let root = args.root.clone().unwrap_or_else(virtlab_container::image::default_root);
-    let store = Store::open(&root)?;
-    let image = store.resolve(image_name)?;
-    let argv = run::command(&image, None, &cmd)?;
-    let mut env = run::environment(&image);
-    for e in &args.env {
-        let (k, v) = config::parse_env(e)?;
-        env.retain(|(ek, _)| *ek != k);
-        env.push((k, v));
-    }
-    let workdir = args
-        .workdir
-        .as_ref()
-        .map(|w| w.display().to_string())
-        .or_else(|| run::workdir(&image))
-        .unwrap_or_else(|| "/".into());
-    let user = args.user.clone().or_else(|| run::user(&image));
-    if let Some(u) = &user {
-        User::parse(u)?;
-    }
-    let spec = virtlab_container::engine::RunSpec {
-        image: image_name.clone(),
-        image_id: image.id.clone(),
-        argv,
-        env,
-        workdir,
-        user,
-        hostname: args.hostname.clone(),
-        memory: args.memory.as_deref().map(config::parse_memory).transpose()?,
-        cpus: args.cpus.as_deref().map(config::parse_cpus).transpose()?,
-        pids: args.pids.as_deref().map(config::parse_pids).transpose()?,
-        auto_remove: args.auto_remove,
-    };
-    let d = super::lifecycle::Detach { root, name: args.name.clone() };
-    super::lifecycle::run_detached(&d, spec)
-}
-
 fn run_container(args: RunArgs) -> anyhow::Result<u8> {
-    if args.detach {
-        return run_detached(&args);
+    if !args.image_and_command.is_empty() {
+        return super::run_image::run(&args);
     }
-    // The image's prepared layers live until the run is over.
-    let prepared =
-        source_and_command(&args).and_then(|(source, argv)| config_from(&args, &source, argv).map(|cfg| (source, cfg)));
-    let (source, cfg) = match prepared {
+    let cfg = rootfs_and_command(&args).and_then(|(rootfs, builtin, argv)| config_from(&args, &rootfs, builtin, argv));
+    let cfg = match cfg {
         Ok(cfg) => cfg,
         Err(e) => {
             if args.json {
@@ -409,6 +349,12 @@ fn run_container(args: RunArgs) -> anyhow::Result<u8> {
             return Err(e);
         }
     };
+    explain_start(&cfg);
+    report(&args, &cfg, virtlab_container::run(&cfg), None)
+}
+
+/// With --explain: what is about to run.
+pub(super) fn explain_start(cfg: &ContainerConfig) {
     if cfg.explain {
         eprintln!(
             "[virtlab] container: rootfs {}{}, namespaces {}, command {:?}",
@@ -418,15 +364,26 @@ fn run_container(args: RunArgs) -> anyhow::Result<u8> {
             cfg.argv
         );
     }
-    let outcome = match virtlab_container::run(&cfg) {
+}
+
+/// What a run in the foreground prints when it is over, and its exit
+/// status: the command's, or the error's. `image` names the image run, if
+/// one was.
+pub(super) fn report(
+    args: &RunArgs,
+    cfg: &ContainerConfig,
+    result: Result<Outcome, LaunchError>,
+    image: Option<&str>,
+) -> anyhow::Result<u8> {
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             let code = e.exit_code();
-            let e = match (&e, &source, args.image_and_command.first()) {
-                // The rootfs is the image's layers stacked at a temporary
-                // mount point, gone by now: name the image instead, and not
-                // the advice for a --rootfs directory.
-                (LaunchError::CommandNotFound { cmd, searched, .. }, Source::Image(..), Some(image)) => {
+            let e = match (&e, image) {
+                // The rootfs is the image's layers stacked at a mount point
+                // of the container's: name the image instead, and not the
+                // advice for a --rootfs directory.
+                (LaunchError::CommandNotFound { cmd, searched, .. }, Some(image)) => {
                     anyhow::anyhow!(
                         "command {cmd:?} is not in the image {image} (looked for {searched}): name a program the \
                          image has, or none to run its CMD"
@@ -453,7 +410,7 @@ fn run_container(args: RunArgs) -> anyhow::Result<u8> {
         eprint!("{}", timings_table(&outcome));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&cfg, &outcome))?);
+        println!("{}", serde_json::to_string_pretty(&to_json(cfg, &outcome))?);
     }
     if outcome.oom_killed {
         eprintln!(

@@ -2,9 +2,13 @@
 
 pub mod compare;
 pub mod container;
+pub mod events;
 pub mod guest;
 pub mod image;
+pub mod inspect;
 pub mod lifecycle;
+pub mod logs;
+pub mod run_image;
 mod run_output;
 pub mod units;
 pub mod vm;

@@ -29,6 +29,24 @@ pub struct RunSpec {
     pub pids: Option<u64>,
     /// Remove the container when it exits (`--rm`).
     pub auto_remove: bool,
+    /// Namespaces to create (`--ns`), as `Namespaces::parse` reads them.
+    #[serde(default = "all_namespaces")]
+    pub namespaces: String,
+    /// Mount the root file system read-only (`--read-only`).
+    #[serde(default)]
+    pub read_only: bool,
+    /// Keep standard input open (`-i`): the command reads the terminal of a
+    /// run in the foreground; otherwise /dev/null.
+    #[serde(default)]
+    pub interactive: bool,
+    /// Give the command the terminal itself (`-t`), for a run in the
+    /// foreground; its output then bypasses the log.
+    #[serde(default)]
+    pub tty: bool,
+}
+
+fn all_namespaces() -> String {
+    "all".into()
 }
 
 /// What `config.json` holds.
@@ -109,12 +127,16 @@ pub fn containers_dir(root: &Path) -> PathBuf {
 fn list_lock(root: &Path) -> Result<Flock<File>, EngineError> {
     let dir = containers_dir(root);
     fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-    let path = dir.join(".lock");
+    lock_file(&dir.join(".lock"))
+}
+
+/// An exclusive flock(2) on `path`, created if missing.
+fn lock_file(path: &Path) -> Result<Flock<File>, EngineError> {
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .map_err(io_err(format!("open {}", path.display())))?;
     Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io_err(format!("lock {}", path.display()))(e.into()))
 }
@@ -187,6 +209,11 @@ impl Container {
         }
     }
 
+    /// The root of the store it is in.
+    pub fn store_root(&self) -> &Path {
+        self.dir.parent().and_then(Path::parent).unwrap_or(Path::new("/"))
+    }
+
     /// The first 12 hex digits of the ID.
     pub fn short_id(&self) -> &str {
         &self.config.id[..12]
@@ -224,19 +251,45 @@ impl Container {
         }
     }
 
-    /// The log file.
+    /// Whether it is running, or its monitor is about to run it.
+    pub fn is_active(&self) -> bool {
+        self.exit().is_none() && self.monitor_pid().is_some_and(alive)
+    }
+
+    /// The log file (Docker's json-file format, see
+    /// [`crate::runtime::log`]).
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("log")
+    }
+
+    /// This container's lock: held while a command changes its state
+    /// (starts it, records its end, removes it), so two never race.
+    pub fn lock(&self) -> Result<Flock<File>, EngineError> {
+        lock_file(&self.dir.join("lock"))
+    }
+
+    /// Makes a container that is not running ready to run again: its
+    /// last run's pid files and exit record go; its log and writable layer
+    /// stay, as Docker keeps them across restarts. Call with the lock held.
+    pub fn reset_for_start(&self) -> Result<(), EngineError> {
+        for f in ["exit.json", "pid", "monitor.pid"] {
+            match fs::remove_file(self.dir.join(f)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(format!("remove {}", self.dir.join(f).display()))(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Removes the container's directory (its writable layer with it).
     /// Refuses a running one.
     pub fn remove(&self) -> Result<(), EngineError> {
-        if matches!(self.status(), Status::Up { .. }) {
+        let _mine = self.lock()?;
+        if self.is_active() {
             return Err(EngineError::Running(self.config.name.clone()));
         }
-        let root = self.dir.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
-        let _lock = list_lock(root)?;
+        let _list = list_lock(self.store_root())?;
         // The config goes first: from then on no command lists it.
         let _ = fs::remove_file(self.dir.join("config.json"));
         fs::remove_dir_all(&self.dir).map_err(io_err(format!("remove {}", self.dir.display())))

@@ -1,8 +1,10 @@
-//! The monitor: one process per detached container, outliving the command
-//! line that started it. It runs the launcher with the container's output
-//! going to its log file, notes when the command runs (the launcher's pid
-//! file), records how it ended, writes the events, and removes the
-//! container if it was started with `--rm`.
+//! The monitor: one process per running container. For a detached one it
+//! is a process of its own, outliving the command line that started it;
+//! for a run in the foreground it is the command line itself. It runs the
+//! launcher with the container's output going to its log file, notes when
+//! the command runs (the launcher's pid file), records how it ended,
+//! writes the events, and removes the container if it was made with
+//! `--rm`.
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
@@ -15,33 +17,60 @@ use super::container::{write_json, Container, ExitRecord};
 use super::events::{self, Event};
 use super::{io_err, EngineError};
 use crate::image::{run, time, Store};
-use crate::runtime::config::{ContainerConfig, Stdio, User};
+use crate::runtime::config::{ContainerConfig, Namespaces, Stdio, User};
+use crate::runtime::launch::LaunchError;
+use crate::runtime::log::{LogWriter, Stream};
 
-/// Runs container `id` of the store at `root` to its end, in this process.
-/// Standard input becomes /dev/null and standard output and error the
-/// container's log. Returns the container's exit status.
+/// Runs container `id` of the store at `root` to its end, in this process,
+/// as a detached container's monitor: standard input, output and error
+/// become /dev/null, the container's output goes to its log (and so does
+/// the reason it could not start, if it could not). Returns the
+/// container's exit status.
 pub fn run(root: &Path, id: &str) -> Result<i32, EngineError> {
     let c = Container::find(root, id)?;
-    write_pid(&c.dir.join("monitor.pid"), std::process::id())?;
-    redirect_to_log(&c.log_path())?;
-    let result = launch(root, &c);
-    let record = match &result {
-        Ok(o) => ExitRecord { code: i32::from(o.exit_code()), finished: now(), oom_killed: o.oom_killed, error: None },
-        Err((code, e)) => ExitRecord { code: *code, finished: now(), oom_killed: false, error: Some(e.clone()) },
+    to_dev_null()?;
+    let code = match supervise(root, &c, |_| {}) {
+        Ok(Ok(o)) => return Ok(i32::from(o.exit_code())),
+        Ok(Err(e)) => {
+            log_error(&c, &e.to_string());
+            i32::from(e.exit_code())
+        }
+        Err(e) => {
+            log_error(&c, &e.to_string());
+            return Err(e);
+        }
     };
-    if let Err((_, e)) = &result {
-        eprintln!("virtlab: {e}");
+    Ok(code)
+}
+
+/// Runs container `c` to its end in this process, which is its monitor
+/// (a detached container's, or the command line's own for a run in the
+/// foreground): records that it runs, starts it with the configuration
+/// its `config.json` gives (changed by `adjust`: standard streams,
+/// narration, a timeout), records how it ended and the events, and
+/// removes it if it was made with `--rm`. The outer error is the engine's
+/// (the store, the container's files); the inner one is the launch's.
+pub fn supervise(
+    root: &Path,
+    c: &Container,
+    adjust: impl FnOnce(&mut ContainerConfig),
+) -> Result<Result<crate::Outcome, LaunchError>, EngineError> {
+    write_pid(&c.dir.join("monitor.pid"), std::process::id())?;
+    let (prepared, mut cfg) = match config_for(root, c) {
+        Ok(p) => p,
+        Err(e) => {
+            finish(root, c, 125, None, Some(e.to_string()))?;
+            return Err(e);
+        }
+    };
+    adjust(&mut cfg);
+    let result = launch(root, c, &cfg);
+    drop(prepared);
+    match &result {
+        Ok(o) => finish(root, c, i32::from(o.exit_code()), Some(o.oom_killed), None)?,
+        Err(e) => finish(root, c, i32::from(e.exit_code()), None, Some(e.to_string()))?,
     }
-    write_json(&c.dir.join("exit.json"), &record)?;
-    let name = c.config.name.clone();
-    let code = record.code.to_string();
-    let attrs = [("name", name.as_str()), ("image", c.config.spec.image.as_str()), ("exitCode", code.as_str())];
-    events::record(root, &Event::now("container", "die", &c.config.id, &attrs))?;
-    if c.config.spec.auto_remove {
-        c.remove()?;
-        events::record(root, &Event::now("container", "destroy", &c.config.id, &attrs[..2]))?;
-    }
-    Ok(record.code)
+    Ok(result)
 }
 
 fn now() -> String {
@@ -55,40 +84,74 @@ fn write_pid(path: &Path, pid: u32) -> Result<(), EngineError> {
         .map_err(io_err(format!("write {}", path.display())))
 }
 
-/// Standard input from /dev/null, standard output and error to `log`.
-fn redirect_to_log(log: &Path) -> Result<(), EngineError> {
-    let out =
-        OpenOptions::new().create(true).append(true).open(log).map_err(io_err(format!("open {}", log.display())))?;
-    let null = std::fs::File::open("/dev/null").map_err(io_err("open /dev/null"))?;
-    for (from, to) in [(null.as_raw_fd(), 0), (out.as_raw_fd(), 1), (out.as_raw_fd(), 2)] {
-        nix::unistd::dup2(from, to).map_err(|e| io_err("redirect standard streams to the log")(e.into()))?;
+/// Standard input, output and error from and to /dev/null.
+fn to_dev_null() -> Result<(), EngineError> {
+    let null = OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io_err("open /dev/null"))?;
+    for fd in 0..=2 {
+        nix::unistd::dup2(null.as_raw_fd(), fd).map_err(|e| io_err("redirect standard streams")(e.into()))?;
     }
     Ok(())
 }
 
-/// The launcher's run of `c`, with a thread that records `start` once the
-/// command runs. An error comes with the exit status `run` would give it.
-fn launch(root: &Path, c: &Container) -> Result<crate::Outcome, (i32, String)> {
+/// Why the container did not run, in its log, where `logs` shows it.
+fn log_error(c: &Container, message: &str) {
+    if let Ok(mut log) = LogWriter::open(&c.log_path()) {
+        let _ = log.write(Stream::Stderr, format!("virtlab: {message}\n").as_bytes());
+    }
+}
+
+/// Records the end: `exit.json` (under the container's lock), the `die`
+/// event, and with `--rm` the container's removal and `destroy`.
+fn finish(root: &Path, c: &Container, code: i32, oom: Option<bool>, error: Option<String>) -> Result<(), EngineError> {
+    let record = ExitRecord { code, finished: now(), oom_killed: oom.unwrap_or(false), error };
+    {
+        let _lock = c.lock()?;
+        write_json(&c.dir.join("exit.json"), &record)?;
+    }
+    let code = record.code.to_string();
+    let attrs =
+        [("name", c.config.name.as_str()), ("image", c.config.spec.image.as_str()), ("exitCode", code.as_str())];
+    events::record(root, &Event::now("container", "die", &c.config.id, &attrs))?;
+    if c.config.spec.auto_remove {
+        c.remove()?;
+        events::record(root, &Event::now("container", "destroy", &c.config.id, &attrs[..2]))?;
+    }
+    Ok(())
+}
+
+/// The launcher's configuration for `c`: its image's layers stacked in
+/// its directory, and what `config.json` asks. The prepared stack is kept
+/// until the run is over.
+fn config_for(root: &Path, c: &Container) -> Result<(run::Prepared, ContainerConfig), EngineError> {
     let spec = &c.config.spec;
-    let store = Store::open(root).map_err(|e| (125, e.to_string()))?;
-    let image = store.resolve(&spec.image_id).map_err(|e| (125, e.to_string()))?;
-    let prepared = run::prepare_in(&store, &image, Some(&spec.workdir), &c.dir).map_err(|e| (125, e.to_string()))?;
+    let store = Store::open(root)?;
+    let image = store.resolve(&spec.image_id)?;
+    let prepared = run::prepare_in(&store, &image, Some(&spec.workdir), &c.dir)?;
     let mut cfg = ContainerConfig::new(&prepared.mount_point, spec.argv.clone());
     cfg.layers = Some(prepared.layers.clone());
+    cfg.namespaces = Namespaces::parse(&spec.namespaces).map_err(|e| EngineError::Launch(e.to_string()))?;
     cfg.env = spec.env.clone();
     cfg.workdir = PathBuf::from(&spec.workdir);
     if let Some(u) = &spec.user {
-        cfg.user = Some(User::parse(u).map_err(|e| (125, e.to_string()))?);
+        cfg.user = Some(User::parse(u).map_err(|e| EngineError::Launch(e.to_string()))?);
     }
-    if let Some(h) = &spec.hostname {
-        cfg.hostname = h.clone();
-    }
+    // Docker's: a container is its own short ID by default.
+    cfg.hostname = spec.hostname.clone().unwrap_or_else(|| c.short_id().to_string());
+    cfg.read_only = spec.read_only;
     cfg.limits.memory = spec.memory;
     cfg.limits.cpus = spec.cpus;
     cfg.limits.pids = spec.pids;
     cfg.stdio = Stdio::Inherit;
     cfg.forward_signals = true;
     cfg.pid_file = Some(c.dir.join("pid"));
+    // With a terminal of its own the command writes to it directly.
+    cfg.log = (!spec.tty).then(|| c.log_path());
+    Ok((prepared, cfg))
+}
+
+/// The launcher's run of `c`, with a thread that records `start` once the
+/// command runs.
+fn launch(root: &Path, c: &Container, cfg: &ContainerConfig) -> Result<crate::Outcome, LaunchError> {
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (done, root, c) = (done.clone(), root.to_path_buf(), c.clone());
@@ -110,7 +173,7 @@ fn launch(root: &Path, c: &Container) -> Result<crate::Outcome, (i32, String)> {
             }
         })
     };
-    let result = crate::runtime::launch::run(&cfg).map_err(|e| (i32::from(e.exit_code()), e.to_string()));
+    let result = crate::runtime::launch::run(cfg);
     done.store(true, Ordering::Release);
     let _ = watcher.join();
     result

@@ -30,13 +30,16 @@ pub mod reference;
 pub mod run;
 pub mod store;
 pub mod template;
-pub mod time;
+pub use crate::time;
 
 use std::io;
 use std::path::PathBuf;
 
 pub use reference::ImageName;
 pub use store::{default_root, Image, Store, DEFAULT_ROOT};
+
+/// The version of the OCI image specification the store's layout follows.
+pub const OCI_IMAGE_SPEC_VERSION: &str = oci_spec::image::VERSION;
 
 /// What can go wrong with images. Each message names the problem and what
 /// to do about it.

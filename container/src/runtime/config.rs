@@ -317,6 +317,11 @@ pub struct ContainerConfig {
     /// command is running (execve succeeded), as `runc --pid-file` does: a
     /// monitor learns from it that the container is up.
     pub pid_file: Option<PathBuf>,
+    /// Also append the command's stdout and stderr to this file as they
+    /// arrive, in Docker's json-file format (see [`crate::runtime::log`]).
+    /// The streams then go through pipes; with [`Stdio::Inherit`] they are
+    /// still copied to the launcher's own stdout and stderr.
+    pub log: Option<PathBuf>,
 }
 
 impl ContainerConfig {
@@ -344,6 +349,7 @@ impl ContainerConfig {
             id_ranges: None,
             layers: None,
             pid_file: None,
+            log: None,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! | `channel`  | the parent/child channel |
 //! | `child`    | the child from clone to execve |
 //! | `launch`   | `run()`: validation, clone, maps, watching, clean-up |
+//! | `log`      | a container's output as Docker's json-file log |
 //! | `sentinel` | clean-up after a launcher killed with SIGKILL |
 //! | `rootfs`   | building a rootfs directory |
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod devices;
 pub mod idmap;
 pub mod launch;
+pub mod log;
 pub mod overlay;
 pub mod plan;
 pub mod rootfs;

@@ -226,7 +226,7 @@ pub enum SystemCommand {
     },
     /// Print the event log: what happened to containers and images (the
     /// last 1000 events), filtered by time, type, event and container.
-    Events(super::lifecycle::EventsArgs),
+    Events(super::events::EventsArgs),
     /// Where virtlab keeps things and what this host can do: containers,
     /// images, storage, cgroups, namespaces, KVM.
     Info,
@@ -247,11 +247,11 @@ pub fn run_images(args: ImagesArgs) -> anyhow::Result<u8> {
 pub fn run_system(args: SystemArgs) -> anyhow::Result<u8> {
     report(match args.command {
         SystemCommand::Info => {
-            return super::lifecycle::exit1(super::lifecycle::info(&super::lifecycle::RootArg::from_path(
+            return super::lifecycle::exit1(super::inspect::info(&super::lifecycle::RootArg::from_path(
                 args.store.root(),
             )))
         }
-        SystemCommand::Events(a) => return super::lifecycle::exit1(super::lifecycle::events(&a)),
+        SystemCommand::Events(a) => return super::lifecycle::exit1(super::events::events(&a)),
         SystemCommand::Df { verbose, format } => {
             args.store.open().and_then(|s| view::df(&s, verbose, format.as_deref()))
         }

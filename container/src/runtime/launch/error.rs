@@ -86,6 +86,15 @@ pub enum LaunchError {
         #[source]
         source: io::Error,
     },
+    /// The log file could not be opened or written.
+    #[error("cannot write the container's log {path}")]
+    Log {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// Limits asked for without root.
     #[error("memory, CPU and pids limits need a cgroup, and creating one needs root: run virtlab as root, or drop --memory/--cpus/--pids")]
     LimitsNeedRoot,

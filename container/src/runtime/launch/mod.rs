@@ -73,6 +73,13 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
     let cgroup = setup::make_cgroup(cfg, checked.root, &id)?;
     let sentinel = setup::start_sentinel(cgroup.as_ref())?;
     let pipes = spawn::Pipes::open(cfg)?;
+    let log = match &cfg.log {
+        Some(path) => Some(
+            crate::runtime::log::LogWriter::open(path)
+                .map_err(|source| LaunchError::Log { path: path.clone(), source })?,
+        ),
+        None => None,
+    };
     let join_fds = match &cgroup {
         Some(cg) => cg.open_self_join()?,
         None => Vec::new(),
@@ -114,7 +121,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
 
     let (stdout, stderr) = (stdout.as_ref(), stderr.as_ref());
     let sources = wait::Sources { channel: &parent_end, pidfd: &pidfd, stdout, stderr, signals: &signals };
-    let seen = wait::Watch::new(cfg, (start, start_ns), &mut child, cgroup.as_ref(), sources, timeline).run()?;
+    let seen = wait::Watch::new(cfg, (start, start_ns), &mut child, cgroup.as_ref(), sources, timeline, log).run()?;
 
     let mut warnings: Vec<String> = warning.into_iter().collect();
     let cgroup = cleanup::clean_up(child, sentinel, cgroup, &mut warnings);

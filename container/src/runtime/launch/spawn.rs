@@ -43,7 +43,7 @@ impl Pipes {
     /// Opens what `cfg.stdio` asks for.
     pub(super) fn open(cfg: &ContainerConfig) -> Result<Pipes, LaunchError> {
         let mut pipes = Pipes { out: None, err: None, devnull: None, tty: None };
-        if cfg.stdio != Stdio::Inherit {
+        if cfg.stdio != Stdio::Inherit || cfg.log.is_some() {
             pipes.out = Some(pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe2", ""))?);
             pipes.err = Some(pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe2", ""))?);
             if cfg.stdio == Stdio::Capture {

@@ -22,6 +22,7 @@ use super::spawn::ChildGuard;
 use crate::runtime::cgroup::Cgroup;
 use crate::runtime::channel::{ChildMsg, ParentEnd};
 use crate::runtime::config::{ContainerConfig, Stdio};
+use crate::runtime::log::{LogWriter, Stream};
 use crate::runtime::plan::Step;
 
 /// How long output may keep arriving after the command exited (from
@@ -128,6 +129,7 @@ pub(super) struct Watch<'a> {
     drain_until: Option<Instant>,
     ready_seen: bool,
     buf: Vec<u8>,
+    log: Option<LogWriter>,
     seen: Seen,
 }
 
@@ -141,6 +143,7 @@ impl<'a> Watch<'a> {
         cgroup: Option<&'a Cgroup>,
         src: Sources<'a>,
         timeline: Vec<Stamp>,
+        log: Option<LogWriter>,
     ) -> Watch<'a> {
         Watch {
             cfg,
@@ -155,6 +158,7 @@ impl<'a> Watch<'a> {
             drain_until: None,
             ready_seen: false,
             buf: vec![0u8; 64 * 1024],
+            log,
             seen: Seen { timeline, ..Seen::default() },
         }
     }
@@ -179,6 +183,9 @@ impl<'a> Watch<'a> {
                     Source::Signals => self.on_signals(),
                 }
             }
+        }
+        if let (Some(log), Some(path)) = (&mut self.log, &self.cfg.log) {
+            log.finish().map_err(|source| LaunchError::Log { path: path.clone(), source })?;
         }
         Ok(self.seen)
     }
@@ -300,13 +307,22 @@ impl<'a> Watch<'a> {
             Err(e) => return Err(sys_err("read of the container's output", "")(e)),
         };
         let chunk = &self.buf[..n];
-        if self.cfg.stdio == Stdio::Tee {
+        if let (Some(log), Some(path)) = (&mut self.log, &self.cfg.log) {
+            let stream = if is_out { Stream::Stdout } else { Stream::Stderr };
+            log.write(stream, chunk).map_err(|source| LaunchError::Log { path: path.clone(), source })?;
+        }
+        if matches!(self.cfg.stdio, Stdio::Tee | Stdio::Inherit) {
             if is_out {
                 let mut o = io::stdout().lock();
                 let _ = o.write_all(chunk).and_then(|_| o.flush());
             } else {
                 let _ = io::stderr().write_all(chunk);
             }
+        }
+        if self.cfg.stdio == Stdio::Inherit {
+            // Logged and passed on, not kept: a long-lived container's
+            // output would grow without end.
+            return Ok(());
         }
         if !is_out {
             self.seen.stderr.extend_from_slice(chunk);

@@ -1,4 +1,4 @@
-//! Times as images record them (RFC 3339, UTC) and as Docker shows them
+//! Times as images, logs and events record them (RFC 3339, UTC) and as Docker shows them
 //! ("2 minutes ago"), without a date crate: the civil-date arithmetic is a
 //! few lines.
 
