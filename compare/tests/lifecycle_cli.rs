@@ -101,6 +101,12 @@ impl Lab {
     }
 }
 
+/// The PID in a container's `monitor.pid` (`PID START BOOT`).
+fn monitor_pid(dir: &Path) -> i32 {
+    let text = std::fs::read_to_string(dir.join("monitor.pid")).unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
 fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -199,7 +205,7 @@ fn a_killed_monitor_leaves_a_dead_container_that_rm_cleans() {
     let Some(lab) = Lab::new("a_killed_monitor_leaves_a_dead_container_that_rm_cleans") else { return };
     let id = text(&lab.v(&["run"], &["-d", "--name", "orphan", "busybox", "sleep", "60"])).trim().to_string();
     let dir = lab.store().join("containers").join(&id);
-    let monitor: i32 = std::fs::read_to_string(dir.join("monitor.pid")).unwrap().trim().parse().unwrap();
+    let monitor = monitor_pid(&dir);
     let pid: i32 = std::fs::read_to_string(dir.join("pid")).unwrap().trim().parse().unwrap();
     // SIGKILL: the monitor cannot record anything. Its launcher's sentinel
     // takes the container down with it.
@@ -253,8 +259,8 @@ fn fifty_containers_from_four_shells_leave_nothing_behind() {
     let monitors: Vec<i32> = std::fs::read_dir(lab.store().join("containers"))
         .unwrap()
         .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("monitor.pid")).ok())
-        .map(|p| p.trim().parse().unwrap())
+        .filter(|e| e.path().is_dir())
+        .map(|e| monitor_pid(&e.path()))
         .collect();
     assert_eq!(monitors.len(), 50);
     for m in &monitors {
@@ -304,5 +310,160 @@ fn fifty_containers_from_four_shells_leave_nothing_behind() {
         assert!(dies.contains(&format!("c{n} 0\n")), "c{n} ended on SIGTERM with 0: {dies}");
     }
     assert_eq!(cgroups_of(&monitors), Vec::<PathBuf>::new(), "cgroups left");
+    lab.assert_nothing_left();
+}
+
+#[test]
+fn after_a_reboot_containers_are_exited_not_ghosts_and_start_again() {
+    let Some(lab) = Lab::new("after_a_reboot_containers_are_exited_not_ghosts_and_start_again") else { return };
+    let id = text(&lab.v(&["run"], &["-d", "--name", "server", "busybox", "sleep", "60"])).trim().to_string();
+    lab.v(&["create"], &["--name", "made", "busybox", "true"]);
+    lab.v(&["run"], &["--name", "done", "busybox", "true"]);
+    let dir = lab.store().join("containers").join(&id);
+    // The power goes: the monitor and its container die without a word.
+    let monitor = monitor_pid(&dir);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), nix::sys::signal::Signal::SIGKILL).unwrap();
+    lab.until("the monitor to go", || !Path::new(&format!("/proc/{monitor}")).exists());
+    // After the reboot its PID belongs to another process (here: this
+    // test's own, with its real start time) of another boot.
+    let me = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+    let start = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().to_string();
+    std::fs::write(dir.join("monitor.pid"), format!("{me} {start} 00000000-0000-0000-0000-000000000000\n")).unwrap();
+    std::fs::write(dir.join("pid"), format!("{me}\n")).unwrap();
+    assert_eq!(lab.ps_status("server"), "Exited (unknown)");
+    assert_eq!(lab.ps_status("made"), "Created");
+    assert!(lab.ps_status("done").starts_with("Exited (0)"), "{}", lab.ps_status("done"));
+    assert_eq!(text(&lab.v(&["ps"], &["-q"])), "", "nothing runs after a reboot");
+    let state =
+        text(&lab.v(&["inspect"], &["--format", "{{.State.Status}} {{.State.Running}} {{.State.Pid}}", "server"]));
+    assert_eq!(state, "dead false 0\n");
+    // The store lost nothing: each starts again.
+    for name in ["server", "made", "done"] {
+        let out = lab.v(&["start"], &[name]);
+        assert!(out.status.success(), "{name}: {}", err(&out));
+    }
+    assert!(lab.ps_status("server").starts_with("Up "), "{}", lab.ps_status("server"));
+    assert!(lab.v(&["rm"], &["-f", "server", "made", "done"]).status.success());
+    assert_eq!(lab.v(&["image", "inspect"], &["--format", "{{.Id}}", "busybox"]).status.code(), Some(0));
+    lab.assert_nothing_left();
+}
+
+#[test]
+fn run_in_the_foreground_leaves_an_exited_container_with_its_log() {
+    let Some(lab) = Lab::new("run_in_the_foreground_leaves_an_exited_container_with_its_log") else { return };
+    let out = lab.v(&["run"], &["--name", "fg", "busybox", "sh", "-c", "echo to out; echo to err >&2; exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!((text(&out), err(&out)), ("to out\n".to_string(), "to err\n".to_string()));
+    assert!(lab.ps_status("fg").starts_with("Exited (4)"), "{}", lab.ps_status("fg"));
+    // The log keeps the streams apart, and when each line came.
+    let logs = lab.v(&["logs"], &["fg"]);
+    assert_eq!((text(&logs), err(&logs)), ("to out\n".to_string(), "to err\n".to_string()));
+    let stamped = text(&lab.v(&["logs"], &["--timestamps", "fg"]));
+    let (when, line) = stamped.trim_end().split_once(' ').unwrap();
+    assert_eq!(line, "to out");
+    assert!(when.starts_with("20") && when.ends_with('Z') && when.len() == 30, "{when}");
+    // The container is its own host name, as Docker's are.
+    let id = text(&lab.v(&["inspect"], &["--format", "{{.Id}}", "fg"]));
+    let hostname = text(&lab.v(&["run"], &["--name", "named", "busybox", "hostname"]));
+    let named_id = text(&lab.v(&["inspect"], &["--format", "{{.Id}}", "named"]));
+    assert_eq!(hostname.trim(), &named_id[..12]);
+    // --rm leaves nothing; without -i the command reads nothing.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["run", "--root", &lab.root(), "--rm", "--name", "reader", "busybox", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"not read\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!((out.status.code(), text(&out)), (Some(0), String::new()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["run", "--root", &lab.root(), "--rm", "-i", "busybox", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"read with -i\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out), "read with -i\n");
+    assert_eq!(lab.ps_status("reader"), "");
+    // -t needs a terminal: Docker's message and status.
+    let t = lab.v(&["run"], &["-t", "busybox", "true"]);
+    assert_eq!(t.status.code(), Some(1));
+    assert!(err(&t).contains("not a TTY"), "{}", err(&t));
+    // create, then start -a: the output and the status.
+    let made = text(&lab.v(&["create"], &["--name", "later", "busybox", "sh", "-c", "echo later; exit 6"]));
+    assert_eq!(made.trim().len(), 64);
+    assert_eq!(lab.ps_status("later"), "Created");
+    let started = lab.v(&["start"], &["-a", "later"]);
+    assert_eq!((started.status.code(), text(&started)), (Some(6), "later\n".to_string()));
+    // restart runs it again in the same container: the log grows.
+    assert!(lab.v(&["restart"], &["later"]).status.success());
+    assert!(lab.v(&["wait"], &["later"]).status.success());
+    assert_eq!(text(&lab.v(&["logs"], &["later"])), "later\nlater\n");
+    let actions =
+        text(&lab.v(&["events"], &["--until", "0s", "--filter", "container=later", "--format", "{{.Action}}"]));
+    assert_eq!(actions, "create\nstart\ndie\nstart\nrestart\ndie\n");
+    assert_eq!(text(&lab.v(&["rm"], &[&id[..12], "later", "named"])), format!("{}\nlater\nnamed\n", &id[..12]));
+    lab.assert_nothing_left();
+}
+
+#[test]
+fn events_stream_as_they_happen_and_run_it_gives_a_shell_whose_exit_stops_the_container() {
+    let Some(lab) = Lab::new("events_stream_as_they_happen_and_run_it_gives_a_shell_whose_exit_stops_the_container")
+    else {
+        return;
+    };
+    // Without --since or --until: only what happens from now on, as it happens.
+    lab.v(&["run"], &["--name", "before", "busybox", "true"]);
+    let mut stream = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["events", "--root", &lab.root(), "--format", "{{.Action}} {{.Actor.Attributes.name}}"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = {
+        let out = stream.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(out).lines().map_while(Result::ok).take(3).collect::<Vec<String>>()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // `-it`: a shell on a terminal (script(1) gives it one); `exit` ends
+    // the shell, which is the container's first process, so the container.
+    let script = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{} run --root {} -it --name shell busybox sh", env!("CARGO_BIN_EXE_virtlab"), lab.root()))
+        .arg("/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn();
+    let Ok(mut script) = script else {
+        panic!("script(1) (util-linux, bsdutils) is needed to give the shell a terminal");
+    };
+    {
+        use std::io::Write;
+        let mut input = script.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        input.write_all(b"[ -t 0 ] && echo on a terminal; exit 9\n").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let shell = script.wait_with_output().unwrap();
+    let shown = text(&shell);
+    assert!(shown.contains("on a terminal"), "{shown}");
+    assert_eq!(shell.status.code(), Some(9), "run -it exits with the shell's status");
+    assert!(lab.ps_status("shell").starts_with("Exited (9)"), "{}", lab.ps_status("shell"));
+    let got = lines.join().unwrap();
+    let _ = stream.kill();
+    let _ = stream.wait();
+    assert_eq!(got, ["create shell", "start shell", "die shell"]);
+    assert!(lab.v(&["rm"], &["before", "shell"]).status.success());
     lab.assert_nothing_left();
 }

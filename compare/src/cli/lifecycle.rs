@@ -229,7 +229,7 @@ fn start_in_foreground(root: &Path, c: &Container) -> anyhow::Result<u8> {
         }
         c.reset_for_start()?;
         // Claimed before the lock goes: another start sees it active.
-        std::fs::write(c.dir.join("monitor.pid"), format!("{}\n", std::process::id()))?;
+        c.claim_monitor()?;
     }
     let result = monitor::supervise(root, c, |cfg| cfg.stdio = virtlab_container::Stdio::Inherit)?;
     Ok(match result {
@@ -307,7 +307,7 @@ pub fn ps(args: &PsArgs) -> anyhow::Result<u8> {
 fn wait_for_exit(c: &Container, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        let monitor_gone = !c.monitor_pid().is_some_and(virtlab_container::engine::container::alive);
+        let monitor_gone = !c.monitor_alive();
         if (c.exit().is_some() || !c.dir.exists()) && monitor_gone || matches!(c.status(), Status::Dead) {
             return true;
         }

@@ -121,6 +121,11 @@ pub fn make(args: &RunArgs) -> anyhow::Result<Made> {
         bail!("the input device is not a TTY: -t gives the command this terminal, so run it from one (or drop -t)");
     }
     let container = Container::create(&root, args.name.as_deref(), spec)?;
+    // The image is the container's from now on, started or not.
+    if let Err(e) = store.mark_in_use(&container.dir, Some(&image.id), &image.diff_ids()) {
+        let _ = container.remove();
+        return Err(e.into());
+    }
     record(&root, &container, "create")?;
     Ok(Made { root, container })
 }
@@ -202,7 +207,7 @@ pub fn start_monitor(root: &Path, c: &Container, mut lock: Option<Flock<File>>) 
     let mut child = cmd.spawn().context("cannot start the container's monitor")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if lock.is_some() && c.monitor_pid().is_some() {
+        if lock.is_some() && c.monitor().is_some() {
             lock = None;
         }
         if c.pid().is_some() {

@@ -209,6 +209,22 @@ impl Container {
         }
     }
 
+    /// Bytes in its writable layer (what it changed of its image).
+    pub fn size(&self) -> u64 {
+        fn bytes(dir: &Path) -> u64 {
+            let Ok(entries) = fs::read_dir(dir) else { return 0 };
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => bytes(&e.path()),
+                    Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+                    _ => 0,
+                })
+                .sum()
+        }
+        bytes(&self.dir.join("upper"))
+    }
+
     /// The root of the store it is in.
     pub fn store_root(&self) -> &Path {
         self.dir.parent().and_then(Path::parent).unwrap_or(Path::new("/"))
@@ -219,9 +235,25 @@ impl Container {
         &self.config.id[..12]
     }
 
-    /// The monitor's PID, if it wrote one.
-    pub fn monitor_pid(&self) -> Option<i32> {
-        fs::read_to_string(self.dir.join("monitor.pid")).ok()?.trim().parse().ok()
+    /// The monitor, as it recorded itself, if it did.
+    pub fn monitor(&self) -> Option<Process> {
+        Process::parse(&fs::read_to_string(self.dir.join("monitor.pid")).ok()?)
+    }
+
+    /// Records this process as the container's monitor.
+    pub fn claim_monitor(&self) -> Result<(), EngineError> {
+        let me = Process::of(std::process::id() as i32)
+            .ok_or_else(|| io_err("read /proc/self/stat")(std::io::ErrorKind::NotFound.into()))?;
+        let path = self.dir.join("monitor.pid");
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, me.to_text())
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(io_err(format!("write {}", path.display())))
+    }
+
+    /// Whether its monitor is still the process that recorded itself.
+    pub fn monitor_alive(&self) -> bool {
+        self.monitor().is_some_and(|m| m.alive())
     }
 
     /// The container's PID on the host, once its command ran.
@@ -239,21 +271,21 @@ impl Container {
         if let Some(e) = self.exit() {
             return Status::Exited(e);
         }
-        let monitor_alive = self.monitor_pid().is_some_and(alive);
+        let monitor_alive = self.monitor_alive();
         match (self.pid(), monitor_alive) {
             (Some(pid), true) => {
                 let since = fs::metadata(self.dir.join("pid")).and_then(|m| m.modified()).unwrap_or(SystemTime::now());
                 Status::Up { pid, since }
             }
             (None, true) => Status::Created,
-            (_, false) if self.monitor_pid().is_none() => Status::Created,
+            (_, false) if self.monitor().is_none() => Status::Created,
             (_, false) => Status::Dead,
         }
     }
 
     /// Whether it is running, or its monitor is about to run it.
     pub fn is_active(&self) -> bool {
-        self.exit().is_none() && self.monitor_pid().is_some_and(alive)
+        self.exit().is_none() && self.monitor_alive()
     }
 
     /// The log file (Docker's json-file format, see
@@ -272,7 +304,7 @@ impl Container {
     /// last run's pid files and exit record go; its log and writable layer
     /// stay, as Docker keeps them across restarts. Call with the lock held.
     pub fn reset_for_start(&self) -> Result<(), EngineError> {
-        for f in ["exit.json", "pid", "monitor.pid"] {
+        for f in ["exit.json", "pid", "pid.new", "monitor.pid"] {
             match fs::remove_file(self.dir.join(f)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -294,6 +326,52 @@ impl Container {
         let _ = fs::remove_file(self.dir.join("config.json"));
         fs::remove_dir_all(&self.dir).map_err(io_err(format!("remove {}", self.dir.display())))
     }
+}
+
+/// A process told apart from a later one with the same PID (after the
+/// PID wrapped around, or the host rebooted): its PID, its start time in
+/// clock ticks since boot, and the boot's ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub pid: i32,
+    pub start: u64,
+    pub boot: String,
+}
+
+impl Process {
+    /// Process `pid` as it is now, if it exists.
+    pub fn of(pid: i32) -> Option<Process> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command name (which may hold spaces and parentheses):
+        // state is field 3, starttime field 22.
+        let rest = stat.rsplit_once(')')?.1;
+        let start = rest.split_whitespace().nth(19)?.parse().ok()?;
+        Some(Process { pid, start, boot: boot_id() })
+    }
+
+    /// `PID START BOOT`, as `monitor.pid` holds it.
+    pub fn to_text(&self) -> String {
+        format!("{} {} {}\n", self.pid, self.start, self.boot)
+    }
+
+    /// Reads [`Process::to_text`].
+    pub fn parse(text: &str) -> Option<Process> {
+        let mut words = text.split_whitespace();
+        let pid = words.next()?.parse().ok()?;
+        let start = words.next()?.parse().ok()?;
+        let boot = words.next()?.to_string();
+        Some(Process { pid, start, boot })
+    }
+
+    /// Whether it still runs: the same process, not a zombie.
+    pub fn alive(&self) -> bool {
+        Process::of(self.pid).as_ref() == Some(self) && alive(self.pid)
+    }
+}
+
+/// This boot's ID (a new one at every boot).
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// Whether process `pid` exists and is not a zombie.

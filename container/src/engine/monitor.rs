@@ -55,7 +55,7 @@ pub fn supervise(
     c: &Container,
     adjust: impl FnOnce(&mut ContainerConfig),
 ) -> Result<Result<crate::Outcome, LaunchError>, EngineError> {
-    write_pid(&c.dir.join("monitor.pid"), std::process::id())?;
+    c.claim_monitor()?;
     let (prepared, mut cfg) = match config_for(root, c) {
         Ok(p) => p,
         Err(e) => {
@@ -75,13 +75,6 @@ pub fn supervise(
 
 fn now() -> String {
     time::rfc3339(std::time::SystemTime::now())
-}
-
-fn write_pid(path: &Path, pid: u32) -> Result<(), EngineError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{pid}\n"))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(io_err(format!("write {}", path.display())))
 }
 
 /// Standard input, output and error from and to /dev/null.
@@ -143,27 +136,30 @@ fn config_for(root: &Path, c: &Container) -> Result<(run::Prepared, ContainerCon
     cfg.limits.pids = spec.pids;
     cfg.stdio = Stdio::Inherit;
     cfg.forward_signals = true;
-    cfg.pid_file = Some(c.dir.join("pid"));
+    // The launcher writes `pid.new`; the monitor records `start`, then
+    // names it `pid`, so whoever sees the container up sees its start too.
+    cfg.pid_file = Some(c.dir.join("pid.new"));
     // With a terminal of its own the command writes to it directly.
     cfg.log = (!spec.tty).then(|| c.log_path());
     Ok((prepared, cfg))
 }
 
 /// The launcher's run of `c`, with a thread that records `start` once the
-/// command runs.
+/// command runs, then makes its PID the container's.
 fn launch(root: &Path, c: &Container, cfg: &ContainerConfig) -> Result<crate::Outcome, LaunchError> {
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (done, root, c) = (done.clone(), root.to_path_buf(), c.clone());
         std::thread::spawn(move || {
-            let pid_file = c.dir.join("pid");
+            let new = c.dir.join("pid.new");
             loop {
                 // Looked at once more after the run ended, so a command
                 // that ran and exited at once still has its start.
                 let finished = done.load(Ordering::Acquire);
-                if pid_file.exists() {
+                if new.exists() {
                     let attrs = [("name", c.config.name.as_str()), ("image", c.config.spec.image.as_str())];
                     let _ = events::record(&root, &Event::now("container", "start", &c.config.id, &attrs));
+                    let _ = std::fs::rename(&new, c.dir.join("pid"));
                     return;
                 }
                 if finished {

@@ -127,6 +127,11 @@ pub struct DiskUsage {
     pub images: usize,
     /// Untagged images (not counted as active).
     pub dangling: usize,
+    /// Images a container (running or not) stands on.
+    pub active: usize,
+    /// Bytes in layers no container stands on: what removing every image
+    /// without a container would free.
+    pub unused: u64,
     /// Unpacked layers on disk.
     pub layers: usize,
     /// Of those, the layers more than one image stands on.
@@ -175,8 +180,11 @@ pub fn disk_usage(store: &Store) -> Result<DiskUsage, ImageError> {
             }
         }
     }
+    let (used_images, used_layers) = store.in_use();
     let mut usage = DiskUsage {
         images: by_id.len(),
+        active: by_id.keys().filter(|id| used_images.contains(**id)).count(),
+        unused: sizes.iter().filter(|(d, _)| !used_layers.contains(*d)).map(|(_, s)| s).sum(),
         dangling: named.values().filter(|n| !**n).count(),
         layers: sizes.len(),
         shared_layers: users.values().filter(|n| **n > 1).count(),

@@ -184,18 +184,36 @@ pub(super) fn df(store: &Store, verbose: bool, format: Option<&str>) -> anyhow::
         bail!("--format takes table or json, not {f:?}");
     }
     let saved = usage.size_unshared.saturating_sub(usage.size);
-    // ACTIVE counts images a container uses; containers do not outlive a
-    // `virtlab container run` yet, so none does, and all is reclaimable.
-    let pct = if usage.size == 0 { 0 } else { 100 };
+    let containers = virtlab_container::engine::Container::list(store.root())?;
+    let running: Vec<bool> =
+        containers.iter().map(|c| matches!(c.status(), virtlab_container::engine::Status::Up { .. })).collect();
+    let sizes: Vec<u64> = containers.iter().map(|c| c.size()).collect();
+    let container_size: u64 = sizes.iter().sum();
+    let stopped_size: u64 = sizes.iter().zip(&running).filter(|(_, r)| !**r).map(|(s, _)| s).sum();
+    let reclaim = |part: u64, whole: u64| {
+        let pct = if whole == 0 { 0 } else { part * 100 / whole };
+        format!("{} ({pct}%)", human_size(part))
+    };
+    // Images: ACTIVE ones have a container; the layers of the others are
+    // reclaimable. Containers: the writable layers, reclaimable when stopped.
     print_table(
         &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
-        &[vec![
-            "Images".into(),
-            usage.images.to_string(),
-            "0".into(),
-            human_size(usage.size),
-            format!("{} ({pct}%)", human_size(usage.size)),
-        ]],
+        &[
+            vec![
+                "Images".into(),
+                usage.images.to_string(),
+                usage.active.to_string(),
+                human_size(usage.size),
+                reclaim(usage.unused, usage.size),
+            ],
+            vec![
+                "Containers".into(),
+                containers.len().to_string(),
+                running.iter().filter(|r| **r).count().to_string(),
+                human_size(container_size),
+                reclaim(stopped_size, container_size),
+            ],
+        ],
     );
     println!();
     println!(

@@ -53,7 +53,7 @@ impl Store {
     }
 
     /// What live containers stand on: (image IDs, layer diff IDs).
-    fn in_use(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+    pub(crate) fn in_use(&self) -> (BTreeSet<String>, BTreeSet<String>) {
         let (mut images, mut layers) = (BTreeSet::new(), BTreeSet::new());
         let Ok(entries) = fs::read_dir(self.root.join("tmp")) else { return (images, layers) };
         for entry in entries.flatten() {
