@@ -191,7 +191,7 @@ pub(super) fn df(store: &Store, verbose: bool, format: Option<&str>) -> anyhow::
     let container_size: u64 = sizes.iter().sum();
     let stopped_size: u64 = sizes.iter().zip(&running).filter(|(_, r)| !**r).map(|(s, _)| s).sum();
     let reclaim = |part: u64, whole: u64| {
-        let pct = if whole == 0 { 0 } else { part * 100 / whole };
+        let pct = (part * 100).checked_div(whole).unwrap_or(0);
         format!("{} ({pct}%)", human_size(part))
     };
     // Images: ACTIVE ones have a container; the layers of the others are
