@@ -54,6 +54,44 @@ pub struct PsArgs {
     /// `table` (default), `json`, or a Go template over each row, e.g. '{{.Names}} {{.Status}}'
     #[arg(long, value_name = "FORMAT")]
     format: Option<String>,
+    /// name=TEXT (part of the name), id=PREFIX, status=created|running|exited|dead,
+    /// ancestor=IMAGE (repeatable; different keys must all match)
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filters: Vec<String>,
+}
+
+/// `ps --filter`: for each key, the values any of which may match.
+#[derive(Debug, Default)]
+struct PsFilter(std::collections::BTreeMap<String, Vec<String>>);
+
+impl PsFilter {
+    fn parse(filters: &[String]) -> anyhow::Result<PsFilter> {
+        let mut f = PsFilter::default();
+        for text in filters {
+            let Some((k, v)) = text.split_once('=') else {
+                bail!("--filter {text:?} is not KEY=VALUE (name=web, status=exited, id=3f2a, ancestor=busybox)");
+            };
+            if !["name", "id", "status", "ancestor"].contains(&k) {
+                bail!("--filter {k}: virtlab's ps filters by name, id, status and ancestor");
+            }
+            if k == "status" && !["created", "running", "exited", "dead"].contains(&v) {
+                bail!("--filter status={v}: a status is created, running, exited or dead");
+            }
+            f.0.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        Ok(f)
+    }
+
+    fn passes(&self, c: &Container, status: &Status) -> bool {
+        self.0.iter().all(|(k, values)| {
+            values.iter().any(|v| match k.as_str() {
+                "name" => c.config.name.contains(v.as_str()),
+                "id" => c.config.id.starts_with(v.as_str()),
+                "status" => status.word() == v,
+                _ => c.config.spec.image == *v || c.config.spec.image_id.starts_with(v.as_str()),
+            })
+        })
+    }
 }
 
 /// `stop`.
@@ -273,8 +311,17 @@ fn command_text(argv: &[String], no_trunc: bool) -> String {
 /// `ps`.
 pub fn ps(args: &PsArgs) -> anyhow::Result<u8> {
     let now = SystemTime::now();
+    let filter = PsFilter::parse(&args.filters)?;
     let all = Container::list(&args.root.path())?;
-    let shown: Vec<&Container> = all.iter().filter(|c| args.all || matches!(c.status(), Status::Up { .. })).collect();
+    // A status filter looks at every container, as Docker's does.
+    let every = args.all || filter.0.contains_key("status");
+    let shown: Vec<&Container> = all
+        .iter()
+        .filter(|c| {
+            let status = c.status();
+            (every || matches!(status, Status::Up { .. })) && filter.passes(c, &status)
+        })
+        .collect();
     if args.quiet {
         for c in shown {
             println!("{}", if args.no_trunc { c.config.id.as_str() } else { c.short_id() });
