@@ -49,6 +49,10 @@ enum Command {
     Wait(cli::lifecycle::WaitArgs),
     /// Print containers' JSON descriptions (`container inspect`).
     Inspect(cli::lifecycle::InspectArgs),
+    /// Show a container's processes (`container top`).
+    Top(cli::stats::TopArgs),
+    /// Show containers' resource usage, live (`container stats`).
+    Stats(cli::stats::StatsArgs),
     /// Where virtlab keeps things and what this host can do (`system info`).
     Info(cli::lifecycle::RootArg),
     /// Print the path of the built-in workload binary (writing it out if
@@ -94,6 +98,8 @@ fn main() -> ExitCode {
         Command::Rm(a) => cli::lifecycle::exit1(cli::lifecycle::rm(&a)),
         Command::Wait(a) => cli::lifecycle::exit1(cli::lifecycle::wait(&a)),
         Command::Inspect(a) => cli::lifecycle::exit1(cli::lifecycle::inspect(&a)),
+        Command::Top(a) => cli::lifecycle::exit1(cli::stats::top(&a)),
+        Command::Stats(a) => cli::lifecycle::exit1(cli::stats::stats(&a)),
         Command::Info(a) => cli::lifecycle::exit1(cli::lifecycle::info(&a)),
         Command::Workload => virtlab_workload::materialize()
             .map(|p| {

@@ -6,6 +6,7 @@ pub mod guest;
 pub mod image;
 pub mod lifecycle;
 mod run_output;
+pub mod stats;
 pub mod units;
 pub mod vm;
 
