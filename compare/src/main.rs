@@ -55,6 +55,10 @@ enum Command {
     Wait(cli::lifecycle::WaitArgs),
     /// Print containers' JSON descriptions (`container inspect`).
     Inspect(cli::inspect::InspectArgs),
+    /// Show a container's processes (`container top`).
+    Top(cli::stats::TopArgs),
+    /// Show containers' resource usage, live (`container stats`).
+    Stats(cli::stats::StatsArgs),
     /// Where virtlab keeps things and what this host can do (`system info`).
     Info(cli::lifecycle::RootArg),
     /// What happens to containers and images (`system events`).
@@ -110,6 +114,8 @@ fn main() -> ExitCode {
         Command::Info(a) => cli::lifecycle::exit1(cli::inspect::info(&a)),
         Command::Events(a) => cli::lifecycle::exit1(cli::events::events(&a)),
         Command::Version => cli::inspect::version(),
+        Command::Top(a) => cli::lifecycle::exit1(cli::stats::top(&a)),
+        Command::Stats(a) => cli::lifecycle::exit1(cli::stats::stats(&a)),
         Command::Workload => virtlab_workload::materialize()
             .map(|p| {
                 println!("{}", p.display());

@@ -108,7 +108,7 @@ struct Snapshot {
 
 fn snapshot() -> Snapshot {
     let mut cgroups = BTreeSet::new();
-    for base in ["memory", "cpu", "cpuacct", "pids", "devices", "unified", ""] {
+    for base in ["memory", "cpu", "cpuacct", "pids", "blkio", "devices", "unified", ""] {
         let d = Path::new(cgroup::DEFAULT_ROOT).join(base);
         if let Ok(rd) = fs::read_dir(&d) {
             for e in rd.flatten() {

@@ -70,6 +70,10 @@ pub enum ContainerCommand {
     Wait(super::lifecycle::WaitArgs),
     /// Print containers' JSON descriptions (state, config, limits).
     Inspect(super::inspect::InspectArgs),
+    /// Show a container's processes, as `ps -ef` on the host shows them.
+    Top(super::stats::TopArgs),
+    /// Show containers' CPU, memory, network and block I/O, and processes, live.
+    Stats(super::stats::StatsArgs),
     /// The monitor of a detached container (started by `run -d`).
     #[command(hide = true)]
     Monitor {
@@ -189,6 +193,8 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<u8> {
         ContainerCommand::Rm(a) => super::lifecycle::exit1(super::lifecycle::rm(&a)),
         ContainerCommand::Wait(a) => super::lifecycle::exit1(super::lifecycle::wait(&a)),
         ContainerCommand::Inspect(a) => super::lifecycle::exit1(super::inspect::inspect(&a)),
+        ContainerCommand::Top(a) => super::lifecycle::exit1(super::stats::top(&a)),
+        ContainerCommand::Stats(a) => super::lifecycle::exit1(super::stats::stats(&a)),
         ContainerCommand::Monitor { root, id } => super::lifecycle::monitor(&root, &id),
     }
 }

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod run_image;
 mod run_output;
+pub mod stats;
 pub mod units;
 pub mod vm;
 

@@ -28,6 +28,7 @@
 pub mod container;
 pub mod events;
 pub mod monitor;
+pub mod stats;
 
 use std::io;
 use std::path::PathBuf;
@@ -58,6 +59,12 @@ pub enum EngineError {
     Launch(String),
     #[error("{0}")]
     Filter(String),
+    #[error("cannot read the cgroups of container {container}")]
+    Cgroup {
+        container: String,
+        #[source]
+        source: crate::runtime::cgroup::CgroupError,
+    },
 }
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EngineError {

@@ -9,13 +9,18 @@
 //!   `cpu.stat` and `memory.events`.
 //! - **v1** (a tmpfs holding one mount per controller): one directory
 //!   `virtlab-<id>` under each of `memory/`, `cpu/`, `cpuacct/`, `pids/`,
-//!   and `devices/`, whose allowlist ([`crate::runtime::devices`]) decides which
-//!   device nodes the container may open (on v2, a BPF program does).
+//!   `blkio/` (which only counts, for `stats`), and `devices/`, whose
+//!   allowlist ([`crate::runtime::devices`]) decides which device nodes the
+//!   container may open (on v2, a BPF program does).
 //! - **hybrid** (v1 controllers plus an empty cgroup2 at `unified/`): the
 //!   controllers live in v1, so it is handled as v1.
 //!
 //! Every path is relative to a root given by the caller, so the v2 code is
 //! tested against a fake directory.
+//!
+//! What is read goes through [`CgroupDirs`], a cgroup's directories: the
+//! launcher's own [`Cgroup`] has one, and [`CgroupDirs::of_process`] finds
+//! a running container's from `/proc/PID/cgroup`, for `top` and `stats`.
 
 use std::fs;
 use std::io;
@@ -46,7 +51,7 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 pub const PREFIX: &str = "virtlab-";
 
 /// The v1 controllers a container gets a directory in.
-const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "devices"];
+const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "blkio", "devices"];
 
 /// CFS period used for `--cpus`, in microseconds (the kernel default).
 const CPU_PERIOD_US: u64 = 100_000;
@@ -106,6 +111,15 @@ pub enum CgroupError {
         pid: i32,
         /// The `cgroup.procs` file.
         path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `/proc/PID/cgroup` could not be read.
+    #[error("cannot read the cgroups of process {pid} (/proc/{pid}/cgroup): has it ended?")]
+    Membership {
+        /// The process.
+        pid: i32,
         /// Why.
         #[source]
         source: io::Error,
@@ -177,6 +191,7 @@ enum Part {
     Cpu,
     CpuAcct,
     Pids,
+    Blkio,
     Devices,
     Unified,
 }
@@ -194,12 +209,40 @@ pub struct CgroupStats {
     pub memory_limit_hits: u64,
 }
 
+/// What a live cgroup's processes use now, as `stats` shows it. `None`
+/// where the controller or its file is missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CgroupUsage {
+    /// CPU time of all its processes so far (v1 `cpuacct.usage`, v2 `cpu.stat usage_usec`).
+    pub cpu_time: Option<Duration>,
+    /// Memory charged to it, less the page cache it could drop at once
+    /// (the inactive file pages), as Docker counts it: v1
+    /// `memory.usage_in_bytes` less `total_inactive_file`, v2
+    /// `memory.current` less `inactive_file` (both of `memory.stat`).
+    pub memory: Option<u64>,
+    /// Its memory limit (v1 `memory.limit_in_bytes`, which reads as a huge
+    /// number when unlimited; v2 `memory.max`, `None` for `max`).
+    pub memory_limit: Option<u64>,
+    /// Bytes read from and written to block devices (v1
+    /// `blkio.throttle.io_service_bytes`, v2 `io.stat`).
+    pub block_io: Option<(u64, u64)>,
+    /// Processes and threads in it (`pids.current`).
+    pub pids: Option<u64>,
+}
+
+/// A cgroup's directories: one per v1 controller, or the one v2 directory.
+/// Everything read from a cgroup is read through this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupDirs {
+    mode: CgroupMode,
+    dirs: Vec<(Part, PathBuf)>,
+}
+
 /// A live cgroup, removed when dropped (or by [`Cgroup::remove`]).
 #[derive(Debug)]
 pub struct Cgroup {
-    mode: CgroupMode,
     name: String,
-    dirs: Vec<(Part, PathBuf)>,
+    dirs: CgroupDirs,
     devices: bool,
     removed: bool,
 }
@@ -226,13 +269,14 @@ impl Cgroup {
         devices: bool,
     ) -> Result<Cgroup, CgroupError> {
         let name = format!("{PREFIX}{id}");
-        let mut cg = Cgroup { mode, name, dirs: Vec::new(), devices: false, removed: false };
+        let mut cg = Cgroup { name, dirs: CgroupDirs { mode, dirs: Vec::new() }, devices: false, removed: false };
         let parts: &[(Part, &'static str)] = if mode.is_v1() {
             &[
                 (Part::Memory, "memory"),
                 (Part::Cpu, "cpu"),
                 (Part::CpuAcct, "cpuacct"),
                 (Part::Pids, "pids"),
+                (Part::Blkio, "blkio"),
                 (Part::Devices, "devices"),
             ]
         } else {
@@ -252,7 +296,7 @@ impl Cgroup {
                     Part::Memory => limits.memory.is_some(),
                     Part::Cpu => limits.cpus.is_some(),
                     Part::Pids => limits.pids.is_some(),
-                    Part::CpuAcct | Part::Devices => false,
+                    Part::CpuAcct | Part::Blkio | Part::Devices => false,
                     Part::Unified => true,
                 };
                 if needed {
@@ -264,7 +308,7 @@ impl Cgroup {
             let canon = fs::canonicalize(&base).unwrap_or_else(|_| base.clone());
             let dir = base.join(&cg.name);
             if seen.contains(&canon) {
-                cg.dirs.push((part, dir));
+                cg.dirs.dirs.push((part, dir));
                 continue;
             }
             seen.push(canon);
@@ -273,7 +317,7 @@ impl Cgroup {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(source) => return Err(CgroupError::Create { path: dir, source }),
             }
-            cg.dirs.push((part, dir));
+            cg.dirs.dirs.push((part, dir));
         }
         cg.apply(limits)?;
         cg.devices = match cg.dir(Part::Unified).filter(|_| devices) {
@@ -286,7 +330,7 @@ impl Cgroup {
     }
 
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
-        if self.mode.is_v1() {
+        if self.dirs.mode.is_v1() {
             if let Some(bytes) = limits.memory {
                 self.write(Part::Memory, "memory.limit_in_bytes", &bytes.to_string())?;
                 // With swap accounting, also cap memory+swap, or the hog would
@@ -328,7 +372,7 @@ impl Cgroup {
 
     /// The mode it was created in.
     pub fn mode(&self) -> CgroupMode {
-        self.mode
+        self.dirs.mode
     }
 
     /// Whether the devices allowlist ([`crate::runtime::devices::ALLOWLIST`])
@@ -341,17 +385,11 @@ impl Cgroup {
 
     /// Its directories (one per v1 controller, or the one v2 directory).
     pub fn paths(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = Vec::new();
-        for (_, d) in &self.dirs {
-            if !v.contains(d) {
-                v.push(d.clone());
-            }
-        }
-        v
+        self.dirs.paths()
     }
 
     fn dir(&self, part: Part) -> Option<&Path> {
-        self.dirs.iter().find(|(p, _)| *p == part).map(|(_, d)| d.as_path())
+        self.dirs.dir(part)
     }
 
     fn write(&self, part: Part, file: &str, value: &str) -> Result<(), CgroupError> {
@@ -370,10 +408,6 @@ impl Cgroup {
         }
     }
 
-    fn read(&self, part: Part, file: &str) -> Option<String> {
-        fs::read_to_string(self.dir(part)?.join(file)).ok()
-    }
-
     /// Moves a process into the cgroup (every v1 controller, or the v2 group).
     pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
         for path in self.paths() {
@@ -387,7 +421,7 @@ impl Cgroup {
     /// child can move itself in by writing `0` (the kernel checks the
     /// opener's credentials). Empty for v2.
     pub fn open_self_join(&self) -> Result<Vec<std::os::fd::OwnedFd>, CgroupError> {
-        if !self.mode.is_v1() {
+        if !self.dirs.mode.is_v1() {
             return Ok(Vec::new());
         }
         let mut fds = Vec::new();
@@ -405,44 +439,17 @@ impl Cgroup {
 
     /// Reads what the cgroup's processes used.
     pub fn stats(&self) -> CgroupStats {
-        let mut s = CgroupStats::default();
-        if self.mode.is_v1() {
-            s.memory_peak = self.read(Part::Memory, "memory.max_usage_in_bytes").and_then(|t| t.trim().parse().ok());
-            s.cpu_time =
-                self.read(Part::CpuAcct, "cpuacct.usage").and_then(|t| t.trim().parse().ok()).map(Duration::from_nanos);
-            s.oom_kills =
-                self.read(Part::Memory, "memory.oom_control").and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
-            s.memory_limit_hits =
-                self.read(Part::Memory, "memory.failcnt").and_then(|t| t.trim().parse().ok()).unwrap_or(0);
-        } else {
-            s.memory_peak = self.read(Part::Unified, "memory.peak").and_then(|t| t.trim().parse().ok());
-            s.cpu_time =
-                self.read(Part::Unified, "cpu.stat").and_then(|t| keyed(&t, "usage_usec")).map(Duration::from_micros);
-            let events = self.read(Part::Unified, "memory.events").unwrap_or_default();
-            s.oom_kills = keyed(&events, "oom_kill").unwrap_or(0);
-            s.memory_limit_hits = keyed(&events, "max").unwrap_or(0);
-        }
-        s
+        self.dirs.stats()
     }
 
     /// The processes in the cgroup now.
     pub fn procs(&self) -> Vec<i32> {
-        let mut pids = Vec::new();
-        for path in self.paths() {
-            if let Ok(t) = fs::read_to_string(path.join("cgroup.procs")) {
-                for p in t.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    if !pids.contains(&p) {
-                        pids.push(p);
-                    }
-                }
-            }
-        }
-        pids
+        self.dirs.procs()
     }
 
     /// SIGKILLs every process left in the cgroup (v2: `cgroup.kill` when present).
     pub fn kill_all(&self) {
-        if !self.mode.is_v1() {
+        if !self.dirs.mode.is_v1() {
             if let Some(dir) = self.dir(Part::Unified) {
                 let f = dir.join("cgroup.kill");
                 if f.exists() && fs::write(&f, "1").is_ok() {
@@ -475,6 +482,173 @@ impl Cgroup {
     }
 }
 
+impl CgroupDirs {
+    /// The cgroups process `pid` is in, from `/proc/PID/cgroup`, that are
+    /// its own: not the root of a hierarchy and, if `launcher` is given,
+    /// not shared with that process (a controller the container was given
+    /// no cgroup of leaves it in its launcher's, whose figures are not the
+    /// container's).
+    pub fn of_process(root: &Path, mode: CgroupMode, pid: i32, launcher: Option<i32>) -> Result<Self, CgroupError> {
+        let own = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map_err(|source| CgroupError::Membership { pid, source })?;
+        let launcher = launcher.and_then(|p| fs::read_to_string(format!("/proc/{p}/cgroup")).ok());
+        Ok(Self::from_membership(root, mode, &own, launcher.as_deref()))
+    }
+
+    /// [`CgroupDirs::of_process`] from the text of the two
+    /// `/proc/PID/cgroup` files: lines `ID:CONTROLLERS:PATH`, where v1
+    /// names its controllers and v2's one line is `0::PATH`.
+    pub fn from_membership(root: &Path, mode: CgroupMode, own: &str, launcher: Option<&str>) -> Self {
+        let entries = |text: &str| -> Vec<(Part, String)> {
+            let mut out = Vec::new();
+            for line in text.lines() {
+                let mut fields = line.splitn(3, ':');
+                let (Some(id), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+                    continue;
+                };
+                if mode.is_v1() {
+                    out.extend(controllers.split(',').filter_map(Part::v1).map(|p| (p, path.to_string())));
+                } else if id == "0" && controllers.is_empty() {
+                    out.push((Part::Unified, path.to_string()));
+                }
+            }
+            out
+        };
+        let shared = launcher.map(entries).unwrap_or_default();
+        let dirs = entries(own)
+            .into_iter()
+            .filter(|e| e.1 != "/" && !shared.contains(e))
+            .map(|(part, path)| {
+                let base = if part == Part::Unified { root.to_path_buf() } else { root.join(part.controller()) };
+                (part, base.join(path.trim_start_matches('/')))
+            })
+            .collect();
+        CgroupDirs { mode, dirs }
+    }
+
+    /// The host's cgroup mode.
+    pub fn mode(&self) -> CgroupMode {
+        self.mode
+    }
+
+    /// The directories, each once (cpu and cpuacct may be one).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = Vec::new();
+        for (_, d) in &self.dirs {
+            if !v.contains(d) {
+                v.push(d.clone());
+            }
+        }
+        v
+    }
+
+    fn dir(&self, part: Part) -> Option<&Path> {
+        self.dirs.iter().find(|(p, _)| *p == part).map(|(_, d)| d.as_path())
+    }
+
+    fn read(&self, part: Part, file: &str) -> Option<String> {
+        fs::read_to_string(self.dir(part)?.join(file)).ok()
+    }
+
+    fn number(&self, part: Part, file: &str) -> Option<u64> {
+        self.read(part, file)?.trim().parse().ok()
+    }
+
+    /// CPU time of all its processes so far.
+    fn cpu_time(&self) -> Option<Duration> {
+        if self.mode.is_v1() {
+            self.number(Part::CpuAcct, "cpuacct.usage").map(Duration::from_nanos)
+        } else {
+            self.read(Part::Unified, "cpu.stat").and_then(|t| keyed(&t, "usage_usec")).map(Duration::from_micros)
+        }
+    }
+
+    /// What its processes used: peak memory, CPU time, OOM kills, limit hits.
+    pub fn stats(&self) -> CgroupStats {
+        let mut s = CgroupStats { cpu_time: self.cpu_time(), ..CgroupStats::default() };
+        if self.mode.is_v1() {
+            s.memory_peak = self.number(Part::Memory, "memory.max_usage_in_bytes");
+            s.oom_kills =
+                self.read(Part::Memory, "memory.oom_control").and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
+            s.memory_limit_hits = self.number(Part::Memory, "memory.failcnt").unwrap_or(0);
+        } else {
+            s.memory_peak = self.number(Part::Unified, "memory.peak");
+            let events = self.read(Part::Unified, "memory.events").unwrap_or_default();
+            s.oom_kills = keyed(&events, "oom_kill").unwrap_or(0);
+            s.memory_limit_hits = keyed(&events, "max").unwrap_or(0);
+        }
+        s
+    }
+
+    /// What its processes use now.
+    pub fn usage(&self) -> CgroupUsage {
+        let v1 = self.mode.is_v1();
+        let (memory, current, cache, limit, pids) = if v1 {
+            (Part::Memory, "memory.usage_in_bytes", "total_inactive_file", "memory.limit_in_bytes", Part::Pids)
+        } else {
+            (Part::Unified, "memory.current", "inactive_file", "memory.max", Part::Unified)
+        };
+        let inactive = self.read(memory, "memory.stat").and_then(|t| keyed(&t, cache)).unwrap_or(0);
+        let block_io = if v1 {
+            self.read(Part::Blkio, "blkio.throttle.io_service_bytes").map(|t| v1_io_bytes(&t))
+        } else {
+            self.read(Part::Unified, "io.stat").map(|t| v2_io_bytes(&t))
+        };
+        CgroupUsage {
+            cpu_time: self.cpu_time(),
+            memory: self.number(memory, current).map(|used| used.saturating_sub(inactive)),
+            memory_limit: self.number(memory, limit),
+            block_io,
+            pids: self.number(pids, "pids.current"),
+        }
+    }
+
+    /// The processes in the cgroup now, in the order of their PIDs.
+    pub fn procs(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for path in self.paths() {
+            if let Ok(t) = fs::read_to_string(path.join("cgroup.procs")) {
+                pids.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+}
+
+/// Bytes read and written, from v1 `blkio.throttle.io_service_bytes`:
+/// lines `MAJ:MIN Read N`, `MAJ:MIN Write N`, ..., then `Total N`.
+fn v1_io_bytes(text: &str) -> (u64, u64) {
+    let (mut read, mut write) = (0u64, 0u64);
+    for line in text.lines() {
+        if let [_, op, n] = line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            let n: u64 = n.parse().unwrap_or(0);
+            match *op {
+                "Read" => read = read.saturating_add(n),
+                "Write" => write = write.saturating_add(n),
+                _ => {}
+            }
+        }
+    }
+    (read, write)
+}
+
+/// Bytes read and written, from v2 `io.stat`: a line per device,
+/// `MAJ:MIN rbytes=N wbytes=N rios=N ...`.
+fn v2_io_bytes(text: &str) -> (u64, u64) {
+    let (mut read, mut write) = (0u64, 0u64);
+    for (key, n) in text.split_whitespace().filter_map(|w| w.split_once('=')) {
+        let n: u64 = n.parse().unwrap_or(0);
+        match key {
+            "rbytes" => read = read.saturating_add(n),
+            "wbytes" => write = write.saturating_add(n),
+            _ => {}
+        }
+    }
+    (read, write)
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = self.remove_dirs();
@@ -488,9 +662,17 @@ impl Part {
             Part::Cpu => "cpu",
             Part::CpuAcct => "cpuacct",
             Part::Pids => "pids",
+            Part::Blkio => "blkio",
             Part::Devices => "devices",
             Part::Unified => "cgroup2",
         }
+    }
+
+    /// The part a v1 controller's name in `/proc/PID/cgroup` stands for.
+    fn v1(name: &str) -> Option<Part> {
+        [Part::Memory, Part::Cpu, Part::CpuAcct, Part::Pids, Part::Blkio, Part::Devices]
+            .into_iter()
+            .find(|p| p.controller() == name)
     }
 }
 
@@ -536,13 +718,18 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// v2: make memory, cpu and pids available to children of `root`, in one
-/// write of `+memory +cpu +pids` to `cgroup.subtree_control`.
+/// v2: make memory, cpu, pids (and io, which only counts) available to
+/// children of `root`, in one write of `+memory +cpu +pids +io` to
+/// `cgroup.subtree_control`.
 fn enable_v2_controllers(root: &Path, limits: &Limits) -> Result<(), CgroupError> {
     let available = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
     let enabled = fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
-    let wanted: [(&'static str, bool); 3] =
-        [("memory", limits.memory.is_some()), ("cpu", limits.cpus.is_some()), ("pids", limits.pids.is_some())];
+    let wanted: [(&'static str, bool); 4] = [
+        ("memory", limits.memory.is_some()),
+        ("cpu", limits.cpus.is_some()),
+        ("pids", limits.pids.is_some()),
+        ("io", false),
+    ];
     let has = |t: &str, c: &str| t.split_whitespace().any(|w| w == c);
     let mut tokens = Vec::new();
     let mut any_needed = false;
@@ -634,7 +821,7 @@ mod tests {
         assert_eq!(read("pids.max"), "16");
         // Controllers were enabled for the children.
         let sub = fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap();
-        assert_eq!(sub, "+memory +cpu +pids");
+        assert_eq!(sub, "+memory +cpu +pids +io");
 
         cg.add_process(77).unwrap();
         assert_eq!(read("cgroup.procs"), "77");
@@ -666,6 +853,83 @@ mod tests {
         let err = Cgroup::create(root.path(), CgroupMode::V2, "1-1", &limits).unwrap_err();
         assert!(matches!(err, CgroupError::MissingController { controller: "memory", .. }), "{err}");
         assert!(!root.path().join("virtlab-1-1").exists());
+    }
+
+    #[test]
+    fn a_processes_own_cgroups_from_proc_pid_cgroup() {
+        let root = Path::new("/cg");
+        // Hybrid: v1 controllers (cpu and cpuacct mounted together), a
+        // named hierarchy and the empty unified one, all left out but the
+        // container's own; freezer is not ours, blkio is the launcher's.
+        let own = "12:pids:/virtlab-7-0\n9:name=systemd:/user.slice\n7:blkio:/user.slice\n6:freezer:/\n\
+                   4:memory:/virtlab-7-0\n2:cpu,cpuacct:/virtlab-7-0\n0::/user.slice\n";
+        let launcher = "12:pids:/user.slice\n7:blkio:/user.slice\n4:memory:/user.slice\n2:cpu,cpuacct:/\n0::/\n";
+        let d = CgroupDirs::from_membership(root, CgroupMode::Hybrid, own, Some(launcher));
+        let dirs: Vec<(Part, &str)> = d.dirs.iter().map(|(p, d)| (*p, d.to_str().unwrap())).collect();
+        assert_eq!(
+            dirs,
+            [
+                (Part::Pids, "/cg/pids/virtlab-7-0"),
+                (Part::Memory, "/cg/memory/virtlab-7-0"),
+                (Part::Cpu, "/cg/cpu/virtlab-7-0"),
+                (Part::CpuAcct, "/cg/cpuacct/virtlab-7-0"),
+            ]
+        );
+        // v2: the one `0::` line; a hierarchy's root is never a container's.
+        let d = CgroupDirs::from_membership(root, CgroupMode::V2, "0::/virtlab-7-0\n", None);
+        assert_eq!(d.paths(), [PathBuf::from("/cg/virtlab-7-0")]);
+        assert!(CgroupDirs::from_membership(root, CgroupMode::V2, "0::/\n", None).paths().is_empty());
+        assert!(CgroupDirs::from_membership(root, CgroupMode::V2, "0::/a\n", Some("0::/a\n")).paths().is_empty());
+    }
+
+    #[test]
+    fn live_usage_on_fake_v1_and_v2_cgroupfs() {
+        let root = tempfile::tempdir().unwrap();
+        let own = "5:memory:/c\n4:cpuacct:/c\n3:pids:/c\n2:blkio:/c\n";
+        let d = CgroupDirs::from_membership(root.path(), CgroupMode::V1, own, None);
+        let write = |dir: &str, file: &str, text: &str| {
+            fs::create_dir_all(root.path().join(dir)).unwrap();
+            fs::write(root.path().join(dir).join(file), text).unwrap();
+        };
+        assert_eq!(d.usage(), CgroupUsage::default(), "nothing to read yet");
+        write("memory/c", "memory.usage_in_bytes", "10485760\n");
+        write("memory/c", "memory.stat", "cache 4096\ninactive_file 0\ntotal_inactive_file 2097152\n");
+        write("memory/c", "memory.limit_in_bytes", "67108864\n");
+        write("cpuacct/c", "cpuacct.usage", "1500000000\n");
+        write("pids/c", "pids.current", "3\n");
+        write(
+            "blkio/c",
+            "blkio.throttle.io_service_bytes",
+            "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 0\n8:16 Read 4096\nTotal 8704\n",
+        );
+        write("pids/c", "cgroup.procs", "10\n11\n");
+        write("memory/c", "cgroup.procs", "12\n11\n");
+        let u = d.usage();
+        assert_eq!(u.memory, Some(8 << 20), "usage less the inactive file cache");
+        assert_eq!(u.memory_limit, Some(64 << 20));
+        assert_eq!(u.cpu_time, Some(Duration::from_millis(1500)));
+        assert_eq!(u.pids, Some(3));
+        assert_eq!(u.block_io, Some((8192, 512)));
+        assert_eq!(d.procs(), [10, 11, 12], "every controller's, once each");
+
+        let d = CgroupDirs::from_membership(root.path(), CgroupMode::V2, "0::/v2\n", None);
+        write("v2", "memory.current", "5000000\n");
+        write("v2", "memory.stat", "anon 1000\ninactive_file 1000000\n");
+        write("v2", "memory.max", "max\n");
+        write("v2", "cpu.stat", "usage_usec 250000\nuser_usec 200000\n");
+        write("v2", "pids.current", "1\n");
+        write("v2", "io.stat", "8:0 rbytes=100 wbytes=20 rios=1 wios=1 dbytes=0 dios=0\n8:16 rbytes=1 wbytes=2\n");
+        let u = d.usage();
+        assert_eq!(
+            u,
+            CgroupUsage {
+                cpu_time: Some(Duration::from_millis(250)),
+                memory: Some(4_000_000),
+                memory_limit: None,
+                block_io: Some((101, 22)),
+                pids: Some(1),
+            }
+        );
     }
 
     #[test]

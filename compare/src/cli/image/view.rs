@@ -10,13 +10,20 @@ use super::LsArgs;
 
 /// A table with left-aligned columns three spaces apart, as Docker prints.
 pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    print!("{}", table_text(headers, rows));
+}
+
+/// The text of [`print_table`]'s table, one line each for the headers and
+/// every row.
+pub(crate) fn table_text(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut text = String::new();
+    let mut line = |cells: Vec<&str>| {
         let mut s = String::new();
         for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
             if i + 1 == cells.len() {
@@ -25,12 +32,14 @@ pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{cell:<w$}   "));
             }
         }
-        println!("{}", s.trim_end());
+        text.push_str(s.trim_end());
+        text.push('\n');
     };
     line(headers.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
+    text
 }
 
 /// Prints `rows` (JSON objects) with `format`: `json` for one object per
