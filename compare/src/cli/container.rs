@@ -149,6 +149,11 @@ pub struct RunArgs {
     /// -i, an interactive shell whose `exit` stops the container
     #[arg(short, long)]
     pub(super) tty: bool,
+    /// What runs an IMAGE: `container` (namespaces, cgroups, overlayfs) or
+    /// `vm` (a Linux guest of virtlab's VMM, the image as its root file
+    /// system; `virtlab guest kernel` names the kernel)
+    #[arg(long, value_name = "RUNTIME", default_value = "container", value_parser = ["container", "vm"])]
+    pub(super) runtime: String,
     /// Print one JSON object (status, timings, cgroup figures, output) on stdout;
     /// the command's output is captured into it. On an error: {"error": ..., "exit_code": ...}
     #[arg(long)]

@@ -65,9 +65,9 @@ fn container_json(c: &Container) -> serde_json::Value {
             "AutoRemove": spec.auto_remove,
             "ReadonlyRootfs": spec.read_only,
             "Namespaces": spec.namespaces,
+            "Runtime": spec.runtime,
         },
         "Driver": "overlay",
-        "Runtime": "virtlab",
     })
 }
 

@@ -269,6 +269,10 @@ fn start_in_foreground(root: &Path, c: &Container) -> anyhow::Result<u8> {
         // Claimed before the lock goes: another start sees it active.
         c.claim_monitor()?;
     }
+    if c.config.spec.runtime == virtlab_container::engine::container::RUNTIME_VM {
+        let code = super::run_vm::supervise(root, c, true)?;
+        return Ok(u8::try_from(code).unwrap_or(EXIT_UNKNOWN));
+    }
     let result = monitor::supervise(root, c, |cfg| cfg.stdio = virtlab_container::Stdio::Inherit)?;
     Ok(match result {
         Ok(o) => o.exit_code(),
@@ -295,6 +299,10 @@ pub fn restart(args: &RestartArgs) -> anyhow::Result<u8> {
 
 /// `container monitor ID`: what `run -d` starts in the background.
 pub fn monitor(root: &RootArg, id: &str) -> anyhow::Result<u8> {
+    let c = Container::find(&root.path(), id)?;
+    if c.config.spec.runtime == virtlab_container::engine::container::RUNTIME_VM {
+        return super::run_vm::monitor(&root.path(), &c);
+    }
     let code = virtlab_container::engine::monitor::run(&root.path(), id)?;
     Ok(u8::try_from(code).unwrap_or(1))
 }

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod run_image;
+pub mod run_vm;
 mod run_output;
 pub mod stats;
 pub mod units;

@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use nix::fcntl::Flock;
 use virtlab_container::config::{self, Namespaces, User};
 use virtlab_container::engine::events::{self, Event};
+use virtlab_container::engine::container::RUNTIME_VM;
 use virtlab_container::engine::{monitor, Container, RunSpec};
 use virtlab_container::image::{default_root, run, Store};
 
@@ -116,7 +117,19 @@ pub fn make(args: &RunArgs) -> anyhow::Result<Made> {
         read_only: args.read_only,
         interactive: args.interactive,
         tty: args.tty,
+        runtime: args.runtime.clone(),
     };
+    if spec.runtime == RUNTIME_VM {
+        if let Some(why) = super::run_vm::refused_options(&spec) {
+            bail!("{why}: run it with --runtime container");
+        }
+        if args.json || args.timings || args.explain || args.step || args.timeout.is_some() {
+            bail!("--json, --timings, --explain, --step and --timeout go with --runtime container; `virtlab vm run` has its own");
+        }
+        virtlab_vmm::linux::provision::locate(None).context(
+            "--runtime vm boots a Linux guest and there is none: provision one with scripts/guest-kernel.sh (`virtlab guest kernel` says where it looks)",
+        )?;
+    }
     if spec.tty && !std::io::stdin().is_terminal() {
         bail!("the input device is not a TTY: -t gives the command this terminal, so run it from one (or drop -t)");
     }
@@ -144,6 +157,10 @@ fn run_foreground(args: &RunArgs, made: &Made) -> anyhow::Result<u8> {
     if !spec.interactive && !args.step {
         // Docker's run without -i: the command reads nothing.
         stdin_from_dev_null()?;
+    }
+    if spec.runtime == RUNTIME_VM {
+        let code = super::run_vm::supervise(&made.root, &made.container, true)?;
+        return Ok(u8::try_from(code).unwrap_or(EXIT_TOOL_ERROR));
     }
     let mut used = None;
     let result = monitor::supervise(&made.root, &made.container, |cfg| {

@@ -51,6 +51,17 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A `vm run --timeout`: as [`parse_timeout`], or `none` for a guest that
+/// runs until it is stopped (a VM container's); `none` is the zero
+/// duration, which `vm run` reads as no timeout.
+pub fn parse_timeout_or_none(s: &str) -> Result<Duration, String> {
+    if s.trim() == "none" {
+        Ok(Duration::ZERO)
+    } else {
+        parse_timeout(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

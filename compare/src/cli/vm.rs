@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use virtlab_vmm::input::{self, FileRole};
 use virtlab_vmm::{ConsoleKind, ConsoleSink, KernelSource, Observer, RunReport, Step, VmConfig};
 
-use super::units::{parse_size, parse_timeout};
+use super::units::{parse_size, parse_timeout_or_none};
 
 /// VM subcommands.
 #[derive(Debug, Subcommand)]
@@ -61,8 +61,8 @@ pub struct VmRunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     mem: Option<u64>,
     /// Stop the guest after this long (ms, s, m; positive; default 60s,
-    /// 10m for Linux, none with --interactive).
-    #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
+    /// 10m for Linux, none with --interactive), or `none`: until it stops.
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout_or_none)]
     timeout: Option<Duration>,
     /// Console device: the emulated UART or the paravirtual port.
     #[arg(long, value_enum, default_value = "uart")]

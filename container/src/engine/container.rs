@@ -43,7 +43,22 @@ pub struct RunSpec {
     /// foreground; its output then bypasses the log.
     #[serde(default)]
     pub tty: bool,
+    /// What runs it: `container` (namespaces, cgroups, the launcher) or
+    /// `vm` (a Linux guest of virtlab's VMM, the image its root file
+    /// system).
+    #[serde(default = "default_runtime")]
+    pub runtime: String,
 }
+
+/// The runtime of a container whose config names none.
+pub fn default_runtime() -> String {
+    RUNTIME_CONTAINER.into()
+}
+
+/// `--runtime container`: the launcher.
+pub const RUNTIME_CONTAINER: &str = "container";
+/// `--runtime vm`: a Linux guest.
+pub const RUNTIME_VM: &str = "vm";
 
 fn all_namespaces() -> String {
     "all".into()

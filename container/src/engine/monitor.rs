@@ -87,15 +87,34 @@ fn to_dev_null() -> Result<(), EngineError> {
 }
 
 /// Why the container did not run, in its log, where `logs` shows it.
-fn log_error(c: &Container, message: &str) {
+pub fn log_error(c: &Container, message: &str) {
     if let Ok(mut log) = LogWriter::open(&c.log_path()) {
         let _ = log.write(Stream::Stderr, format!("virtlab: {message}\n").as_bytes());
     }
 }
 
+/// Records that `c`'s command runs as host PID `pid`: the `start` event,
+/// then the `pid` file (so whoever sees the container up sees its start
+/// too). For a monitor that starts the command itself (a VM's).
+pub fn started(root: &Path, c: &Container, pid: i32) -> Result<(), EngineError> {
+    let attrs = [("name", c.config.name.as_str()), ("image", c.config.spec.image.as_str())];
+    events::record(root, &Event::now("container", "start", &c.config.id, &attrs))?;
+    let path = c.dir.join("pid");
+    let tmp = c.dir.join("pid.new");
+    std::fs::write(&tmp, format!("{pid}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(io_err(format!("write {}", path.display())))
+}
+
 /// Records the end: `exit.json` (under the container's lock), the `die`
 /// event, and with `--rm` the container's removal and `destroy`.
-fn finish(root: &Path, c: &Container, code: i32, oom: Option<bool>, error: Option<String>) -> Result<(), EngineError> {
+pub fn finish(
+    root: &Path,
+    c: &Container,
+    code: i32,
+    oom: Option<bool>,
+    error: Option<String>,
+) -> Result<(), EngineError> {
     let record = ExitRecord { code, finished: now(), oom_killed: oom.unwrap_or(false), error };
     {
         let _lock = c.lock()?;
