@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nix::fcntl::Flock;
 use virtlab_container::config::{self, Namespaces, User};
-use virtlab_container::engine::events::{self, Event};
 use virtlab_container::engine::container::RUNTIME_VM;
+use virtlab_container::engine::events::{self, Event};
 use virtlab_container::engine::{monitor, Container, RunSpec};
 use virtlab_container::image::{default_root, run, Store};
 

@@ -1,0 +1,172 @@
+//! virtlab and podman side by side: the same image (saved by virtlab as an
+//! OCI archive, loaded by podman) and the same sequence of commands, and
+//! the two must agree on what a student sees: exit statuses of `run`,
+//! `stop`, `wait` and `exec`, the states `ps -a` shows, `logs`, and the
+//! common fields of `inspect`. podman keeps everything in a storage of the
+//! test's own (vfs, cgroupfs, no event journal), runs containers with runc
+//! (crun refuses these hosts' hybrid cgroups) and the ulimits these hosts
+//! need. Needs root, busybox-static and podman; skips loudly otherwise,
+//! and fails under VIRTLAB_REQUIRE_ROOT=1.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use virtlab_compare::launch::PodmanStorage;
+
+/// What podman's `run` and `create` need on these hosts.
+const PODMAN_RUN: [&str; 6] = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"];
+
+struct Both {
+    dir: tempfile::TempDir,
+    podman: PodmanStorage,
+}
+
+impl Drop for Both {
+    fn drop(&mut self) {
+        virtlab_compare::podman::remove_all(&self.podman);
+    }
+}
+
+/// One command's result, as a student reads it.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    code: Option<i32>,
+    stdout: String,
+}
+
+impl Both {
+    fn new(test: &str) -> Option<Both> {
+        if !common::root_and_busybox(test)
+            || !common::tool_or_skip(test, "podman", "apt-get install podman", &["VIRTLAB_REQUIRE_ROOT"])
+            || !common::tool_or_skip(test, "runc", "apt-get install runc", &["VIRTLAB_REQUIRE_ROOT"])
+        {
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("virtlab-side-by-side-").tempdir().unwrap();
+        let podman = PodmanStorage { dir: dir.path().join("podman") };
+        let both = Both { dir, podman };
+        let rootfs = both.dir.path().join("rootfs");
+        let archive = both.dir.path().join("busybox.tar");
+        both.virtlab_ok(&["container", "rootfs", rootfs.to_str().unwrap()]);
+        both.virtlab_ok(&["image", "import", "--root", &both.store(), rootfs.to_str().unwrap(), "busybox"]);
+        both.virtlab_ok(&["image", "save", "--root", &both.store(), "busybox", "-o", archive.to_str().unwrap()]);
+        let load = both.podman(&["load", "-i", archive.to_str().unwrap()]);
+        assert!(load.status.success(), "podman load: {}", String::from_utf8_lossy(&load.stderr));
+        Some(both)
+    }
+
+    fn store(&self) -> String {
+        self.dir.path().join("store").to_str().unwrap().to_string()
+    }
+
+    fn virtlab(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_virtlab"))
+            .args(args)
+            .env("VIRTLAB_ROOT", self.store())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn virtlab_ok(&self, args: &[&str]) {
+        let out = self.virtlab(args);
+        assert!(out.status.success(), "virtlab {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn podman(&self, args: &[&str]) -> Output {
+        let mut cmd = virtlab_compare::podman::podman(&self.podman);
+        let (sub, rest) = args.split_first().unwrap();
+        cmd.arg(sub);
+        if ["run", "create"].contains(sub) {
+            cmd.args(PODMAN_RUN);
+        }
+        cmd.args(rest).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// `args` given to both (`IMAGE` stands for the image's name in each);
+    /// what each showed.
+    fn both(&self, args: &[&str]) -> (Seen, Seen) {
+        let with = |image: &str| -> Vec<String> {
+            args.iter().map(|a| if *a == "IMAGE" { image.to_string() } else { a.to_string() }).collect()
+        };
+        let seen = |o: Output| Seen { code: o.status.code(), stdout: String::from_utf8_lossy(&o.stdout).into_owned() };
+        let v: Vec<String> = with("busybox");
+        let p: Vec<String> = with("localhost/busybox:latest");
+        let v = seen(self.virtlab(&v.iter().map(String::as_str).collect::<Vec<_>>()));
+        let p = seen(self.podman(&p.iter().map(String::as_str).collect::<Vec<_>>()));
+        (v, p)
+    }
+
+    /// Both give the same exit status and standard output.
+    fn agree(&self, args: &[&str]) -> Seen {
+        let (v, p) = self.both(args);
+        assert_eq!(v, p, "virtlab (left) and podman (right) differ on {args:?}");
+        v
+    }
+
+    /// Both give the same exit status; the outputs go through `view` before
+    /// they are compared (times and IDs differ).
+    fn agree_on(&self, args: &[&str], view: impl Fn(&str) -> String) -> String {
+        let (v, p) = self.both(args);
+        assert_eq!(v.code, p.code, "exit statuses of {args:?}: virtlab {v:?}, podman {p:?}");
+        let (v, p) = (view(&v.stdout), view(&p.stdout));
+        assert_eq!(v, p, "virtlab (left) and podman (right) differ on {args:?}");
+        v
+    }
+}
+
+/// `ps` lines as `NAME STATUS-WORDS` without the time (`Exited (3)`,
+/// `Up`), sorted.
+fn names_and_states(text: &str) -> String {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            let name = w.next().unwrap_or_default();
+            let state = w.next().unwrap_or_default();
+            match state {
+                "Exited" => format!("{name} Exited {}", w.next().unwrap_or_default()),
+                _ => format!("{name} {state}"),
+            }
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+#[test]
+fn virtlab_and_podman_agree_on_a_containers_life() {
+    let Some(lab) = Both::new("virtlab_and_podman_agree_on_a_containers_life") else { return };
+    // A run in the foreground: its status, its output, and it stays.
+    let run = lab.agree(&["run", "--name", "a", "IMAGE", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(run, Seen { code: Some(3), stdout: "out\n".into() });
+    assert_eq!(lab.agree(&["logs", "a"]).stdout, "out\n");
+    let state = lab.agree(&["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}} {{.State.Running}}", "a"]);
+    assert_eq!(state.stdout, "exited 3 false\n");
+    lab.agree(&["inspect", "--format", "{{.Config.Cmd}} {{.State.OOMKilled}}", "a"]);
+    // In the background: up, then stopped (sleep, PID 1, has no SIGTERM
+    // handler: SIGKILL after the grace period).
+    let id = lab.both(&["run", "-d", "--name", "b", "IMAGE", "sleep", "60"]);
+    assert_eq!((id.0.code, id.1.code), (Some(0), Some(0)));
+    assert_eq!(lab.agree_on(&["ps", "--format", "{{.Names}} {{.Status}}"], names_and_states), "b Up");
+    assert_eq!(lab.agree(&["stop", "-t", "1", "b"]).stdout, "b\n");
+    assert_eq!(lab.agree(&["wait", "b"]).stdout, "137\n");
+    let all = lab.agree_on(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"], names_and_states);
+    assert_eq!(all, "a Exited (3)\nb Exited (137)");
+    // Started again, killed, waited for.
+    assert_eq!(lab.agree(&["start", "b"]).stdout, "b\n");
+    assert_eq!(lab.agree_on(&["ps", "--format", "{{.Names}} {{.Status}}"], names_and_states), "b Up");
+    assert_eq!(lab.agree(&["kill", "b"]).stdout, "b\n");
+    assert_eq!(lab.agree(&["wait", "b"]).stdout, "137\n");
+    // Commands that cannot run: the shell's statuses.
+    assert_eq!(lab.agree(&["run", "--rm", "IMAGE", "/no/such/program"]).code, Some(127));
+    assert_eq!(lab.agree(&["run", "--rm", "IMAGE", "/etc/os-release"]).code, Some(126));
+    assert_eq!(lab.agree(&["run", "--rm", "IMAGE", "true"]).code, Some(0));
+    // Removed; an unknown container is an error with status 1.
+    assert_eq!(lab.agree(&["rm", "a", "b"]).stdout, "a\nb\n");
+    assert_eq!(lab.agree(&["rm", "nosuch"]).code, Some(1));
+    assert_eq!(lab.agree(&["ps", "-a", "-q"]).stdout, "", "--rm left no container");
+}
