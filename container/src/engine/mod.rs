@@ -27,6 +27,7 @@
 
 pub mod container;
 pub mod events;
+pub mod exec;
 pub mod monitor;
 
 use std::io;
@@ -58,6 +59,8 @@ pub enum EngineError {
     Launch(String),
     #[error("{0}")]
     Filter(String),
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
 }
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EngineError {
