@@ -49,6 +49,8 @@ enum Command {
     Wait(cli::lifecycle::WaitArgs),
     /// Print containers' JSON descriptions (`container inspect`).
     Inspect(cli::lifecycle::InspectArgs),
+    /// Run a command in a running container (`container exec`).
+    Exec(cli::exec::ExecArgs),
     /// Where virtlab keeps things and what this host can do (`system info`).
     Info(cli::lifecycle::RootArg),
     /// Print the path of the built-in workload binary (writing it out if
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Command::Rm(a) => cli::lifecycle::exit1(cli::lifecycle::rm(&a)),
         Command::Wait(a) => cli::lifecycle::exit1(cli::lifecycle::wait(&a)),
         Command::Inspect(a) => cli::lifecycle::exit1(cli::lifecycle::inspect(&a)),
+        Command::Exec(a) => cli::exec::run(&a),
         Command::Info(a) => cli::lifecycle::exit1(cli::lifecycle::info(&a)),
         Command::Workload => virtlab_workload::materialize()
             .map(|p| {

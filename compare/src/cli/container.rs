@@ -64,6 +64,9 @@ pub enum ContainerCommand {
     Wait(super::lifecycle::WaitArgs),
     /// Print containers' JSON descriptions (state, config, limits).
     Inspect(super::lifecycle::InspectArgs),
+    /// Run a command in a running container: its namespaces, cgroups,
+    /// root, capabilities and seccomp filter.
+    Exec(super::exec::ExecArgs),
     /// The monitor of a detached container (started by `run -d`).
     #[command(hide = true)]
     Monitor {
@@ -171,6 +174,7 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<u8> {
         ContainerCommand::Rm(a) => super::lifecycle::exit1(super::lifecycle::rm(&a)),
         ContainerCommand::Wait(a) => super::lifecycle::exit1(super::lifecycle::wait(&a)),
         ContainerCommand::Inspect(a) => super::lifecycle::exit1(super::lifecycle::inspect(&a)),
+        ContainerCommand::Exec(a) => super::exec::run(&a),
         ContainerCommand::Monitor { root, id } => super::lifecycle::monitor(&root, &id),
     }
 }

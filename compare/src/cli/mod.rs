@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod container;
+pub mod exec;
 pub mod guest;
 pub mod image;
 pub mod lifecycle;
