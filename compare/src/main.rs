@@ -59,6 +59,8 @@ enum Command {
     Top(cli::stats::TopArgs),
     /// Show containers' resource usage, live (`container stats`).
     Stats(cli::stats::StatsArgs),
+    /// Run a command in a running container (`container exec`).
+    Exec(cli::exec::ExecArgs),
     /// Where virtlab keeps things and what this host can do (`system info`).
     Info(cli::lifecycle::RootArg),
     /// What happens to containers and images (`system events`).
@@ -116,6 +118,7 @@ fn main() -> ExitCode {
         Command::Version => cli::inspect::version(),
         Command::Top(a) => cli::lifecycle::exit1(cli::stats::top(&a)),
         Command::Stats(a) => cli::lifecycle::exit1(cli::stats::stats(&a)),
+        Command::Exec(a) => cli::exec::run(&a),
         Command::Workload => virtlab_workload::materialize()
             .map(|p| {
                 println!("{}", p.display());

@@ -74,6 +74,9 @@ pub enum ContainerCommand {
     Top(super::stats::TopArgs),
     /// Show containers' CPU, memory, network and block I/O, and processes, live.
     Stats(super::stats::StatsArgs),
+    /// Run a command in a running container: its namespaces, cgroups,
+    /// root, capabilities and seccomp filter.
+    Exec(super::exec::ExecArgs),
     /// The monitor of a detached container (started by `run -d`).
     #[command(hide = true)]
     Monitor {
@@ -200,6 +203,7 @@ pub fn run(cmd: ContainerCommand) -> anyhow::Result<u8> {
         ContainerCommand::Inspect(a) => super::lifecycle::exit1(super::inspect::inspect(&a)),
         ContainerCommand::Top(a) => super::lifecycle::exit1(super::stats::top(&a)),
         ContainerCommand::Stats(a) => super::lifecycle::exit1(super::stats::stats(&a)),
+        ContainerCommand::Exec(a) => super::exec::run(&a),
         ContainerCommand::Monitor { root, id } => super::lifecycle::monitor(&root, &id),
     }
 }

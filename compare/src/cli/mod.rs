@@ -3,6 +3,7 @@
 pub mod compare;
 pub mod container;
 pub mod events;
+pub mod exec;
 pub mod guest;
 pub mod image;
 pub mod inspect;

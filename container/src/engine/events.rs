@@ -123,7 +123,9 @@ impl Filter {
         self.since.is_none_or(|s| e.time_nano >= s)
             && self.until.is_none_or(|u| e.time_nano <= u)
             && (self.kinds.is_empty() || self.kinds.contains(&e.kind))
-            && (self.actions.is_empty() || self.actions.contains(&e.action))
+            // `exec_start: sh -c ...` is an `exec_start`, as Docker filters it.
+            && (self.actions.is_empty()
+                || self.actions.iter().any(|a| e.action == *a || e.action.strip_prefix(a.as_str()).is_some_and(|r| r.starts_with(':'))))
             && (self.containers.is_empty()
                 || self.containers.iter().any(|c| c == name || e.actor.id.starts_with(c.as_str())))
     }

@@ -27,6 +27,7 @@
 
 pub mod container;
 pub mod events;
+pub mod exec;
 pub mod monitor;
 pub mod stats;
 
@@ -65,6 +66,8 @@ pub enum EngineError {
         #[source]
         source: crate::runtime::cgroup::CgroupError,
     },
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
 }
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EngineError {

@@ -2,6 +2,8 @@
 //! the order the module documentation of `plan` gives. The mount, identity
 //! and security steps come from their own modules; the small steps in
 //! between (cgroup, hostname, loopback, rlimits, workdir, stdio) are here.
+//! [`Plan::build_exec`] is the plan of one more process in a running
+//! container (`exec`): the last steps of the first one's, `process_steps`.
 
 use std::os::fd::RawFd;
 use std::path::Path;
@@ -58,22 +60,52 @@ impl Plan {
         if ns.net {
             ops.push((Step::Loopback, Op::LoopbackUp));
         }
-        for r in &cfg.rlimits {
-            ops.push((Step::Rlimits, Op::Rlimit(*r)));
-        }
-        security::capabilities(&mut ops, host);
-        identity::user(&mut ops, cfg.user, ns.user);
-        security::lock_down(&mut ops, host);
-        ops.push((Step::Workdir, Op::Chdir(path_c(&cfg.workdir, "workdir")?)));
-        for (fd, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
-            if let Some(fd) = fd {
-                ops.push((Step::Stdio, Op::Dup2(fd, to)));
-            }
-        }
-        ops.push((Step::Exec, Op::Exec));
+        process_steps(&mut ops, cfg, &stdio, host)?;
+        Plan::with_command(ops, cfg)
+    }
+
+    /// The plan of one more process in the running container `cfg`
+    /// describes (`exec`). The caller has already put it into the
+    /// container's cgroup, namespaces and root (setns(2)), so what is left
+    /// is what a process carries itself: the user namespace's root ids
+    /// (setns gave it every capability there, but kept its host ids, which
+    /// the namespace does not map), then the same `process_steps` as the
+    /// container's first process, so that both end with the same
+    /// capabilities, no_new_privs, seccomp filter and rlimits.
+    pub fn build_exec(cfg: &ContainerConfig, stdio: StdioFds, host: PlanHost) -> Result<Plan, ConfigError> {
+        let mut ops: Ops = Vec::new();
+        identity::ns_root(&mut ops, cfg.namespaces.user);
+        process_steps(&mut ops, cfg, &stdio, host)?;
+        Plan::with_command(ops, cfg)
+    }
+
+    /// `ops` with the command of `cfg` ready for execve.
+    fn with_command(ops: Ops, cfg: &ContainerConfig) -> Result<Plan, ConfigError> {
         let command::Command { candidates, argv, envp, exec } = command::prepare(cfg)?;
         Ok(Plan { ops, candidates, _argv: argv, _envp: envp, exec })
     }
+}
+
+/// What every process of a container goes through last, once it stands in
+/// the container's world: the container's first process after its set-up,
+/// and each one `exec` adds. rlimits, capabilities (while still root),
+/// the user switch, no_new_privs and seccomp, the working directory, stdio,
+/// execve.
+fn process_steps(ops: &mut Ops, cfg: &ContainerConfig, stdio: &StdioFds, host: PlanHost) -> Result<(), ConfigError> {
+    for r in &cfg.rlimits {
+        ops.push((Step::Rlimits, Op::Rlimit(*r)));
+    }
+    security::capabilities(ops, host);
+    identity::user(ops, cfg.user, cfg.namespaces.user);
+    security::lock_down(ops, host);
+    ops.push((Step::Workdir, Op::Chdir(path_c(&cfg.workdir, "workdir")?)));
+    for (fd, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
+        if let Some(fd) = fd {
+            ops.push((Step::Stdio, Op::Dup2(fd, to)));
+        }
+    }
+    ops.push((Step::Exec, Op::Exec));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -156,5 +188,31 @@ mod tests {
         // With a devices allowlist, CAP_MKNOD is kept (Docker's default set).
         assert!(!calls.contains(&format!("capbset_drop {}", cap::MKNOD)));
         assert!(hooks.0.contains(&"done pivot_root".to_string()));
+    }
+
+    #[test]
+    fn an_exec_plan_is_the_tail_of_the_first_process_plan() {
+        let mut c = cfg(Namespaces::ALL);
+        c.user = Some(User { uid: 1000, gid: 100 });
+        let program = crate::runtime::seccomp::default_program().unwrap();
+        let h = PlanHost { seccomp: Some(program), ..host() };
+        let first = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[9], h).unwrap();
+        let exec = Plan::build_exec(&c, StdioFds { stdin: Some(5), ..Default::default() }, h).unwrap();
+        let record = |plan: &Plan| {
+            let sys = Recorder::default();
+            run_plan(&sys, plan, Received::default(), &mut Steps::default());
+            sys.calls.into_inner()
+        };
+        let (first, exec) = (record(&first), record(&exec));
+        // The user namespace's root ids first: setns(2) kept the host's.
+        assert_eq!(exec[..2], ["setgid 0", "setuid 0"]);
+        // Then exactly what the first process does from its rlimits on.
+        let tail = &first[first.iter().position(|c| c.starts_with("setrlimit")).unwrap()..];
+        let exec_tail: Vec<&String> = exec[2..].iter().filter(|c| !c.starts_with("dup2")).collect();
+        assert_eq!(exec_tail, tail.iter().collect::<Vec<_>>());
+        assert!(exec.contains(&"dup2 5 0".to_string()), "{exec:#?}");
+        // Nothing of the container's world is built again.
+        assert!(!exec.iter().any(|c| c.starts_with("mount") || c.starts_with("pivot_root") || c.starts_with("write")));
+        assert!(!exec.iter().any(|c| c.starts_with("sethostname") || c.starts_with("unshare")));
     }
 }
