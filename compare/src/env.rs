@@ -201,6 +201,8 @@ fn launch_linux(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
         initrd: InitrdSource::Build { rootfs: None },
         workload: Vec::new(),
         program,
+        env: Vec::new(),
+        workdir: None,
         extra_cmdline: None,
         mem_size: 128 << 20,
         timeout: Some(ctx.linux_timeout),

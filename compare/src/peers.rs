@@ -386,9 +386,10 @@ fn qemu_linux(env: Env, workload: &Workload, ctx: &Context) -> Result<Command, S
     Ok(c)
 }
 
-/// The Linux guest's command line: exactly what `vm-linux` gives the same
-/// kernel (virtlab's parameters, this host's work-arounds, `--` and the
-/// program), plus `extra`.
+/// The Linux guest's command line: virtlab's parameters and this host's
+/// work-arounds as `vm-linux` gives them to the same kernel, plus `extra`,
+/// then `--` and the program (which `vm-linux` hands to the same init in
+/// its initramfs's command file instead: the init takes it from either).
 pub fn linux_cmdline(quirks: Option<&str>, extra: Option<&str>, program: &[String]) -> Result<String, String> {
     compose_cmdline(quirks, extra, program).map_err(|e| e.to_string())
 }

@@ -98,6 +98,25 @@ fn bad_input_gets_a_clear_error_and_status_125() {
         (&["vm", "run", "--kernel", "/nonexistent/vmlinux"][..], "cannot read kernel"),
         (&["vm", "run", "--", "/nonexistent/prog"][..], "cannot read workload"),
         (&["vm", "run", "--", "/etc/hostname"][..], "not a static x86_64 ELF"),
+        (&["vm", "run", "-e", "K=V", "--", "ready"][..], "--env and --workdir are for Linux guests"),
+        (&["vm", "run", "-w", "/tmp"][..], "the minikernel runs one workload, with no environment"),
+        // Checked before the kernel is read.
+        (
+            &["vm", "run", "--kernel", "/nonexistent/vmlinux", "--rootfs", "/tmp", "-e", "NOEQ", "--", "sh"][..],
+            "environment entry (--env) \"NOEQ\" has no '='",
+        ),
+        (
+            &["vm", "run", "--kernel", "/nonexistent/vmlinux", "--rootfs", "/tmp", "-w", "tmp", "--", "sh"][..],
+            "working directory (--workdir) \"tmp\" is not absolute",
+        ),
+        (
+            &["vm", "run", "--kernel", "/nonexistent/vmlinux", "--initrd", "/etc/hostname", "-w", "/tmp"][..],
+            "needs the initramfs virtlab builds",
+        ),
+        (
+            &["vm", "run", "--kernel", "/nonexistent/vmlinux", "--initrd", "/etc/hostname", "--", "sh"][..],
+            "or with --rootfs a name in its PATH",
+        ),
     ] {
         let out = virtlab(args);
         assert_eq!(out.status.code(), Some(125), "{args:?}: {}", text(&out.stderr));
@@ -286,6 +305,68 @@ fn linux_kernel_or_skip(test: &str) -> Option<std::path::PathBuf> {
     test_kernel_or_skip(test, &[Origin::Minimal])
 }
 
+/// Whether the host has busybox-static for a guest's root file system;
+/// without it the test is skipped, loudly (a failure under
+/// VIRTLAB_REQUIRE_ROOT=1).
+fn busybox_or_skip(test: &str) -> bool {
+    if std::path::Path::new("/bin/busybox").exists() {
+        return true;
+    }
+    if std::env::var("VIRTLAB_REQUIRE_ROOT").as_deref() == Ok("1") {
+        panic!("{test}: /bin/busybox is missing (apt-get install busybox-static)");
+    }
+    eprintln!("SKIPPED {test}: /bin/busybox is missing (apt-get install busybox-static)");
+    false
+}
+
+/// One boot for everything the guest's command file carries: words with
+/// spaces, quotes and `;` (which the kernel command line cannot carry), a
+/// program name looked up in the guest's PATH, an environment, a working
+/// directory, and the exit status. The root file system is the one
+/// containers use (`virtlab container rootfs`).
+#[test]
+fn linux_guest_runs_any_argv_with_its_environment_and_working_directory() {
+    const TEST: &str = "linux_guest_runs_any_argv_with_its_environment_and_working_directory";
+    if !kvm_or_skip(TEST) {
+        return;
+    }
+    let Some(kernel) = linux_kernel_or_skip(TEST) else { return };
+    if !busybox_or_skip(TEST) {
+        return;
+    }
+    let dir = TestDir::new("exec");
+    let root = dir.0.join("rootfs");
+    let made = virtlab(&["container", "rootfs", root.to_str().unwrap()]);
+    assert!(made.status.success(), "container rootfs: {}", text(&made.stderr));
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["vm", "run", "--json", "--timeout", "600s", "--kernel"])
+        .arg(&kernel)
+        .arg("--rootfs")
+        .arg(&root)
+        .args(["-e", "GREETING=hello world", "-w", "/tmp", "--"])
+        .args(["sh", "-c", "echo \"$GREETING from $(pwd)\"; exit 7"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{}", text(&out.stderr)));
+    let output = v["output"].as_str().unwrap_or_default();
+    let context = format!("stderr:\n{}\nlast lines: {}\noutput:\n{output}", text(&out.stderr), v["last_lines"]);
+    eprintln!("{TEST}: vm run to the guest's exit in {:.1} s", took.as_secs_f64());
+    assert_eq!(out.status.code(), Some(7), "`exit 7` is the VM's status; {context}");
+    assert!(
+        output.lines().any(|l| l.trim_end() == "hello world from /tmp"),
+        "the program's line is missing; {context}"
+    );
+    let cmdline = v["cmdline"].as_str().unwrap();
+    assert!(
+        !cmdline.contains("GREETING") && !cmdline.contains(" -- "),
+        "the program is not on the command line: {cmdline}"
+    );
+}
+
 /// A pseudo-terminal: (master, slave).
 fn open_pty() -> (std::fs::File, std::fs::File) {
     use std::os::fd::FromRawFd;
@@ -308,11 +389,7 @@ fn interactive_console_reaches_a_shell_in_the_linux_guest() {
         return;
     }
     let Some(kernel) = linux_kernel_or_skip(TEST) else { return };
-    if !std::path::Path::new("/bin/busybox").exists() {
-        if std::env::var("VIRTLAB_REQUIRE_ROOT").as_deref() == Ok("1") {
-            panic!("{TEST}: /bin/busybox is missing (apt-get install busybox-static)");
-        }
-        eprintln!("SKIPPED {TEST}: /bin/busybox is missing (apt-get install busybox-static)");
+    if !busybox_or_skip(TEST) {
         return;
     }
     // The smallest root file system with a shell: the guest unpacks every

@@ -1,19 +1,32 @@
 //! virtlab's /init for Linux guests: a static x86_64 program with no libc,
 //! built by `vmm/build.rs` with the host's rustc.
 //!
-//! The kernel starts it as process 1 with the words after `--` on its
-//! command line as arguments: `/init PROGRAM ARGS...` (PROGRAM is an
-//! absolute path; unknown kernel parameters the kernel also passes on come
-//! before it and are skipped). It
+//! What to run comes from one of two places:
+//!
+//! - the command file `/virtlab/exec` (see `command.rs`: the program, its
+//!   arguments, environment and working directory, any bytes but NUL), which
+//!   virtlab writes into every initramfs it builds;
+//! - without that file (a user's own `--initrd`), the kernel command line:
+//!   the kernel starts init with the words after `--` as arguments, `/init
+//!   PROGRAM ARGS...` (PROGRAM is an absolute path; unknown kernel
+//!   parameters the kernel also passes on come before it and are skipped),
+//!   with the default environment, in `/`.
+//!
+//! It
 //!
 //! 1. mounts /proc (and devtmpfs on /dev, when it can),
 //! 2. tells the VMM that user space is running (boot-timer port 0x505,
 //!    marker 1, after `ioperm` opened the ports to it),
-//! 3. runs PROGRAM with ARGS as a child (default: `/virtlab/workload ready`)
-//!    and waits for it, reaping any orphan on the way,
-//! 4. reports the child's exit status (128 + signal if it was killed)
-//!    through the exit port 0x501, which ends the VM,
-//! 5. and if the ports are not available, prints the status and reboots
+//! 3. reads the command file, makes and enters its working directory (as
+//!    Docker does, a missing directory is created), and looks a program
+//!    name without a `/` up in the environment's PATH,
+//! 4. runs the program (default: `/virtlab/workload ready`) as a child and
+//!    waits for it, reaping any orphan on the way,
+//! 5. reports the child's exit status (128 + signal if it was killed; 125
+//!    for a bad command file or working directory, 126 for a program that
+//!    cannot be executed, 127 for one not found, as a shell does) through
+//!    the exit port 0x501, which ends the VM,
+//! 6. and if the ports are not available, prints the status and reboots
 //!    (with `reboot=k` the i8042 reset line ends the VM).
 
 #![no_std]
@@ -27,8 +40,19 @@ mod linux;
 #[path = "../../freestanding/rt/mem.rs"]
 mod mem;
 
+// Shared with the VMM, which writes the file: not every item is used here.
+#[allow(dead_code)]
+mod command;
+
+use command::{status, Command};
 use linux::{c_str, exit, syscall6, write};
 
+const SYS_READ: u64 = 0;
+const SYS_OPEN: u64 = 2;
+const SYS_CLOSE: u64 = 3;
+const SYS_STAT: u64 = 4;
+const SYS_CHDIR: u64 = 80;
+const SYS_MKDIR: u64 = 83;
 const SYS_IOPERM: u64 = 173;
 const SYS_FORK: u64 = 57;
 const SYS_EXECVE: u64 = 59;
@@ -38,6 +62,13 @@ const SYS_REBOOT: u64 = 169;
 const SYS_SYNC: u64 = 162;
 const SYS_IOCTL: u64 = 16;
 const SYS_NANOSLEEP: u64 = 35;
+const O_RDONLY_CLOEXEC: u64 = 0o2000000;
+const ENOENT: i64 = 2;
+const EACCES: i64 = 13;
+/// The longest path the init builds (Linux's PATH_MAX, with the NUL).
+const PATH_MAX: usize = 4096;
+const S_IFMT: u32 = 0o170000;
+const S_IFREG: u32 = 0o100000;
 /// ioctl TIOCOUTQ: bytes still queued for output on a terminal.
 const TIOCOUTQ: u64 = 0x5411;
 
@@ -96,9 +127,197 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
     } else {
         write(2, b"virtlab-init: ioperm failed: cannot reach the exit port (CONFIG_X86_IOPL_IOPERM?)\n");
     }
+    let status = match read_command_file() {
+        Ok(Some(file)) => match command::parse(file) {
+            Ok(cmd) => run_command(&cmd),
+            Err(e) => fail(&[e.message().as_bytes()], status::SETUP),
+        },
+        Ok(None) => run_cmdline(argc, argv),
+        Err(status) => status,
+    };
+    finish(status, ports)
+}
 
-    // The child's argv: ours from the first absolute path on, or the
-    // default. Before it may come kernel parameters the kernel did not
+/// Prints "virtlab-init: " and the parts of a message on standard error;
+/// returns `status`.
+fn fail(message: &[&[u8]], status: u32) -> u32 {
+    write(2, b"virtlab-init: ");
+    for part in message {
+        write(2, part);
+    }
+    write(2, b"\n");
+    status
+}
+
+/// Prints "virtlab-init: WHAT: error N" (N the errno of the negated
+/// result `e`) on standard error; returns `status`.
+fn fail_errno(what: &[&[u8]], e: i64, status: u32) -> u32 {
+    write(2, b"virtlab-init: ");
+    for part in what {
+        write(2, part);
+    }
+    let mut buf = [0u8; 20];
+    write(2, b": error ");
+    write(2, decimal(e.unsigned_abs(), &mut buf));
+    write(2, b"\n");
+    status
+}
+
+/// The command file, read once, into a buffer one byte larger than the
+/// format allows (so a longer file is noticed, not cut).
+static mut FILE: [u8; command::MAX_BYTES + 1] = [0; command::MAX_BYTES + 1];
+
+/// The command file's bytes, or None when there is none (then the kernel
+/// command line says what to run). An error is the status to report.
+fn read_command_file() -> Result<Option<&'static [u8]>, u32> {
+    // SAFETY: PATH_C is a NUL-terminated path; the other arguments are
+    // integers.
+    let fd = unsafe { syscall6(SYS_OPEN, command::PATH_C.as_ptr() as u64, O_RDONLY_CLOEXEC, 0, 0, 0, 0) as i64 };
+    if fd == -ENOENT {
+        return Ok(None);
+    }
+    if fd < 0 {
+        return Err(fail_errno(&[b"cannot open ", command::PATH.as_bytes()], fd, status::SETUP));
+    }
+    // SAFETY: the init is single-threaded and main calls this function
+    // once, so this is the only reference to FILE ever made; FILE lives
+    // for the rest of the program.
+    let buf: &'static mut [u8; command::MAX_BYTES + 1] = unsafe { &mut *(&raw mut FILE) };
+    let mut len = 0;
+    let mut result = Ok(());
+    while len < buf.len() {
+        let room = &mut buf[len..];
+        // SAFETY: `room` is valid for writes of room.len() bytes.
+        let n = unsafe { syscall6(SYS_READ, fd as u64, room.as_mut_ptr() as u64, room.len() as u64, 0, 0, 0) as i64 };
+        if n <= 0 {
+            result = if n < 0 { Err(n) } else { Ok(()) };
+            break;
+        }
+        len += n as usize;
+    }
+    // SAFETY: close takes an integer; fd is ours.
+    unsafe { syscall6(SYS_CLOSE, fd as u64, 0, 0, 0, 0, 0) };
+    match result {
+        Ok(()) => Ok(Some(&buf[..len])),
+        Err(e) => Err(fail_errno(&[b"cannot read ", command::PATH.as_bytes()], e, status::SETUP)),
+    }
+}
+
+/// Runs what the command file says: the working directory, the
+/// environment, the program looked up in its PATH, then the child.
+fn run_command(cmd: &Command<'static>) -> u32 {
+    // The environment: the file's (with the default PATH when it has
+    // none), or the default one. At most MAX_ENTRIES entries, one PATH and
+    // the NULL.
+    let mut envp = [core::ptr::null::<u8>(); command::MAX_ENTRIES + 2];
+    let search = command::lookup(cmd.env, b"PATH");
+    let default_path = &command::DEFAULT_PATH[b"PATH=".len()..command::DEFAULT_PATH.len() - 1];
+    if cmd.env_len == 0 {
+        for (slot, e) in envp.iter_mut().zip(command::DEFAULT_ENV) {
+            *slot = e.as_ptr();
+        }
+    } else {
+        for (slot, e) in envp.iter_mut().zip(cmd.env) {
+            *slot = e.as_ptr();
+        }
+        if search.is_none() {
+            envp[cmd.env_len] = command::DEFAULT_PATH.as_ptr();
+        }
+    }
+    if !cmd.workdir.is_empty() {
+        if let Err(status) = enter(cmd.workdir) {
+            return status;
+        }
+    }
+    let mut argv = [core::ptr::null::<u8>(); command::MAX_ENTRIES + 1];
+    for (slot, a) in argv.iter_mut().zip(cmd.argv) {
+        *slot = a.as_ptr();
+    }
+    let mut words = cmd.argv;
+    let name = words.next().unwrap_or(b"");
+    let mut found = [0u8; PATH_MAX];
+    let program = if name.contains(&b'/') {
+        name.as_ptr()
+    } else {
+        match find_in_path(name, search.unwrap_or(default_path), &mut found) {
+            Ok(()) => found.as_ptr(),
+            Err(status) => return status,
+        }
+    };
+    spawn(program, argv.as_ptr(), envp.as_ptr())
+}
+
+/// Makes the absolute directory `dir` (followed by its NUL in the command
+/// file) and its parents, as Docker makes a missing working directory, and
+/// enters it.
+fn enter(dir: &'static [u8]) -> Result<(), u32> {
+    let mut path = [0u8; PATH_MAX];
+    if dir.len() < PATH_MAX {
+        path[..dir.len()].copy_from_slice(dir);
+        for end in 1..=dir.len() {
+            if end == dir.len() || dir[end] == b'/' {
+                path[end] = 0;
+                // SAFETY: path[..=end] is a NUL-terminated string in a live
+                // buffer; an existing directory is no error worth a word
+                // (chdir below tells what matters).
+                unsafe { syscall6(SYS_MKDIR, path.as_ptr() as u64, 0o755, 0, 0, 0, 0) };
+                path[end] = if end == dir.len() { 0 } else { b'/' };
+            }
+        }
+    }
+    // SAFETY: dir is followed by its NUL in the command file's buffer.
+    let r = unsafe { syscall6(SYS_CHDIR, dir.as_ptr() as u64, 0, 0, 0, 0, 0) as i64 };
+    if r < 0 {
+        return Err(fail_errno(&[b"cannot enter the working directory ", dir], r, status::SETUP));
+    }
+    Ok(())
+}
+
+/// Looks `name` up in the directories of `search` (a PATH value; an empty
+/// entry is the current directory) as execvp does: the first regular file
+/// with an execute bit wins, and its path is left in `out` with a NUL.
+fn find_in_path(name: &[u8], search: &[u8], out: &mut [u8; PATH_MAX]) -> Result<(), u32> {
+    let mut denied = false;
+    for dir in search.split(|&b| b == b':') {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let len = dir.len() + 1 + name.len();
+        if len >= PATH_MAX {
+            continue;
+        }
+        out[..dir.len()].copy_from_slice(dir);
+        out[dir.len()] = b'/';
+        out[dir.len() + 1..len].copy_from_slice(name);
+        out[len] = 0;
+        match file_mode(out) {
+            Some(mode) if mode & S_IFMT == S_IFREG && mode & 0o111 != 0 => return Ok(()),
+            Some(mode) if mode & S_IFMT == S_IFREG => denied = true,
+            _ => {}
+        }
+    }
+    Err(if denied {
+        fail(&[name, b": permission denied (in PATH, but not executable)"], status::NOT_EXECUTABLE)
+    } else {
+        fail(&[name, b": not found"], status::NOT_FOUND)
+    })
+}
+
+/// stat(2)'s st_mode of the NUL-terminated path at the start of `path`,
+/// if it exists.
+fn file_mode(path: &[u8]) -> Option<u32> {
+    // x86_64's struct stat is 144 bytes; st_mode is the u32 at offset 24
+    // (after st_dev, st_ino and st_nlink, 8 bytes each).
+    let mut st = [0u64; 18];
+    // SAFETY: path holds a NUL-terminated string; st is 144 writable
+    // bytes, the size of the struct stat the kernel fills.
+    let r = unsafe { syscall6(SYS_STAT, path.as_ptr() as u64, st.as_mut_ptr() as u64, 0, 0, 0, 0) as i64 };
+    (r == 0).then_some(st[3] as u32)
+}
+
+/// What the kernel command line says (no command file): the words from
+/// the first absolute path on, or the default workload; the default
+/// environment; the directory `/`.
+fn run_cmdline(argc: usize, argv: *const *const u8) -> u32 {
+    // Before the program may come kernel parameters the kernel did not
     // know (it hands those to init too, e.g. "noxsave").
     let default_argv: [*const u8; 3] = [DEFAULT_PROGRAM.as_ptr(), DEFAULT_ARG.as_ptr(), core::ptr::null()];
     let mut first = 1;
@@ -108,49 +327,54 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
     }
     // SAFETY: first <= argc, and argv[argc] is the NULL terminator.
     let child_argv: *const *const u8 = if first < argc { unsafe { argv.add(first) } } else { default_argv.as_ptr() };
-    let envp: [*const u8; 4] = [
-        b"PATH=/bin:/sbin:/usr/bin:/usr/sbin\0".as_ptr(),
-        b"HOME=/\0".as_ptr(),
-        b"TERM=linux\0".as_ptr(),
-        core::ptr::null(),
-    ];
+    let [path, home, term] = command::DEFAULT_ENV;
+    let envp: [*const u8; 4] = [path.as_ptr(), home.as_ptr(), term.as_ptr(), core::ptr::null()];
+    // SAFETY: child_argv is a NULL-terminated array with at least one
+    // string before the NULL.
+    spawn(unsafe { *child_argv }, child_argv, envp.as_ptr())
+}
 
+/// Runs `program` with `argv` and `envp` (NULL-terminated arrays of
+/// NUL-terminated strings, alive until this returns) as a child and waits
+/// for it: its exit status, or 128 + signal if it was killed.
+fn spawn(program: *const u8, argv: *const *const u8, envp: *const *const u8) -> u32 {
     // SAFETY: fork has no arguments.
     let pid = unsafe { syscall6(SYS_FORK, 0, 0, 0, 0, 0, 0) as i64 };
     if pid == 0 {
         // The child: become the program.
-        // SAFETY: child_argv[0] is a NUL-terminated path; both vectors are
-        // NULL-terminated arrays of NUL-terminated strings.
-        let e = unsafe {
-            syscall6(SYS_EXECVE, *child_argv as u64, child_argv as u64, envp.as_ptr() as u64, 0, 0, 0) as i64
+        // SAFETY: program is a NUL-terminated path; both vectors are
+        // NULL-terminated arrays of NUL-terminated strings (the caller's
+        // promise).
+        let e = unsafe { syscall6(SYS_EXECVE, program as u64, argv as u64, envp as u64, 0, 0, 0) as i64 };
+        // SAFETY: program is NUL-terminated and lives on.
+        let name = unsafe { c_str(program) };
+        let status = match e {
+            _ if e == -ENOENT => fail(&[name, b": not found"], status::NOT_FOUND),
+            _ if e == -EACCES => fail(&[b"cannot execute ", name, b": permission denied"], status::NOT_EXECUTABLE),
+            _ => fail_errno(&[b"cannot execute ", name], e, status::NOT_EXECUTABLE),
         };
-        let mut buf = [0u8; 20];
-        write(2, b"virtlab-init: cannot execute ");
-        // SAFETY: child_argv[0] is NUL-terminated and lives on.
-        write(2, unsafe { c_str(*child_argv) });
-        write(2, b": error ");
-        write(2, decimal(e.unsigned_abs(), &mut buf));
-        write(2, b"\n");
-        exit(127);
+        exit(u64::from(status));
     }
-    let status: u32 = if pid < 0 {
-        write(2, b"virtlab-init: fork failed\n");
-        125
-    } else {
-        // Reap until our child is done (process 1 inherits every orphan).
-        loop {
-            let mut wstatus: i32 = 0;
-            // SAFETY: wstatus is a live i32.
-            let r = unsafe { syscall6(SYS_WAIT4, u64::MAX, &mut wstatus as *mut i32 as u64, 0, 0, 0, 0) as i64 };
-            if r == pid {
-                let w = wstatus as u32;
-                break if w & 0x7f == 0 { (w >> 8) & 0xff } else { 128 + (w & 0x7f) };
-            }
-            if r < 0 {
-                break 125;
-            }
+    if pid < 0 {
+        return fail_errno(&[b"fork failed"], pid, status::SETUP);
+    }
+    // Reap until our child is done (process 1 inherits every orphan).
+    loop {
+        let mut wstatus: i32 = 0;
+        // SAFETY: wstatus is a live i32.
+        let r = unsafe { syscall6(SYS_WAIT4, u64::MAX, &mut wstatus as *mut i32 as u64, 0, 0, 0, 0) as i64 };
+        if r == pid {
+            let w = wstatus as u32;
+            return if w & 0x7f == 0 { (w >> 8) & 0xff } else { 128 + (w & 0x7f) };
         }
-    };
+        if r < 0 {
+            return status::SETUP;
+        }
+    }
+}
+
+/// Hands `status` to the VMM and ends the VM.
+fn finish(status: u32, ports: bool) -> ! {
     // SAFETY: sync has no arguments.
     unsafe { syscall6(SYS_SYNC, 0, 0, 0, 0, 0, 0) };
     // Let the console send what the program wrote before the VM ends: the
@@ -180,7 +404,6 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
     unsafe { syscall6(SYS_REBOOT, 0xfee1_dead, 0x2812_1969, 0x0123_4567, 0, 0, 0) };
     exit(u64::from(status))
 }
-
 #[panic_handler]
 fn panic(_: &PanicInfo) -> ! {
     write(2, b"virtlab-init: panic\n");

@@ -55,6 +55,8 @@ fn linux_run(kernel: PathBuf, initrd: Option<PathBuf>) -> Result<(), String> {
         },
         workload: Vec::new(),
         program: Vec::new(),
+        env: Vec::new(),
+        workdir: None,
         extra_cmdline: None,
         mem_size: 128 << 20,
         timeout: Some(Duration::from_secs(30)),

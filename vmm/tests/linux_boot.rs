@@ -22,6 +22,8 @@ fn config(kernel: PathBuf, program: &[&str]) -> LinuxConfig {
         initrd: InitrdSource::Build { rootfs: None },
         workload: Vec::new(),
         program: program.iter().map(|s| s.to_string()).collect(),
+        env: Vec::new(),
+        workdir: None,
         extra_cmdline: None,
         mem_size: 128 << 20,
         timeout: Some(Duration::from_secs(30)),
@@ -64,13 +66,29 @@ fn bad_input_is_refused_before_the_guest_runs() {
     c.kernel = text.clone();
     c.mem_size = 8 << 20;
     assert!(err(&c).contains("--mem"));
-    let mut c = config(write_temp("mk", virtlab_minikernel::ELF), &[]);
+    let mk = write_temp("mk", virtlab_minikernel::ELF);
+    let mut c = config(mk.clone(), &[]);
     c.initrd = InitrdSource::File(PathBuf::from("/nonexistent/initrd"));
     assert!(err(&c).contains("cannot read initrd /nonexistent/initrd"));
     c.initrd = InitrdSource::Build { rootfs: Some(PathBuf::from("/nonexistent/rootfs")) };
     assert!(err(&c).contains("/nonexistent/rootfs"));
-    let c = config(c.kernel, &["/bin/echo", "two words"]);
+    // A ready-made initrd gets the program on the kernel command line,
+    // which cannot carry spaces, and no environment or directory at all.
+    let initrd = write_temp("initrd", b"07070");
+    let mut c = config(c.kernel, &["/bin/echo", "two words"]);
+    c.initrd = InitrdSource::File(initrd.clone());
     assert!(err(&c).contains("cannot be passed on the kernel command line"));
+    c.program = vec!["/bin/true".into()];
+    c.workdir = Some("/tmp".into());
+    assert!(err(&c).contains("needs the initramfs virtlab builds"));
+    // Virtlab's initramfs carries them in its command file; bad ones are
+    // refused before any file is read.
+    let mut c = config(PathBuf::from("/nonexistent/vmlinux"), &["sh", "-c", "echo a; exit 3"]);
+    c.env = vec!["NOT-AN-ENTRY".into()];
+    assert!(err(&c).contains("environment entry (--env) \"NOT-AN-ENTRY\" has no '='"), "{}", err(&c));
+    c.env = vec!["K=V".into()];
+    c.workdir = Some("relative".into());
+    assert!(err(&c).contains("is not absolute"), "{}", err(&c));
     // An ARM vmlinux: refused for what it is, before KVM is opened.
     let mut arm = virtlab_minikernel::ELF.to_vec();
     arm[18..20].copy_from_slice(&40u16.to_le_bytes());
@@ -78,7 +96,7 @@ fn bad_input_is_refused_before_the_guest_runs() {
     let arm = write_temp("arm", &arm);
     let e = err(&config(arm.clone(), &[]));
     assert!(e.contains("x86_64 ELF64 executable (ET_EXEC)") && e.contains("for ARM (e_machine 40)"), "{e}");
-    for p in [text, bz, arm, c.kernel] {
+    for p in [text, bz, arm, initrd, mk] {
         let _ = std::fs::remove_file(p);
     }
 }

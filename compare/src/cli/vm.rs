@@ -22,6 +22,17 @@ pub enum VmCommand {
     /// cpu mode; `virtlab vm run -- ./prog arg` runs a static x86_64 ELF.
     /// The exit status is the workload's (128+signal number for a fault, as
     /// for a native process; 124 on timeout; 125 when virtlab fails).
+    ///
+    /// With a Linux kernel the words after `--` are a program in the guest
+    /// and its arguments, any words at all (virtlab's initramfs carries them
+    /// in a file, not on the kernel command line), with an environment and
+    /// a working directory of your choice; a name without `/` is looked up
+    /// in the guest's PATH:
+    ///   virtlab vm run --rootfs DIR -e GREETING='hello world' -w /tmp -- \
+    ///       sh -c 'echo "$GREETING from $(pwd)"; exit 7'
+    /// A program that is not found exits 127, one that cannot be executed
+    /// 126, and 125 when the working directory cannot be made or entered,
+    /// as with Docker.
     #[command(verbatim_doc_comment)]
     Run(VmRunArgs),
 }
@@ -44,12 +55,24 @@ pub struct VmRunArgs {
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
     /// Linux: the initrd to pass as is (instead of the one virtlab builds).
+    /// Its init gets the program on the kernel command line: an absolute
+    /// path, words without spaces or quotes, and no --env or --workdir.
     #[arg(long, value_name = "FILE", conflicts_with = "rootfs")]
     initrd: Option<PathBuf>,
     /// Linux: a directory put into the initramfs virtlab builds (e.g. a
     /// busybox root file system), under virtlab's init and workload.
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
+    /// Linux: set an environment variable for the program (repeatable).
+    /// Without any the program gets PATH=/bin:/sbin:/usr/bin:/usr/sbin,
+    /// HOME=/ and TERM=linux; with some it gets exactly those, plus that
+    /// PATH if they set none.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Linux: the program's working directory in the guest (an absolute
+    /// path, made if missing, as Docker does; default /).
+    #[arg(short = 'w', long, value_name = "DIR")]
+    workdir: Option<String>,
     /// Linux: kernel parameters to add (e.g. "quiet").
     #[arg(long, value_name = "PARAMS")]
     cmdline: Option<String>,
@@ -87,7 +110,8 @@ pub struct VmRunArgs {
     #[arg(long)]
     json: bool,
     /// The workload and its arguments (default: the built-in workload's
-    /// `ready` mode).
+    /// `ready` mode); for a Linux guest, a program in it (a path, or with
+    /// --rootfs a name in its PATH) and its arguments.
     #[arg(last = true, value_name = "WORKLOAD")]
     workload: Vec<String>,
 }
@@ -102,6 +126,12 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<u8> {
 fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     if wants_linux(&args) {
         return linux_run(args);
+    }
+    if !args.env.is_empty() || args.workdir.is_some() {
+        anyhow::bail!(
+            "--env and --workdir are for Linux guests (--kernel with a Linux kernel, or --rootfs DIR): the minikernel \
+             runs one workload, with no environment and no working directory"
+        );
     }
     let mut config = VmConfig::builtin_workload(&[]);
     config.kernel = match &args.kernel {
@@ -238,15 +268,17 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
         }
     };
     let words = workload_words(&args);
-    // A workload mode runs the built-in workload; anything else is a path
-    // inside the guest (from --rootfs or --initrd).
-    let program = if words[0].contains('/') {
+    // A workload mode runs the built-in workload; a path is a program
+    // inside the guest (from --rootfs or --initrd); with --rootfs, so is a
+    // name, which the guest's init looks up in its PATH.
+    let program = if words[0].contains('/') || (args.rootfs.is_some() && !is_builtin_mode(&words[0])) {
         words
     } else if is_builtin_mode(&words[0]) {
         std::iter::once(virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string()).chain(words).collect()
     } else {
         anyhow::bail!(
-            "unknown workload mode {:?}; use one of {} (or a path inside the guest, e.g. /bin/sh with --rootfs)",
+            "unknown workload mode {:?}; use one of {} (or a program inside the guest: a path, e.g. /bin/sh, or with \
+             --rootfs a name in its PATH, e.g. sh)",
             words[0],
             virtlab_workload::MODES.join(", ")
         );
@@ -261,6 +293,8 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
         },
         workload: Vec::new(),
         program,
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
         extra_cmdline: args.cmdline.clone(),
         mem_size: args.mem.unwrap_or(DEFAULT_MEM),
         timeout: (!timeout.is_zero()).then_some(timeout),

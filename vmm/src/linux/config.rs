@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::command::{self, CommandError};
+use super::initramfs::WORKLOAD_PATH;
+
 /// The guest's initial RAM disk.
 #[derive(Debug, Clone)]
 pub enum InitrdSource {
@@ -27,9 +30,21 @@ pub struct LinuxConfig {
     pub initrd: InitrdSource,
     /// The workload binary put at `/virtlab/workload` (empty: the built-in one).
     pub workload: Vec<u8>,
-    /// What the init runs: a guest path and its arguments (empty: the
-    /// workload's `ready` mode).
+    /// What the init runs: the program and its arguments (empty: the
+    /// workload's `ready` mode). With the initramfs virtlab builds, any
+    /// words but NUL, and a program name without `/` is looked up in the
+    /// guest's PATH; with `--initrd FILE` they go on the kernel command
+    /// line, so the program is an absolute path and no word has a space, a
+    /// quote or is empty.
     pub program: Vec<String>,
+    /// The program's environment, `KEY=VALUE` entries (empty: the init's
+    /// default, `PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/ TERM=linux`; an
+    /// environment without `PATH` gets that `PATH`). Needs the initramfs
+    /// virtlab builds.
+    pub env: Vec<String>,
+    /// The program's working directory, an absolute guest path, made if
+    /// missing (None: `/`). Needs the initramfs virtlab builds.
+    pub workdir: Option<String>,
     /// Kernel parameters added to virtlab's.
     pub extra_cmdline: Option<String>,
     /// Guest RAM in bytes.
@@ -38,6 +53,32 @@ pub struct LinuxConfig {
     pub timeout: Option<Duration>,
     /// Feed this process's standard input to the guest's console.
     pub interactive: bool,
+}
+
+impl LinuxConfig {
+    /// The program and its arguments the init runs: [`LinuxConfig::program`],
+    /// or the workload's `ready` mode.
+    pub fn argv(&self) -> Vec<String> {
+        if self.program.is_empty() {
+            vec![WORKLOAD_PATH.to_string(), "ready".to_string()]
+        } else {
+            self.program.clone()
+        }
+    }
+
+    /// The guest's command file (`/virtlab/exec`) for the initramfs virtlab
+    /// builds, checked (see [`command::encode`]); None for an initrd file,
+    /// whose init gets the program on the kernel command line instead and
+    /// can get no environment or working directory.
+    pub fn command_file(&self) -> Result<Option<Vec<u8>>, CommandError> {
+        match self.initrd {
+            InitrdSource::Build { .. } => command::encode(&self.argv(), &self.env, self.workdir.as_deref()).map(Some),
+            InitrdSource::File(_) if !self.env.is_empty() || self.workdir.is_some() => {
+                Err(CommandError::NeedsBuiltInitramfs)
+            }
+            InitrdSource::File(_) => Ok(None),
+        }
+    }
 }
 
 /// The smallest guest RAM for Linux.
@@ -53,13 +94,14 @@ pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 io_delay=none rd
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CmdlineError {
     /// An argument the kernel would split or drop.
-    #[error("the argument {0:?} cannot be passed on the kernel command line (no spaces, quotes or empty words)")]
+    #[error("the argument {0:?} cannot be passed on the kernel command line (no spaces, quotes or empty words); without --initrd, virtlab's initramfs carries any argument")]
     BadArgument(String),
 }
 
 /// The full command line: virtlab's parameters, the host work-arounds,
 /// the user's, then `--` and the program with its arguments (the kernel
-/// hands everything after `--` to init as its argv).
+/// hands everything after `--` to init as its argv). `program` is empty
+/// when the initramfs carries a command file instead.
 pub fn compose_cmdline(quirks: Option<&str>, extra: Option<&str>, program: &[String]) -> Result<String, CmdlineError> {
     let mut s = BASE_CMDLINE.to_string();
     for part in [quirks, extra].into_iter().flatten() {

@@ -1,6 +1,7 @@
 //! [`LinuxError`]: what keeps a Linux guest from running.
 
 use super::boot::{layout, BootError};
+use super::command::CommandError;
 use super::config::{CmdlineError, MIN_MEM};
 use super::initramfs::InitramfsError;
 use super::kernel::KernelError;
@@ -40,6 +41,9 @@ pub enum LinuxError {
     /// A bad command-line word.
     #[error(transparent)]
     Cmdline(#[from] CmdlineError),
+    /// A bad program, environment or working directory.
+    #[error(transparent)]
+    Command(#[from] CommandError),
     /// The workload is not a static executable.
     #[error(transparent)]
     Workload(#[from] crate::loader::LoadError),

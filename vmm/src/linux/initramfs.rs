@@ -7,12 +7,14 @@
 //! Every archive holds virtlab's own `/virtlab/init` (a static program with
 //! no libc, see `guest-init/init.rs`; the kernel runs it through
 //! `rdinit=/virtlab/init`), the workload binary at `/virtlab/workload`,
-//! `/dev/console` and the mount points `/proc`, `/sys` and `/dev`. A root
-//! file system directory (`--rootfs`) is added underneath.
+//! `/dev/console` and the mount points `/proc`, `/sys` and `/dev`; a
+//! `vm run` adds the command file `/virtlab/exec` (see [`super::command`]).
+//! A root file system directory (`--rootfs`) is added underneath.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::command::format as command;
 use crate::input::{self, FileRole, InputError};
 
 /// virtlab's /init for Linux guests, built by `build.rs`.
@@ -221,14 +223,22 @@ impl CpioWriter {
 }
 
 /// The initramfs for a Linux guest: virtlab's init and the workload, on
-/// top of `rootfs` when one is given.
+/// top of `rootfs` when one is given. It has no command file: its init
+/// runs what the kernel command line says (as for QEMU's `-append`).
 pub fn build(workload: &[u8], rootfs: Option<&Path>) -> Result<Vec<u8>, InitramfsError> {
-    build_within(workload, rootfs, u64::MAX)
+    build_within(workload, None, rootfs, u64::MAX)
 }
 
-/// As [`build`], reading at most `limit` bytes of `rootfs` (the guest
-/// memory size: a larger archive could not be loaded anyway).
-pub fn build_within(workload: &[u8], rootfs: Option<&Path>, limit: u64) -> Result<Vec<u8>, InitramfsError> {
+/// As [`build`], with the command file `command` (see
+/// [`super::command::encode`]) at `/virtlab/exec` when given, reading at
+/// most `limit` bytes of `rootfs` (the guest memory size: a larger archive
+/// could not be loaded anyway).
+pub fn build_within(
+    workload: &[u8],
+    command: Option<&[u8]>,
+    rootfs: Option<&Path>,
+    limit: u64,
+) -> Result<Vec<u8>, InitramfsError> {
     let mut w = CpioWriter::with_budget(limit);
     if let Some(dir) = rootfs {
         w.tree(dir)?;
@@ -241,6 +251,9 @@ pub fn build_within(workload: &[u8], rootfs: Option<&Path>, limit: u64) -> Resul
         .dir("virtlab", 0o755)
         .file(INIT_PATH, 0o755, INIT_ELF)
         .file(WORKLOAD_PATH, 0o755, workload);
+    if let Some(command) = command {
+        w.file(command::PATH, 0o644, command);
+    }
     Ok(w.finish())
 }
 
@@ -321,6 +334,26 @@ mod tests {
         }
     }
 
+    /// The command file is the archive's last file: it wins over a
+    /// rootfs's own `/virtlab/exec`. Without one there is none.
+    #[test]
+    fn the_command_file_comes_last() {
+        let dir = std::env::temp_dir().join(format!("virtlab-cpio-exec-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("virtlab")).unwrap();
+        std::fs::write(dir.join("virtlab/exec"), b"stale").unwrap();
+        let out = build_within(b"wl", Some(b"new"), Some(&dir), u64::MAX).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The end of a header (namesize 13, check 0) and the name: the
+        // init's own bytes hold the path too.
+        let name = b"0000000D00000000virtlab/exec\0";
+        let last = out.windows(name.len()).rposition(|w| w == name).unwrap();
+        let trailer = out.windows(10).rposition(|w| w == b"TRAILER!!!").unwrap();
+        assert!(out[last..trailer].windows(3).any(|w| w == b"new"), "the new file is the last before the trailer");
+        assert_eq!(&out[last - 94 + 14..last - 94 + 22], b"000081A4", "a regular file, mode 0644");
+        let plain = build(b"wl", None).unwrap();
+        assert!(!plain.windows(name.len()).any(|w| w == name), "build() writes no command file");
+    }
+
     #[test]
     fn the_init_is_a_static_executable() {
         let img = crate::loader::parse_user_elf(INIT_ELF).unwrap();
@@ -335,8 +368,8 @@ mod tests {
         std::fs::write(dir.join("a"), [1u8; 3000]).unwrap();
         std::fs::write(dir.join("b"), [2u8; 3000]).unwrap();
         std::fs::write(dir.join("empty"), b"").unwrap();
-        let small = build_within(b"", Some(&dir), 4096).unwrap_err();
-        let fits = build_within(b"", Some(&dir), 1 << 20);
+        let small = build_within(b"", None, Some(&dir), 4096).unwrap_err();
+        let fits = build_within(b"", None, Some(&dir), 1 << 20);
         std::fs::remove_dir_all(&dir).unwrap();
         let InitramfsError::File(InputError::TooLarge { path, size: 3000, limit, .. }) = &small else {
             panic!("{small}")

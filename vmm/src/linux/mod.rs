@@ -11,7 +11,8 @@
 //! 2. **Kernel**: an ELF vmlinux entered through its PVH note, or a bzImage
 //!    through the 64-bit boot protocol with a zero page ([`kernel`],
 //!    [`boot`]); the command line; the initramfs ([`initramfs`]): virtlab's
-//!    tiny static init and the workload.
+//!    tiny static init, the workload, and the command file saying what the
+//!    init runs, with which environment, where ([`command`]).
 //! 3. **vCPU**: CPUID as KVM supports it (filtered on quirky hosts,
 //!    [`host_quirks`]), MSRs, the local APIC's LINT0/LINT1 wired as on a
 //!    PC, registers for the entry point.
@@ -22,6 +23,7 @@
 //!    timeout, reporting the last console lines ([`run`]).
 
 pub mod boot;
+pub mod command;
 pub mod config;
 mod console;
 mod error;
@@ -34,6 +36,7 @@ pub mod report;
 pub mod run;
 mod vcpu;
 
+pub use command::CommandError;
 pub use config::{compose_cmdline, CmdlineError, InitrdSource, LinuxConfig, BASE_CMDLINE, DEFAULT_MEM, MIN_MEM};
 pub use host_quirks::HostQuirks;
 pub use report::LinuxReport;

@@ -17,7 +17,7 @@ use super::config::{compose_cmdline, InitrdSource, LinuxConfig, MIN_MEM};
 use super::console::{start_input, Tee, TeeState, UartKicker};
 use super::fixups::HostFixups;
 use super::host_quirks::HostQuirks;
-use super::initramfs::{self, WORKLOAD_PATH};
+use super::initramfs;
 use super::kernel::{self, Entry, LoadedKernel};
 use super::report::{find_panic, last_lines, LinuxReport};
 use super::vcpu::setup_vcpu;
@@ -152,6 +152,9 @@ struct Prepared {
 /// bad file is the user's mistake, and is reported as such.
 fn prepare(config: &LinuxConfig) -> Result<Prepared, LinuxError> {
     check_mem(config.mem_size)?;
+    // The program, environment and directory: the user's words, checked
+    // before any file is read.
+    let command = config.command_file()?;
     let kernel_name = config.kernel.display().to_string();
     let mut image = kernel::Image::open(&config.kernel).map_err(LinuxError::ReadKernel)?;
     let format = kernel::detect(&image.head, &kernel_name)?;
@@ -162,16 +165,16 @@ fn prepare(config: &LinuxConfig) -> Result<Prepared, LinuxError> {
     let workload = workload_or_builtin(&config.workload);
     crate::loader::parse_user_elf(workload)?;
     let initrd = match &config.initrd {
-        InitrdSource::Build { rootfs } => initramfs::build_within(workload, rootfs.as_deref(), config.mem_size)?,
+        InitrdSource::Build { rootfs } => {
+            initramfs::build_within(workload, command.as_deref(), rootfs.as_deref(), config.mem_size)?
+        }
         InitrdSource::File(p) => input::read(p, FileRole::Initrd, config.mem_size).map_err(LinuxError::ReadInitrd)?,
     };
     let quirks = HostQuirks::probe();
-    let program: Vec<String> = if config.program.is_empty() {
-        vec![WORKLOAD_PATH.to_string(), "ready".to_string()]
-    } else {
-        config.program.clone()
-    };
-    let cmdline = compose_cmdline(quirks.cmdline(), config.extra_cmdline.as_deref(), &program)?;
+    // The program goes on the command line only when no command file
+    // carries it.
+    let on_cmdline = if command.is_some() { Vec::new() } else { config.argv() };
+    let cmdline = compose_cmdline(quirks.cmdline(), config.extra_cmdline.as_deref(), &on_cmdline)?;
     Ok(Prepared { kernel_name, image, initrd, quirks, cmdline })
 }
 
