@@ -467,3 +467,65 @@ fn events_stream_as_they_happen_and_run_it_gives_a_shell_whose_exit_stops_the_co
     assert!(lab.v(&["rm"], &["before", "shell"]).status.success());
     lab.assert_nothing_left();
 }
+
+/// `--runtime vm`: the same image, the same commands, but a Linux guest of
+/// virtlab's VMM runs it. One boot (slow on a nested host) for all of it.
+#[test]
+fn the_same_image_runs_as_a_vm_under_the_same_commands() {
+    const TEST: &str = "the_same_image_runs_as_a_vm_under_the_same_commands";
+    if !virtlab_vmm::probe::kvm_or_skip(TEST) {
+        return;
+    }
+    use virtlab_vmm::linux::provision::{test_kernel_or_skip, Origin};
+    if test_kernel_or_skip(TEST, &[Origin::Minimal]).is_none() {
+        return;
+    }
+    let Some(lab) = Lab::new(TEST) else { return };
+    // What the VM runtime cannot do is refused before anything is made.
+    let refused = lab.v(&["run"], &["--runtime", "vm", "--pids", "10", "busybox", "true"]);
+    assert_eq!(refused.status.code(), Some(125), "{}", err(&refused));
+    assert!(err(&refused).contains("--runtime vm"), "{}", err(&refused));
+    let out = lab.v(
+        &["run"],
+        &[
+            "-d",
+            "--runtime",
+            "vm",
+            "--name",
+            "guest",
+            "-e",
+            "WHO=a guest",
+            "busybox",
+            "sh",
+            "-c",
+            "echo \"$WHO on $(uname -r)\"; sleep 600",
+        ],
+    );
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(lab.ps_status("guest").starts_with("Up "), "{}", lab.ps_status("guest"));
+    let runtime = text(&lab.v(&["inspect"], &["--format", "{{.HostConfig.Runtime}}", "guest"]));
+    assert_eq!(runtime, "vm\n");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let line = loop {
+        let log = text(&lab.v(&["logs"], &["guest"]));
+        if let Some(l) = log.lines().find(|l| l.starts_with("a guest on ")) {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "the guest did not print within 300 s: {log:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Its own kernel, not the host's.
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(line.trim_start_matches("a guest on "), host.trim(), "{line}");
+    // Only the command's output is in the log, not the kernel's messages.
+    assert!(!text(&lab.v(&["logs"], &["guest"])).contains("Linux version"));
+    // stop: the VMM gets SIGTERM; the container ends by that signal.
+    let stop = lab.v(&["stop"], &["-t", "5", "guest"]);
+    assert!(stop.status.success(), "{}", err(&stop));
+    assert!(lab.ps_status("guest").starts_with("Exited (143)"), "{}", lab.ps_status("guest"));
+    let actions =
+        text(&lab.v(&["events"], &["--until", "0s", "--filter", "container=guest", "--format", "{{.Action}}"]));
+    assert_eq!(actions, "create\nstart\nkill\ndie\nstop\n");
+    assert_eq!(text(&lab.v(&["rm"], &["guest"])), "guest\n");
+    lab.assert_nothing_left();
+}

@@ -85,7 +85,16 @@ fn boot(root: &Path, c: &Container, attached: bool) -> anyhow::Result<i32> {
         .path;
     let exe = std::env::current_exe().context("cannot find the virtlab binary to run the VM")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["vm", "run", "--kernel"]).arg(&kernel).args(["--rootfs", &rootfs, "--timeout", "none"]);
+    // `quiet`: the console carries the command's output, as a
+    // container's log does, not the kernel's boot messages.
+    cmd.args(["vm", "run", "--kernel"]).arg(&kernel).args([
+        "--rootfs",
+        &rootfs,
+        "--timeout",
+        "none",
+        "--cmdline",
+        "quiet",
+    ]);
     if let Some(m) = spec.memory {
         cmd.args(["--mem", &m.to_string()]);
     }
