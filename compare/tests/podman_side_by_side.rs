@@ -152,6 +152,10 @@ fn virtlab_and_podman_agree_on_a_containers_life() {
     let id = lab.both(&["run", "-d", "--name", "b", "IMAGE", "sleep", "60"]);
     assert_eq!((id.0.code, id.1.code), (Some(0), Some(0)));
     assert_eq!(lab.agree_on(&["ps", "--format", "{{.Names}} {{.Status}}"], names_and_states), "b Up");
+    // A command inside it: its output and its status.
+    let exec = lab.agree(&["exec", "b", "sh", "-c", "echo inside; exit 4"]);
+    assert_eq!(exec, Seen { code: Some(4), stdout: "inside\n".into() });
+    assert_eq!(lab.agree(&["exec", "b", "/no/such/program"]).code, Some(127));
     assert_eq!(lab.agree(&["stop", "-t", "1", "b"]).stdout, "b\n");
     assert_eq!(lab.agree(&["wait", "b"]).stdout, "137\n");
     let all = lab.agree_on(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"], names_and_states);

@@ -250,6 +250,6 @@ pub fn start_monitor(root: &Path, c: &Container, mut lock: Option<Flock<File>>) 
         if Instant::now() > deadline {
             bail!("container {} did not start within 30 s; see `virtlab logs {}`", c.config.name, c.config.name);
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_micros(200));
     }
 }

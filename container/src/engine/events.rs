@@ -15,6 +15,10 @@ use super::{io_err, EngineError};
 /// How many events the log keeps.
 pub const KEEP: usize = 1000;
 
+/// The size of the file at which it is trimmed to the last [`KEEP`]
+/// events: about twice what 1000 events take.
+const TRIM_AT: u64 = 512 * 1024;
+
 /// One event, with Docker's field names (`docker events --format '{{json .}}'`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -71,7 +75,14 @@ pub fn record(root: &Path, event: &Event) -> Result<(), EngineError> {
     let mut out =
         OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(format!("open {}", path.display())))?;
     writeln!(out, "{line}").map_err(io_err(format!("write {}", path.display())))?;
+    let size = out.metadata().map_or(0, |m| m.len());
     drop(out);
+    // The file is trimmed once it may hold twice what is kept, not at every
+    // event (reading it whole each time would slow every command that
+    // records one); readers only ever see the last KEEP.
+    if size < TRIM_AT {
+        return Ok(());
+    }
     let text = fs::read_to_string(&path).map_err(io_err(format!("read {}", path.display())))?;
     let lines: Vec<&str> = text.lines().collect();
     if lines.len() > KEEP {
@@ -135,7 +146,9 @@ impl Filter {
 pub fn read(root: &Path, filter: &Filter) -> Result<Vec<Event>, EngineError> {
     let path = root.join("events.jsonl");
     let Ok(text) = fs::read_to_string(&path) else { return Ok(Vec::new()) };
-    Ok(text.lines().filter_map(|l| serde_json::from_str::<Event>(l).ok()).filter(|e| filter.passes(e)).collect())
+    let lines: Vec<&str> = text.lines().collect();
+    let kept = &lines[lines.len().saturating_sub(KEEP)..];
+    Ok(kept.iter().filter_map(|l| serde_json::from_str::<Event>(l).ok()).filter(|e| filter.passes(e)).collect())
 }
 
 #[cfg(test)]
@@ -160,6 +173,22 @@ mod tests {
         let some = read(&dir, &f).expect("read");
         assert_eq!(some.len(), 1);
         assert!(Filter::default().add("colour=blue").is_err() && Filter::default().add("type=volume").is_err());
+        // The file itself is trimmed to the last KEEP once it grows large.
+        let mut i = KEEP + 5;
+        while fs::metadata(dir.join("events.jsonl")).expect("the log").len() < TRIM_AT - 4096 {
+            record(&dir, &Event::now("image", "tag", &format!("{i:064}"), &[])).expect("record");
+            i += 1;
+        }
+        for _ in 0..100 {
+            record(&dir, &Event::now("image", "tag", &format!("{i:064}"), &[])).expect("record");
+            i += 1;
+        }
+        let lines = fs::read_to_string(dir.join("events.jsonl")).expect("the log").lines().count();
+        assert!(lines < KEEP + 100, "trimmed to the last {KEEP} when it passed {TRIM_AT} bytes: {lines} lines");
+        assert_eq!(
+            read(&dir, &Filter::default()).expect("read").last().map(|e| e.actor.id.clone()),
+            Some(format!("{:064}", i - 1))
+        );
         fs::remove_dir_all(&dir).expect("clean up");
     }
 }

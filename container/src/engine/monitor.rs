@@ -184,7 +184,8 @@ fn launch(root: &Path, c: &Container, cfg: &ContainerConfig) -> Result<crate::Ou
                 if finished {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                // Often: `run -d` waits for this to say the container is up.
+                std::thread::sleep(Duration::from_micros(100));
             }
         })
     };
