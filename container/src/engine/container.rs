@@ -212,6 +212,13 @@ impl Container {
 
     /// The container `what` names: a name, an ID, or a unique ID prefix.
     pub fn find(root: &Path, what: &str) -> Result<Container, EngineError> {
+        // A whole ID (what a monitor is given) needs no listing.
+        if what.len() == 64 && what.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let dir = containers_dir(root).join(what);
+            if let Ok(config) = read_json::<ContainerConfig>(&dir.join("config.json")) {
+                return Ok(Container { dir, config });
+            }
+        }
         let all = Container::list(root)?;
         if let Some(c) = all.iter().find(|c| c.config.name == what || c.config.id == what) {
             return Ok(c.clone());
