@@ -67,6 +67,10 @@ enum Command {
     Events(cli::events::EventsArgs),
     /// The versions of virtlab, its formats and the kernel.
     Version,
+    /// virtlab as an OCI runtime: runc's command line over a bundle
+    /// (config.json and a root file system): spec, run, state, list, kill,
+    /// delete, features.
+    Oci(cli::oci::OciArgs),
     /// Print the path of the built-in workload binary (writing it out if
     /// needed), to run it natively: `$(virtlab workload) cpu 1000000`.
     Workload,
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         Command::Top(a) => cli::lifecycle::exit1(cli::stats::top(&a)),
         Command::Stats(a) => cli::lifecycle::exit1(cli::stats::stats(&a)),
         Command::Exec(a) => cli::exec::run(&a),
+        Command::Oci(args) => cli::oci::run(args),
         Command::Workload => virtlab_workload::materialize()
             .map(|p| {
                 println!("{}", p.display());

@@ -41,6 +41,7 @@
 pub mod engine;
 pub mod escape;
 pub mod image;
+pub mod oci;
 pub mod runtime;
 pub mod time;
 

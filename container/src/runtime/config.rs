@@ -14,6 +14,14 @@ pub use crate::runtime::cgroup::Limits;
 /// Errors in a configuration, each naming the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A mount whose destination cannot be used.
+    #[error("the mount on {destination:?} cannot be made: {why}")]
+    BadMount {
+        /// The destination given.
+        destination: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A `--ns` entry that is not a namespace name.
     #[error("unknown namespace {name:?}: use a comma-separated list of uts, pid, mnt, ipc, net, user, cgroup (or all, none)")]
     UnknownNamespace {
@@ -241,6 +249,22 @@ pub enum Stdio {
     Tee,
 }
 
+/// One file system to mount in the container (an OCI bundle's `mounts`
+/// entry, its options already split into flags and data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    /// Where, inside the container (absolute).
+    pub destination: PathBuf,
+    /// The file system type (`proc`, `tmpfs`, ...); `None` for a bind mount.
+    pub fstype: Option<String>,
+    /// What: a host path for a bind mount, a name for the others.
+    pub source: Option<PathBuf>,
+    /// mount(2) flags (`MS_*` bits).
+    pub flags: u64,
+    /// File-system-specific options (`mode=755,size=64k`).
+    pub data: Option<String>,
+}
+
 /// One resource limit set with setrlimit(2) before exec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Rlimit {
@@ -317,6 +341,21 @@ pub struct ContainerConfig {
     /// command is running (execve succeeded), as `runc --pid-file` does: a
     /// monitor learns from it that the container is up.
     pub pid_file: Option<PathBuf>,
+    /// The file systems to mount, in order, instead of virtlab's own
+    /// `/dev`, `/proc` and `/tmp` (an OCI bundle's `mounts`). A `tmpfs` on
+    /// `/dev` gets the usual device nodes and links, as runc gives it.
+    pub mounts: Option<Vec<MountSpec>>,
+    /// Paths hidden from the container instead of Docker's list
+    /// ([`crate::runtime::plan::security::MASKED_PATHS`]), absolute.
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths made read-only instead of Docker's list, absolute.
+    pub readonly_paths: Option<Vec<String>>,
+    /// The capabilities kept (bounding, effective and permitted sets), as a
+    /// bit mask, instead of Docker's default set.
+    pub capabilities: Option<u64>,
+    /// Set no_new_privs before exec (on unless an OCI bundle says
+    /// `noNewPrivileges: false`).
+    pub no_new_privs: bool,
     /// Also append the command's stdout and stderr to this file as they
     /// arrive, in Docker's json-file format (see [`crate::runtime::log`]).
     /// The streams then go through pipes; with [`Stdio::Inherit`] they are
@@ -350,6 +389,11 @@ impl ContainerConfig {
             layers: None,
             pid_file: None,
             log: None,
+            mounts: None,
+            masked_paths: None,
+            readonly_paths: None,
+            capabilities: None,
+            no_new_privs: true,
         }
     }
 }

@@ -42,10 +42,17 @@ impl Plan {
         if ns.mnt {
             mounts::attach_rootfs(&mut ops, &root)?;
             identity::ns_root(&mut ops, ns.user);
-            mounts::dev(&mut ops, ns.user, stdio.tty.as_deref())?;
-            mounts::proc(&mut ops)?;
-            security::proc_masks(&mut ops)?;
-            mounts::tmp(&mut ops)?;
+            match &cfg.mounts {
+                Some(list) => mounts::listed(&mut ops, list, ns.user, stdio.tty.as_deref())?,
+                None => {
+                    mounts::dev(&mut ops, ns.user, stdio.tty.as_deref())?;
+                    mounts::proc(&mut ops)?;
+                }
+            }
+            security::proc_masks(&mut ops, cfg)?;
+            if cfg.mounts.is_none() {
+                mounts::tmp(&mut ops)?;
+            }
             mounts::pivot_root(&mut ops, cfg.read_only)?;
         } else {
             if cfg.read_only {
@@ -95,9 +102,9 @@ fn process_steps(ops: &mut Ops, cfg: &ContainerConfig, stdio: &StdioFds, host: P
     for r in &cfg.rlimits {
         ops.push((Step::Rlimits, Op::Rlimit(*r)));
     }
-    security::capabilities(ops, host);
+    security::capabilities(ops, cfg, host);
     identity::user(ops, cfg.user, cfg.namespaces.user);
-    security::lock_down(ops, host);
+    security::lock_down(ops, cfg, host);
     ops.push((Step::Workdir, Op::Chdir(path_c(&cfg.workdir, "workdir")?)));
     for (fd, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
         if let Some(fd) = fd {

@@ -16,7 +16,7 @@ use nix::mount::MsFlags;
 
 use super::model::{cstr, path_c, under, Op, Ops};
 use super::step::Step;
-use crate::runtime::config::ConfigError;
+use crate::runtime::config::{ConfigError, MountSpec};
 use crate::runtime::sys::Sys;
 
 /// The device nodes of `/dev`: name, major, minor.
@@ -53,23 +53,83 @@ pub(super) fn dev(ops: &mut Ops, user_ns: bool, tty: Option<&Path>) -> Result<()
     }
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME;
     ops.push((Step::Dev, Op::new_fs("tmpfs", under("dev")?, flags, Some("mode=755,size=64k"))?));
+    dev_nodes(ops, Step::Dev, user_ns, tty)
+}
+
+/// The nodes and links of a fresh `/dev` (a tmpfs just mounted there).
+fn dev_nodes(ops: &mut Ops, step: Step, user_ns: bool, tty: Option<&Path>) -> Result<(), ConfigError> {
     for (name, major, minor) in DEV_NODES {
         let path = under(&format!("dev/{name}"))?;
         if user_ns {
             // mknod is refused in a user namespace: bind the host's node.
-            ops.push((Step::Dev, Op::BindFile { src: cstr(format!("/dev/{name}"), "dev")?, target: path }));
+            ops.push((step, Op::BindFile { src: cstr(format!("/dev/{name}"), "dev")?, target: path }));
         } else {
-            ops.push((Step::Dev, Op::Mknod { path, major, minor }));
+            ops.push((step, Op::Mknod { path, major, minor }));
         }
     }
     if let Some(tty) = tty.and_then(|t| t.strip_prefix("/dev/pts").ok()) {
-        ops.push((Step::Dev, Op::Mkdir(under("dev/pts")?, 0o755)));
+        ops.push((step, Op::Mkdir(under("dev/pts")?, 0o755)));
         let host = Path::new("/dev/pts").join(tty);
         let inside = Path::new("dev/pts").join(tty);
-        ops.push((Step::Dev, Op::BindFile { src: path_c(&host, "tty")?, target: path_c(&inside, "tty")? }));
+        ops.push((step, Op::BindFile { src: path_c(&host, "tty")?, target: path_c(&inside, "tty")? }));
     }
     for (link, target) in DEV_LINKS {
-        ops.push((Step::Dev, Op::Symlink { target: cstr(target, "dev")?, link: under(&format!("dev/{link}"))? }));
+        ops.push((step, Op::Symlink { target: cstr(target, "dev")?, link: under(&format!("dev/{link}"))? }));
+    }
+    Ok(())
+}
+
+/// The configuration's own list of mounts (an OCI bundle's), in order,
+/// before pivot_root: each target and its parents made if missing (a file
+/// for a bind mount of a file). A `tmpfs` on `/dev` gets the nodes and
+/// links of [`dev`] (as runc gives a container its default devices), and
+/// the inherited terminal is bound as there.
+pub(super) fn listed(ops: &mut Ops, list: &[MountSpec], user_ns: bool, tty: Option<&Path>) -> Result<(), ConfigError> {
+    for m in list {
+        let dest = m.destination.to_string_lossy().into_owned();
+        let rel = dest.trim_start_matches('/');
+        if !dest.starts_with('/') || rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
+            return Err(ConfigError::BadMount {
+                destination: dest.clone(),
+                why: "it must be absolute, not /, without . or ..",
+            });
+        }
+        let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+        for i in 1..parts.len() {
+            ops.push((Step::Mounts, Op::Mkdir(under(&parts[..i].join("/"))?, 0o755)));
+        }
+        let target = under(rel)?;
+        let flags = MsFlags::from_bits_truncate(m.flags);
+        let bind = flags.contains(MsFlags::MS_BIND);
+        let read_only_bind = bind && flags.contains(MsFlags::MS_RDONLY);
+        match (&m.source, bind) {
+            (Some(src), true) if src.is_file() => {
+                ops.push((Step::Mounts, Op::BindFile { src: path_c(src, "mount source")?, target: target.clone() }));
+            }
+            _ => {
+                ops.push((Step::Mounts, Op::Mkdir(target.clone(), 0o755)));
+                let src = match &m.source {
+                    Some(s) => Some(path_c(s, "mount source")?),
+                    None => m.fstype.as_deref().map(|t| cstr(t, "mount type")).transpose()?,
+                };
+                let fstype =
+                    if bind { None } else { m.fstype.as_deref().map(|t| cstr(t, "mount type")).transpose()? };
+                let data = m.data.as_deref().map(|d| cstr(d, "mount options")).transpose()?;
+                // mount(2) ignores MS_RDONLY with MS_BIND: a remount follows.
+                let flags = if read_only_bind { flags - MsFlags::MS_RDONLY } else { flags };
+                ops.push((Step::Mounts, Op::Mount { src, target: target.clone(), fstype, flags, data }));
+            }
+        }
+        if read_only_bind {
+            ops.push((Step::Mounts, Op::RemountReadOnly(target.clone())));
+        }
+        if rel == "dev" && m.fstype.as_deref() == Some("tmpfs") {
+            dev_nodes(ops, Step::Mounts, user_ns, tty)?;
+        }
+        if rel == "dev/pts" && m.fstype.as_deref() == Some("devpts") {
+            // The devpts instance's multiplexer, where programs look for it.
+            ops.push((Step::Mounts, Op::Symlink { target: cstr("pts/ptmx", "dev")?, link: under("dev/ptmx")? }));
+        }
     }
     Ok(())
 }

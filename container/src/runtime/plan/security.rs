@@ -10,7 +10,7 @@ use nix::mount::MsFlags;
 use super::model::{under, Op, Ops, PlanHost};
 use super::mounts::remount_read_only;
 use super::step::Step;
-use crate::runtime::config::ConfigError;
+use crate::runtime::config::{ConfigError, ContainerConfig};
 use crate::runtime::sys::Sys;
 
 /// Linux capability numbers (capabilities(7)).
@@ -85,15 +85,22 @@ pub const MASKED_PATHS: [&str; 9] = [
 /// the magic SysRq trigger.
 pub const READ_ONLY_PATHS: [&str; 5] = ["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"];
 
-/// The /proc masks, right after /proc is mounted: [`MASKED_PATHS`] hidden,
-/// [`READ_ONLY_PATHS`] bound onto themselves read-only.
-pub(super) fn proc_masks(ops: &mut Ops) -> Result<(), ConfigError> {
+/// The masks, right after /proc is mounted: [`MASKED_PATHS`] (or the
+/// configuration's) hidden, [`READ_ONLY_PATHS`] (or the configuration's)
+/// bound onto themselves read-only.
+pub(super) fn proc_masks(ops: &mut Ops, cfg: &ContainerConfig) -> Result<(), ConfigError> {
     let devnull = under("dev/null")?;
-    for p in MASKED_PATHS {
-        ops.push((Step::ProcMasks, Op::Mask { path: under(p)?, devnull: devnull.clone() }));
+    let relative = |list: &Option<Vec<String>>, default: &[&str]| -> Vec<String> {
+        match list {
+            Some(paths) => paths.iter().map(|p| p.trim_start_matches('/').to_string()).collect(),
+            None => default.iter().map(|p| p.to_string()).collect(),
+        }
+    };
+    for p in relative(&cfg.masked_paths, &MASKED_PATHS) {
+        ops.push((Step::ProcMasks, Op::Mask { path: under(&p)?, devnull: devnull.clone() }));
     }
-    for p in READ_ONLY_PATHS {
-        ops.push((Step::ProcMasks, Op::ReadOnlyPath(under(p)?)));
+    for p in relative(&cfg.readonly_paths, &READ_ONLY_PATHS) {
+        ops.push((Step::ProcMasks, Op::ReadOnlyPath(under(&p)?)));
     }
     Ok(())
 }
@@ -102,8 +109,8 @@ pub(super) fn proc_masks(ops: &mut Ops) -> Result<(), ConfigError> {
 /// capset; while still uid 0, as dropping bounding capabilities needs
 /// `CAP_SETPCAP`. `CAP_MKNOD` stays only where a devices allowlist confines
 /// the container.
-pub(super) fn capabilities(ops: &mut Ops, host: PlanHost) {
-    let mut keep = default_cap_mask();
+pub(super) fn capabilities(ops: &mut Ops, cfg: &ContainerConfig, host: PlanHost) {
+    let mut keep = cfg.capabilities.unwrap_or_else(default_cap_mask);
     if !host.devices_allowlist {
         keep &= !(1u64 << cap::MKNOD);
     }
@@ -114,8 +121,10 @@ pub(super) fn capabilities(ops: &mut Ops, host: PlanHost) {
 
 /// After the user switch: no_new_privs, so that no setuid binary or file
 /// capability gives back what was dropped, then the seccomp filter, if any.
-pub(super) fn lock_down(ops: &mut Ops, host: PlanHost) {
-    ops.push((Step::NoNewPrivs, Op::NoNewPrivs));
+pub(super) fn lock_down(ops: &mut Ops, cfg: &ContainerConfig, host: PlanHost) {
+    if cfg.no_new_privs {
+        ops.push((Step::NoNewPrivs, Op::NoNewPrivs));
+    }
     if let Some(program) = host.seccomp {
         ops.push((Step::Seccomp, Op::Seccomp(program)));
     }

@@ -23,6 +23,8 @@ pub enum Step {
     BindRootfs,
     /// Minimal /dev.
     Dev,
+    /// The configuration's own list of mounts (an OCI bundle's).
+    Mounts,
     /// pivot_root and the old root detached.
     PivotRoot,
     /// chroot (when there is no mount namespace).
@@ -64,7 +66,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 26] = [
+    pub const ALL: [Step; 27] = [
         Step::Clone,
         Step::UserMaps,
         Step::Cgroup,
@@ -73,6 +75,7 @@ impl Step {
         Step::BindRootfs,
         Step::NsRoot,
         Step::Dev,
+        Step::Mounts,
         Step::PivotRoot,
         Step::Chroot,
         Step::Proc,
@@ -109,6 +112,7 @@ impl Step {
             Step::Propagation => "propagation",
             Step::BindRootfs => "bind_rootfs",
             Step::Dev => "dev",
+            Step::Mounts => "mounts",
             Step::PivotRoot => "pivot_root",
             Step::Chroot => "chroot",
             Step::Proc => "proc",

@@ -1,0 +1,191 @@
+//! `virtlab oci`: runc's own bundle (`runc spec`, unchanged) run by
+//! virtlab's launcher, the runtime's record of a running container, and
+//! the errors for bundles it cannot run. Needs root, busybox-static and
+//! runc (for `runc spec`); skips loudly otherwise, and fails under
+//! VIRTLAB_REQUIRE_ROOT=1.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Lab {
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(test: &str) -> Option<Lab> {
+        if !common::root_and_busybox(test)
+            || !common::tool_or_skip(test, "runc", "apt-get install runc", &["VIRTLAB_REQUIRE_ROOT"])
+        {
+            return None;
+        }
+        let lab = Lab { dir: tempfile::Builder::new().prefix("virtlab-oci-").tempdir().unwrap() };
+        let rootfs = lab.dir.path().join("rootfs");
+        let out = lab.virtlab(&["container", "rootfs", rootfs.to_str().unwrap()]);
+        assert!(out.status.success());
+        Some(lab)
+    }
+
+    /// A bundle: `runc spec`'s config.json, changed by `edit`, over the
+    /// busybox root file system.
+    fn bundle(&self, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("runc").arg("spec").current_dir(&dir).output().unwrap();
+        assert!(out.status.success(), "runc spec: {}", String::from_utf8_lossy(&out.stderr));
+        let path = dir.join("config.json");
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config["root"]["path"] = self.dir.path().join("rootfs").to_str().unwrap().into();
+        edit(&mut config);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        dir
+    }
+
+    fn state_root(&self) -> String {
+        self.dir.path().join("state").to_str().unwrap().to_string()
+    }
+
+    fn virtlab(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_virtlab")).args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// `virtlab oci --root STATE ARGS...`.
+    fn oci(&self, args: &[&str]) -> Output {
+        let root = self.state_root();
+        let mut all = vec!["oci", "--root", root.as_str()];
+        all.extend(args);
+        self.virtlab(&all)
+    }
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn not_a_terminal(c: &mut serde_json::Value, args: &[&str]) {
+    c["process"]["terminal"] = false.into();
+    c["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
+}
+
+#[test]
+fn runcs_own_bundle_runs_unchanged() {
+    let Some(lab) = Lab::new("runcs_own_bundle_runs_unchanged") else { return };
+    let bundle = lab.bundle("plain", |_| {});
+    // runc's default process is `sh` on a terminal: script(1) gives it one.
+    let mut script = Command::new("script")
+        .arg("-qec")
+        .arg(format!(
+            "{} oci --root {} run --bundle {} t1",
+            env!("CARGO_BIN_EXE_virtlab"),
+            lab.state_root(),
+            bundle.display()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = script.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        input.write_all(b"echo on $(hostname); grep CapEff /proc/self/status; touch /x; exit 3\n").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = script.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("on runc"), "the bundle's hostname: {text}");
+    // runc's default set: CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE.
+    assert!(text.contains("CapEff:\t0000000020000420"), "{text}");
+    assert!(text.contains("Read-only file system"), "root.readonly: {text}");
+    assert_eq!(String::from_utf8_lossy(&lab.oci(&["list"]).stdout).lines().count(), 1, "run removed its record");
+}
+
+#[test]
+fn a_running_container_has_a_state_and_is_killed_and_deleted() {
+    let Some(lab) = Lab::new("a_running_container_has_a_state_and_is_killed_and_deleted") else { return };
+    let bundle = lab.bundle("sleeper", |c| not_a_terminal(c, &["sleep", "60"]));
+    let pid_file = lab.dir.path().join("pid");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["oci", "--root", &lab.state_root(), "run", "--bundle", bundle.to_str().unwrap()])
+        .args(["--pid-file", pid_file.to_str().unwrap(), "s1"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = loop {
+        let out = lab.oci(&["state", "s1"]);
+        if out.status.success() {
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if s["status"] == "running" {
+                break s;
+            }
+        }
+        assert!(Instant::now() < deadline, "s1 never ran: {}", err(&out));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pid = state["pid"].as_i64().unwrap();
+    assert_eq!(state["id"], "s1");
+    assert_eq!(state["bundle"], std::fs::canonicalize(&bundle).unwrap().to_str().unwrap());
+    assert!(state["ociVersion"].as_str().unwrap().starts_with("1."));
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), pid.to_string());
+    let list = String::from_utf8_lossy(&lab.oci(&["list"]).stdout).into_owned();
+    assert!(list.contains("s1") && list.contains("running"), "{list}");
+    // A second container with the same ID, and a delete without --force,
+    // are refused; the running one is left as it was.
+    let again = lab.oci(&["run", "--bundle", bundle.to_str().unwrap(), "s1"]);
+    assert_eq!(again.status.code(), Some(125));
+    assert!(err(&again).contains("already exists"), "{}", err(&again));
+    let delete = lab.oci(&["delete", "s1"]);
+    assert_eq!(delete.status.code(), Some(125));
+    assert!(err(&delete).contains("running"), "{}", err(&delete));
+    assert!(lab.oci(&["kill", "s1", "KILL"]).status.success());
+    assert_eq!(run.wait().unwrap().code(), Some(137), "run passes the status through");
+    let gone = lab.oci(&["state", "s1"]);
+    assert_eq!(gone.status.code(), Some(125));
+    assert!(err(&gone).contains("does not exist"), "{}", err(&gone));
+    assert_eq!(lab.oci(&["kill", "nosuch"]).status.code(), Some(125));
+}
+
+#[test]
+fn bundles_it_cannot_run_are_refused_naming_the_field() {
+    let Some(lab) = Lab::new("bundles_it_cannot_run_are_refused_naming_the_field") else { return };
+    let run = |bundle: &Path| lab.oci(&["run", "--bundle", bundle.to_str().unwrap(), "bad"]);
+    let empty = lab.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (empty.clone(), "has no config.json"),
+        (lab.bundle("version", |c| c["ociVersion"] = "2.0.0".into()), "runtime-spec 2.0.0"),
+        (lab.bundle("root", |c| c["root"]["path"] = "nowhere".into()), "root.path"),
+        (lab.bundle("domain", |c| c["domainname"] = "example.org".into()), "domainname"),
+        (lab.bundle("hooks", |c| c["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]})), "hooks"),
+        (lab.bundle("terminal", |_| {}), "process.terminal"),
+        (lab.bundle("join", |c| c["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid".into()), "linux.namespaces"),
+    ];
+    for (bundle, says) in cases {
+        let out = run(&bundle);
+        assert_eq!(out.status.code(), Some(125), "{}: {}", bundle.display(), err(&out));
+        assert!(err(&out).contains(says), "{}: {}", bundle.display(), err(&out));
+    }
+    let broken = lab.bundle("broken", |_| {});
+    std::fs::write(broken.join("config.json"), "{ not json").unwrap();
+    assert!(err(&run(&broken)).contains("not a valid runtime-spec config.json"));
+    // Nothing was left in the runtime's record.
+    assert_eq!(String::from_utf8_lossy(&lab.oci(&["list", "--format", "json"]).stdout).trim(), "[]");
+    // spec writes a config.json the runtime reads, and never overwrites one.
+    let fresh = lab.dir.path().join("fresh");
+    std::fs::create_dir_all(fresh.join("rootfs")).unwrap();
+    assert!(lab.oci(&["spec", "--bundle", fresh.to_str().unwrap()]).status.success());
+    assert_eq!(lab.oci(&["spec", "--bundle", fresh.to_str().unwrap()]).status.code(), Some(125));
+    let features: serde_json::Value = serde_json::from_slice(&lab.oci(&["features"]).stdout).unwrap();
+    assert!(features["linux"]["namespaces"].as_array().unwrap().contains(&"user".into()));
+    let systemd = lab.oci(&["--systemd-cgroup", "list"]);
+    assert_eq!(systemd.status.code(), Some(125));
+    assert!(err(&systemd).contains("cgroupfs"));
+}

@@ -1,0 +1,480 @@
+//! `config.json` to [`ContainerConfig`]: each part of the runtime
+//! specification virtlab honours, and a clear error for each it does not.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
+
+use super::{unsupported, OciError, SPEC_MAJOR};
+use crate::runtime::config::{ContainerConfig, MountSpec, Namespaces, Rlimit, User};
+use crate::runtime::idmap::{IdRange, IdRanges};
+
+/// A bundle read and checked.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The bundle directory, absolute.
+    pub dir: PathBuf,
+    /// What the launcher runs.
+    pub config: ContainerConfig,
+    /// `process.terminal`: the process wants a terminal.
+    pub terminal: bool,
+}
+
+/// Reads the bundle at `dir` (its `config.json` and root).
+pub fn load(dir: &Path) -> Result<Bundle, OciError> {
+    let io = |what: String| move |cause| OciError::Io { what, cause };
+    let dir = std::fs::canonicalize(dir).map_err(io(format!("open the bundle {}", dir.display())))?;
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Err(OciError::NoConfig { bundle: dir });
+    }
+    let spec = Spec::load(&path).map_err(|e| OciError::BadConfig { path: path.clone(), cause: e.to_string() })?;
+    convert(&dir, &spec)
+}
+
+/// The conversion itself, for a spec already read.
+pub fn convert(dir: &Path, spec: &Spec) -> Result<Bundle, OciError> {
+    if !spec.version().starts_with(SPEC_MAJOR) {
+        return Err(OciError::Version { found: spec.version().clone() });
+    }
+    let root = spec.root().as_ref().ok_or_else(|| unsupported("root", "missing: name the root file system"))?;
+    let rootfs = if root.path().is_absolute() { root.path().clone() } else { dir.join(root.path()) };
+    if !rootfs.is_dir() {
+        return Err(OciError::Root { path: rootfs });
+    }
+    let process = spec.process().as_ref().ok_or_else(|| unsupported("process", "missing: say what to run"))?;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(unsupported("process.args", "empty: name the program to run"));
+    }
+    let mut cfg = ContainerConfig::new(rootfs, args);
+    cfg.read_only = root.readonly().unwrap_or(false);
+    process_part(&mut cfg, process)?;
+    linux_part(&mut cfg, spec)?;
+    if let Some(h) = spec.hostname() {
+        if !cfg.namespaces.uts {
+            return Err(unsupported("hostname", "needs a uts namespace in linux.namespaces"));
+        }
+        cfg.hostname = h.clone();
+    }
+    if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(unsupported("domainname", "not supported"));
+    }
+    if spec.hooks().as_ref().is_some_and(|h| {
+        h.prestart().is_some()
+            || h.create_runtime().is_some()
+            || h.create_container().is_some()
+            || h.start_container().is_some()
+            || h.poststart().is_some()
+            || h.poststop().is_some()
+    }) {
+        return Err(unsupported("hooks", "not supported yet"));
+    }
+    let mut mounts = Vec::new();
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        mounts.extend(mount(dir, i, m)?);
+    }
+    cfg.mounts = Some(mounts);
+    Ok(Bundle { dir: dir.to_path_buf(), config: cfg, terminal: process.terminal().unwrap_or(false) })
+}
+
+fn process_part(cfg: &mut ContainerConfig, p: &Process) -> Result<(), OciError> {
+    for e in p.env().iter().flatten() {
+        let (k, v) = e.split_once('=').ok_or_else(|| unsupported("process.env", format!("{e:?} is not KEY=VALUE")))?;
+        cfg.env.push((k.to_string(), v.to_string()));
+    }
+    if !p.cwd().is_absolute() {
+        return Err(unsupported("process.cwd", "must be an absolute path"));
+    }
+    cfg.workdir = p.cwd().clone();
+    let user = p.user();
+    if user.additional_gids().as_ref().is_some_and(|g| !g.is_empty()) {
+        return Err(unsupported("process.user.additionalGids", "supplementary groups are not supported yet"));
+    }
+    if user.umask().is_some_and(|m| m != 0o022) {
+        return Err(unsupported("process.user.umask", "only the usual 0022 is supported"));
+    }
+    if user.uid() != 0 || user.gid() != 0 {
+        cfg.user = Some(User { uid: user.uid(), gid: user.gid() });
+    }
+    if let Some(c) = p.capabilities() {
+        let set = |name: &str, s: &Option<oci_spec::runtime::Capabilities>| -> Result<u64, OciError> {
+            s.iter()
+                .flatten()
+                .try_fold(0u64, |m, c| Ok(m | (1u64 << cap_number(&format!("process.capabilities.{name}"), c)?)))
+        };
+        let bounding = set("bounding", c.bounding())?;
+        if set("effective", c.effective())? != bounding || set("permitted", c.permitted())? != bounding {
+            return Err(unsupported(
+                "process.capabilities",
+                "virtlab keeps one set: bounding, effective and permitted must list the same capabilities",
+            ));
+        }
+        let root = cfg.user.is_none();
+        for (name, extra) in [("ambient", c.ambient()), ("inheritable", c.inheritable())] {
+            let mask = set(name, extra)?;
+            // For root the effective set already holds them all.
+            if mask != 0 && !(root && mask & !bounding == 0) {
+                return Err(unsupported(
+                    format!("process.capabilities.{name}"),
+                    "supported only for a root process, within the bounding set",
+                ));
+            }
+        }
+        cfg.capabilities = Some(bounding);
+    } else {
+        cfg.capabilities = Some(0);
+    }
+    cfg.rlimits.clear();
+    for r in p.rlimits().iter().flatten() {
+        let name = serde_json::to_value(r.typ()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let resource =
+            rlimit_number(&name).ok_or_else(|| unsupported("process.rlimits", format!("{name} is unknown")))?;
+        cfg.rlimits.push(Rlimit { resource, soft: r.soft(), hard: r.hard() });
+    }
+    cfg.no_new_privs = p.no_new_privileges().unwrap_or(false);
+    let unsupported_if = |set: bool, field: &str| if set { Err(unsupported(field, "not supported")) } else { Ok(()) };
+    unsupported_if(p.apparmor_profile().is_some(), "process.apparmorProfile")?;
+    unsupported_if(p.selinux_label().is_some(), "process.selinuxLabel")?;
+    unsupported_if(p.oom_score_adj().is_some(), "process.oomScoreAdj")?;
+    unsupported_if(p.io_priority().is_some(), "process.ioPriority")?;
+    unsupported_if(p.scheduler().is_some(), "process.scheduler")?;
+    unsupported_if(p.exec_cpu_affinity().is_some(), "process.execCPUAffinity")?;
+    Ok(())
+}
+
+fn linux_part(cfg: &mut ContainerConfig, spec: &Spec) -> Result<(), OciError> {
+    let Some(l) = spec.linux() else {
+        return Err(unsupported("linux", "missing: virtlab runs Linux containers"));
+    };
+    let mut ns = Namespaces::NONE;
+    for n in l.namespaces().iter().flatten() {
+        if n.path().is_some() {
+            return Err(unsupported("linux.namespaces", "joining a namespace by path is not supported yet"));
+        }
+        match n.typ() {
+            LinuxNamespaceType::Mount => ns.mnt = true,
+            LinuxNamespaceType::Cgroup => ns.cgroup = true,
+            LinuxNamespaceType::Uts => ns.uts = true,
+            LinuxNamespaceType::Ipc => ns.ipc = true,
+            LinuxNamespaceType::User => ns.user = true,
+            LinuxNamespaceType::Pid => ns.pid = true,
+            LinuxNamespaceType::Network => ns.net = true,
+            other => return Err(unsupported("linux.namespaces", format!("{other:?} is not supported"))),
+        }
+    }
+    cfg.namespaces = ns;
+    let one =
+        |field: &str, maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Result<Option<IdRange>, OciError> {
+            match maps.as_deref().unwrap_or_default() {
+                [] => Ok(None),
+                [m] if m.container_id() == 0 => Ok(Some(IdRange { start: m.host_id(), count: m.size() })),
+                _ => Err(unsupported(field, "one range starting at container id 0 is supported")),
+            }
+        };
+    match (one("linux.uidMappings", l.uid_mappings())?, one("linux.gidMappings", l.gid_mappings())?, ns.user) {
+        (Some(uid), Some(gid), true) => cfg.id_ranges = Some(IdRanges { uid, gid, source: "config.json" }),
+        (None, None, true) => {}
+        (None, None, false) => {}
+        (_, _, false) => return Err(unsupported("linux.uidMappings", "needs a user namespace in linux.namespaces")),
+        _ => return Err(unsupported("linux.uidMappings", "give both uidMappings and gidMappings")),
+    }
+    if let Some(r) = l.resources() {
+        if let Some(m) = r.memory() {
+            cfg.limits.memory = m.limit().filter(|v| *v > 0).map(|v| v as u64);
+        }
+        if let Some(c) = r.cpu() {
+            if let (Some(q), Some(p)) = (c.quota(), c.period()) {
+                if q > 0 && p > 0 {
+                    cfg.limits.cpus = Some(q as f64 / p as f64);
+                }
+            }
+        }
+        if let Some(p) = r.pids() {
+            cfg.limits.pids = Some(p.limit()).filter(|v| *v > 0).map(|v| v as u64);
+        }
+        // virtlab's own allowlist (null, zero, full, random, urandom, tty,
+        // ptys) is what a deny-all list with runc's defaults allows.
+        for (i, d) in r.devices().iter().flatten().enumerate() {
+            if d.allow() || i > 0 {
+                return Err(unsupported(
+                    "linux.resources.devices",
+                    "only a deny-all entry (virtlab then allows its default devices, as runc does) is supported",
+                ));
+            }
+        }
+    }
+    if l.cgroups_path().is_some() {
+        return Err(unsupported("linux.cgroupsPath", "virtlab names its cgroups itself; leave it out"));
+    }
+    if l.seccomp().is_some() {
+        return Err(unsupported(
+            "linux.seccomp",
+            "a profile of the bundle's is not supported yet (virtlab installs its own filter)",
+        ));
+    }
+    if l.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(unsupported("linux.sysctl", "not supported yet"));
+    }
+    if l.rootfs_propagation().as_deref().is_some_and(|p| !matches!(p, "private" | "rprivate")) {
+        return Err(unsupported("linux.rootfsPropagation", "only private is supported"));
+    }
+    for (set, field) in [(l.mount_label().is_some(), "linux.mountLabel"), (l.intel_rdt().is_some(), "linux.intelRdt")] {
+        if set {
+            return Err(unsupported(field, "not supported"));
+        }
+    }
+    cfg.masked_paths = Some(l.masked_paths().clone().unwrap_or_default());
+    cfg.readonly_paths = Some(l.readonly_paths().clone().unwrap_or_default());
+    Ok(())
+}
+
+/// One `mounts` entry: its options split into mount(2) flags and data.
+/// The `cgroup` type becomes what runc mounts for it.
+fn mount(dir: &Path, i: usize, m: &Mount) -> Result<Vec<MountSpec>, OciError> {
+    let field = format!("mounts[{i}]");
+    let mut flags = MsFlags::empty();
+    let mut data: Vec<String> = Vec::new();
+    let typ = m.typ().clone().filter(|t| !t.is_empty());
+    let mut bind = typ.as_deref() == Some("bind");
+    for o in m.options().iter().flatten() {
+        let f = match o.as_str() {
+            "ro" => MsFlags::MS_RDONLY,
+            "nosuid" => MsFlags::MS_NOSUID,
+            "nodev" => MsFlags::MS_NODEV,
+            "noexec" => MsFlags::MS_NOEXEC,
+            "sync" => MsFlags::MS_SYNCHRONOUS,
+            "dirsync" => MsFlags::MS_DIRSYNC,
+            "noatime" => MsFlags::MS_NOATIME,
+            "nodiratime" => MsFlags::MS_NODIRATIME,
+            "relatime" => MsFlags::MS_RELATIME,
+            "strictatime" => MsFlags::MS_STRICTATIME,
+            "mand" => MsFlags::MS_MANDLOCK,
+            "bind" => {
+                bind = true;
+                MsFlags::MS_BIND
+            }
+            "rbind" => {
+                bind = true;
+                MsFlags::MS_BIND | MsFlags::MS_REC
+            }
+            // The defaults, and the propagation every mount of the
+            // container already has (its mount namespace is made private).
+            "rw" | "suid" | "dev" | "exec" | "async" | "atime" | "diratime" | "nomand" | "norelatime"
+            | "nostrictatime" | "private" | "rprivate" => MsFlags::empty(),
+            "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
+                return Err(unsupported(
+                    format!("{field}.options"),
+                    format!("{o}: only private propagation is supported"),
+                ));
+            }
+            other => {
+                data.push(other.to_string());
+                MsFlags::empty()
+            }
+        };
+        flags |= f;
+    }
+    if bind {
+        flags |= MsFlags::MS_BIND;
+    }
+    let source = m.source().clone().map(|s| if s.is_absolute() || !bind { s } else { dir.join(s) });
+    if bind && !source.as_ref().is_some_and(|s| s.exists()) {
+        return Err(unsupported(format!("{field}.source"), "a bind mount's source must exist on the host"));
+    }
+    let data = (!data.is_empty()).then(|| data.join(","));
+    if typ.as_deref() == Some("cgroup") {
+        return Ok(cgroup_mounts(m.destination(), flags));
+    }
+    Ok(vec![MountSpec {
+        destination: m.destination().clone(),
+        fstype: if bind { None } else { typ },
+        source,
+        flags: flags.bits(),
+        data,
+    }])
+}
+
+/// A `cgroup` mount as runc makes it: on cgroup v2 the unified hierarchy;
+/// on v1 (and hybrid) a tmpfs with one hierarchy per controller (each shows
+/// the container's own cgroup, through its cgroup namespace).
+fn cgroup_mounts(dest: &Path, flags: MsFlags) -> Vec<MountSpec> {
+    let v2 = crate::runtime::cgroup::detect(Path::new(crate::runtime::cgroup::DEFAULT_ROOT)).is_ok_and(|m| !m.is_v1());
+    if v2 {
+        let fstype = Some("cgroup2".to_string());
+        return vec![MountSpec {
+            destination: dest.to_path_buf(),
+            fstype,
+            source: None,
+            flags: flags.bits(),
+            data: None,
+        }];
+    }
+    let ro = flags & MsFlags::MS_RDONLY;
+    let base = flags - MsFlags::MS_RDONLY;
+    let mut out = vec![MountSpec {
+        destination: dest.to_path_buf(),
+        fstype: Some("tmpfs".into()),
+        source: None,
+        flags: base.bits(),
+        data: Some("mode=755".into()),
+    }];
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers) = (parts.next(), parts.next().unwrap_or_default());
+        if controllers.is_empty() {
+            continue;
+        }
+        let (name, data) = match controllers.strip_prefix("name=") {
+            Some(n) => (n.to_string(), format!("none,name={n}")),
+            None => (controllers.to_string(), controllers.to_string()),
+        };
+        out.push(MountSpec {
+            destination: dest.join(&name),
+            fstype: Some("cgroup".into()),
+            source: None,
+            flags: (base | ro).bits(),
+            data: Some(data),
+        });
+    }
+    out
+}
+
+/// capabilities(7) numbers, by the runtime spec's names.
+fn cap_number(field: &str, c: &oci_spec::runtime::Capability) -> Result<u32, OciError> {
+    let name = serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    CAPABILITIES
+        .iter()
+        .position(|n| *n == name)
+        .map(|p| p as u32)
+        .ok_or_else(|| unsupported(field, format!("{name} is not a capability this kernel has")))
+}
+
+/// The capabilities, by number (capabilities(7)), with the spec's names.
+pub const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// setrlimit(2) resource numbers, by the runtime spec's names.
+fn rlimit_number(name: &str) -> Option<i32> {
+    let r = match name {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return None,
+    };
+    Some(r as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// oci-spec's default config.json (close to `runc spec`'s, which the
+    /// integration tests use as it is).
+    fn runc_default(dir: &Path) -> Spec {
+        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+        Spec::default()
+    }
+
+    #[test]
+    fn runcs_default_bundle_converts_field_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = runc_default(dir.path());
+        let b = convert(dir.path(), &spec).unwrap();
+        let c = &b.config;
+        assert_eq!(b.terminal, spec.process().as_ref().unwrap().terminal().unwrap_or(false));
+        assert_eq!(c.argv, ["sh"]);
+        assert!(c.read_only);
+        assert_eq!(Some(&c.hostname), spec.hostname().as_ref());
+        assert!(c.namespaces.pid && c.namespaces.mnt && c.namespaces.net && !c.namespaces.user);
+        let caps = c.capabilities.unwrap();
+        assert_eq!(caps, (1 << 29) | (1 << 5) | (1 << 10), "AUDIT_WRITE, KILL, NET_BIND_SERVICE");
+        assert!(c.no_new_privs);
+        assert_eq!(c.rlimits, [Rlimit { resource: libc::RLIMIT_NOFILE as i32, soft: 1024, hard: 1024 }]);
+        let mounts = c.mounts.as_ref().unwrap();
+        let dev = mounts.iter().find(|m| m.destination == Path::new("/dev")).unwrap();
+        assert_eq!(dev.fstype.as_deref(), Some("tmpfs"));
+        assert_eq!(dev.data.as_deref(), Some("mode=755,size=65536k"));
+        assert!(MsFlags::from_bits_truncate(dev.flags).contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME));
+        assert!(c.masked_paths.as_ref().unwrap().contains(&"/proc/kcore".to_string()));
+    }
+
+    #[test]
+    fn what_virtlab_cannot_honour_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = runc_default(dir.path());
+        spec.set_version("2.0.0".into());
+        assert!(matches!(convert(dir.path(), &spec), Err(OciError::Version { .. })));
+        let mut spec = runc_default(dir.path());
+        spec.set_domainname(Some("example".into()));
+        let e = convert(dir.path(), &spec).unwrap_err().to_string();
+        assert!(e.contains("domainname"), "{e}");
+        let mut spec = runc_default(dir.path());
+        let mut linux = spec.linux().clone().unwrap();
+        linux.set_cgroups_path(Some("/x/y".into()));
+        spec.set_linux(Some(linux));
+        let e = convert(dir.path(), &spec).unwrap_err().to_string();
+        assert!(e.contains("linux.cgroupsPath"), "{e}");
+        let mut spec = runc_default(dir.path());
+        let mut root = spec.root().clone().unwrap();
+        root.set_path("missing".into());
+        spec.set_root(Some(root));
+        assert!(matches!(convert(dir.path(), &spec), Err(OciError::Root { .. })));
+    }
+}
