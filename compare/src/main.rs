@@ -98,7 +98,13 @@ enum GuestCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Installed (linked) as `virtlab-runc`, it is the OCI runtime: an
+    // engine calls it with runc's command line.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.first().and_then(|a| std::path::Path::new(a).file_name()).is_some_and(|n| n == "virtlab-runc") {
+        args.insert(1, "oci".into());
+    }
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Compare(args) => cli::compare::run(args),
         Command::Vm(cmd) => cli::vm::run(cmd),

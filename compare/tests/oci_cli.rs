@@ -189,3 +189,78 @@ fn bundles_it_cannot_run_are_refused_naming_the_field() {
     assert_eq!(systemd.status.code(), Some(125));
     assert!(err(&systemd).contains("cgroupfs"));
 }
+
+/// The command line of `/proc/PID/cmdline`, spaces between the words.
+fn cmdline(pid: i64) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).replace('\0', " ")
+}
+
+#[test]
+fn create_then_start_as_an_engine_drives_it() {
+    let Some(lab) = Lab::new("create_then_start_as_an_engine_drives_it") else { return };
+    let bundle = lab.bundle("engine", |c| not_a_terminal(c, &["sleep", "60"]));
+    let pid_file = lab.dir.path().join("engine.pid");
+    // As an engine calls it: through the `virtlab-runc` name, global flags first.
+    let runc = lab.dir.path().join("virtlab-runc");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_virtlab"), &runc).unwrap();
+    // The container's process inherits the runtime's standard streams
+    // (an engine's pipes): files here, so that waiting for the runtime is
+    // not waiting for the container.
+    let runtime = |args: &[&str]| {
+        let stderr = lab.dir.path().join("stderr");
+        let status = Command::new(&runc)
+            .args(["--root", &lab.state_root(), "--log", lab.dir.path().join("log.json").to_str().unwrap()])
+            .args(["--log-format", "json"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .status()
+            .unwrap();
+        Output { status, stdout: Vec::new(), stderr: std::fs::read(&stderr).unwrap() }
+    };
+    let out =
+        runtime(&["create", "--bundle", bundle.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "e1"]);
+    assert!(out.status.success(), "{}", err(&out));
+    let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&lab.oci(&["state", "e1"]).stdout).unwrap();
+    assert_eq!((state["status"].as_str(), state["pid"].as_i64()), (Some("created"), Some(pid)));
+    // Created: its world is made, its program not yet started.
+    assert!(cmdline(pid).contains("virtlab"), "{}", cmdline(pid));
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
+        std::fs::read_link("/proc/self/ns/pid").unwrap()
+    );
+    let cgroups: Vec<PathBuf> =
+        serde_json::from_slice(&std::fs::read(Path::new(&lab.state_root()).join("e1/cgroup.json")).unwrap()).unwrap();
+    assert!(!cgroups.is_empty() && cgroups.iter().all(|c| c.exists()), "{cgroups:?}");
+    let twice = runtime(&["create", "--bundle", bundle.to_str().unwrap(), "e1"]);
+    assert!(!twice.status.success() && err(&twice).contains("already exists"), "{}", err(&twice));
+    assert!(std::fs::read_to_string(lab.dir.path().join("log.json")).unwrap().contains("\"level\":\"error\""));
+    let started = runtime(&["start", "e1"]);
+    assert!(started.status.success(), "{}", err(&started));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cmdline(pid).starts_with("sleep 60") {
+        assert!(Instant::now() < deadline, "the program never ran: {}", cmdline(pid));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let state: serde_json::Value = serde_json::from_slice(&lab.oci(&["state", "e1"]).stdout).unwrap();
+    assert_eq!(state["status"], "running");
+    let again = runtime(&["start", "e1"]);
+    assert!(!again.status.success() && err(&again).contains("only a created container"), "{}", err(&again));
+    // Killed, it is stopped; delete then removes its record and cgroup.
+    assert!(runtime(&["kill", "e1", "KILL"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state: serde_json::Value = serde_json::from_slice(&lab.oci(&["state", "e1"]).stdout).unwrap();
+        if state["status"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never stopped: {state}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(runtime(&["delete", "e1"]).status.success());
+    assert!(cgroups.iter().all(|c| !c.exists()), "cgroups left: {cgroups:?}");
+    assert_eq!(lab.oci(&["state", "e1"]).status.code(), Some(125));
+    assert_eq!(runtime(&["start", "nosuch"]).status.code(), Some(125));
+}

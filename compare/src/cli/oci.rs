@@ -1,9 +1,11 @@
 //! `virtlab oci`: virtlab's launcher behind the command line of an OCI
 //! runtime (runc's), over a bundle: a root file system and its
-//! `config.json`. `spec` writes a config.json to start from, `run` runs
-//! the bundle's process to its end (as `runc run` does), `state`, `list`,
-//! `kill` and `delete` act on the runtime's record of it, `features` says
-//! what this runtime supports.
+//! `config.json`. `spec` writes a config.json to start from; `create`
+//! makes the container and leaves its process waiting before execve,
+//! `start` lets it run (the two steps an engine takes); `run` is both, to
+//! the process's end (as `runc run`); `state`, `list`, `kill` and `delete`
+//! act on the runtime's record; `features` says what this runtime
+//! supports.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -62,6 +64,24 @@ pub enum OciCommand {
         /// The container's ID
         id: String,
     },
+    /// Create a container from a bundle without starting its process: its
+    /// namespaces, cgroup, mounts and root are made, and the process waits
+    /// before execve until `start` (its PID in --pid-file)
+    Create {
+        /// The bundle directory
+        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        bundle: PathBuf,
+        /// Write the container's PID (as the host sees it) here
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// A socket to send the terminal's master fd to (process.terminal; not supported yet)
+        #[arg(long, value_name = "SOCKET")]
+        console_socket: Option<PathBuf>,
+        /// The container's ID
+        id: String,
+    },
+    /// Start a created container: its process runs the bundle's program
+    Start { id: String },
     /// Print a container's state (runtime-spec JSON: ociVersion, id,
     /// status, pid, bundle)
     State { id: String },
@@ -108,6 +128,10 @@ fn dispatch(args: &OciArgs) -> anyhow::Result<u8> {
     match &args.command {
         OciCommand::Spec { bundle } => spec(bundle),
         OciCommand::Run { bundle, pid_file, id } => run_bundle(root, bundle, pid_file.as_deref(), id),
+        OciCommand::Create { bundle, pid_file, console_socket, id } => {
+            create(root, bundle, pid_file.as_deref(), console_socket.as_deref(), id)
+        }
+        OciCommand::Start { id } => start(root, id),
         OciCommand::State { id } => {
             println!("{}", serde_json::to_string_pretty(&State::load(root, id)?)?);
             Ok(0)
@@ -196,6 +220,84 @@ fn run_bundle(root: &Path, bundle: &Path, pid_file: Option<&Path>, id: &str) -> 
     }
 }
 
+/// `create`: everything up to execve, the process left waiting on
+/// `ROOT/ID/exec.fifo`, the record `created`.
+fn create(root: &Path, bundle: &Path, pid_file: Option<&Path>, console: Option<&Path>, id: &str) -> anyhow::Result<u8> {
+    if console.is_some() {
+        bail!("--console-socket is not supported yet: virtlab cannot hand a container a terminal of its own when it is created (run the engine without -t)");
+    }
+    let b = oci::load(bundle)?;
+    if b.terminal {
+        return Err(OciError::Unsupported {
+            field: "process.terminal".into(),
+            why:
+                "true: a created container needs --console-socket for its terminal, which virtlab does not support yet"
+                    .into(),
+        }
+        .into());
+    }
+    let mut state = State::create(root, id, &b.dir)?;
+    let made = (|| -> anyhow::Result<virtlab_container::launch::Created> {
+        let fifo = root.join(id).join("exec.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .with_context(|| format!("cannot make {}", fifo.display()))?;
+        let mut cfg = b.config.clone();
+        cfg.stdio = Stdio::Inherit;
+        cfg.pid_file = pid_file.map(Path::to_path_buf);
+        // Named after the runtime's root too: two roots may hold the same ID.
+        let root_tag = &virtlab_container::image::digest::sha256_hex(root.to_string_lossy().as_bytes())[..8];
+        let created = virtlab_container::launch::create(&cfg, &format!("{root_tag}-{id}"), &fifo)?;
+        std::fs::write(root.join(id).join("cgroup.json"), serde_json::to_vec(&created.cgroup)?)?;
+        Ok(created)
+    })();
+    match made {
+        Ok(c) => {
+            state.status = "created".into();
+            state.pid = c.pid;
+            state.save(root)?;
+            Ok(0)
+        }
+        Err(e) => {
+            let _ = State::remove(root, id);
+            Err(e)
+        }
+    }
+}
+
+/// `start`: the exec FIFO opened for reading, which lets the process exec.
+fn start(root: &Path, id: &str) -> anyhow::Result<u8> {
+    use nix::fcntl::{open, OFlag};
+    let mut s = State::load(root, id)?;
+    if s.status != "created" {
+        bail!("container {id} is {}: only a created container can be started", s.status);
+    }
+    let fifo = root.join(id).join("exec.fifo");
+    let fd = open(&fifo, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .with_context(|| format!("cannot open {}", fifo.display()))?;
+    // SAFETY: open(2) just returned this fd, owned by nobody else.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut byte = [0u8; 1];
+        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut byte) {
+            Ok(1) => break,
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+            Err(e) => bail!("cannot read {}: {e}", fifo.display()),
+        }
+        if !virtlab_container::engine::container::alive(s.pid) {
+            bail!("container {id}'s process (PID {}) is gone: it cannot be started", s.pid);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("container {id}'s process did not take the start within 10 s");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let _ = std::fs::remove_file(&fifo);
+    s.status = "running".into();
+    s.save(root)?;
+    Ok(0)
+}
+
 fn list(root: &Path, format: &str) -> anyhow::Result<u8> {
     let all = State::list(root);
     if format == "json" {
@@ -225,7 +327,7 @@ fn parse_signal(text: &str) -> anyhow::Result<nix::sys::signal::Signal> {
 fn kill(root: &Path, id: &str, signal: &str) -> anyhow::Result<u8> {
     let sig = parse_signal(signal)?;
     let s = State::load(root, id)?;
-    if s.status != "running" {
+    if s.status != "running" && s.status != "created" {
         bail!("container {id} is not running (it is {})", s.status);
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), sig)
@@ -235,18 +337,26 @@ fn kill(root: &Path, id: &str, signal: &str) -> anyhow::Result<u8> {
 
 fn delete(root: &Path, id: &str, force: bool) -> anyhow::Result<u8> {
     let s = State::load(root, id)?;
-    if s.status == "running" {
+    if s.status == "running" || s.status == "created" {
         if !force {
-            bail!("container {id} is running: stop it first (`virtlab oci kill {id} KILL`), or delete it with --force");
+            bail!(
+                "container {id} is {}: stop it first (`virtlab oci kill {id} KILL`), or delete it with --force",
+                s.status
+            );
         }
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), nix::sys::signal::Signal::SIGKILL);
-        // Its `run` removes the record once the process is gone.
         for _ in 0..1000 {
-            if State::load(root, id).is_err() {
-                return Ok(0);
+            // A `run` removes its record itself once the process is gone.
+            if State::load(root, id).is_err() || !virtlab_container::engine::container::alive(s.pid) {
+                break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+    // A created container's cgroup outlived its launcher: it goes now.
+    if let Ok(bytes) = std::fs::read(root.join(id).join("cgroup.json")) {
+        let paths: Vec<PathBuf> = serde_json::from_slice(&bytes).unwrap_or_default();
+        virtlab_container::cgroup::Cgroup::remove_kept(&paths)?;
     }
     match State::remove(root, id) {
         Ok(()) => Ok(0),

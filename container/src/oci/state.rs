@@ -78,7 +78,7 @@ impl State {
         })?;
         let mut s: State = serde_json::from_slice(&bytes)
             .map_err(|e| OciError::BadConfig { path: path.clone(), cause: e.to_string() })?;
-        if s.status == "running" && !crate::engine::container::alive(s.pid) {
+        if (s.status == "running" || s.status == "created") && !crate::engine::container::alive(s.pid) {
             s.status = "stopped".into();
         }
         Ok(s)

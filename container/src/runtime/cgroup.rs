@@ -467,6 +467,25 @@ impl Cgroup {
         self.remove_dirs()
     }
 
+    /// Keeps the cgroup after this value is gone (a container that
+    /// outlives its launcher); its directories, for whoever removes them.
+    pub fn keep(mut self) -> Vec<PathBuf> {
+        self.removed = true;
+        self.paths()
+    }
+
+    /// Removes the directories of a kept cgroup (see [`Cgroup::keep`]),
+    /// killing what is left in them.
+    pub fn remove_kept(paths: &[PathBuf]) -> Result<(), CgroupError> {
+        let mut first_err = None;
+        for path in paths {
+            if let Err(e) = rmdir_killing(path) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     fn remove_dirs(&mut self) -> Result<(), CgroupError> {
         if self.removed {
             return Ok(());

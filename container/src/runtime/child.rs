@@ -38,6 +38,8 @@ pub struct ChildArgs {
     pub explain: bool,
     /// Wait for Enter before each step.
     pub step: bool,
+    /// Outlive the launcher (an OCI `create`): no death signal.
+    pub detached: bool,
 }
 
 struct Hooks {
@@ -134,8 +136,11 @@ pub fn child_main(plan: &Plan, args: ChildArgs) -> ! {
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        // If the launcher dies, so does the container (and, as PID 1, all of it).
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        // If the launcher dies, so does the container (and, as PID 1, all
+        // of it), unless it is to outlive the launcher.
+        if !args.detached {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        }
         // Without a PID namespace getppid() shows the launcher; with one it
         // shows 0 (the parent is outside), and the death signal covers it.
         let ppid = libc::getppid();

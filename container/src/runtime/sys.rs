@@ -60,6 +60,9 @@ pub trait Sys {
     fn unshare(&self, flags: CloneFlags) -> Result<(), Errno>;
     /// write(2) of a whole small buffer.
     fn write_fd(&self, fd: RawFd, bytes: &[u8]) -> Result<(), Errno>;
+    /// Opens the FIFO behind the `O_PATH` fd `fd` for writing, which
+    /// blocks until a reader opens it (`start`), writes one byte, closes it.
+    fn await_start(&self, fd: RawFd) -> Result<(), Errno>;
     /// sethostname(2).
     fn sethostname(&self, name: &CStr) -> Result<(), Errno>;
     /// socket(2) + ioctl(SIOCSIFFLAGS, IFF_UP) on `lo`.
@@ -163,6 +166,32 @@ impl Sys for RealSys {
     fn mknod_char(&self, path: &CStr, mode: u32, major: u64, minor: u64) -> Result<(), Errno> {
         let dev = nix::sys::stat::makedev(major, minor);
         mknod(path, SFlag::S_IFCHR, Mode::from_bits_truncate(mode), dev)
+    }
+
+    fn await_start(&self, fd: RawFd) -> Result<(), Errno> {
+        use nix::fcntl::{open, OFlag};
+        // The path through /proc: the FIFO itself is outside the new root.
+        let mut path = [0u8; 32];
+        let text = b"/proc/self/fd/";
+        path[..text.len()].copy_from_slice(text);
+        let mut n = text.len();
+        let mut digits = [0u8; 10];
+        let (mut v, mut d) = (fd as u32, digits.len());
+        loop {
+            d -= 1;
+            digits[d] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        path[n..n + digits.len() - d].copy_from_slice(&digits[d..]);
+        n += digits.len() - d;
+        let path = CStr::from_bytes_until_nul(&path[..=n]).map_err(|_| Errno::EINVAL)?;
+        let w = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let r = self.write_fd(w, b"0");
+        let _ = nix::unistd::close(w);
+        r
     }
 
     fn touch(&self, path: &CStr) -> Result<(), Errno> {

@@ -123,6 +123,7 @@ impl Target {
     /// so the bounding set says whether there is one.
     pub(super) fn plan_host(&self) -> Result<PlanHost, ExecError> {
         let host = PlanHost {
+            await_start: None,
             last_cap: last_cap(),
             devices_allowlist: self.bounding & (1 << cap::MKNOD) != 0,
             seccomp: if self.seccomp { Some(seccomp::default_program()?) } else { None },

@@ -77,6 +77,9 @@ pub enum LaunchError {
     /// The overlay of an image's layers could not be made.
     #[error("cannot stack the image's layers with overlayfs (it needs root and Linux 5.2 or later; its layers and upper directory must be on a file system overlayfs accepts as layers)")]
     Overlay(#[from] crate::runtime::overlay::OverlayError),
+    /// The child ended before its set-up was done, without a word.
+    #[error("the container's process ended during its set-up")]
+    ChildVanished,
     /// The pid file could not be written.
     #[error("cannot write the pid file {path}")]
     PidFile {

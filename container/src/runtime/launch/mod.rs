@@ -64,14 +64,137 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// Runs a container to completion.
 pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
     let start = Instant::now();
+    let id = format!("{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let Launched {
+        start_ns,
+        cgroup,
+        sentinel,
+        stdout,
+        stderr,
+        log,
+        parent_end,
+        signals,
+        mut child,
+        pidfd,
+        timeline,
+        user,
+    } = launch(cfg, &id, None)?;
+    let (stdout, stderr) = (stdout.as_ref(), stderr.as_ref());
+    let sources = wait::Sources { channel: &parent_end, pidfd: &pidfd, stdout, stderr, signals: &signals };
+    let seen = wait::Watch::new(cfg, (start, start_ns), &mut child, cgroup.as_ref(), sources, timeline, log).run()?;
+
+    let mut warnings: Vec<String> = user.warning.into_iter().collect();
+    let cgroup = cleanup::clean_up(child, sentinel, cgroup, &mut warnings);
+    drop(signals);
+    if let Some((step, errno)) = seen.failure {
+        return Err(error::child_failed(step, errno, cfg));
+    }
+    let mut timeline = seen.timeline;
+    timeline.sort_by_key(|s| s.at);
+    Ok(Outcome {
+        id,
+        status: seen.status.unwrap_or(ExitStatus::Signaled(libc::SIGKILL)),
+        timed_out: seen.timed_out,
+        oom_killed: cgroup.as_ref().is_some_and(|c| c.stats.oom_kills > 0),
+        forwarded_signal: seen.forwarded,
+        timeline,
+        total: outcome::since(start_ns),
+        cgroup,
+        uid_map: user.uid_map,
+        gid_map: user.gid_map,
+        rootfs_idmapped: user.rootfs_idmapped,
+        stdout: seen.stdout,
+        stderr: seen.stderr,
+        warnings,
+    })
+}
+
+/// A container made but not started (an OCI `create`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// Its process, as the host sees it, waiting before execve.
+    pub pid: i32,
+    /// Its cgroup's directories, which outlive the launcher: the caller
+    /// removes them once the container is gone.
+    pub cgroup: Vec<std::path::PathBuf>,
+}
+
+/// Creates a container without starting its program, as an OCI runtime's
+/// `create` does: everything up to execve is done, then the process waits
+/// until another process opens the FIFO `fifo` for reading (`start`). It
+/// does not die with the launcher (no death signal, no sentinel): this
+/// returns once it waits, and it becomes the child of the caller's
+/// subreaper (an engine's monitor) or of init. Its cgroup, named
+/// `virtlab-oci-NAME`, stays. Standard streams are the launcher's.
+pub fn create(cfg: &ContainerConfig, name: &str, fifo: &std::path::Path) -> Result<Created, LaunchError> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let fifo_fd = open(fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(error::sys_err("open of the exec FIFO", ""))?;
+    // SAFETY: open(2) just returned this fd, owned by nobody else.
+    let fifo_fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fifo_fd) };
+    let Launched { cgroup, parent_end, child, user, .. } =
+        launch(cfg, &format!("oci-{name}"), Some(std::os::fd::AsRawFd::as_raw_fd(&fifo_fd)))?;
+    drop(user);
+    // Until the set-up is done (the working directory is the last step
+    // before the wait), a failure is reported and the child goes.
+    loop {
+        match parent_end.recv()? {
+            Some(channel::ChildMsg::StepDone { step: Step::Workdir, .. }) => break,
+            Some(channel::ChildMsg::StepDone { .. }) => {}
+            Some(channel::ChildMsg::Failed { step, errno }) => {
+                return Err(error::child_failed(step, nix::errno::Errno::from_raw(errno), cfg));
+            }
+            None => return Err(LaunchError::ChildVanished),
+        }
+    }
+    let pid = child.release();
+    let cgroup = cgroup.map(|c| c.keep()).unwrap_or_default();
+    if let Some(path) = &cfg.pid_file {
+        std::fs::write(path, format!("{pid}\n"))
+            .map_err(|source| LaunchError::PidFile { path: path.clone(), source })?;
+    }
+    Ok(Created { pid, cgroup })
+}
+
+/// Everything `run` and `create` share: the container set up to the point
+/// where its child runs its plan.
+struct Launched {
+    start_ns: u64,
+    cgroup: Option<crate::runtime::cgroup::Cgroup>,
+    sentinel: Option<crate::runtime::sentinel::Sentinel>,
+    stdout: Option<std::os::fd::OwnedFd>,
+    stderr: Option<std::os::fd::OwnedFd>,
+    log: Option<crate::runtime::log::LogWriter>,
+    parent_end: channel::ParentEnd,
+    signals: wait::Signals,
+    child: spawn::ChildGuard,
+    pidfd: std::os::fd::OwnedFd,
+    timeline: Vec<Stamp>,
+    user: UserOutcome,
+}
+
+/// What the user namespace's set-up left.
+struct UserOutcome {
+    uid_map: Option<String>,
+    gid_map: Option<String>,
+    rootfs_idmapped: bool,
+    warning: Option<String>,
+}
+
+/// Checks, cgroup `virtlab-ID`, clone, maps, rootfs, Go. With
+/// `await_start`, the container is detached from the launcher (no
+/// sentinel, no death signal, no forwarded signals) and its process waits
+/// on that FIFO before execve.
+fn launch(cfg: &ContainerConfig, id: &str, await_start: Option<std::os::fd::RawFd>) -> Result<Launched, LaunchError> {
     let start_ns = monotonic_ns();
     let checked = check::check(cfg)?;
-    let id = format!("{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let detached = await_start.is_some();
 
     // Before the child exists: its cgroup (a bad limit fails early) and the
     // sentinel that cleans up if the launcher is killed.
-    let cgroup = setup::make_cgroup(cfg, checked.root, &id)?;
-    let sentinel = setup::start_sentinel(cgroup.as_ref())?;
+    let cgroup = setup::make_cgroup(cfg, checked.root, id)?;
+    let sentinel = if detached { None } else { setup::start_sentinel(cgroup.as_ref())? };
     let pipes = spawn::Pipes::open(cfg)?;
     let log = match &cfg.log {
         Some(path) => Some(
@@ -84,11 +207,11 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
         Some(cg) => cg.open_self_join()?,
         None => Vec::new(),
     };
-    let plan = spawn::plan(cfg, &checked.rootfs, &pipes, &join_fds, cgroup.as_ref())?;
+    let plan = spawn::plan(cfg, &checked.rootfs, &pipes, &join_fds, cgroup.as_ref(), await_start)?;
     let (parent_end, child_end) = channel::pair()?;
-    let signals = wait::Signals::block(cfg)?;
+    let signals = if detached { wait::Signals::none() } else { wait::Signals::block(cfg)? };
 
-    let mut child = spawn::clone_child(cfg, &plan, &parent_end, &child_end)?;
+    let child = spawn::clone_child(cfg, &plan, &parent_end, &child_end, detached)?;
     let pid = child.pid;
     let mut timeline = vec![Stamp::now(Step::Clone, start_ns)];
     drop(child_end);
@@ -118,33 +241,18 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
     }
     parent_end.send(ParentMsg::Go { rootfs_tree: rootfs_tree.as_ref().map(AsFd::as_fd) })?;
     drop(rootfs_tree);
-
-    let (stdout, stderr) = (stdout.as_ref(), stderr.as_ref());
-    let sources = wait::Sources { channel: &parent_end, pidfd: &pidfd, stdout, stderr, signals: &signals };
-    let seen = wait::Watch::new(cfg, (start, start_ns), &mut child, cgroup.as_ref(), sources, timeline, log).run()?;
-
-    let mut warnings: Vec<String> = warning.into_iter().collect();
-    let cgroup = cleanup::clean_up(child, sentinel, cgroup, &mut warnings);
-    drop(signals);
-    if let Some((step, errno)) = seen.failure {
-        return Err(error::child_failed(step, errno, cfg));
-    }
-    let mut timeline = seen.timeline;
-    timeline.sort_by_key(|s| s.at);
-    Ok(Outcome {
-        id,
-        status: seen.status.unwrap_or(ExitStatus::Signaled(libc::SIGKILL)),
-        timed_out: seen.timed_out,
-        oom_killed: cgroup.as_ref().is_some_and(|c| c.stats.oom_kills > 0),
-        forwarded_signal: seen.forwarded,
-        timeline,
-        total: outcome::since(start_ns),
+    Ok(Launched {
+        start_ns,
         cgroup,
-        uid_map,
-        gid_map,
-        rootfs_idmapped,
-        stdout: seen.stdout,
-        stderr: seen.stderr,
-        warnings,
+        sentinel,
+        stdout,
+        stderr,
+        log,
+        parent_end,
+        signals,
+        child,
+        pidfd,
+        timeline,
+        user: UserOutcome { uid_map, gid_map, rootfs_idmapped, warning },
     })
 }

@@ -87,12 +87,14 @@ pub(super) fn plan(
     pipes: &Pipes,
     join_fds: &[OwnedFd],
     cgroup: Option<&Cgroup>,
+    await_start: Option<RawFd>,
 ) -> Result<Plan, LaunchError> {
     let join_raw: Vec<RawFd> = join_fds.iter().map(|f| f.as_raw_fd()).collect();
     let host = PlanHost {
         last_cap: last_cap(),
         devices_allowlist: cgroup.is_some_and(Cgroup::devices_allowlist),
         seccomp: if cfg.seccomp { Some(seccomp::default_program()?) } else { None },
+        await_start,
     };
     Ok(Plan::build(cfg, rootfs, pipes.child_fds(), &join_raw, host)?)
 }
@@ -102,6 +104,15 @@ pub(super) fn plan(
 pub(super) struct ChildGuard {
     pub(super) pid: Pid,
     pub(super) reaped: bool,
+}
+
+impl ChildGuard {
+    /// Lets the child go on without this launcher (an OCI `create`): it
+    /// is neither killed nor reaped here. Its PID.
+    pub(super) fn release(mut self) -> i32 {
+        self.reaped = true;
+        self.pid.as_raw()
+    }
 }
 
 impl Drop for ChildGuard {
@@ -120,6 +131,7 @@ pub(super) fn clone_child(
     plan: &Plan,
     parent_end: &ParentEnd,
     child_end: &ChildEnd,
+    detached: bool,
 ) -> Result<ChildGuard, LaunchError> {
     narrate_parent(cfg, Step::Clone, &format!("clone({} | SIGCHLD)", cfg.namespaces.describe_clone_flags()));
     let flags = cfg.namespaces.clone_flags().bits() as libc::c_long | libc::SIGCHLD as libc::c_long;
@@ -140,6 +152,7 @@ pub(super) fn clone_child(
                 launcher: launcher_pid,
                 explain: cfg.explain,
                 step: cfg.step,
+                detached,
             },
         );
     }

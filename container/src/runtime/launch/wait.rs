@@ -51,6 +51,11 @@ impl Drop for MaskGuard {
 }
 
 impl Signals {
+    /// No forwarded signals.
+    pub(super) fn none() -> Signals {
+        Signals { fd: None, _mask: MaskGuard(None) }
+    }
+
     /// Blocks the forwarded signals if `cfg` forwards signals; else nothing.
     pub(super) fn block(cfg: &ContainerConfig) -> Result<Signals, LaunchError> {
         let mut mask = MaskGuard(None);

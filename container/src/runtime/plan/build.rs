@@ -111,6 +111,9 @@ fn process_steps(ops: &mut Ops, cfg: &ContainerConfig, stdio: &StdioFds, host: P
             ops.push((Step::Stdio, Op::Dup2(fd, to)));
         }
     }
+    if let Some(fd) = host.await_start {
+        ops.push((Step::AwaitStart, Op::AwaitStart(fd)));
+    }
     ops.push((Step::Exec, Op::Exec));
     Ok(())
 }

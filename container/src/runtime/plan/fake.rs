@@ -72,6 +72,9 @@ impl Sys for Recorder {
     fn mknod_char(&self, p: &CStr, _m: u32, ma: u64, mi: u64) -> Result<(), Errno> {
         self.rec(format!("mknod {} {ma}:{mi}", s(p)))
     }
+    fn await_start(&self, fd: RawFd) -> Result<(), Errno> {
+        self.rec(format!("await_start {fd}"))
+    }
     fn touch(&self, p: &CStr) -> Result<(), Errno> {
         self.rec(format!("touch {}", s(p)))
     }
@@ -150,7 +153,7 @@ impl StepHooks for Steps {
 
 /// A host with a devices allowlist and no seccomp filter.
 pub(super) fn host() -> PlanHost {
-    PlanHost { last_cap: 40, devices_allowlist: true, seccomp: None }
+    PlanHost { last_cap: 40, devices_allowlist: true, seccomp: None, await_start: None }
 }
 
 /// `sh -c true` in `/r` with these namespaces.

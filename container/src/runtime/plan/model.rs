@@ -81,6 +81,9 @@ pub enum Op {
     },
     /// chdir(2).
     Chdir(CString),
+    /// Wait for `start`: the exec FIFO behind this `O_PATH` fd opened for
+    /// writing (see [`crate::runtime::sys::Sys::await_start`]).
+    AwaitStart(RawFd),
     /// pivot_root(".", ".").
     PivotRoot,
     /// umount2(".", MNT_DETACH): the old root, stacked under the new one.
@@ -158,6 +161,9 @@ pub struct PlanHost {
     pub devices_allowlist: bool,
     /// The seccomp program to install before exec, if any.
     pub seccomp: Option<&'static [sock_filter]>,
+    /// An `O_PATH` fd of the exec FIFO the process waits on before
+    /// execve (an OCI `create`), if any.
+    pub await_start: Option<RawFd>,
 }
 
 /// Where the stdio of the command comes from, as fds already open in the parent.

@@ -236,4 +236,36 @@ mod tests {
         assert!(position(&calls, "mkdir dev/pts") < bind);
         assert!(bind < position(&calls, "pivot_root"));
     }
+
+    #[test]
+    fn a_bundles_mounts_replace_virtlabs_and_the_process_waits_for_start() {
+        use crate::runtime::config::MountSpec;
+        use nix::mount::MsFlags;
+        let spec =
+            |dest: &str, fstype: Option<&str>, source: Option<&str>, flags: MsFlags, data: Option<&str>| MountSpec {
+                destination: dest.into(),
+                fstype: fstype.map(String::from),
+                source: source.map(Into::into),
+                flags: flags.bits(),
+                data: data.map(String::from),
+            };
+        let mut c = cfg(Namespaces::parse("mnt,pid").unwrap());
+        c.mounts = Some(vec![
+            spec("/dev", Some("tmpfs"), None, MsFlags::MS_NOSUID, Some("mode=755")),
+            spec("/dev/pts", Some("devpts"), None, MsFlags::empty(), Some("newinstance")),
+            spec("/srv/data", None, Some("/"), MsFlags::MS_BIND | MsFlags::MS_RDONLY, None),
+        ]);
+        let h = crate::runtime::plan::model::PlanHost { await_start: Some(9), ..host() };
+        let plan = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[], h).unwrap();
+        let calls = record(&plan, Received::default());
+        assert!(position(&calls, "mount tmpfs dev tmpfs") < position(&calls, "mknod dev/null 1:3"));
+        assert!(position(&calls, "mount devpts dev/pts devpts") < position(&calls, "symlink dev/ptmx pts/ptmx"));
+        // Parents first; a read-only bind is bound, then remounted.
+        assert!(position(&calls, "mkdir srv") < position(&calls, "mkdir srv/data"));
+        assert!(position(&calls, "mount / srv/data NULL") < position(&calls, "mount NULL srv/data NULL,ro"));
+        assert!(!calls.iter().any(|c| c.starts_with("mount tmpfs tmp ")), "no /tmp of virtlab's: {calls:#?}");
+        // The wait for `start` comes last, right before execve.
+        assert!(position(&calls, "chdir /") < position(&calls, "await_start 9"));
+        assert!(position(&calls, "await_start 9") < position(&calls, "execve"));
+    }
 }

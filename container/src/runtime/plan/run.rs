@@ -66,6 +66,7 @@ fn run_op<S: Sys>(sys: &S, plan: &Plan, received: Received, op: &Op) -> Result<(
         Op::BindFile { src, target } => mounts::bind_file(sys, src, target),
         Op::Symlink { target, link } => sys.symlink(target, link),
         Op::Chdir(p) => sys.chdir(p),
+        Op::AwaitStart(fd) => sys.await_start(*fd),
         Op::PivotRoot => sys.pivot_root(dot, dot),
         Op::DetachOldRoot => sys.umount2(dot, MntFlags::MNT_DETACH),
         Op::Chroot(p) => sys.chroot(p),

@@ -55,6 +55,8 @@ pub enum Step {
     Workdir,
     /// stdin/stdout/stderr set up.
     Stdio,
+    /// Created, not started: waiting for `start` (the exec FIFO).
+    AwaitStart,
     /// execve called (stamped by the child just before the call; the
     /// parent learns that it succeeded when the channel closes).
     Exec,
@@ -66,7 +68,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 27] = [
+    pub const ALL: [Step; 28] = [
         Step::Clone,
         Step::UserMaps,
         Step::Cgroup,
@@ -91,6 +93,7 @@ impl Step {
         Step::Seccomp,
         Step::Workdir,
         Step::Stdio,
+        Step::AwaitStart,
         Step::Exec,
         Step::Ready,
         Step::Exit,
@@ -128,6 +131,7 @@ impl Step {
             Step::Seccomp => "seccomp",
             Step::Workdir => "workdir",
             Step::Stdio => "stdio",
+            Step::AwaitStart => "await_start",
             Step::Exec => "exec",
             Step::Ready => "ready",
             Step::Exit => "exit",
