@@ -205,17 +205,44 @@ fn linux_part(cfg: &mut ContainerConfig, spec: &Spec) -> Result<(), OciError> {
             }
         }
     }
-    if l.cgroups_path().is_some() {
-        return Err(unsupported("linux.cgroupsPath", "virtlab names its cgroups itself; leave it out"));
+    if let Some(p) = l.cgroups_path() {
+        let text = p.to_string_lossy();
+        if text.contains(':') {
+            return Err(unsupported(
+                "linux.cgroupsPath",
+                "a systemd slice path (slice:prefix:name): virtlab uses cgroupfs paths",
+            ));
+        }
+        if text.split('/').any(|c| c == "..") || text.trim_matches('/').is_empty() {
+            return Err(unsupported("linux.cgroupsPath", "must name a cgroup below the root, without .."));
+        }
+        cfg.cgroup_path = Some(text.trim_start_matches('/').to_string());
     }
     if l.seccomp().is_some() {
-        return Err(unsupported(
-            "linux.seccomp",
-            "a profile of the bundle's is not supported yet (virtlab installs its own filter)",
-        ));
+        return Err(unsupported("linux.seccomp", "a profile of the bundle's is not supported yet"));
     }
-    if l.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(unsupported("linux.sysctl", "not supported yet"));
+    // No `linux.seccomp`: no filter, as the specification (and runc) has it.
+    cfg.seccomp = false;
+    for (key, value) in l.sysctl().iter().flatten() {
+        let field = format!("linux.sysctl.{key}");
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            return Err(unsupported(field, "not a sysctl name"));
+        }
+        // Only what the container's own namespaces hold, as runc allows.
+        let own = (key.starts_with("net.") && ns.net)
+            || ((key.starts_with("kernel.shm")
+                || key.starts_with("kernel.msg")
+                || key == "kernel.sem"
+                || key.starts_with("fs.mqueue."))
+                && ns.ipc)
+            || ((key == "kernel.hostname" || key == "kernel.domainname") && ns.uts);
+        if !own {
+            return Err(unsupported(
+                field,
+                "only sysctls of the container's own network, IPC or UTS namespace can be set",
+            ));
+        }
+        cfg.sysctl.push((key.clone(), value.clone()));
     }
     if l.rootfs_propagation().as_deref().is_some_and(|p| !matches!(p, "private" | "rprivate")) {
         return Err(unsupported("linux.rootfsPropagation", "only private is supported"));
@@ -467,7 +494,7 @@ mod tests {
         assert!(e.contains("domainname"), "{e}");
         let mut spec = runc_default(dir.path());
         let mut linux = spec.linux().clone().unwrap();
-        linux.set_cgroups_path(Some("/x/y".into()));
+        linux.set_cgroups_path(Some("system.slice:virtlab:x".into()));
         spec.set_linux(Some(linux));
         let e = convert(dir.path(), &spec).unwrap_err().to_string();
         assert!(e.contains("linux.cgroupsPath"), "{e}");

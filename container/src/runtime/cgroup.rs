@@ -254,6 +254,31 @@ impl Cgroup {
         Self::create_with(root, mode, id, limits, true)
     }
 
+    /// Creates the cgroup at `path` (relative to each hierarchy's root, as
+    /// an OCI bundle's `linux.cgroupsPath` names it; missing parents are
+    /// made, and on v2 given the controllers) and applies `limits`.
+    pub fn create_at(root: &Path, mode: CgroupMode, path: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        let rel = path.trim_start_matches('/');
+        let parents: Vec<&str> = rel.split('/').collect();
+        let bases: Vec<PathBuf> =
+            if mode.is_v1() { V1_CONTROLLERS.iter().map(|c| root.join(c)).collect() } else { vec![root.to_path_buf()] };
+        for base in bases.iter().filter(|b| b.is_dir()) {
+            let mut dir = base.clone();
+            for p in &parents[..parents.len().saturating_sub(1)] {
+                if mode == CgroupMode::V2 {
+                    enable_v2_controllers(&dir, limits)?;
+                }
+                dir.push(p);
+                match fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(source) => return Err(CgroupError::Create { path: dir, source }),
+                }
+            }
+        }
+        Self::create_named(root, mode, rel.to_string(), limits, true)
+    }
+
     /// A cgroup that only accounts (memory peak, CPU time) and confines no
     /// device: for measuring a host process such as a VMM, which must
     /// still open /dev/kvm.
@@ -268,7 +293,16 @@ impl Cgroup {
         limits: &Limits,
         devices: bool,
     ) -> Result<Cgroup, CgroupError> {
-        let name = format!("{PREFIX}{id}");
+        Self::create_named(root, mode, format!("{PREFIX}{id}"), limits, devices)
+    }
+
+    fn create_named(
+        root: &Path,
+        mode: CgroupMode,
+        name: String,
+        limits: &Limits,
+        devices: bool,
+    ) -> Result<Cgroup, CgroupError> {
         let mut cg = Cgroup { name, dirs: CgroupDirs { mode, dirs: Vec::new() }, devices: false, removed: false };
         let parts: &[(Part, &'static str)] = if mode.is_v1() {
             &[
@@ -283,7 +317,8 @@ impl Cgroup {
             &[(Part::Unified, "")]
         };
         if mode == CgroupMode::V2 {
-            enable_v2_controllers(root, limits)?;
+            let parent = Path::new(&cg.name).parent().map_or(root.to_path_buf(), |p| root.join(p));
+            enable_v2_controllers(&parent, limits)?;
         }
         let mut seen: Vec<PathBuf> = Vec::new();
         for &(part, sub) in parts {

@@ -353,6 +353,12 @@ pub struct ContainerConfig {
     /// The capabilities kept (bounding, effective and permitted sets), as a
     /// bit mask, instead of Docker's default set.
     pub capabilities: Option<u64>,
+    /// The container's cgroup at this path under each hierarchy (an OCI
+    /// bundle's `linux.cgroupsPath`) instead of `virtlab-ID`.
+    pub cgroup_path: Option<String>,
+    /// Namespaced kernel parameters to set (`net.ipv4.ping_group_range`
+    /// = `0 0`), written under the container's /proc/sys.
+    pub sysctl: Vec<(String, String)>,
     /// Set no_new_privs before exec (on unless an OCI bundle says
     /// `noNewPrivileges: false`).
     pub no_new_privs: bool,
@@ -394,6 +400,8 @@ impl ContainerConfig {
             readonly_paths: None,
             capabilities: None,
             no_new_privs: true,
+            cgroup_path: None,
+            sysctl: Vec::new(),
         }
     }
 }

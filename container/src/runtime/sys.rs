@@ -63,6 +63,8 @@ pub trait Sys {
     /// Opens the FIFO behind the `O_PATH` fd `fd` for writing, which
     /// blocks until a reader opens it (`start`), writes one byte, closes it.
     fn await_start(&self, fd: RawFd) -> Result<(), Errno>;
+    /// Opens `path` for writing (no creation) and writes `bytes` whole.
+    fn write_file(&self, path: &CStr, bytes: &[u8]) -> Result<(), Errno>;
     /// sethostname(2).
     fn sethostname(&self, name: &CStr) -> Result<(), Errno>;
     /// socket(2) + ioctl(SIOCSIFFLAGS, IFF_UP) on `lo`.
@@ -191,6 +193,14 @@ impl Sys for RealSys {
         let w = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
         let r = self.write_fd(w, b"0");
         let _ = nix::unistd::close(w);
+        r
+    }
+
+    fn write_file(&self, path: &CStr, bytes: &[u8]) -> Result<(), Errno> {
+        use nix::fcntl::{open, OFlag};
+        let fd = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let r = self.write_fd(fd, bytes);
+        let _ = nix::unistd::close(fd);
         r
     }
 

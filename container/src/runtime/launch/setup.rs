@@ -29,7 +29,10 @@ pub(super) fn make_cgroup(cfg: &ContainerConfig, root: bool, id: &str) -> Result
     if root {
         let mode = cgroup::detect(&cfg.cgroup_root)?;
         cgroup::cleanup_stale(&cfg.cgroup_root, mode);
-        Ok(Some(Cgroup::create(&cfg.cgroup_root, mode, id, &cfg.limits)?))
+        match &cfg.cgroup_path {
+            Some(path) => Ok(Some(Cgroup::create_at(&cfg.cgroup_root, mode, path, &cfg.limits)?)),
+            None => Ok(Some(Cgroup::create(&cfg.cgroup_root, mode, id, &cfg.limits)?)),
+        }
     } else if cfg.limits != Limits::default() {
         Err(LaunchError::LimitsNeedRoot)
     } else {

@@ -12,7 +12,7 @@ use nix::sched::CloneFlags;
 
 use super::command;
 use super::identity;
-use super::model::{cstr, path_c, Op, Ops, Plan, PlanHost, StdioFds};
+use super::model::{cstr, path_c, under, Op, Ops, Plan, PlanHost, StdioFds};
 use super::mounts;
 use super::security;
 use super::step::Step;
@@ -48,6 +48,10 @@ impl Plan {
                     mounts::dev(&mut ops, ns.user, stdio.tty.as_deref())?;
                     mounts::proc(&mut ops)?;
                 }
+            }
+            for (key, value) in &cfg.sysctl {
+                let path = under(&format!("proc/sys/{}", key.replace('.', "/")))?;
+                ops.push((Step::Sysctl, Op::WriteFile { path, value: cstr(value.as_str(), "sysctl value")? }));
             }
             security::proc_masks(&mut ops, cfg)?;
             if cfg.mounts.is_none() {

@@ -72,6 +72,9 @@ impl Sys for Recorder {
     fn mknod_char(&self, p: &CStr, _m: u32, ma: u64, mi: u64) -> Result<(), Errno> {
         self.rec(format!("mknod {} {ma}:{mi}", s(p)))
     }
+    fn write_file(&self, p: &CStr, b: &[u8]) -> Result<(), Errno> {
+        self.rec(format!("write_file {} {}", s(p), String::from_utf8_lossy(b)))
+    }
     fn await_start(&self, fd: RawFd) -> Result<(), Errno> {
         self.rec(format!("await_start {fd}"))
     }

@@ -81,6 +81,13 @@ pub enum Op {
     },
     /// chdir(2).
     Chdir(CString),
+    /// A whole small file written (a sysctl under /proc/sys).
+    WriteFile {
+        /// The file.
+        path: CString,
+        /// What to write.
+        value: CString,
+    },
     /// Wait for `start`: the exec FIFO behind this `O_PATH` fd opened for
     /// writing (see [`crate::runtime::sys::Sys::await_start`]).
     AwaitStart(RawFd),

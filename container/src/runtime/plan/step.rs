@@ -35,6 +35,8 @@ pub enum Step {
     ProcMasks,
     /// /tmp tmpfs mounted.
     Tmp,
+    /// Namespaced kernel parameters written (an OCI bundle's sysctls).
+    Sysctl,
     /// Root remounted read-only.
     ReadOnly,
     /// sethostname.
@@ -68,7 +70,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 28] = [
+    pub const ALL: [Step; 29] = [
         Step::Clone,
         Step::UserMaps,
         Step::Cgroup,
@@ -83,6 +85,7 @@ impl Step {
         Step::Proc,
         Step::ProcMasks,
         Step::Tmp,
+        Step::Sysctl,
         Step::ReadOnly,
         Step::Hostname,
         Step::Loopback,
@@ -121,6 +124,7 @@ impl Step {
             Step::Proc => "proc",
             Step::ProcMasks => "proc_masks",
             Step::Tmp => "tmp",
+            Step::Sysctl => "sysctl",
             Step::ReadOnly => "read_only",
             Step::Hostname => "hostname",
             Step::Loopback => "loopback",
