@@ -43,9 +43,9 @@ pub struct OciArgs {
 /// The runtime's commands.
 #[derive(Debug, Subcommand)]
 pub enum OciCommand {
-    /// Write a config.json to start from (runc's default: `sh` on a
-    /// terminal, in new pid, net, ipc, uts and mount namespaces, a
-    /// read-only root at ./rootfs)
+    /// Write a config.json to start from (`sh`, in new pid, net, ipc, uts,
+    /// mount and cgroup namespaces, a read-only root at ./rootfs, runc's
+    /// capabilities and mounts, hostname virtlab)
     Spec {
         /// The bundle directory to write it in
         #[arg(short, long, value_name = "DIR", default_value = ".")]
@@ -161,7 +161,8 @@ fn spec(bundle: &Path) -> anyhow::Result<u8> {
     if path.exists() {
         bail!("{} exists already: remove it first", path.display());
     }
-    let spec = oci_spec::runtime::Spec::default();
+    let mut spec = oci_spec::runtime::Spec::default();
+    spec.set_hostname(Some("virtlab".into()));
     spec.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(0)
 }
