@@ -120,8 +120,8 @@ fn full_report() -> CompareReport {
         })
         .collect();
     CompareReport {
-        schema: SCHEMA,
-        virtlab_version: "0.0.0-golden",
+        schema: SCHEMA.into(),
+        virtlab_version: "0.0.0-golden".into(),
         started_unix: 1_700_000_000,
         wall_seconds: 312.25,
         host,
@@ -185,8 +185,8 @@ fn plain_report() -> CompareReport {
     let host = host(VirtMode::HardwareAssisted, false);
     let rows = report::rows(&samples, &envs, &workloads);
     CompareReport {
-        schema: SCHEMA,
-        virtlab_version: "0.0.0-golden",
+        schema: SCHEMA.into(),
+        virtlab_version: "0.0.0-golden".into(),
         started_unix: 1_700_000_000,
         wall_seconds: 12.5,
         claims: report::claims(&rows, &host),
@@ -263,4 +263,32 @@ fn the_reports_of_a_plain_run() {
     assert!(!text.contains("Ours against the real thing") && !text.contains("skipped"), "{text}");
     golden("plain.txt", &text);
     golden("plain.md", &report::markdown(&r, "virtlab compare"));
+}
+
+/// The JSON of the full run, kept as `tests/golden/full.json`: the recorded
+/// run `virtlab report` and the HTML tests read back.
+#[test]
+fn the_json_of_a_full_run_reads_back_as_the_same_report() {
+    let r = full_report();
+    let json = serde_json::to_string_pretty(&r).unwrap() + "\n";
+    golden("full.json", &json);
+    let back = report::from_json(&json).unwrap();
+    assert_eq!(report::text(&back), report::text(&r));
+    assert_eq!(report::markdown(&back, "x"), report::markdown(&r, "x"));
+    assert_eq!(serde_json::to_string_pretty(&back).unwrap() + "\n", json);
+}
+
+#[test]
+fn a_saved_run_of_another_version_or_cut_off_says_so() {
+    let json = serde_json::to_string_pretty(&plain_report()).unwrap();
+    let other = json.replacen(SCHEMA, "virtlab.compare/2", 1);
+    let e = report::from_json(&other).err().unwrap();
+    assert_eq!(e.to_string(), "schema version \"virtlab.compare/2\" found, this virtlab reads \"virtlab.compare/1\"");
+    let e = report::from_json(&json[..json.len() / 2]).err().unwrap();
+    assert!(e.to_string().contains("truncated"), "{e}");
+    let e = report::from_json("{\"rows\": []}").err().unwrap();
+    assert!(e.to_string().starts_with("no \"schema\" field"), "{e}");
+    let e = report::from_json(&json.replacen("\"rows\"", "\"rowz\"", 1)).err().unwrap();
+    assert!(matches!(e, report::LoadError::BadReport(_)), "{e}");
+    assert!(std::error::Error::source(&e).unwrap().to_string().contains("missing field `rows`"), "{e:?}");
 }

@@ -14,17 +14,20 @@
 //!
 //! The JSON form is versioned (`schema`, see `compare/schema/compare.v1.json`
 //! and docs in README): fields are only ever added within a version.
+//! [`from_json`] reads a saved run back (for `virtlab report`), refusing
+//! another version by name.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::host::HostInfo;
 use crate::launch::{Env, MemoryMethod, Sample, Workload};
 use crate::stats::{ratio, Summary};
 
-mod claims;
+pub mod claims;
 mod csv;
+mod load;
 mod markdown;
 mod notes;
 pub mod tables;
@@ -34,6 +37,7 @@ mod text;
 
 pub use claims::{claims, Claim};
 pub use csv::csv;
+pub use load::{from_json, LoadError};
 pub use markdown::markdown;
 pub use notes::{estimate_legend, memory_note, tcg_note, ANCHORS};
 pub use text::{peers_text, scale_table, table, text};
@@ -42,7 +46,7 @@ pub use text::{peers_text, scale_table, table, text};
 pub const SCHEMA: &str = "virtlab.compare/1";
 
 /// How the comparison was run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
     /// Measured runs per environment and workload.
     pub runs: usize,
@@ -57,7 +61,7 @@ pub struct RunConfig {
 }
 
 /// An environment left out, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Skipped {
     /// Which.
     pub env: Env,
@@ -66,7 +70,7 @@ pub struct Skipped {
 }
 
 /// A launch that failed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
     /// Where.
     pub env: Env,
@@ -79,7 +83,7 @@ pub struct Failure {
 }
 
 /// Statistics of one environment on one workload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// Environment.
     pub env: Env,
@@ -116,12 +120,12 @@ pub struct Row {
 }
 
 /// The whole comparison.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompareReport {
     /// [`SCHEMA`].
-    pub schema: &'static str,
+    pub schema: String,
     /// virtlab's version.
-    pub virtlab_version: &'static str,
+    pub virtlab_version: String,
     /// When (seconds since the Unix epoch).
     pub started_unix: u64,
     /// Wall time of the whole comparison, seconds.
@@ -150,7 +154,7 @@ pub struct CompareReport {
 }
 
 /// One of ours against one peer on one workload: ours / peer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerRatio {
     /// Ours.
     pub ours: Env,

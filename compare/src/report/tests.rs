@@ -69,8 +69,8 @@ fn report(
     warmup: usize,
 ) -> CompareReport {
     CompareReport {
-        schema: SCHEMA,
-        virtlab_version: "test",
+        schema: SCHEMA.into(),
+        virtlab_version: "test".into(),
         started_unix: 0,
         wall_seconds: 1.0,
         host,

@@ -222,8 +222,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     };
 
     let report = CompareReport {
-        schema: SCHEMA,
-        virtlab_version: env!("CARGO_PKG_VERSION"),
+        schema: SCHEMA.into(),
+        virtlab_version: env!("CARGO_PKG_VERSION").into(),
         started_unix: unix_seconds_at(started),
         wall_seconds: started.elapsed().as_secs_f64(),
         host,
