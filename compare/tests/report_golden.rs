@@ -292,3 +292,34 @@ fn a_saved_run_of_another_version_or_cut_off_says_so() {
     assert!(matches!(e, report::LoadError::BadReport(_)), "{e}");
     assert!(std::error::Error::source(&e).unwrap().to_string().contains("missing field `rows`"), "{e:?}");
 }
+
+/// The HTML page of the full run: one section per claim with its sentence,
+/// a chart wherever the run measured something to draw, nothing fetched.
+#[test]
+fn the_html_page_of_a_full_run() {
+    let r = full_report();
+    let page = report::html(&r, "virtlab compare --peers --scale 4 --html page.html");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert_eq!(page.matches("<section class=\"claim\"").count(), 6);
+    for c in &r.claims {
+        assert!(page.contains(&c.claim), "{}", c.claim);
+    }
+    // startup, timeline, overhead (cpu), system calls, console, scale.
+    assert_eq!(page.matches("<svg ").count(), 6);
+    assert!(page.contains("This computer is itself a virtual machine"));
+    assert!(page.contains("Ours against the real thing") && page.contains("id=\"scale\""));
+    assert!(page.contains("<pre>virtlab compare --peers --scale 4 --html page.html</pre>"));
+    assert!(page.contains("prefers-color-scheme: dark") && page.contains("position: sticky"));
+    // Self-contained: nothing to load, no framework.
+    for outside in ["<link", " src=", "@import", "url(", "https://"] {
+        assert!(!page.contains(outside), "{outside}");
+    }
+    assert_eq!(page.matches("<script>").count(), 1);
+    golden("full.html", &page);
+    let plain = report::html(&plain_report(), "virtlab compare");
+    assert!(
+        plain.contains("was not measured (--no-probe)")
+            && !plain.contains("id=\"scale\"")
+            && !plain.contains("id=\"peers\"")
+    );
+}

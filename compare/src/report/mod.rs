@@ -7,7 +7,8 @@
 //! ([`tables`]) and the notes beside them ([`tcg_note`],
 //! [`estimate_legend`], [`memory_note`]). Each output only lays that out:
 //! the terminal's text ([`text`](fn@text)), Markdown
-//! ([`markdown`](fn@markdown)), CSV ([`csv`](fn@csv)); the JSON is the
+//! ([`markdown`](fn@markdown)), CSV ([`csv`](fn@csv)), one HTML page
+//! ([`html`](fn@html)); the JSON is the
 //! [`CompareReport`] serialized, and the charts are [`crate::svg`]'s. A
 //! new output is one more renderer file beside `text.rs` and
 //! `markdown.rs`.
@@ -27,6 +28,7 @@ use crate::stats::{ratio, Summary};
 
 pub mod claims;
 mod csv;
+mod html;
 mod load;
 mod markdown;
 mod notes;
@@ -37,6 +39,7 @@ mod text;
 
 pub use claims::{claims, Claim};
 pub use csv::csv;
+pub use html::html;
 pub use load::{from_json, LoadError};
 pub use markdown::markdown;
 pub use notes::{estimate_legend, memory_note, tcg_note, ANCHORS};
@@ -307,6 +310,41 @@ fn fmt_mib(b: f64) -> String {
     } else {
         format!("{:.1} MiB", b / 1048576.0)
     }
+}
+
+/// A `virtlab compare` command that makes a run like `report`: its
+/// environments, workloads with their sizes, runs, warm-ups and
+/// `--scale` counts (for a page made from a saved run, which does not
+/// keep the command line itself).
+pub fn equivalent_command(report: &CompareReport) -> String {
+    let envs: Vec<&str> = report.config.envs.iter().map(|e| e.name()).collect();
+    let workloads: Vec<String> = report
+        .config
+        .workloads
+        .iter()
+        .map(|w| match w.arg {
+            Some(a) => format!("{}={a}", w.mode),
+            None => w.mode.clone(),
+        })
+        .collect();
+    let mut c = format!(
+        "virtlab compare --runs {} --warmup {} --env {} --workload {}",
+        report.config.runs,
+        report.config.warmup,
+        envs.join(","),
+        workloads.join(",")
+    );
+    let mut counts: Vec<usize> = Vec::new();
+    for p in &report.scale {
+        if !counts.contains(&p.instances) {
+            counts.push(p.instances);
+        }
+    }
+    if !counts.is_empty() {
+        let counts: Vec<String> = counts.iter().map(usize::to_string).collect();
+        c += &format!(" --scale {}", counts.join(","));
+    }
+    c
 }
 
 /// Phases of the first run of each environment on `workload`, for the
