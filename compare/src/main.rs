@@ -20,6 +20,9 @@ enum Command {
     /// Run the same workload natively, in a container and in VMs; measure
     /// startup, overhead, VM exits and memory, and explain the result.
     Compare(cli::compare::CompareArgs),
+    /// Render a saved run (`compare --json`) again: one HTML page, Markdown,
+    /// CSV or the text report, chosen by the output's extension.
+    Report(cli::report::ReportArgs),
     /// Run a workload in a KVM virtual machine (our VMM and minikernel).
     #[command(subcommand)]
     Vm(cli::vm::VmCommand),
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compare(args) => cli::compare::run(args),
+        Command::Report(args) => cli::report::run(&args),
         Command::Vm(cmd) => cli::vm::run(cmd),
         Command::Container(cmd) => cli::container::run(cmd),
         Command::Image(args) => cli::image::run(args),

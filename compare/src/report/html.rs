@@ -8,8 +8,8 @@
 //! The cells come from [`super::tables`], the sentences from
 //! [`super::claims`] and [`super::notes`], the charts from [`crate::svg`]:
 //! this file only lays them out. Its few lines of script check that every
-//! chart has a size and say so on the page's root element
-//! (`data-charts="ok N"`), which the browser test reads.
+//! chart has a size and that nothing is wider than the window, and say so
+//! on the page's root element, which the browser test reads.
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
@@ -54,6 +54,8 @@ thead th { position: sticky; top: 0; background: var(--bg); border-bottom: 2px s
 code, pre { font-family: "DejaVu Sans Mono", "Noto Sans Mono", monospace; font-size: .85em; }
 pre { white-space: pre-wrap; word-break: break-all; background: var(--card); border: 1px solid var(--line); padding: .5rem .75rem; }
 nav ol { columns: 2; }
+.wide table { font-size: .68rem; }
+.wide th, .wide td { padding: .2rem .3rem; }
 @media print {
   :root { --bg: #fff; --fg: #000; --dim: #444; --card: #fff; --grid: #ccc; --line: #bbb; --note: #fff; }
   html { font-size: 11pt; }
@@ -63,11 +65,18 @@ nav ol { columns: 2; }
 }
 "#;
 
-/// Checks every chart has a size once laid out, and says so on `<html>`
-/// (read by the browser test through `--dump-dom`).
-const CHECK_SCRIPT: &str = "(function () {\n  var svgs = document.querySelectorAll('svg'), empty = 0;\n  \
-     svgs.forEach(function (s) { var r = s.getBoundingClientRect(); if (!(r.width > 0 && r.height > 0)) empty++; });\n  \
-     document.documentElement.setAttribute('data-charts', empty ? 'empty ' + empty : 'ok ' + svgs.length);\n})();\n";
+/// Checks every chart has a size once laid out and the page is no wider
+/// than the window, and says so on `<html>` (`data-charts="ok N"`,
+/// `data-too-wide="0"`, and which style it shows, `data-scheme`), read by
+/// the browser test through `--dump-dom`.
+const CHECK_SCRIPT: &str = "(function () {
+  var svgs = document.querySelectorAll('svg'), empty = 0, root = document.documentElement;
+  svgs.forEach(function (s) { var r = s.getBoundingClientRect(); if (!(r.width > 0 && r.height > 0)) empty++; });
+  root.setAttribute('data-charts', empty ? 'empty ' + empty : 'ok ' + svgs.length);
+  root.setAttribute('data-too-wide', Math.max(0, root.scrollWidth - root.clientWidth));
+  root.setAttribute('data-scheme', matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light');
+})();
+";
 
 /// The report as one HTML page; `command` is the command that made the run.
 pub fn html(report: &CompareReport, command: &str) -> String {
@@ -281,7 +290,7 @@ fn method(report: &CompareReport, command: &str) -> Markup {
                  fastest) / median of the launch-to-exit time: how far apart the runs were. \u{201c}x native\u{201d} \
                  is the ratio to native within this same run; ratios are never taken across runs."
             }
-            (whole(&tables::results(report)))
+            div.wide { (whole(&tables::results(report))) }
             @for l in estimate_legend(report).lines() { p.small { (l) } }
             @if !report.skipped.is_empty() {
                 h3 { "Left out" }
@@ -291,7 +300,7 @@ fn method(report: &CompareReport, command: &str) -> Markup {
                 p { (report.failures.len()) " launch(es) failed; the figures are from the others (the terminal \
                     report lists them)." }
             }
-            h3 { "The command" }
+            h3 { "Run it again" }
             pre { (command) }
             p.small { "The whole comparison took " (format!("{:.0}", report.wall_seconds)) " s. Published \
                        figures of the real systems, measured on other machines, for scale:" }
