@@ -18,8 +18,10 @@ say() { printf 'virtlab setup: %s\n' "$*" >&2; }
 # binutils' objdump checks the kernel's code; bubblewrap and runc are the
 # container peers of `virtlab compare --peers`; skopeo, umoci and podman read
 # and write the OCI images virtlab stores, and the image tests check virtlab
-# against them.
-packages=(busybox-static qemu-system-x86 binutils bubblewrap runc crun cpio skopeo umoci podman)
+# against them. chromium (headless) opens the HTML report of `virtlab
+# compare --html` in its browser test and takes README's screenshot
+# (scripts/screenshot.sh).
+packages=(busybox-static qemu-system-x86 binutils bubblewrap runc crun cpio skopeo umoci podman chromium)
 # The Linux guest kernel is built from source: Debian's kernel source and
 # its build tools.
 if [ "$linux" = 1 ]; then
