@@ -203,14 +203,15 @@ pub fn overhead_chart_of(report: &CompareReport, only: &[&str]) -> String {
 /// Height of one environment's panel in the timeline.
 const PANEL: f64 = 58.0;
 
-/// One run of each environment, its launcher's phases along a time axis:
+/// A typical run of each environment (its median launch-to-exit, see
+/// [`crate::report::timelines`]), its launcher's phases along a time axis:
 /// a small panel per environment, each on its own scale (from launch to
 /// its exit), so that a process's microseconds show their phases as well
 /// as a Linux guest's seconds. The panel's total is written beside it.
 pub fn timeline_chart(report: &CompareReport) -> String {
     let lines = crate::report::timelines(&report.samples, "ready");
     let h = 50.0 + PANEL * lines.len().max(1) as f64;
-    let mut s = open(h, "Startup timeline: the launcher's phases in one `ready` run (each row on its own scale)");
+    let mut s = open(h, "Startup timeline: the launcher's phases in a typical `ready` run (each row on its own scale)");
     for (i, (env, phases)) in lines.iter().enumerate() {
         let y = 44.0 + PANEL * i as f64;
         let end = phases.iter().map(|(_, at)| *at).fold(0.0, f64::max);

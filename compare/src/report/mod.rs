@@ -347,12 +347,21 @@ pub fn equivalent_command(report: &CompareReport) -> String {
     c
 }
 
-/// Phases of the first run of each environment on `workload`, for the
-/// timeline chart: (environment, [(phase, at µs)]).
+/// Phases of a typical run of each environment on `workload`, for the
+/// timeline chart: (environment, [(phase, at µs)]). The typical run is
+/// the one whose launch-to-exit time is the median (the earlier of the two
+/// middle ones for an even count), so that one slow first run does not
+/// stand for the environment.
 pub fn timelines(samples: &[Sample], workload: &str) -> Vec<(Env, Vec<(String, f64)>)> {
-    let mut seen = BTreeMap::new();
+    let mut runs: BTreeMap<Env, Vec<&Sample>> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.workload == workload) {
-        seen.entry(s.env).or_insert_with(|| s.phases.iter().map(|p| (p.name.clone(), p.at_us)).collect());
+        runs.entry(s.env).or_default().push(s);
     }
-    seen.into_iter().collect()
+    runs.into_iter()
+        .map(|(env, mut ss)| {
+            ss.sort_by(|a, b| a.total_us.total_cmp(&b.total_us));
+            let typical = ss[(ss.len() - 1) / 2];
+            (env, typical.phases.iter().map(|p| (p.name.clone(), p.at_us)).collect())
+        })
+        .collect()
 }

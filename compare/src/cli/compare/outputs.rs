@@ -198,6 +198,7 @@ mod tests {
         let d = dir.path();
         std::fs::write(d.join("old.csv"), "an earlier run\n").unwrap();
         let (json, csv, svg) = (d.join("r.json"), d.join("old.csv"), d.join("a").join("b"));
+        let html = d.join("r.html");
         let a = args(&[
             "--json".as_ref(),
             json.as_os_str(),
@@ -205,6 +206,8 @@ mod tests {
             csv.as_os_str(),
             "--svg".as_ref(),
             svg.as_os_str(),
+            "--html".as_ref(),
+            html.as_os_str(),
         ]);
 
         // A run that fails early (after the check): nothing of it is left,
@@ -212,7 +215,7 @@ mod tests {
         let outputs = Outputs::open(&a).unwrap();
         assert_eq!(
             names(d),
-            ["a", "a/b", "a/b/overhead.svg", "a/b/startup.svg", "a/b/timeline.svg", "old.csv", "r.json"]
+            ["a", "a/b", "a/b/overhead.svg", "a/b/startup.svg", "a/b/timeline.svg", "old.csv", "r.html", "r.json"]
         );
         drop(outputs);
         assert_eq!(names(d), ["old.csv"]);
@@ -225,8 +228,9 @@ mod tests {
         for f in &mut outputs.svg {
             f.write(b"<svg/>").unwrap();
         }
+        outputs.html.as_mut().unwrap().write(b"<!DOCTYPE html>\n").unwrap();
         drop(outputs);
-        assert_eq!(names(d).len(), 7);
+        assert_eq!(names(d).len(), 8);
         assert_eq!(std::fs::read_to_string(&csv).unwrap(), "x\n");
         assert_eq!(std::fs::read_to_string(&json).unwrap(), "{}\n");
     }
