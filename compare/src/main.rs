@@ -23,6 +23,9 @@ enum Command {
     /// Render a saved run (`compare --json`) again: one HTML page, Markdown,
     /// CSV or the text report, chosen by the output's extension.
     Report(cli::report::ReportArgs),
+    /// Start the same workload natively, in a container and in VMs side by
+    /// side, and watch each launcher's steps as they happen.
+    Race(cli::race::RaceArgs),
     /// Run a workload in a KVM virtual machine (our VMM and minikernel).
     #[command(subcommand)]
     Vm(cli::vm::VmCommand),
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compare(args) => cli::compare::run(args),
         Command::Report(args) => cli::report::run(&args),
+        Command::Race(args) => cli::race::run(&args),
         Command::Vm(cmd) => cli::vm::run(cmd),
         Command::Container(cmd) => cli::container::run(cmd),
         Command::Image(args) => cli::image::run(args),

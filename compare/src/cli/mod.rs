@@ -9,6 +9,7 @@ pub mod image;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
+pub mod race;
 pub mod report;
 pub mod run_image;
 mod run_output;
