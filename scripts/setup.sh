@@ -18,8 +18,11 @@ say() { printf 'virtlab setup: %s\n' "$*" >&2; }
 # binutils' objdump checks the kernel's code; bubblewrap and runc are the
 # container peers of `virtlab compare --peers`; skopeo, umoci and podman read
 # and write the OCI images virtlab stores, and the image tests check virtlab
-# against them.
-packages=(busybox-static qemu-system-x86 binutils bubblewrap runc crun cpio skopeo umoci podman)
+# against them. chromium (headless) opens the HTML report of `virtlab
+# compare --html` in its browser test and takes README's screenshot
+# (scripts/screenshot.sh); tmux is the real terminal the test of `virtlab
+# race` drives.
+packages=(busybox-static qemu-system-x86 binutils bubblewrap runc crun cpio skopeo umoci podman chromium tmux)
 # The Linux guest kernel is built from source: Debian's kernel source and
 # its build tools.
 if [ "$linux" = 1 ]; then

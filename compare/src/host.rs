@@ -2,11 +2,11 @@
 //! that nobody reads an artefact of nested virtualization as a property of
 //! hypervisors.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use virtlab_vmm::probe::Ring0Probe;
 
 /// How this host runs guest code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VirtMode {
     /// No usable /dev/kvm.
@@ -19,7 +19,7 @@ pub enum VirtMode {
 }
 
 /// Facts about the host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostInfo {
     /// `uname -r`.
     pub kernel: String,

@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use virtlab_workload::{WorkloadResult, READY_MARKER};
 
 /// Where a workload runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Env {
     /// fork/exec on the host: the floor.
@@ -184,7 +184,7 @@ impl Env {
 }
 
 /// A workload mode with its size argument.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
     /// The mode: ready, cpu, syscall, mem, io.
     pub mode: String,
@@ -254,7 +254,7 @@ impl Workload {
 }
 
 /// One phase of a launch, in microseconds since the launcher started.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Phase {
     /// Launcher step name.
     pub name: String,
@@ -263,7 +263,7 @@ pub struct Phase {
 }
 
 /// What one launch measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sample {
     /// Environment.
     pub env: Env,
@@ -369,7 +369,7 @@ impl PodmanStorage {
 }
 
 /// How a row's "memory per instance" was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MemoryMethod {
     /// The peak of a fresh memory cgroup around the one process (and its

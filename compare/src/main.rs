@@ -20,6 +20,12 @@ enum Command {
     /// Run the same workload natively, in a container and in VMs; measure
     /// startup, overhead, VM exits and memory, and explain the result.
     Compare(cli::compare::CompareArgs),
+    /// Render a saved run (`compare --json`) again: one HTML page, Markdown,
+    /// CSV or the text report, chosen by the output's extension.
+    Report(cli::report::ReportArgs),
+    /// Start the same workload natively, in a container and in VMs side by
+    /// side, and watch each launcher's steps as they happen.
+    Race(cli::race::RaceArgs),
     /// Run a workload in a KVM virtual machine (our VMM and minikernel).
     #[command(subcommand)]
     Vm(cli::vm::VmCommand),
@@ -107,6 +113,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Compare(args) => cli::compare::run(args),
+        Command::Report(args) => cli::report::run(&args),
+        Command::Race(args) => cli::race::run(&args),
         Command::Vm(cmd) => cli::vm::run(cmd),
         Command::Container(cmd) => cli::container::run(cmd),
         Command::Image(args) => cli::image::run(args),

@@ -5,13 +5,13 @@
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::env::launch;
 use crate::launch::{Context, Env, Workload};
 
 /// N instances of one environment, started together.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScalePoint {
     /// Environment.
     pub env: Env,

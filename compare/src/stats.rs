@@ -1,10 +1,10 @@
 //! Order statistics over a handful of runs: on shared, noisy machines the
 //! median and the range say more than a mean.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Summary of a set of measurements.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// How many values.
     pub n: usize,

@@ -638,10 +638,11 @@ fn unwritable_outputs_fail_before_measuring_and_leave_nothing_behind() {
     let d = dir.path();
     let missing = d.join("no-such-dir");
     let os = |p: &std::path::Path| p.as_os_str().to_owned();
-    let cases: [(&str, Vec<std::ffi::OsString>); 4] = [
+    let cases: [(&str, Vec<std::ffi::OsString>); 5] = [
         ("--json", vec!["--json".into(), os(&missing.join("r.json"))]),
         ("--csv", vec!["--json".into(), os(&d.join("new.json")), "--csv".into(), os(&missing.join("r.csv"))]),
         ("--markdown", vec!["--json".into(), os(&d.join("keep.json")), "--markdown".into(), os(&missing.join("r.md"))]),
+        ("--html", vec!["--csv".into(), os(&d.join("new.csv")), "--html".into(), os(&missing.join("r.html"))]),
         ("--svg", vec!["--csv".into(), os(&d.join("new.csv")), "--svg".into(), os(&d.join("a-file").join("charts"))]),
     ];
     std::fs::write(d.join("keep.json"), "an earlier report\n").unwrap();
@@ -663,11 +664,30 @@ fn unwritable_outputs_fail_before_measuring_and_leave_nothing_behind() {
 
     // And when they can be written, they are.
     let charts = d.join("new").join("charts");
-    let (code, stderr) =
-        quick_native(&["--json".as_ref(), d.join("keep.json").as_os_str(), "--svg".as_ref(), charts.as_os_str()]);
+    let page = d.join("page.html");
+    let (code, stderr) = quick_native(&[
+        "--json".as_ref(),
+        d.join("keep.json").as_os_str(),
+        "--svg".as_ref(),
+        charts.as_os_str(),
+        "--html".as_ref(),
+        page.as_os_str(),
+    ]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(std::fs::read_to_string(d.join("keep.json")).unwrap().contains("\"schema\""));
     assert!(charts.join("startup.svg").metadata().unwrap().len() > 0);
+    // The page names the command that made it, less its own option.
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<pre>virtlab compare --env native --workload ready --no-probe"), "{html}");
+    assert!(!html.contains("page.html"), "{html}");
+    // And `virtlab report` makes it again from the JSON.
+    let again = d.join("again.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["report".as_ref(), d.join("keep.json").as_os_str(), "-o".as_ref(), again.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(&again).unwrap().contains("<section class=\"claim\" id=\"claim-6\">"));
 }
 
 #[test]

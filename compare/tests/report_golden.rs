@@ -120,8 +120,8 @@ fn full_report() -> CompareReport {
         })
         .collect();
     CompareReport {
-        schema: SCHEMA,
-        virtlab_version: "0.0.0-golden",
+        schema: SCHEMA.into(),
+        virtlab_version: "0.0.0-golden".into(),
         started_unix: 1_700_000_000,
         wall_seconds: 312.25,
         host,
@@ -185,8 +185,8 @@ fn plain_report() -> CompareReport {
     let host = host(VirtMode::HardwareAssisted, false);
     let rows = report::rows(&samples, &envs, &workloads);
     CompareReport {
-        schema: SCHEMA,
-        virtlab_version: "0.0.0-golden",
+        schema: SCHEMA.into(),
+        virtlab_version: "0.0.0-golden".into(),
         started_unix: 1_700_000_000,
         wall_seconds: 12.5,
         claims: report::claims(&rows, &host),
@@ -263,4 +263,63 @@ fn the_reports_of_a_plain_run() {
     assert!(!text.contains("Ours against the real thing") && !text.contains("skipped"), "{text}");
     golden("plain.txt", &text);
     golden("plain.md", &report::markdown(&r, "virtlab compare"));
+}
+
+/// The JSON of the full run, kept as `tests/golden/full.json`: the recorded
+/// run `virtlab report` and the HTML tests read back.
+#[test]
+fn the_json_of_a_full_run_reads_back_as_the_same_report() {
+    let r = full_report();
+    let json = serde_json::to_string_pretty(&r).unwrap() + "\n";
+    golden("full.json", &json);
+    let back = report::from_json(&json).unwrap();
+    assert_eq!(report::text(&back), report::text(&r));
+    assert_eq!(report::markdown(&back, "x"), report::markdown(&r, "x"));
+    assert_eq!(serde_json::to_string_pretty(&back).unwrap() + "\n", json);
+}
+
+#[test]
+fn a_saved_run_of_another_version_or_cut_off_says_so() {
+    let json = serde_json::to_string_pretty(&plain_report()).unwrap();
+    let other = json.replacen(SCHEMA, "virtlab.compare/2", 1);
+    let e = report::from_json(&other).err().unwrap();
+    assert_eq!(e.to_string(), "schema version \"virtlab.compare/2\" found, this virtlab reads \"virtlab.compare/1\"");
+    let e = report::from_json(&json[..json.len() / 2]).err().unwrap();
+    assert!(e.to_string().contains("truncated"), "{e}");
+    let e = report::from_json("{\"rows\": []}").err().unwrap();
+    assert!(e.to_string().starts_with("no \"schema\" field"), "{e}");
+    let e = report::from_json(&json.replacen("\"rows\"", "\"rowz\"", 1)).err().unwrap();
+    assert!(matches!(e, report::LoadError::BadReport(_)), "{e}");
+    assert!(std::error::Error::source(&e).unwrap().to_string().contains("missing field `rows`"), "{e:?}");
+}
+
+/// The HTML page of the full run: one section per claim with its sentence,
+/// a chart wherever the run measured something to draw, nothing fetched.
+#[test]
+fn the_html_page_of_a_full_run() {
+    let r = full_report();
+    let page = report::html(&r, "virtlab compare --peers --scale 4 --html page.html");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert_eq!(page.matches("<section class=\"claim\"").count(), 6);
+    for c in &r.claims {
+        assert!(page.contains(&c.claim), "{}", c.claim);
+    }
+    // startup, timeline, overhead (cpu), system calls, console, scale.
+    assert_eq!(page.matches("<svg ").count(), 6);
+    assert!(page.contains("This computer is itself a virtual machine"));
+    assert!(page.contains("Ours against the real thing") && page.contains("id=\"scale\""));
+    assert!(page.contains("<pre>virtlab compare --peers --scale 4 --html page.html</pre>"));
+    assert!(page.contains("prefers-color-scheme: dark") && page.contains("position: sticky"));
+    // Self-contained: nothing to load, no framework.
+    for outside in ["<link", " src=", "@import", "url(", "https://"] {
+        assert!(!page.contains(outside), "{outside}");
+    }
+    assert_eq!(page.matches("<script>").count(), 1);
+    golden("full.html", &page);
+    let plain = report::html(&plain_report(), "virtlab compare");
+    assert!(
+        plain.contains("was not measured (--no-probe)")
+            && !plain.contains("id=\"scale\"")
+            && !plain.contains("id=\"peers\"")
+    );
 }

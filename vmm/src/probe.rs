@@ -37,7 +37,7 @@ pub fn host_loop(iterations: u32) -> Duration {
 }
 
 /// What the probe measured.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Ring0Probe {
     /// Loop iterations per run.
     pub iterations: u32,

@@ -10,6 +10,8 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod oci;
+pub mod race;
+pub mod report;
 pub mod run_image;
 mod run_output;
 pub mod run_vm;

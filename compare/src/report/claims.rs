@@ -1,20 +1,34 @@
 //! The sentences under the table: one per claim of the course notes, from
 //! what this run measured. A claim with nothing measured says so.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{find, fmt_mib, fmt_ratio, fmt_us, med, Row};
 use crate::host::{HostInfo, VirtMode};
 use crate::launch::{Env, MemoryMethod};
 
 /// A claim of the notes and what this run measured about it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claim {
-    /// The claim, as the notes make it.
-    pub claim: &'static str,
+    /// The claim, as the notes make it: one of [`STARTUP`], [`OVERHEAD`],
+    /// [`SYSTEM_CALLS`], [`PARAVIRTUALIZATION`], [`MEMORY`], [`ISOLATION`].
+    pub claim: String,
     /// What was measured, in plain words.
     pub measured: String,
 }
+
+/// The first claim: startup.
+pub const STARTUP: &str = "containers start fast, VMs must boot an OS";
+/// The second claim: CPU overhead.
+pub const OVERHEAD: &str = "hypervisors have little overhead";
+/// The third claim: system calls.
+pub const SYSTEM_CALLS: &str = "an OS on an OS costs more";
+/// The fourth claim: para- against full virtualization.
+pub const PARAVIRTUALIZATION: &str = "para-virtualization beats full virtualization";
+/// The fifth claim: memory.
+pub const MEMORY: &str = "containers waste fewer resources";
+/// The sixth claim: isolation.
+pub const ISOLATION: &str = "containers isolate less";
 
 /// The sentences under the table: one per claim of the notes, from what
 /// this run measured. A claim with nothing measured says so.
@@ -67,7 +81,7 @@ fn startup(rows: &[Row], nested: bool) -> Claim {
         }
         _ => "not measured: run the `ready` workload in container and a VM".into(),
     };
-    Claim { claim: "containers start fast, VMs must boot an OS", measured }
+    Claim { claim: STARTUP.into(), measured }
 }
 
 /// The second claim, CPU overhead: the same loop's own time in a VM and
@@ -86,7 +100,7 @@ fn cpu_overhead(rows: &[Row]) -> Claim {
         }
         _ => "not measured: run the `cpu` workload natively and in a VM".into(),
     };
-    Claim { claim: "hypervisors have little overhead", measured }
+    Claim { claim: OVERHEAD.into(), measured }
 }
 
 /// The third claim, system calls: one call's cost in the VM (and how it
@@ -125,7 +139,7 @@ fn system_calls(rows: &[Row], nested: bool) -> Claim {
         }
         _ => "not measured: run the `syscall` workload natively and in a VM".into(),
     };
-    Claim { claim: "an OS on an OS costs more", measured }
+    Claim { claim: SYSTEM_CALLS.into(), measured }
 }
 
 /// The fourth claim, para- against full virtualization: the same console
@@ -147,7 +161,7 @@ fn paravirtualization(rows: &[Row]) -> Claim {
         }
         _ => "not measured: run the `io` workload in vm-mini-uart and vm-mini-pv".into(),
     };
-    Claim { claim: "para-virtualization beats full virtualization", measured }
+    Claim { claim: PARAVIRTUALIZATION.into(), measured }
 }
 
 /// The fifth claim, memory: host memory per instance, a container against
@@ -180,7 +194,7 @@ fn memory(rows: &[Row]) -> Claim {
         }
         _ => "not measured: run `ready` in a container and a VM".into(),
     };
-    Claim { claim: "containers waste fewer resources", measured }
+    Claim { claim: MEMORY.into(), measured }
 }
 
 /// The sixth claim, isolation: the PID the workload saw, and whose kernel
@@ -197,5 +211,5 @@ fn isolation(rows: &[Row], host: &HostInfo) -> Claim {
         ),
         _ => "not measured: run `ready` natively, in a container and in a VM".into(),
     };
-    Claim { claim: "containers isolate less", measured }
+    Claim { claim: ISOLATION.into(), measured }
 }

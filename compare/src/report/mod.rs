@@ -7,24 +7,29 @@
 //! ([`tables`]) and the notes beside them ([`tcg_note`],
 //! [`estimate_legend`], [`memory_note`]). Each output only lays that out:
 //! the terminal's text ([`text`](fn@text)), Markdown
-//! ([`markdown`](fn@markdown)), CSV ([`csv`](fn@csv)); the JSON is the
+//! ([`markdown`](fn@markdown)), CSV ([`csv`](fn@csv)), one HTML page
+//! ([`html`](fn@html)); the JSON is the
 //! [`CompareReport`] serialized, and the charts are [`crate::svg`]'s. A
 //! new output is one more renderer file beside `text.rs` and
 //! `markdown.rs`.
 //!
 //! The JSON form is versioned (`schema`, see `compare/schema/compare.v1.json`
 //! and docs in README): fields are only ever added within a version.
+//! [`from_json`] reads a saved run back (for `virtlab report`), refusing
+//! another version by name.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::host::HostInfo;
 use crate::launch::{Env, MemoryMethod, Sample, Workload};
 use crate::stats::{ratio, Summary};
 
-mod claims;
+pub mod claims;
 mod csv;
+mod html;
+mod load;
 mod markdown;
 mod notes;
 pub mod tables;
@@ -34,6 +39,8 @@ mod text;
 
 pub use claims::{claims, Claim};
 pub use csv::csv;
+pub use html::html;
+pub use load::{from_json, LoadError};
 pub use markdown::markdown;
 pub use notes::{estimate_legend, memory_note, tcg_note, ANCHORS};
 pub use text::{peers_text, scale_table, table, text};
@@ -42,7 +49,7 @@ pub use text::{peers_text, scale_table, table, text};
 pub const SCHEMA: &str = "virtlab.compare/1";
 
 /// How the comparison was run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
     /// Measured runs per environment and workload.
     pub runs: usize,
@@ -57,7 +64,7 @@ pub struct RunConfig {
 }
 
 /// An environment left out, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Skipped {
     /// Which.
     pub env: Env,
@@ -66,7 +73,7 @@ pub struct Skipped {
 }
 
 /// A launch that failed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
     /// Where.
     pub env: Env,
@@ -79,7 +86,7 @@ pub struct Failure {
 }
 
 /// Statistics of one environment on one workload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// Environment.
     pub env: Env,
@@ -116,12 +123,12 @@ pub struct Row {
 }
 
 /// The whole comparison.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompareReport {
     /// [`SCHEMA`].
-    pub schema: &'static str,
+    pub schema: String,
     /// virtlab's version.
-    pub virtlab_version: &'static str,
+    pub virtlab_version: String,
     /// When (seconds since the Unix epoch).
     pub started_unix: u64,
     /// Wall time of the whole comparison, seconds.
@@ -150,7 +157,7 @@ pub struct CompareReport {
 }
 
 /// One of ours against one peer on one workload: ours / peer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerRatio {
     /// Ours.
     pub ours: Env,
@@ -305,12 +312,56 @@ fn fmt_mib(b: f64) -> String {
     }
 }
 
-/// Phases of the first run of each environment on `workload`, for the
-/// timeline chart: (environment, [(phase, at µs)]).
-pub fn timelines(samples: &[Sample], workload: &str) -> Vec<(Env, Vec<(String, f64)>)> {
-    let mut seen = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.workload == workload) {
-        seen.entry(s.env).or_insert_with(|| s.phases.iter().map(|p| (p.name.clone(), p.at_us)).collect());
+/// A `virtlab compare` command that makes a run like `report`: its
+/// environments, workloads with their sizes, runs, warm-ups and
+/// `--scale` counts (for a page made from a saved run, which does not
+/// keep the command line itself).
+pub fn equivalent_command(report: &CompareReport) -> String {
+    let envs: Vec<&str> = report.config.envs.iter().map(|e| e.name()).collect();
+    let workloads: Vec<String> = report
+        .config
+        .workloads
+        .iter()
+        .map(|w| match w.arg {
+            Some(a) => format!("{}={a}", w.mode),
+            None => w.mode.clone(),
+        })
+        .collect();
+    let mut c = format!(
+        "virtlab compare --runs {} --warmup {} --env {} --workload {}",
+        report.config.runs,
+        report.config.warmup,
+        envs.join(","),
+        workloads.join(",")
+    );
+    let mut counts: Vec<usize> = Vec::new();
+    for p in &report.scale {
+        if !counts.contains(&p.instances) {
+            counts.push(p.instances);
+        }
     }
-    seen.into_iter().collect()
+    if !counts.is_empty() {
+        let counts: Vec<String> = counts.iter().map(usize::to_string).collect();
+        c += &format!(" --scale {}", counts.join(","));
+    }
+    c
+}
+
+/// Phases of a typical run of each environment on `workload`, for the
+/// timeline chart: (environment, [(phase, at µs)]). The typical run is
+/// the one whose launch-to-exit time is the median (the earlier of the two
+/// middle ones for an even count), so that one slow first run does not
+/// stand for the environment.
+pub fn timelines(samples: &[Sample], workload: &str) -> Vec<(Env, Vec<(String, f64)>)> {
+    let mut runs: BTreeMap<Env, Vec<&Sample>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.workload == workload) {
+        runs.entry(s.env).or_default().push(s);
+    }
+    runs.into_iter()
+        .map(|(env, mut ss)| {
+            ss.sort_by(|a, b| a.total_us.total_cmp(&b.total_us));
+            let typical = ss[(ss.len() - 1) / 2];
+            (env, typical.phases.iter().map(|p| (p.name.clone(), p.at_us)).collect())
+        })
+        .collect()
 }

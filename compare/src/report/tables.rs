@@ -112,6 +112,55 @@ fn memory_cell(r: &Row) -> String {
     }
 }
 
+/// What trapping cost the VMs (and QEMU): per environment and workload,
+/// VM exits per run and per second, console exits per KiB of output, and
+/// the share of system calls the minikernel caught as page faults.
+pub fn exits(report: &CompareReport) -> Table {
+    let columns = vec![
+        Column::left("workload", 8),
+        Column::left("environment", 13),
+        Column::right("exits", 9).full("VM exits"),
+        Column::right("exits/s", 10).full("VM exits per second"),
+        Column::right("per KiB", 9).full("console exits per KiB"),
+        Column::right("trapped", 8).full("system calls trapped"),
+    ];
+    let rows: Vec<&Row> = report.rows.iter().filter(|r| r.vm_exits.is_some()).collect();
+    Table::of(columns, &rows, |r| {
+        vec![
+            r.workload.clone(),
+            r.env.name().to_string(),
+            cell(med(&r.vm_exits), |x| format!("{x:.0}")),
+            cell(r.exits_per_second, |x| format!("{x:.0}")),
+            cell(r.console_exits_per_kib, |x| if x >= 10.0 { format!("{x:.0}") } else { format!("{x:.2}") }),
+            cell(r.syscalls_trapped_share, |x| format!("{:.0}%", x * 100.0)),
+        ]
+    })
+}
+
+/// What the workload saw of its world in each environment (`ready`): the
+/// PID it had, and whose kernel it ran on.
+pub fn isolation(report: &CompareReport) -> Table {
+    let columns = vec![
+        Column::left("workload", 8),
+        Column::left("environment", 13),
+        Column::right("PID seen", 8),
+        Column::left("kernel", 30).full("kernel it ran on"),
+    ];
+    let rows: Vec<&Row> = report.rows.iter().filter(|r| r.workload == "ready").collect();
+    Table::of(columns, &rows, |r| {
+        vec![
+            r.workload.clone(),
+            r.env.name().to_string(),
+            cell(r.pid.map(|p| p as f64), |p| format!("{p:.0}")),
+            if r.env.is_vm() || r.env.is_qemu() {
+                "its own (the guest's)".to_string()
+            } else {
+                format!("the host's ({})", report.host.kernel)
+            },
+        ]
+    })
+}
+
 /// Ours against the peers: ours / peer for each pair and workload.
 pub fn peers(report: &CompareReport) -> Table {
     let columns = vec![

@@ -69,8 +69,8 @@ fn report(
     warmup: usize,
 ) -> CompareReport {
     CompareReport {
-        schema: SCHEMA,
-        virtlab_version: "test",
+        schema: SCHEMA.into(),
+        virtlab_version: "test".into(),
         started_unix: 0,
         wall_seconds: 1.0,
         host,
@@ -226,4 +226,20 @@ fn csv_has_a_line_per_run() {
     assert!(md.contains("`virtlab compare --test`") && md.contains("Firecracker"), "{md}");
     let table_rows = md.lines().filter(|l| l.starts_with("| ready |") || l.starts_with("| cpu |")).count();
     assert_eq!(table_rows, 8, "{md}");
+}
+
+#[test]
+fn the_timeline_shows_each_environments_median_run_not_its_first() {
+    let mut v = Vec::new();
+    for (run, total) in [(0, 9000.0), (1, 600.0), (2, 700.0)] {
+        let mut s = sample(Env::Container, "ready", total / 2.0, 0.0, total);
+        s.run = run;
+        v.push(s);
+    }
+    v.push(sample(Env::Native, "ready", 100.0, 0.0, 200.0));
+    let lines = timelines(&v, "ready");
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0], (Env::Native, vec![("ready".to_string(), 100.0)]));
+    // 600, 700, 9000: the median run is the 700 us one, not the slow first.
+    assert_eq!(lines[1], (Env::Container, vec![("ready".to_string(), 350.0)]));
 }

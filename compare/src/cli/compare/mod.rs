@@ -33,7 +33,8 @@ virtlab compare --quick              # a fast overview\n  \
 virtlab compare --workload io --env vm-mini     # UART against the paravirtual console\n  \
 virtlab compare --scale 1,4,16,64 --env native,container,vm-mini-pv\n  \
 virtlab compare --env vm-linux,qemu-tcg-linux --workload ready   # one Linux guest, our VMM against QEMU's TCG\n  \
-virtlab compare --json out.json --csv out.csv --svg charts/\n\n\
+virtlab compare --json out.json --csv out.csv --svg charts/\n  \
+virtlab compare --quick --html results.html   # one page for the projector\n\n\
 Exit status: 0 every launch worked; 1 some failed (reported, the rest went on); 130 interrupted (Ctrl-C or\n\
 SIGTERM: it stops after the current launch and reports what finished); 2 a bad option; 125 virtlab itself\n\
 failed (e.g. an output path that cannot be written: all are checked before measuring).")]
@@ -74,6 +75,12 @@ pub struct CompareArgs {
     /// the command that made it): e.g. benches/README.md.
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page here, for a
+    /// projector or a printout: each claim of the notes with its sentence,
+    /// chart and numbers (`virtlab report run.json -o page.html` makes it
+    /// again from a saved --json run).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Write SVG charts (startup, overhead, timeline) into this directory.
     #[arg(long, value_name = "DIR")]
     svg: Option<PathBuf>,
@@ -222,8 +229,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     };
 
     let report = CompareReport {
-        schema: SCHEMA,
-        virtlab_version: env!("CARGO_PKG_VERSION"),
+        schema: SCHEMA.into(),
+        virtlab_version: env!("CARGO_PKG_VERSION").into(),
         started_unix: unix_seconds_at(started),
         wall_seconds: started.elapsed().as_secs_f64(),
         host,

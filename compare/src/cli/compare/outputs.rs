@@ -1,5 +1,5 @@
 //! The output files of `virtlab compare` (`--json`, `--csv`, `--markdown`,
-//! `--svg`): checked and opened before measuring, filled with the report
+//! `--html`, `--svg`): checked and opened before measuring, filled with the report
 //! at the end, and removed again if the run ends without filling them.
 
 use std::fs::File;
@@ -37,7 +37,7 @@ impl OutputFile {
     }
 }
 
-/// Every output of the run (`--json`, `--csv`, `--markdown`, `--svg`),
+/// Every output of the run (`--json`, `--csv`, `--markdown`, `--html`, `--svg`),
 /// checked and opened before measuring. Dropped on any way out: the files
 /// and directories the check made and the run did not fill are removed, so
 /// a run that fails early leaves nothing behind.
@@ -46,6 +46,7 @@ pub(super) struct Outputs {
     json: Option<OutputFile>,
     csv: Option<OutputFile>,
     markdown: Option<OutputFile>,
+    html: Option<OutputFile>,
     svg: Vec<OutputFile>,
     /// Directories made for `--svg`, outermost first.
     created_dirs: Vec<PathBuf>,
@@ -64,6 +65,9 @@ impl Outputs {
         }
         if let Some(p) = &args.markdown {
             outputs.markdown = Some(Outputs::file(p, "--markdown")?);
+        }
+        if let Some(p) = &args.html {
+            outputs.html = Some(Outputs::file(p, "--html")?);
         }
         if let Some(dir) = &args.svg {
             // The directories that are not there yet, innermost first.
@@ -84,7 +88,7 @@ impl Outputs {
     }
 
     /// Writes `report` into every output asked for: `--json` (on standard
-    /// output for `--json -`), `--markdown`, `--csv`, `--svg`.
+    /// output for `--json -`), `--markdown`, `--html`, `--csv`, `--svg`.
     pub(super) fn write_report(&mut self, report: &CompareReport, json: bool) -> anyhow::Result<()> {
         if json {
             let json = serde_json::to_string_pretty(report).context("cannot serialize the report")?;
@@ -94,7 +98,10 @@ impl Outputs {
             }
         }
         if let Some(f) = &mut self.markdown {
-            f.write(report::markdown(report, &markdown_command()).as_bytes())?;
+            f.write(report::markdown(report, &command_without("--markdown")).as_bytes())?;
+        }
+        if let Some(f) = &mut self.html {
+            f.write(report::html(report, &command_without("--html")).as_bytes())?;
         }
         if let Some(f) = &mut self.csv {
             f.write(report::csv(report).as_bytes())?;
@@ -122,7 +129,7 @@ impl Outputs {
 
 impl Drop for Outputs {
     fn drop(&mut self) {
-        let files = self.json.iter().chain(&self.csv).chain(&self.markdown).chain(&self.svg);
+        let files = self.json.iter().chain(&self.csv).chain(&self.markdown).chain(&self.html).chain(&self.svg);
         for f in files.filter(|f| f.created) {
             // Only a file still empty: never what a report put there.
             if f.file.metadata().is_ok_and(|m| m.len() == 0) {
@@ -136,14 +143,15 @@ impl Drop for Outputs {
     }
 }
 
-/// The command that made the report, less the --markdown option itself.
-fn markdown_command() -> String {
+/// The command that made the report, less the output option `option`
+/// (`--markdown`, `--html`) and its file.
+fn command_without(option: &str) -> String {
     let mut words = vec!["virtlab".to_string()];
     let mut args_iter = std::env::args().skip(1);
     while let Some(a) = args_iter.next() {
-        if a == "--markdown" {
+        if a == option {
             args_iter.next();
-        } else if !a.starts_with("--markdown=") {
+        } else if !a.starts_with(&format!("{option}=")) {
             words.push(a);
         }
     }
@@ -190,6 +198,7 @@ mod tests {
         let d = dir.path();
         std::fs::write(d.join("old.csv"), "an earlier run\n").unwrap();
         let (json, csv, svg) = (d.join("r.json"), d.join("old.csv"), d.join("a").join("b"));
+        let html = d.join("r.html");
         let a = args(&[
             "--json".as_ref(),
             json.as_os_str(),
@@ -197,6 +206,8 @@ mod tests {
             csv.as_os_str(),
             "--svg".as_ref(),
             svg.as_os_str(),
+            "--html".as_ref(),
+            html.as_os_str(),
         ]);
 
         // A run that fails early (after the check): nothing of it is left,
@@ -204,7 +215,7 @@ mod tests {
         let outputs = Outputs::open(&a).unwrap();
         assert_eq!(
             names(d),
-            ["a", "a/b", "a/b/overhead.svg", "a/b/startup.svg", "a/b/timeline.svg", "old.csv", "r.json"]
+            ["a", "a/b", "a/b/overhead.svg", "a/b/startup.svg", "a/b/timeline.svg", "old.csv", "r.html", "r.json"]
         );
         drop(outputs);
         assert_eq!(names(d), ["old.csv"]);
@@ -217,8 +228,9 @@ mod tests {
         for f in &mut outputs.svg {
             f.write(b"<svg/>").unwrap();
         }
+        outputs.html.as_mut().unwrap().write(b"<!DOCTYPE html>\n").unwrap();
         drop(outputs);
-        assert_eq!(names(d).len(), 7);
+        assert_eq!(names(d).len(), 8);
         assert_eq!(std::fs::read_to_string(&csv).unwrap(), "x\n");
         assert_eq!(std::fs::read_to_string(&json).unwrap(), "{}\n");
     }
