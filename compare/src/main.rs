@@ -74,8 +74,8 @@ enum Command {
     /// The versions of virtlab, its formats and the kernel.
     Version,
     /// virtlab as an OCI runtime: runc's command line over a bundle
-    /// (config.json and a root file system): spec, run, state, list, kill,
-    /// delete, features.
+    /// (config.json and a root file system): spec, create, start, run,
+    /// state, list, kill, delete, features.
     Oci(cli::oci::OciArgs),
     /// Print the path of the built-in workload binary (writing it out if
     /// needed), to run it natively: `$(virtlab workload) cpu 1000000`.
