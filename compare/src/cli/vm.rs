@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use virtlab_vmm::input::{self, FileRole};
+use virtlab_vmm::snapshot::{RestoreConfig, SnapshotAt, SnapshotRequest};
 use virtlab_vmm::{ConsoleKind, ConsoleSink, KernelSource, Observer, RunReport, Step, VmConfig};
 
 use super::units::{parse_size, parse_timeout_or_none};
@@ -35,6 +36,55 @@ pub enum VmCommand {
     /// as with Docker.
     #[command(verbatim_doc_comment)]
     Run(VmRunArgs),
+    /// Build a VM from a snapshot (`vm run --snapshot-at ready --snapshot
+    /// DIR`) and run it on: no boot, its memory mapped from the snapshot's
+    /// file (copy-on-write, so many restores share it). The words after
+    /// `--` are the workload's arguments (default: the snapshot's own):
+    ///   virtlab vm run --snapshot-at ready --snapshot /tmp/snap
+    ///   virtlab vm restore /tmp/snap -- cpu 1000000
+    #[command(verbatim_doc_comment)]
+    Restore(VmRestoreArgs),
+    /// Look at snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `virtlab vm snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Check a snapshot (every checksum) and show what is in it, with sizes.
+    Inspect {
+        /// The snapshot directory.
+        dir: PathBuf,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `virtlab vm restore`.
+#[derive(Debug, Args)]
+pub struct VmRestoreArgs {
+    /// The snapshot directory.
+    dir: PathBuf,
+    /// The guest memory you expect (an error if the snapshot has another).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    mem: Option<u64>,
+    /// Stop the guest after this long (default 60s), or `none`.
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout_or_none)]
+    timeout: Option<Duration>,
+    /// Narrate each step of the restore on stderr.
+    #[arg(long)]
+    explain: bool,
+    /// Print a table of step timings and VM exits on stderr at the end.
+    #[arg(long)]
+    timings: bool,
+    /// Print one JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// The workload's arguments (default: those the snapshot was taken with).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -109,6 +159,15 @@ pub struct VmRunArgs {
     /// it instead of being printed).
     #[arg(long)]
     json: bool,
+    /// Pause the guest at this point and save it (with --snapshot):
+    /// `ready` (the minikernel's "kernel ready", before the workload
+    /// starts); `init` and a duration (500ms, 2s) are for Linux guests.
+    #[arg(long, value_name = "POINT", value_parser = SnapshotAt::parse, requires = "snapshot")]
+    snapshot_at: Option<SnapshotAt>,
+    /// The directory to save the snapshot in (it must not exist yet); the
+    /// guest runs on afterwards. See `virtlab vm restore`.
+    #[arg(long, value_name = "DIR", requires = "snapshot_at")]
+    snapshot: Option<PathBuf>,
     /// The workload and its arguments (default: the built-in workload's
     /// `ready` mode); for a Linux guest, a program in it (a path, or with
     /// --rootfs a name in its PATH) and its arguments.
@@ -120,11 +179,18 @@ pub struct VmRunArgs {
 pub fn run(cmd: VmCommand) -> anyhow::Result<u8> {
     match cmd {
         VmCommand::Run(args) => vm_run(args),
+        VmCommand::Restore(args) => vm_restore(args),
+        VmCommand::Snapshot(SnapshotCommand::Inspect { dir, json }) => snapshot_inspect(&dir, json),
     }
 }
 
 fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     if wants_linux(&args) {
+        if args.snapshot.is_some() {
+            anyhow::bail!(
+                "--snapshot: snapshots of Linux guests are not implemented yet (only the minikernel's, at `ready`)"
+            );
+        }
         return linux_run(args);
     }
     if !args.env.is_empty() || args.workdir.is_some() {
@@ -165,6 +231,10 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
         config.argv.extend(words);
     }
 
+    if let (Some(at), Some(dir)) = (args.snapshot_at, &args.snapshot) {
+        config.snapshot = Some(SnapshotRequest { at, dir: dir.clone() });
+    }
+
     let (sink, mut narrator) = console_and_narrator(&args);
     if narrator.step && !std::io::stdin().is_terminal() {
         eprintln!("virtlab: --step: standard input is not a terminal: each step waits for a line from it");
@@ -185,7 +255,97 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     if args.explain || args.step {
         eprintln!("{}", syscall_story(&report));
     }
+    match (&report.snapshot, &args.snapshot) {
+        (Some(s), _) if !args.json => eprintln!(
+            "virtlab: snapshot saved in {} ({} MiB of guest memory, {} KiB of it data) in {:.1} ms",
+            s.dir.display(),
+            s.mem_size >> 20,
+            s.memory_data_bytes >> 10,
+            s.took_us / 1e3
+        ),
+        (None, Some(dir)) => anyhow::bail!(
+            "no snapshot was saved in {}: the guest stopped before its kernel was ready ({})",
+            dir.display(),
+            report.summary
+        ),
+        _ => {}
+    }
     Ok(report.exit_status.clamp(0, 255) as u8)
+}
+
+fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
+    let timeout = args.timeout.unwrap_or(virtlab_vmm::config::DEFAULT_TIMEOUT);
+    let config =
+        RestoreConfig { args: args.args.clone(), mem_size: args.mem, timeout: (!timeout.is_zero()).then_some(timeout) };
+    let sink = if args.json { ConsoleSink::Capture } else { ConsoleSink::Stdout };
+    let mut narrator = Narrator { explain: args.explain, step: false, n: 0, stdin_open: true };
+    let report = virtlab_vmm::snapshot::restore(&args.dir, &config, sink, &mut narrator)
+        .with_context(|| format!("cannot restore the snapshot in {}", args.dir.display()))?;
+    if args.json {
+        print_json(&report)?;
+    }
+    if args.timings {
+        eprint!("{}", timings_table(&report, true));
+    }
+    if !report.stop.is_exit() || args.explain {
+        eprintln!("virtlab: {}", report.summary);
+    }
+    if args.explain {
+        eprintln!(
+            "\n[vm] restore: no kernel booted. The VM is its memory (mapped from the snapshot's file, read page by \
+             page as the\n     guest touches it, copied only when it writes), its registers and its devices; set \
+             back, the vCPU\n     simply ran on from the instruction after the one it was paused at."
+        );
+    }
+    Ok(report.exit_status.clamp(0, 255) as u8)
+}
+
+fn snapshot_inspect(dir: &std::path::Path, json: bool) -> anyhow::Result<u8> {
+    let i = virtlab_vmm::snapshot::inspect(dir)
+        .with_context(|| format!("cannot read the snapshot in {}", dir.display()))?;
+    if json {
+        print_json(&i)?;
+        return Ok(0);
+    }
+    let m = &i.manifest;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "snapshot {} (format {} version {}, checksums good)", dir.display(), m.format, m.version)?;
+    writeln!(
+        out,
+        "guest:    {}, paused at `{}`, {} vCPU, {} MiB of RAM",
+        m.guest.name(),
+        m.taken_at,
+        m.vcpus,
+        m.mem_size >> 20
+    )?;
+    writeln!(out, "host CPU: {}", m.cpu)?;
+    if let Some(argv) = &i.argv {
+        writeln!(out, "argv:     {}", argv.join(" "))?;
+    }
+    writeln!(out, "files:    name          length      on disk")?;
+    for (name, len, disk) in &i.files {
+        writeln!(out, "          {name:<12} {:>8} KiB {:>8} KiB", len >> 10, disk >> 10)?;
+    }
+    writeln!(
+        out,
+        "memory:   {} KiB of data in {} MiB (the rest are holes)",
+        m.memory_data_bytes >> 10,
+        m.mem_size >> 20
+    )?;
+    let parts: Vec<String> = i.vcpu_parts.iter().map(|(n, b)| format!("{n} {b} B")).collect();
+    writeln!(out, "vCPU 0:   {}, {} MSRs", parts.join(", "), i.msrs)?;
+    writeln!(out, "clock:    {}", if i.clock { "KVM clock saved" } else { "not saved" })?;
+    let devs: Vec<String> =
+        i.devices.iter().map(|(n, has)| if *has { n.clone() } else { format!("{n} (no state)") }).collect();
+    writeln!(out, "devices:  {}", devs.join(", "))?;
+    if i.quirks.is_empty() {
+        writeln!(out, "host:     saved everything asked for")?;
+    } else {
+        for q in &i.quirks {
+            writeln!(out, "host:     {q}")?;
+        }
+    }
+    Ok(0)
 }
 
 /// The words after `--`: the workload and its arguments, `ready` when
@@ -381,6 +541,12 @@ impl Observer for Narrator {
                 self.stdin_open = false;
                 eprintln!("(no more input: running the rest without pausing)");
             }
+        }
+    }
+
+    fn note(&mut self, text: &str) {
+        if self.explain {
+            eprintln!("\n[vm] {text}");
         }
     }
 

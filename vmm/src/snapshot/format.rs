@@ -32,6 +32,16 @@ pub enum GuestKind {
     Linux,
 }
 
+impl GuestKind {
+    /// "minikernel" or "linux".
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestKind::Minikernel => "minikernel",
+            GuestKind::Linux => "linux",
+        }
+    }
+}
+
 /// One file of the snapshot, as the description records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileEntry {

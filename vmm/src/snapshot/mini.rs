@@ -61,6 +61,11 @@ pub fn restore(
     sink: ConsoleSink,
     observer: &mut dyn Observer,
 ) -> Result<RunReport, SnapshotError> {
+    observer.note(
+        "restore: the steps below have a boot's names, but no kernel boots: `load` reads and checks the snapshot, \
+         `memory` maps its memory file, `vcpu-setup` sets the saved registers, MSRs and events back (KVM_SET_*), and \
+         the first entry resumes the guest where it was paused",
+    );
     let mut clock = Clock::new(observer);
     clock.before(Step::Load);
     let (manifest, state, mem_file) = super::open(dir)?;
