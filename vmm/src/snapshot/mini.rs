@@ -110,13 +110,13 @@ pub fn restore(
     );
 
     let kvm = kvm::open_kvm(&mut clock, "")?;
+    clock.before(Step::CreateVm);
     let host_cpuid = vcpu::cpuid_rows(&vstate_vcpu::host_cpuid(&kvm)?);
     vcpu::check_cpu(&state.vcpus[0].cpuid, &host_cpuid)?;
-    clock.before(Step::CreateVm);
     let vm = kvm::create_vm(&kvm)?;
     let mut quirks = Vec::new();
     vcpu::restore_clock(&vm, state.clock.as_ref(), &mut quirks)?;
-    clock.done(Step::CreateVm, "VM fd created, KVM clock set back");
+    clock.done(Step::CreateVm, "this host's CPUID matches the snapshot's; VM fd created, KVM clock set back");
 
     clock.before(Step::Memory);
     let mem = super::memory::map_private(mem_file, manifest.mem_size)?;
