@@ -207,6 +207,7 @@ fn launch_linux(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
         mem_size: 128 << 20,
         timeout: Some(ctx.linux_timeout),
         interactive: false,
+        snapshot: None,
     };
     let r = virtlab_vmm::run_linux(&c, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
     let mut s = empty_sample(workload);

@@ -22,7 +22,7 @@ use crate::loader::{self, UserImage, UserLayout};
 use crate::observe::{Observer, Step};
 use crate::report::{RunReport, SyscallCounts};
 use crate::snapshot::format::MiniState;
-use crate::snapshot::{self, GuestKind, Live, Saved, SnapshotAt, SnapshotError};
+use crate::snapshot::{self, Extra, GuestKind, Live, Saved, SnapshotAt, SnapshotError};
 use crate::vstate::clock::Clock;
 use crate::vstate::exit_loop::{Narration, NoFixups, PauseHook, VcpuLoop};
 use crate::vstate::memory::{guest_memory, size_problem};
@@ -131,7 +131,8 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
             let mini = MiniState { argv: config.argv.clone(), stack_top: layout.stack_top, console: config.console };
             let mut save = |vcpu: &mut VcpuFd, mem: &GuestMemoryMmap, bus: &PortBus| -> Result<(), VmError> {
                 let live = Live { kvm: &kvm, vm: &vm, vcpu, mem, bus, mem_size: config.mem_size };
-                let s = snapshot::save(&live, &req.dir, req.at, GuestKind::Minikernel, Some(mini.clone()))
+                let extra = Extra { mini: Some(mini.clone()), ..Default::default() };
+                let s = snapshot::save(&live, &req.dir, req.at, GuestKind::Minikernel, extra)
                     .map_err(|e| VmError::Snapshot(Box::new(e)))?;
                 saved = Some(s);
                 Ok(())

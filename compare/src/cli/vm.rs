@@ -82,7 +82,8 @@ pub struct VmRestoreArgs {
     /// Print one JSON report on stdout.
     #[arg(long)]
     json: bool,
-    /// The workload's arguments (default: those the snapshot was taken with).
+    /// The workload's arguments (default: those the snapshot was taken
+    /// with; a Linux snapshot runs its own command, no other yet).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
 }
@@ -159,9 +160,10 @@ pub struct VmRunArgs {
     /// it instead of being printed).
     #[arg(long)]
     json: bool,
-    /// Pause the guest at this point and save it (with --snapshot):
-    /// `ready` (the minikernel's "kernel ready", before the workload
-    /// starts); `init` and a duration (500ms, 2s) are for Linux guests.
+    /// Pause the guest at this point and save it (with --snapshot): the
+    /// minikernel at `ready` ("kernel ready", before the workload starts);
+    /// a Linux guest at `init` or `ready` (its init has started, before it
+    /// reads its command). A time (500ms, 2s) is not implemented yet.
     #[arg(long, value_name = "POINT", value_parser = SnapshotAt::parse, requires = "snapshot")]
     snapshot_at: Option<SnapshotAt>,
     /// The directory to save the snapshot in (it must not exist yet); the
@@ -186,11 +188,6 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<u8> {
 
 fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     if wants_linux(&args) {
-        if args.snapshot.is_some() {
-            anyhow::bail!(
-                "--snapshot: snapshots of Linux guests are not implemented yet (only the minikernel's, at `ready`)"
-            );
-        }
         return linux_run(args);
     }
     if !args.env.is_empty() || args.workdir.is_some() {
@@ -255,21 +252,7 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     if args.explain || args.step {
         eprintln!("{}", syscall_story(&report));
     }
-    match (&report.snapshot, &args.snapshot) {
-        (Some(s), _) if !args.json => eprintln!(
-            "virtlab: snapshot saved in {} ({} MiB of guest memory, {} KiB of it data) in {:.1} ms",
-            s.dir.display(),
-            s.mem_size >> 20,
-            s.memory_data_bytes >> 10,
-            s.took_us / 1e3
-        ),
-        (None, Some(dir)) => anyhow::bail!(
-            "no snapshot was saved in {}: the guest stopped before its kernel was ready ({})",
-            dir.display(),
-            report.summary
-        ),
-        _ => {}
-    }
+    snapshot_outcome(report.snapshot.as_ref(), args.snapshot.as_deref(), args.json, &report.summary)?;
     Ok(report.exit_status.clamp(0, 255) as u8)
 }
 
@@ -335,6 +318,15 @@ fn snapshot_inspect(dir: &std::path::Path, json: bool) -> anyhow::Result<u8> {
     let parts: Vec<String> = i.vcpu_parts.iter().map(|(n, b)| format!("{n} {b} B")).collect();
     writeln!(out, "vCPU 0:   {}, {} MSRs", parts.join(", "), i.msrs)?;
     writeln!(out, "clock:    {}", if i.clock { "KVM clock saved" } else { "not saved" })?;
+    if !i.irqchip.is_empty() || i.pit.is_some() {
+        let chips: Vec<String> = i.irqchip.iter().map(|b| format!("{b} B")).collect();
+        writeln!(
+            out,
+            "irqchip:  PIC master, PIC slave, IOAPIC ({}); PIT {}",
+            chips.join(", "),
+            i.pit.map(|b| format!("{b} B")).unwrap_or_else(|| "not saved".into())
+        )?;
+    }
     let devs: Vec<String> =
         i.devices.iter().map(|(n, has)| if *has { n.clone() } else { format!("{n} (no state)") }).collect();
     writeln!(out, "devices:  {}", devs.join(", "))?;
@@ -458,6 +450,7 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
         extra_cmdline: args.cmdline.clone(),
         mem_size: args.mem.unwrap_or(DEFAULT_MEM),
         timeout: (!timeout.is_zero()).then_some(timeout),
+        snapshot: args.snapshot_at.zip(args.snapshot.clone()).map(|(at, dir)| SnapshotRequest { at, dir }),
         interactive: args.interactive,
     };
     let (sink, mut narrator) = console_and_narrator(&args);
@@ -494,7 +487,38 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
             eprintln!("  | {l}");
         }
     }
+    snapshot_outcome(report.run.snapshot.as_ref(), args.snapshot.as_deref(), args.json, &report.run.summary)?;
     Ok(report.run.exit_status.clamp(0, 255) as u8)
+}
+
+/// Says where a snapshot was saved (and what the host refused), or fails
+/// when one was asked for and the guest never reached its point.
+fn snapshot_outcome(
+    saved: Option<&virtlab_vmm::snapshot::Saved>,
+    asked: Option<&std::path::Path>,
+    json: bool,
+    summary: &str,
+) -> anyhow::Result<()> {
+    match (saved, asked) {
+        (Some(s), _) if !json => {
+            eprintln!(
+                "virtlab: snapshot saved in {} ({} MiB of guest memory, {} KiB of it data) in {:.1} ms",
+                s.dir.display(),
+                s.mem_size >> 20,
+                s.memory_data_bytes >> 10,
+                s.took_us / 1e3
+            );
+            for q in &s.quirks {
+                eprintln!("virtlab: snapshot: {q}");
+            }
+            Ok(())
+        }
+        (None, Some(dir)) => anyhow::bail!(
+            "no snapshot was saved in {}: the guest stopped before it reached the snapshot point ({summary})",
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The Linux run in three parts: the VMM's set-up, the kernel's boot (to

@@ -160,8 +160,10 @@ pub struct State {
     pub vcpus: Vec<VcpuState>,
     /// `kvm_clock_data` (KVM_GET_CLOCK), when the host gave it.
     pub clock: Option<Hex>,
-    /// `kvm_irqchip` x3 and `kvm_pit_state2` (Linux only; none here).
+    /// `kvm_irqchip` for the PIC master, PIC slave and IOAPIC (Linux).
     pub irqchip: Option<Vec<Hex>>,
+    /// `kvm_pit_state2` (Linux).
+    pub pit: Option<Hex>,
     /// Each device's state, by name.
     pub devices: BTreeMap<String, serde_json::Value>,
     /// The minikernel's part.

@@ -69,13 +69,6 @@ pub fn restore(
     let mut clock = Clock::new(observer);
     clock.before(Step::Load);
     let (manifest, state, mem_file) = super::open(dir)?;
-    if manifest.guest != GuestKind::Minikernel {
-        return Err(SnapshotError::Mismatch {
-            what: "guest",
-            snapshot: "linux".into(),
-            asked: "a minikernel restore (Linux snapshots are not restored yet)".into(),
-        });
-    }
     if let Some(asked) = config.mem_size {
         if asked != manifest.mem_size {
             return Err(SnapshotError::Mismatch {
@@ -91,6 +84,10 @@ pub fn restore(
             snapshot: manifest.vcpus.to_string(),
             asked: "1 (virtlab runs one vCPU)".into(),
         });
+    }
+    if manifest.guest == GuestKind::Linux {
+        clock.done(Step::Load, &format!("{}: a Linux guest, checksums good", dir.display()));
+        return super::linux::restore(clock, dir, manifest, state, mem_file, config, sink);
     }
     let mini = state.mini.clone().ok_or_else(|| SnapshotError::Mismatch {
         what: "no minikernel state",

@@ -28,6 +28,7 @@
 
 pub mod error;
 pub mod format;
+mod linux;
 pub mod memory;
 mod mini;
 pub mod vcpu;
@@ -138,6 +139,17 @@ pub(crate) struct Live<'a> {
     pub(crate) mem_size: u64,
 }
 
+/// What a guest saves beyond the vCPU, clock, devices and memory.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    /// The minikernel's part.
+    pub(crate) mini: Option<MiniState>,
+    /// The CPUID the vCPU was given (None: the minikernel's, from the host).
+    pub(crate) cpuid: Option<kvm_bindings::CpuId>,
+    /// Whether the VM has an in-kernel irqchip and PIT to save.
+    pub(crate) irqchip: bool,
+}
+
 /// Writes the paused VM `live` to `dir`, through a temporary directory
 /// renamed at the end.
 pub(crate) fn save(
@@ -145,17 +157,43 @@ pub(crate) fn save(
     dir: &Path,
     at: SnapshotAt,
     guest: GuestKind,
-    mini: Option<MiniState>,
+    extra: Extra,
 ) -> Result<Saved, SnapshotError> {
     let started = std::time::Instant::now();
     let tmp = format::TempDir::beside(dir)?;
     let mut quirks = Vec::new();
-    let cpuid = crate::vstate::vcpu::host_cpuid(live.kvm)?;
-    let vcpu: VcpuState = vcpu::save_vcpu(live.kvm, live.vcpu, &cpuid, &mut quirks)?;
+    let cpuid = match extra.cpuid {
+        Some(c) => c,
+        None => crate::vstate::vcpu::host_cpuid(live.kvm)?,
+    };
+    let mut vcpu: VcpuState = vcpu::save_vcpu(live.kvm, live.vcpu, &cpuid, &mut quirks)?;
     let cpu = vcpu::cpu_name(&vcpu.cpuid);
     let clock = vcpu::save_clock(live.vm, &mut quirks);
-    let state =
-        State { vcpus: vec![vcpu], clock, irqchip: None, devices: live.bus.save(), mini, quirks: quirks.clone() };
+    let (mut irqchip, mut pit) = (None, None);
+    if extra.irqchip {
+        vcpu.lapic = vcpu::save_lapic(live.vcpu, &mut quirks);
+        irqchip = vcpu::save_irqchip(live.vm, &mut quirks);
+        pit = vcpu::save_pit(live.vm, &mut quirks);
+        let state = State {
+            vcpus: vec![vcpu.clone()],
+            clock: clock.clone(),
+            irqchip: irqchip.clone(),
+            pit: pit.clone(),
+            devices: Default::default(),
+            mini: None,
+            quirks: Vec::new(),
+        };
+        quirks.extend(vcpu::probe_restore(live.kvm, &state, live.mem, live.mem_size));
+    }
+    let state = State {
+        vcpus: vec![vcpu],
+        clock,
+        irqchip,
+        pit,
+        devices: live.bus.save(),
+        mini: extra.mini,
+        quirks: quirks.clone(),
+    };
     let state_bytes = serde_json::to_vec_pretty(&state).map_err(|e| tmp.write_error(std::io::Error::other(e)))?;
     fs::write(tmp.path.join(STATE), &state_bytes).map_err(|e| tmp.write_error(e))?;
 
@@ -220,6 +258,11 @@ pub struct Inspection {
     pub devices: Vec<(String, bool)>,
     /// Whether the KVM clock was saved.
     pub clock: bool,
+    /// Sizes of the saved interrupt controllers (PIC master, PIC slave,
+    /// IOAPIC) and of the PIT state, when the guest had them.
+    pub irqchip: Vec<usize>,
+    /// Size of the PIT state.
+    pub pit: Option<usize>,
     /// The minikernel's saved argv.
     pub argv: Option<Vec<String>>,
     /// What the host refused while saving.
@@ -260,6 +303,8 @@ pub fn inspect(dir: &Path) -> Result<Inspection, SnapshotError> {
         vcpu_parts,
         devices: state.devices.iter().map(|(k, v)| (k.clone(), !v.is_null())).collect(),
         clock: state.clock.is_some(),
+        irqchip: state.irqchip.iter().flatten().map(|c| c.0.len()).collect(),
+        pit: state.pit.as_ref().map(|p| p.0.len()),
         argv: state.mini.as_ref().map(|m| m.argv.clone()),
         quirks: state.quirks,
         manifest,

@@ -8,8 +8,8 @@
 //! `linux::host_quirks` does for the Linux boot.
 
 use kvm_bindings::{
-    kvm_clock_data, kvm_debugregs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs,
-    kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, Msrs,
+    kvm_clock_data, kvm_debugregs, kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_pit_state2,
+    kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, Msrs,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
@@ -37,6 +37,8 @@ macro_rules! pod {
     )*};
 }
 pod!(
+    kvm_irqchip,
+    kvm_pit_state2,
     kvm_regs,
     kvm_sregs,
     kvm_fpu,
@@ -194,6 +196,9 @@ pub fn restore_vcpu(vcpu: &mut VcpuFd, s: &VcpuState) -> Result<Vec<String>, Sna
             quirks.push(format!("KVM_SET_DEBUGREGS: refused ({e})"));
         }
     }
+    if let Some(l) = &s.lapic {
+        vcpu.set_lapic(&from_hex::<kvm_lapic_state>(l)?).map_err(io("KVM_SET_LAPIC"))?;
+    }
     if let Some(m) = &s.mp_state {
         if let Err(e) = vcpu.set_mp_state(from_hex::<kvm_mp_state>(m)?) {
             quirks.push(format!("KVM_SET_MP_STATE: refused ({e})"));
@@ -256,6 +261,119 @@ pub fn restore_clock(vm: &VmFd, clock: Option<&Hex>, quirks: &mut Vec<String>) -
         }
     }
     Ok(())
+}
+
+/// `KVM_GET_LAPIC`, or a quirk.
+pub fn save_lapic(vcpu: &VcpuFd, quirks: &mut Vec<String>) -> Option<Hex> {
+    match vcpu.get_lapic() {
+        Ok(l) => Some(to_hex(&l)),
+        Err(e) => {
+            quirks.push(format!("KVM_GET_LAPIC: refused ({e})"));
+            None
+        }
+    }
+}
+
+/// `KVM_GET_IRQCHIP` for the PIC master (0), PIC slave (1) and IOAPIC
+/// (2), or a quirk.
+pub fn save_irqchip(vm: &VmFd, quirks: &mut Vec<String>) -> Option<Vec<Hex>> {
+    let mut chips = Vec::new();
+    for chip_id in 0..3 {
+        let mut c = kvm_irqchip { chip_id, ..Default::default() };
+        match vm.get_irqchip(&mut c) {
+            Ok(()) => chips.push(to_hex(&c)),
+            Err(e) => {
+                quirks.push(format!("KVM_GET_IRQCHIP {chip_id}: refused ({e})"));
+                return None;
+            }
+        }
+    }
+    Some(chips)
+}
+
+/// `KVM_GET_PIT2`, or a quirk.
+pub fn save_pit(vm: &VmFd, quirks: &mut Vec<String>) -> Option<Hex> {
+    match vm.get_pit2() {
+        Ok(p) => Some(to_hex(&p)),
+        Err(e) => {
+            quirks.push(format!("KVM_GET_PIT2: refused ({e})"));
+            None
+        }
+    }
+}
+
+/// Puts `state` into a scratch VM with the Linux run's PC board (TSS,
+/// irqchip, PIT), the paused guest's memory as its slot 0 (MSRs such as
+/// the async-PF and steal-time ones are refused unless their address is
+/// guest RAM) and one vCPU, and says which `KVM_SET_*` the host refuses:
+/// what a Linux restore would meet, found while the guest that was saved
+/// is still paused. The scratch vCPU never runs. Each refusal is one line
+/// starting "restore probe:".
+pub fn probe_restore(
+    kvm: &Kvm,
+    state: &super::format::State,
+    mem: &vm_memory::GuestMemoryMmap,
+    mem_size: u64,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut say = |what: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            out.push(format!("restore probe: {what} refused ({e})"));
+        }
+    };
+    let vm = match kvm.create_vm() {
+        Ok(vm) => vm,
+        Err(e) => return vec![format!("restore probe: KVM_CREATE_VM failed ({e})")],
+    };
+    say("KVM_SET_TSS_ADDR", vm.set_tss_address(0xfffb_d000).map_err(|e| e.to_string()));
+    if let Ok(host) = vm_memory::GuestMemoryBackend::get_host_address(mem, vm_memory::GuestAddress(0)) {
+        let region = kvm_bindings::kvm_userspace_memory_region {
+            slot: 0,
+            guest_phys_addr: 0,
+            memory_size: mem_size,
+            userspace_addr: host as u64,
+            flags: 0,
+        };
+        // SAFETY: `host` starts the paused guest's live mapping of
+        // `mem_size` bytes, which `mem` keeps alive for this whole
+        // function, longer than the scratch VM dropped at its end; the
+        // scratch vCPU never runs, so nothing writes through this slot.
+        let r = unsafe { vm.set_user_memory_region(region) };
+        say("KVM_SET_USER_MEMORY_REGION", r.map_err(|e| e.to_string()));
+    }
+    say("KVM_CREATE_IRQCHIP", vm.create_irq_chip().map_err(|e| e.to_string()));
+    let pit = kvm_bindings::kvm_pit_config { flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+    say("KVM_CREATE_PIT2", vm.create_pit2(pit).map_err(|e| e.to_string()));
+    for (i, chip) in state.irqchip.iter().flatten().enumerate() {
+        let r = from_hex::<kvm_irqchip>(chip).map_err(|e| e.to_string());
+        say(&format!("KVM_SET_IRQCHIP {i}"), r.and_then(|c| vm.set_irqchip(&c).map_err(|e| e.to_string())));
+    }
+    if let Some(p) = &state.pit {
+        let r = from_hex::<kvm_pit_state2>(p).map_err(|e| e.to_string());
+        say("KVM_SET_PIT2", r.and_then(|p| vm.set_pit2(&p).map_err(|e| e.to_string())));
+    }
+    let mut clock_quirks = Vec::new();
+    let _ = restore_clock(&vm, state.clock.as_ref(), &mut clock_quirks);
+    let Some(saved) = state.vcpus.first() else { return out };
+    match vm.create_vcpu(0) {
+        Ok(mut v) => match restore_vcpu(&mut v, saved) {
+            Ok(q) => clock_quirks.extend(q),
+            Err(e) => say("the vCPU state", Err(error_chain(&e))),
+        },
+        Err(e) => say("KVM_CREATE_VCPU", Err(e.to_string())),
+    }
+    out.extend(clock_quirks.into_iter().map(|q| format!("restore probe: {q}")));
+    out
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        s += &format!(": {c}");
+        next = c.source();
+    }
+    s
 }
 
 /// A short name for the host CPU: vendor, family, model, stepping.
