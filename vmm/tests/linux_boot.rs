@@ -187,8 +187,18 @@ fn a_linux_guest_is_saved_at_its_init_and_restored_without_a_boot() {
     assert!(back.at(Step::KernelReady).is_none(), "no boot");
     eprintln!("linux restore: workload ready after {:.1} ms", back.at(Step::WorkloadReady).unwrap_or(0.0) / 1e3);
 
-    // A new command per restore is not there yet, and says so.
-    let other = RestoreConfig { args: vec!["ready".into()], ..Default::default() };
-    let e = snapshot::restore(&dir, &other, ConsoleSink::Discard, &mut Quiet).unwrap_err();
-    assert!(e.to_string().contains("not implemented yet"), "{e}");
+    // Another command, handed to the init on the command port: one booted
+    // snapshot, any program.
+    let other = RestoreConfig {
+        args: vec!["/virtlab/workload".into(), "syscall".into(), "7".into()],
+        timeout: Some(Duration::from_secs(120)),
+        ..Default::default()
+    };
+    let back = snapshot::restore(&dir, &other, ConsoleSink::Capture, &mut Quiet).unwrap();
+    let out = back.output.clone().unwrap_or_default();
+    assert_eq!(back.stop, GuestStop::Exited(0), "{}\n{out}", back.summary);
+    assert!(out.contains("virtlab.result mode=syscall n=7 "), "output:\n{out}");
+    let missing = RestoreConfig { args: vec!["/no/such/program".into()], ..other };
+    let back = snapshot::restore(&dir, &missing, ConsoleSink::Capture, &mut Quiet).unwrap();
+    assert_eq!(back.exit_status, 127, "{:?}", back.output);
 }

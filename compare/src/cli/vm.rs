@@ -83,7 +83,8 @@ pub struct VmRestoreArgs {
     #[arg(long)]
     json: bool,
     /// The workload's arguments (default: those the snapshot was taken
-    /// with; a Linux snapshot runs its own command, no other yet).
+    /// with); for a Linux snapshot, a program of its initramfs and its
+    /// arguments, or a workload mode.
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
 }
@@ -257,9 +258,17 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
 }
 
 fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
+    // A Linux guest runs a program of its initramfs: a workload mode is
+    // the built-in workload's, as in `vm run`.
+    let linux = virtlab_vmm::snapshot::format::read_manifest(&args.dir)
+        .is_ok_and(|m| m.guest == virtlab_vmm::snapshot::GuestKind::Linux);
+    let words = if linux && args.args.first().is_some_and(|w| is_builtin_mode(w)) {
+        std::iter::once(virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string()).chain(args.args.clone()).collect()
+    } else {
+        args.args.clone()
+    };
     let timeout = args.timeout.unwrap_or(virtlab_vmm::config::DEFAULT_TIMEOUT);
-    let config =
-        RestoreConfig { args: args.args.clone(), mem_size: args.mem, timeout: (!timeout.is_zero()).then_some(timeout) };
+    let config = RestoreConfig { args: words, mem_size: args.mem, timeout: (!timeout.is_zero()).then_some(timeout) };
     let sink = if args.json { ConsoleSink::Capture } else { ConsoleSink::Stdout };
     let mut narrator = Narrator { explain: args.explain, step: false, n: 0, stdin_open: true };
     let report = virtlab_vmm::snapshot::restore(&args.dir, &config, sink, &mut narrator)

@@ -5,6 +5,7 @@
 //! which device owns a port (kvmtool's `kvm_cpu__emulate_io` does the same).
 
 pub mod boot_timer;
+pub mod command_port;
 pub mod exit_port;
 pub mod i8042;
 pub mod pv_console;

@@ -25,6 +25,7 @@ use crate::arch::x86_64::paging;
 use crate::config::workload_or_builtin;
 use crate::console::{Console, ConsoleSink};
 use crate::devices::boot_timer::BootTimer;
+use crate::devices::command_port::{self, CommandPort};
 use crate::devices::exit_port::ExitPort;
 use crate::devices::i8042::{self, I8042};
 use crate::devices::serial::Serial;
@@ -113,7 +114,7 @@ pub fn run_linux(
     let console = Console::new(ConsoleSink::Writer(Box::new(Tee { sink, state: Arc::clone(&tee) })));
     let serial = Serial::new(Arc::clone(&uart_line));
     let (serial_state, _) = serial.handle();
-    let bus = devices(serial)?;
+    let bus = devices(serial, CommandPort::default())?;
     let _raw_tty = config.interactive.then(|| start_input(Arc::clone(&serial_state), Arc::clone(&uart_line)));
     let kicker = UartKicker::start(Arc::clone(&serial_state), Arc::clone(&uart_line));
     let mut guest = VcpuLoop::new(bus, console, UnknownIo::Ignore, HostFixups { quirks, failure: None });
@@ -224,13 +225,15 @@ pub(crate) fn pc_board(vm: &VmFd) -> Result<Arc<EventFd>, LinuxError> {
 }
 
 /// The PC's devices on the port bus: the UART (COM1), the i8042's reset
-/// line, and virtlab's exit and boot-timer ports.
-pub(crate) fn devices(serial: Serial<EventFd>) -> Result<PortBus, BusError> {
+/// line, and virtlab's exit, boot-timer and command ports (the last
+/// empty on a boot; a restore may hand the init a command there).
+pub(crate) fn devices(serial: Serial<EventFd>, command: CommandPort) -> Result<PortBus, BusError> {
     let mut bus = PortBus::new();
     bus.insert(port::UART_COM1, 8, Box::new(serial))?;
     bus.insert(i8042::BASE, i8042::LEN, Box::new(I8042::default()))?;
     bus.insert(port::EXIT, 2, Box::new(ExitPort))?;
     bus.insert(port::BOOT_TIMER, 1, Box::new(BootTimer))?;
+    bus.insert(command_port::PORT, 1, Box::new(command))?;
     Ok(bus)
 }
 

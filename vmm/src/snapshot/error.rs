@@ -94,6 +94,9 @@ pub enum SnapshotError {
         /// Why it matters.
         why: String,
     },
+    /// The command for a restored Linux guest is not one its init takes.
+    #[error("the command for the restored guest")]
+    Command(#[source] crate::linux::CommandError),
     /// A KVM ioctl failed while saving or restoring.
     #[error("ioctl {0} failed")]
     Ioctl(&'static str, #[source] kvm_ioctls::Error),

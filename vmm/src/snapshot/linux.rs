@@ -4,9 +4,9 @@
 //! put back, and the guest run on with the host work-arounds of a boot.
 //!
 //! The init was paused right after marking "user space" on the boot timer,
-//! before it read its command file: the restored guest runs the command the
-//! snapshot was taken with. A new command per restore (the init waiting for
-//! it) is not implemented yet.
+//! just before it asks the command port for a command (and reads its
+//! command file when there is none): a restore given arguments hands them
+//! over there, so one booted snapshot runs any program of its initramfs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,8 +18,10 @@ use super::format::{Manifest, State};
 use super::vcpu::{self, from_hex};
 use super::RestoreConfig;
 use crate::console::{Console, ConsoleSink};
+use crate::devices::command_port::CommandPort;
 use crate::devices::serial::Serial;
 use crate::exit::UnknownIo;
+use crate::linux::command::encode;
 use crate::linux::run::{devices, pc_board, NARRATION};
 use crate::linux::{HostFixups, HostQuirks, UartKicker};
 use crate::observe::Step;
@@ -39,13 +41,13 @@ pub(crate) fn restore(
     config: &RestoreConfig,
     sink: ConsoleSink,
 ) -> Result<RunReport, SnapshotError> {
-    if !config.args.is_empty() {
-        return Err(SnapshotError::Mismatch {
-            what: "a Linux guest paused before its init read its command; it runs",
-            snapshot: "the command it was saved with".into(),
-            asked: format!("{:?} (a new command per restore is not implemented yet)", config.args),
-        });
-    }
+    // The init asks the command port before it reads its command file: a
+    // command given here is what it runs.
+    let command = if config.args.is_empty() {
+        CommandPort::default()
+    } else {
+        CommandPort::with(encode(&config.args, &[], None).map_err(SnapshotError::Command)?)
+    };
     let kvm = kvm::open_kvm(&mut clock, "")?;
     clock.before(Step::CreateVm);
     let vm = kvm::create_vm(&kvm)?;
@@ -95,7 +97,7 @@ pub(crate) fn restore(
         serial.restore(saved).map_err(|e| SnapshotError::Parse(super::format::STATE.into(), e))?;
     }
     let (serial_state, _) = serial.handle();
-    let bus = devices(serial).map_err(VmError::from)?;
+    let bus = devices(serial, command).map_err(VmError::from)?;
     let kicker = UartKicker::start(Arc::clone(&serial_state), Arc::clone(&uart_line));
     let fixups = HostFixups { quirks: HostQuirks::probe(), failure: None };
     let mut guest = VcpuLoop::new(bus, Console::new(sink), UnknownIo::Ignore, fixups);
