@@ -277,7 +277,7 @@ fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
         print_json(&report)?;
     }
     if args.timings {
-        eprint!("{}", timings_table(&report, true));
+        eprint!("{}", timings_table(&report, !linux));
     }
     if !report.stop.is_exit() || args.explain {
         eprintln!("virtlab: {}", report.summary);
