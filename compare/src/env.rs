@@ -31,6 +31,8 @@ pub fn launch(env: Env, workload: &Workload, run: usize, ctx: &Context) -> Resul
         Env::VmMiniUart => launch_vm(workload, ctx, ConsoleKind::Uart)?,
         Env::VmMiniPv => launch_vm(workload, ctx, ConsoleKind::Pv)?,
         Env::VmLinux => launch_linux(workload, ctx)?,
+        Env::VmMiniRestore => launch_restore(workload, ctx, false)?,
+        Env::VmLinuxRestore => launch_restore(workload, ctx, true)?,
         peer => crate::peers::launch(peer, workload, ctx)?,
     };
     s.env = env;
@@ -191,6 +193,74 @@ fn launch_vm(workload: &Workload, ctx: &Context, console: ConsoleKind) -> Result
     Ok(s)
 }
 
+/// A VM from a snapshot: the minikernel's (paused at kernel ready, pv
+/// console) or the Linux guest's (paused at its init), each taken once per
+/// comparison before its first restore; only the restore is timed (the
+/// report's own clock, from reading the snapshot to the ready line).
+fn launch_restore(workload: &Workload, ctx: &Context, linux: bool) -> Result<Sample, String> {
+    use virtlab_vmm::linux::initramfs::WORKLOAD_PATH;
+    use virtlab_vmm::snapshot::{self, RestoreConfig, SnapshotAt, SnapshotRequest};
+    let dir = if linux {
+        ctx.snapshots.linux(|dir| {
+            let mut c = linux_config(ctx, vec![WORKLOAD_PATH.to_string(), "ready".to_string()])?;
+            c.snapshot = Some(SnapshotRequest { at: SnapshotAt::Init, dir: dir.to_path_buf() });
+            virtlab_vmm::run_linux(&c, ConsoleSink::Discard, &mut Quiet).map(drop).map_err(|e| format!("{e:#}"))
+        })?
+    } else {
+        ctx.snapshots.mini(|dir| {
+            let mut c = VmConfig::builtin_workload(&["ready"]);
+            c.console = ConsoleKind::Pv;
+            c.snapshot = Some(SnapshotRequest { at: SnapshotAt::Ready, dir: dir.to_path_buf() });
+            virtlab_vmm::run(&c, ConsoleSink::Discard, &mut Quiet).map(drop).map_err(|e| format!("{e:#}"))
+        })?
+    };
+    let mut args = workload.args();
+    if linux {
+        args.insert(0, WORKLOAD_PATH.to_string());
+    }
+    let timeout = Some(if linux { ctx.linux_timeout } else { ctx.timeout });
+    let config = RestoreConfig { args, mem_size: None, timeout };
+    let r = snapshot::restore(&dir, &config, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
+    let mut s = empty_sample(workload);
+    s.exit_status = r.exit_status;
+    s.startup_us = r.at(VmStep::WorkloadReady);
+    s.total_us = r.at(VmStep::WorkloadExit).unwrap_or(r.total_us);
+    s.phases = r.phases.iter().map(|p| Phase { name: p.name.to_string(), at_us: p.at_us }).collect();
+    s.vm_exits = Some(r.exits.total);
+    if !linux {
+        s.console_exits = Some(r.exits.by_device.get("pv-console").copied().unwrap_or(0));
+        s.syscalls_fast = Some(r.syscalls.via_syscall);
+        s.syscalls_trapped = Some(r.syscalls.via_trap);
+    }
+    // Pages of the snapshot's file the guest touched are shared between
+    // restores; this counts them whole, so it is an upper bound.
+    s.memory_bytes = Some(r.memory.guest_touched_bytes + ctx.vmm_overhead_bytes.unwrap_or(0));
+    s.memory_method = Some(MemoryMethod::Estimate);
+    if !matches!(r.stop, GuestStop::Exited(_)) {
+        return Err(format!("`{}` restored: {}", workload.label(), r.summary));
+    }
+    read_output(&mut s, r.output.as_deref().unwrap_or(""), workload)?;
+    Ok(s)
+}
+
+/// The Linux guest of `vm-linux`, running `program`.
+fn linux_config(ctx: &Context, program: Vec<String>) -> Result<virtlab_vmm::LinuxConfig, String> {
+    use virtlab_vmm::linux::InitrdSource;
+    Ok(virtlab_vmm::LinuxConfig {
+        kernel: ctx.linux_kernel.clone().ok_or("no Linux guest kernel")?,
+        initrd: InitrdSource::Build { rootfs: None },
+        workload: Vec::new(),
+        program,
+        env: Vec::new(),
+        workdir: None,
+        extra_cmdline: None,
+        mem_size: 128 << 20,
+        timeout: Some(ctx.linux_timeout),
+        interactive: false,
+        snapshot: None,
+    })
+}
+
 fn launch_linux(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
     use virtlab_vmm::linux::{initramfs::WORKLOAD_PATH, InitrdSource, LinuxConfig};
     let kernel = ctx.linux_kernel.clone().ok_or("no Linux guest kernel")?;
@@ -207,6 +277,7 @@ fn launch_linux(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
         mem_size: 128 << 20,
         timeout: Some(ctx.linux_timeout),
         interactive: false,
+        snapshot: None,
     };
     let r = virtlab_vmm::run_linux(&c, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
     let mut s = empty_sample(workload);

@@ -32,6 +32,12 @@ pub enum Env {
     VmMiniPv,
     /// Our VMM + a Linux guest kernel.
     VmLinux,
+    /// Our VMM restoring a minikernel snapshot (taken once per comparison,
+    /// outside the timing) with the workload's arguments.
+    VmMiniRestore,
+    /// Our VMM restoring a Linux snapshot taken at its init (once per
+    /// comparison, outside the timing), the command handed to the init.
+    VmLinuxRestore,
     /// Peer: QEMU microvm with KVM, the same minikernel (PVH) and workload.
     QemuMicrovm,
     /// Peer: the same under QEMU's software emulation (TCG).
@@ -54,8 +60,16 @@ pub enum Env {
 
 impl Env {
     /// Every environment of ours (`all`), in table order.
-    pub const ALL: [Env; 6] =
-        [Env::Native, Env::Container, Env::ContainerImage, Env::VmMiniUart, Env::VmMiniPv, Env::VmLinux];
+    pub const ALL: [Env; 8] = [
+        Env::Native,
+        Env::Container,
+        Env::ContainerImage,
+        Env::VmMiniUart,
+        Env::VmMiniPv,
+        Env::VmLinux,
+        Env::VmMiniRestore,
+        Env::VmLinuxRestore,
+    ];
 
     /// What runs when no `--env` is given: all of ours but
     /// `container-image`, which first builds an image (`--env all` or its
@@ -83,6 +97,8 @@ impl Env {
             Env::VmMiniUart => "vm-mini-uart",
             Env::VmMiniPv => "vm-mini-pv",
             Env::VmLinux => "vm-linux",
+            Env::VmMiniRestore => "vm-mini-restore",
+            Env::VmLinuxRestore => "vm-linux-restore",
             Env::QemuMicrovm => "qemu-microvm",
             Env::QemuTcg => "qemu-tcg",
             Env::QemuMicrovmLinux => "qemu-microvm-linux",
@@ -106,6 +122,13 @@ impl Env {
             Env::VmMiniUart => "virtlab VMM + minikernel, console on an emulated 16550 UART",
             Env::VmMiniPv => "virtlab VMM + minikernel, console on a paravirtual port",
             Env::VmLinux => "virtlab VMM + a Linux guest kernel",
+            Env::VmMiniRestore => {
+                "virtlab VMM restoring a minikernel snapshot (paused at kernel ready, taken once outside the timing)"
+            }
+            Env::VmLinuxRestore => {
+                "virtlab VMM restoring a Linux snapshot (paused at its init, taken once outside the timing); the \
+                 command goes to the init on the command port"
+            }
             Env::QemuMicrovm => "QEMU microvm + KVM booting the same minikernel (PVH)",
             Env::QemuTcg => "QEMU microvm under software emulation (TCG), same minikernel",
             Env::QemuMicrovmLinux => "QEMU microvm + KVM booting the same Linux guest as vm-linux",
@@ -124,7 +147,7 @@ impl Env {
 
     /// Whether it is a VM.
     pub fn is_vm(self) -> bool {
-        matches!(self, Env::VmMiniUart | Env::VmMiniPv | Env::VmLinux)
+        matches!(self, Env::VmMiniUart | Env::VmMiniPv | Env::VmLinux | Env::VmMiniRestore | Env::VmLinuxRestore)
     }
 
     /// Whether it is one of the QEMU peers.
@@ -135,7 +158,7 @@ impl Env {
     /// Whether it boots the Linux guest kernel (ours or QEMU), so needs one
     /// to be available and gets the Linux timeout.
     pub fn boots_linux(self) -> bool {
-        matches!(self, Env::VmLinux | Env::QemuMicrovmLinux | Env::QemuTcgLinux)
+        matches!(self, Env::VmLinux | Env::VmLinuxRestore | Env::QemuMicrovmLinux | Env::QemuTcgLinux)
     }
 
     /// Parses a comma-separated list; `vm-mini` means both consoles, `all`
@@ -152,6 +175,8 @@ impl Env {
                 "vm-mini-uart" => &[Env::VmMiniUart],
                 "vm-mini-pv" => &[Env::VmMiniPv],
                 "vm-linux" => &[Env::VmLinux],
+                "vm-mini-restore" => &[Env::VmMiniRestore],
+                "vm-linux-restore" => &[Env::VmLinuxRestore],
                 "peers" => &Env::PEERS,
                 "qemu-microvm" => &[Env::QemuMicrovm],
                 "qemu-tcg" => &[Env::QemuTcg],
@@ -164,7 +189,7 @@ impl Env {
                 other => {
                     return Err(format!(
                         "unknown environment {other:?}: use native, container, container-image, vm-mini (both \
-                         consoles), vm-mini-uart, vm-mini-pv, vm-linux, all, or the peers qemu-microvm, qemu-tcg, \
+                         consoles), vm-mini-uart, vm-mini-pv, vm-linux, vm-mini-restore, vm-linux-restore, all, or the peers qemu-microvm, qemu-tcg, \
                          qemu-microvm-linux, qemu-tcg-linux, bwrap, runc, crun, podman (peers: all eight)"
                     ))
                 }
@@ -325,6 +350,50 @@ pub struct Context {
     pub linux_timeout: Duration,
     /// The image of `container-image` and `podman`, when one of them runs.
     pub image: Option<RunImage>,
+    /// The snapshots `vm-mini-restore` and `vm-linux-restore` restore.
+    pub snapshots: std::sync::Arc<Snapshots>,
+}
+
+/// The snapshots the `*-restore` rows restore: each taken on first use,
+/// once per comparison (the scale threads wait for it), outside the
+/// timing, in a temporary directory made then and removed with the
+/// context. A comparison without those rows makes nothing.
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    dir: std::sync::OnceLock<Result<tempfile::TempDir, String>>,
+    mini: std::sync::OnceLock<Result<PathBuf, String>>,
+    linux: std::sync::OnceLock<Result<PathBuf, String>>,
+}
+
+impl Snapshots {
+    /// The minikernel snapshot, taken by `take(dir)` the first time.
+    pub fn mini(&self, take: impl FnOnce(&std::path::Path) -> Result<(), String>) -> Result<PathBuf, String> {
+        self.once(&self.mini, "mini", take)
+    }
+
+    /// The Linux snapshot, taken by `take(dir)` the first time.
+    pub fn linux(&self, take: impl FnOnce(&std::path::Path) -> Result<(), String>) -> Result<PathBuf, String> {
+        self.once(&self.linux, "linux", take)
+    }
+
+    fn once(
+        &self,
+        cell: &std::sync::OnceLock<Result<PathBuf, String>>,
+        name: &str,
+        take: impl FnOnce(&std::path::Path) -> Result<(), String>,
+    ) -> Result<PathBuf, String> {
+        cell.get_or_init(|| {
+            let dir = self.dir.get_or_init(|| {
+                tempfile::Builder::new()
+                    .prefix("virtlab-compare-snapshots-")
+                    .tempdir()
+                    .map_err(|e| format!("cannot make a directory for snapshots: {e}"))
+            });
+            let path = dir.as_ref().map_err(Clone::clone)?.path().join(name);
+            take(&path).map(|()| path)
+        })
+        .clone()
+    }
 }
 
 /// The three-layer image `container-image` and `podman` run, made once per
@@ -457,7 +526,11 @@ mod tests {
     #[test]
     fn environment_lists() {
         assert_eq!(Env::parse_list("native,vm-mini").unwrap(), vec![Env::Native, Env::VmMiniUart, Env::VmMiniPv]);
-        assert_eq!(Env::parse_list("all").unwrap().len(), 6);
+        assert_eq!(Env::parse_list("all").unwrap().len(), 8);
+        let restore = Env::parse_list("vm-mini-restore,vm-linux-restore").unwrap();
+        assert_eq!(restore, vec![Env::VmMiniRestore, Env::VmLinuxRestore]);
+        assert!(restore.iter().all(|e| e.is_vm() && !e.is_peer() && !Env::DEFAULT.contains(e)));
+        assert!(Env::VmLinuxRestore.boots_linux() && !Env::VmMiniRestore.boots_linux());
         assert_eq!(
             Env::parse_list("container-image,container").unwrap(),
             vec![Env::Container, Env::ContainerImage],

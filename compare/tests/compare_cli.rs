@@ -118,6 +118,36 @@ fn env_and_scale_lists_select_what_runs() {
 }
 
 #[test]
+fn the_restore_row_runs_from_one_snapshot_and_scales() {
+    if !kvm_or_skip("the_restore_row_runs_from_one_snapshot_and_scales") {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["compare", "--runs", "2", "--warmup", "0", "--no-probe", "--env", "vm-mini-pv,vm-mini-restore"])
+        .args(["--workload", "ready,cpu=100000", "--scale", "1,4", "--json", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let restore: Vec<_> = rows.iter().filter(|r| r["env"] == "vm-mini-restore").collect();
+    assert_eq!(restore.len(), 2, "{rows:?}");
+    assert!(restore.iter().all(|r| r["startup_us"]["median"].as_f64().is_some_and(|t| t > 0.0)), "{restore:?}");
+    let scale = report["scale"].as_array().unwrap();
+    let restored: Vec<_> = scale.iter().filter(|p| p["env"] == "vm-mini-restore").collect();
+    assert_eq!(restored.len(), 2);
+    assert!(restored.iter().all(|p| p["failed"] == 0), "{restored:?}");
+    // The snapshot's temporary directory went with the run.
+    let left = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("virtlab-compare-snapshots-"))
+        .count();
+    assert_eq!(left, 0, "a snapshot directory was left in the temporary directory");
+}
+
+#[test]
 fn bad_names_are_refused_with_the_list_of_good_ones() {
     let out = Command::new(env!("CARGO_BIN_EXE_virtlab")).args(["compare", "--env", "docker"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -475,3 +475,45 @@ fn interactive_console_reaches_a_shell_in_the_linux_guest() {
     drop(master);
     assert_eq!(status.and_then(|s| s.code()), Some(7), "`exit 7` ends the VM with status 7; stderr:\n{err}");
 }
+
+#[test]
+fn a_snapshot_is_saved_inspected_and_restored() {
+    if !kvm_or_skip("a_snapshot_is_saved_inspected_and_restored") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    let dir_s = dir.to_str().unwrap();
+    let out = virtlab(&["vm", "run", "--explain", "--snapshot-at", "ready", "--snapshot", dir_s, "--", "ready"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("snapshot saved in") && err.contains("immediate_exit"), "{err}");
+
+    let out = virtlab(&["vm", "snapshot", "inspect", dir_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    assert!(o.contains("checksums good") && o.contains("paused at `ready`") && o.contains("MSRs"), "{o}");
+
+    let out = virtlab(&["vm", "restore", dir_s, "--explain", "--", "syscall", "10"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("virtlab.result mode=syscall n=10"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("no kernel booted"), "{}", text(&out.stderr));
+    let out = virtlab(&["vm", "restore", dir_s, "--", "fault", "ud"]);
+    assert_eq!(out.status.code(), Some(132), "a restored guest faults as a booted one");
+
+    // Errors: no snapshot, another memory size, an existing directory,
+    // a point the minikernel has not, a Linux snapshot.
+    let out = virtlab(&["vm", "restore", tmp.path().join("none").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("snapshot.json"), "{}", text(&out.stderr));
+    let out = virtlab(&["vm", "restore", "--mem", "128M", dir_s]);
+    assert!(text(&out.stderr).contains("64 MiB"), "{}", text(&out.stderr));
+    let out = virtlab(&["vm", "run", "--snapshot-at", "ready", "--snapshot", dir_s]);
+    assert!(text(&out.stderr).contains("exists already"), "{}", text(&out.stderr));
+    let out = virtlab(&["vm", "run", "--snapshot-at", "2s", "--snapshot", tmp.path().join("t").to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("only at `ready`"), "{}", text(&out.stderr));
+    let out = virtlab(&["vm", "run", "--snapshot-at", "soon", "--snapshot", "x"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let out = virtlab(&["vm", "run", "--snapshot", "x"]);
+    assert_eq!(out.status.code(), Some(2), "--snapshot needs --snapshot-at");
+}

@@ -247,6 +247,7 @@ chapters! {
     ch10_isolation_and_security => "10-isolation-and-security.md",
     ch11_images_and_layers => "11-images-and-layers.md",
     ch12_a_containers_life => "12-a-containers-life.md",
+    ch13_snapshots => "13-snapshots.md",
 }
 
 #[test]

@@ -74,6 +74,9 @@ const TIOCOUTQ: u64 = 0x5411;
 
 const PORT_EXIT: u16 = 0x501;
 const PORT_BOOT_TIMER: u16 = 0x505;
+/// The command port (`vmm/src/devices/command_port.rs`): a command handed
+/// over by the VMM after a snapshot restore.
+const PORT_COMMAND: u16 = 0x506;
 const MARKER_USER_SPACE: u8 = 1;
 
 const DEFAULT_PROGRAM: &[u8] = b"/virtlab/workload\0";
@@ -88,6 +91,20 @@ fn outb(port: u16, v: u8) {
 fn outl(port: u16, v: u32) {
     // SAFETY: as for outb.
     unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nostack, nomem)) };
+}
+
+fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: as for outb; `in` only writes eax.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nostack, nomem)) };
+    v
+}
+
+fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: as for inl.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nostack, nomem)) };
+    v
 }
 
 fn mount(source: &[u8], target: &[u8], fstype: &[u8]) -> i64 {
@@ -121,13 +138,22 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
     mount(b"proc\0", b"/proc\0", b"proc\0");
     mount(b"devtmpfs\0", b"/dev\0", b"devtmpfs\0");
     // SAFETY: ioperm takes plain integers.
-    let ports = unsafe { syscall6(SYS_IOPERM, u64::from(PORT_EXIT), 5, 1, 0, 0, 0) as i64 } == 0;
+    // 0x501-0x509: the exit port (a 32-bit `out`), the boot timer, and the
+    // command port (a 32-bit `in` at 0x506 needs 0x506-0x509 allowed).
+    let ports = unsafe { syscall6(SYS_IOPERM, u64::from(PORT_EXIT), 9, 1, 0, 0, 0) as i64 } == 0;
     if ports {
         outb(PORT_BOOT_TIMER, MARKER_USER_SPACE);
     } else {
         write(2, b"virtlab-init: ioperm failed: cannot reach the exit port (CONFIG_X86_IOPL_IOPERM?)\n");
     }
-    let status = match read_command_file() {
+    // A VM restored from a snapshot taken at the mark above resumes here,
+    // and the VMM may hand it a command on the command port.
+    let given = if ports { command_from_vmm() } else { None };
+    let file = match given {
+        Some(c) => Ok(Some(c)),
+        None => read_command_file(),
+    };
+    let status = match file {
         Ok(Some(file)) => match command::parse(file) {
             Ok(cmd) => run_command(&cmd),
             Err(e) => fail(&[e.message().as_bytes()], status::SETUP),
@@ -161,6 +187,25 @@ fn fail_errno(what: &[&[u8]], e: i64, status: u32) -> u32 {
     write(2, decimal(e.unsigned_abs(), &mut buf));
     write(2, b"\n");
     status
+}
+
+/// A command the VMM handed over on the command port.
+static mut FROM_VMM: [u8; command::MAX_BYTES] = [0; command::MAX_BYTES];
+
+/// The command on the command port, in the command file's format, or None
+/// (length 0: a boot; all ones: no such port, an older VMM).
+fn command_from_vmm() -> Option<&'static [u8]> {
+    let len = inl(PORT_COMMAND) as usize;
+    if len == 0 || len > command::MAX_BYTES {
+        return None;
+    }
+    // SAFETY: the init is single-threaded and main calls this function
+    // once, so this is the only reference to FROM_VMM ever made.
+    let buf: &'static mut [u8; command::MAX_BYTES] = unsafe { &mut *(&raw mut FROM_VMM) };
+    for b in buf[..len].iter_mut() {
+        *b = inb(PORT_COMMAND);
+    }
+    Some(&buf[..len])
 }
 
 /// The command file, read once, into a buffer one byte larger than the

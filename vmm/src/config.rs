@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::exit::UnknownIo;
 
@@ -21,7 +21,7 @@ pub enum KernelSource {
 }
 
 /// How the guest's console output reaches the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConsoleKind {
     /// An emulated 16550 UART: one VM exit per byte (full virtualization).
@@ -82,6 +82,9 @@ pub struct VmConfig {
     /// host pages, so one nested-paging fault maps 512 guest pages), as QEMU
     /// does for all guest RAM. Off: 4 KiB pages, one fault each.
     pub huge_pages: bool,
+    /// Pause at a boot milestone, save the VM there, and run on
+    /// ([`crate::snapshot`]).
+    pub snapshot: Option<crate::snapshot::SnapshotRequest>,
 }
 
 impl VmConfig {
@@ -99,6 +102,7 @@ impl VmConfig {
             timeout: Some(DEFAULT_TIMEOUT),
             unknown_io: UnknownIo::Stop,
             huge_pages: true,
+            snapshot: None,
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod loader;
 pub mod observe;
 pub mod probe;
 pub mod report;
+pub mod snapshot;
 pub mod stop;
 pub mod vm;
 mod vstate;

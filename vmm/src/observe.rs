@@ -132,6 +132,9 @@ pub trait Observer {
     /// A step finished `took` after the previous one; `detail` says what it
     /// found (sizes, addresses, ioctl results).
     fn after(&mut self, _step: Step, _took: Duration, _detail: &str) {}
+    /// Something happened between the steps (a snapshot was saved): one
+    /// paragraph for a student.
+    fn note(&mut self, _text: &str) {}
 }
 
 /// An observer that does nothing.

@@ -102,6 +102,10 @@ pub struct RunReport {
     /// Captured console output (when the console was captured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// The snapshot this run saved (`VmConfig::snapshot`), if it reached
+    /// the point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::snapshot::Saved>,
 }
 
 impl RunReport {

@@ -21,8 +21,10 @@ use crate::input::{self, FileRole, MAX_KERNEL_BYTES};
 use crate::loader::{self, UserImage, UserLayout};
 use crate::observe::{Observer, Step};
 use crate::report::{RunReport, SyscallCounts};
+use crate::snapshot::format::MiniState;
+use crate::snapshot::{self, Extra, GuestKind, Live, Saved, SnapshotAt, SnapshotError};
 use crate::vstate::clock::Clock;
-use crate::vstate::exit_loop::{Narration, NoFixups, VcpuLoop};
+use crate::vstate::exit_loop::{Narration, NoFixups, PauseHook, VcpuLoop};
 use crate::vstate::memory::{guest_memory, size_problem};
 use crate::vstate::{kvm, vcpu};
 
@@ -56,6 +58,14 @@ const NARRATION: Narration = Narration {
 /// Guest output goes to `sink`.
 pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) -> Result<RunReport, VmError> {
     check_mem_size(config.mem_size)?;
+    if let Some(req) = &config.snapshot {
+        if req.at != SnapshotAt::Ready {
+            return Err(VmError::Snapshot(Box::new(SnapshotError::Point(
+                req.at.name(),
+                "the minikernel pauses only at `ready` (kernel ready, before the workload starts)",
+            ))));
+        }
+    }
     let kernel_image = kernel_image(&config.kernel)?;
     let workload = workload_or_builtin(&config.workload);
     // Check the kernel and the workload before touching KVM: a bad file is
@@ -114,7 +124,27 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
     clock.done(Step::VcpuSetup, &format!("vCPU 0 in long mode at {:#x}, guest TSC {tsc_khz} kHz", kernel.entry));
 
     let mut guest = VcpuLoop::new(devices()?, Console::new(sink), config.unknown_io, NoFixups);
-    let stopped = guest.run(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION)?;
+    let mut saved = None;
+    let stopped = match &config.snapshot {
+        None => guest.run(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION)?,
+        Some(req) => {
+            let mini = MiniState { argv: config.argv.clone(), stack_top: layout.stack_top, console: config.console };
+            let mut save = |vcpu: &mut VcpuFd, mem: &GuestMemoryMmap, bus: &PortBus| -> Result<(), VmError> {
+                let live = Live { kvm: &kvm, vm: &vm, vcpu, mem, bus, mem_size: config.mem_size };
+                let extra = Extra { mini: Some(mini.clone()), ..Default::default() };
+                let s = snapshot::save(&live, &req.dir, req.at, GuestKind::Minikernel, extra)
+                    .map_err(|e| VmError::Snapshot(Box::new(e)))?;
+                saved = Some(s);
+                Ok(())
+            };
+            let pause = Some((abi::marker::KERNEL_READY, &mut save as PauseHook<'_>));
+            let stopped = guest.run_pausing(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION, pause)?;
+            if let Some(s) = &saved {
+                clock.observer.note(&save_story(s));
+            }
+            stopped
+        }
+    };
 
     clock.before(Step::Teardown);
     let info: BootInfoPage = mem.read_obj(GuestAddress(BOOT_INFO_ADDR)).unwrap_or_default();
@@ -130,8 +160,27 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
         tsc_khz,
         kernel_pvh: kernel.pvh,
         output,
+        snapshot: saved,
         ..stopped.report(clock, guest.stats, &guest.console, memory)
     })
+}
+
+/// What `--explain` says about a snapshot that was saved.
+fn save_story(s: &Saved) -> String {
+    let mut t = format!(
+        "snapshot: the vCPU was paused when the kernel reported ready, its `out` completed (KVM_RUN with \
+         immediate_exit), and the VM written to {} in {:.1} ms: registers, special registers, FPU, MSRs, events \
+         (KVM_GET_*), the KVM clock, the UART and PV console state, and {} MiB of guest memory as a sparse file \
+         holding {} KiB of data. A VM is that and nothing more; then the guest ran on.",
+        s.dir.display(),
+        s.took_us / 1e3,
+        s.mem_size >> 20,
+        s.memory_data_bytes >> 10
+    );
+    if !s.quirks.is_empty() {
+        t += &format!(" The host refused: {}.", s.quirks.join("; "));
+    }
+    t
 }
 
 /// The kernel's bytes: built in, read from a file, or given.

@@ -61,6 +61,7 @@ fn linux_run(kernel: PathBuf, initrd: Option<PathBuf>) -> Result<(), String> {
         mem_size: 128 << 20,
         timeout: Some(Duration::from_secs(30)),
         interactive: false,
+        snapshot: None,
     };
     run_linux(&c, ConsoleSink::Discard, &mut Quiet).map(drop).map_err(|e| chain(&e))
 }

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use virtlab_vmm::linux::{provision, InitrdSource, LinuxConfig};
+use virtlab_vmm::snapshot::{self, RestoreConfig, SnapshotAt, SnapshotRequest};
 use virtlab_vmm::{run_linux, ConsoleSink, GuestStop, Quiet, Step};
 
 fn config(kernel: PathBuf, program: &[&str]) -> LinuxConfig {
@@ -28,6 +29,7 @@ fn config(kernel: PathBuf, program: &[&str]) -> LinuxConfig {
         mem_size: 128 << 20,
         timeout: Some(Duration::from_secs(30)),
         interactive: false,
+        snapshot: None,
     }
 }
 
@@ -151,4 +153,52 @@ fn boots_the_minimal_kernel_and_runs_the_workload() {
     assert!(init_line <= init_ran, "the kernel announces the init ({init_line} us) before it runs ({init_ran} us)");
     assert!(out.contains("virtlab.result mode=cpu n=1000 "), "output:\n{out}");
     assert!(r.uart_interrupts > 0, "the console ran on its interrupt");
+}
+
+#[test]
+fn a_linux_guest_is_saved_at_its_init_and_restored_without_a_boot() {
+    if !common::kvm_or_skip("a_linux_guest_is_saved_at_its_init_and_restored_without_a_boot") {
+        return;
+    }
+    let accept = [provision::Origin::Minimal, provision::Origin::Explicit];
+    let name = "a_linux_guest_is_saved_at_its_init_and_restored_without_a_boot";
+    let Some(kernel) = provision::test_kernel_or_skip(name, &accept) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    let mut c = config(kernel, &["/virtlab/workload", "cpu", "1000"]);
+    c.timeout = Some(Duration::from_secs(420));
+    c.snapshot = Some(SnapshotRequest { at: SnapshotAt::Init, dir: dir.clone() });
+    let r = run_linux(&c, ConsoleSink::Capture, &mut Quiet).unwrap();
+    assert_eq!(r.run.stop, GuestStop::Exited(0), "{}", r.summary());
+    let saved = r.run.snapshot.expect("the init started, so the snapshot was saved");
+    eprintln!("linux snapshot: {} KiB of data, host refused: {:?}", saved.memory_data_bytes >> 10, saved.quirks);
+
+    let seen = snapshot::inspect(&dir).unwrap();
+    assert_eq!(seen.irqchip.len(), 3, "PIC master, PIC slave, IOAPIC");
+    assert!(seen.pit.is_some() && seen.vcpu_parts.iter().any(|(n, _)| n == "lapic"));
+
+    let restore = RestoreConfig { timeout: Some(Duration::from_secs(120)), ..Default::default() };
+    let back = snapshot::restore(&dir, &restore, ConsoleSink::Capture, &mut Quiet).unwrap();
+    let out = back.output.clone().unwrap_or_default();
+    assert_eq!(back.stop, GuestStop::Exited(0), "{}\n{out}", back.summary);
+    assert!(out.contains("virtlab.result mode=cpu n=1000 "), "output:\n{out}");
+    assert!(back.at(Step::KernelReady).is_none(), "no boot");
+    eprintln!("linux restore: workload ready after {:.1} ms", back.at(Step::WorkloadReady).unwrap_or(0.0) / 1e3);
+
+    // Another command, handed to the init on the command port: one booted
+    // snapshot, any program.
+    let other = RestoreConfig {
+        args: vec!["/virtlab/workload".into(), "syscall".into(), "7".into()],
+        timeout: Some(Duration::from_secs(120)),
+        ..Default::default()
+    };
+    let back = snapshot::restore(&dir, &other, ConsoleSink::Capture, &mut Quiet).unwrap();
+    let out = back.output.clone().unwrap_or_default();
+    assert_eq!(back.stop, GuestStop::Exited(0), "{}\n{out}", back.summary);
+    assert!(out.contains("virtlab.result mode=syscall n=7 "), "output:\n{out}");
+    let missing = RestoreConfig { args: vec!["/no/such/program".into()], ..other };
+    let back = snapshot::restore(&dir, &missing, ConsoleSink::Capture, &mut Quiet).unwrap();
+    assert_eq!(back.exit_status, 127, "{:?}", back.output);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use virtlab_vmm::input::{self, FileRole};
+use virtlab_vmm::snapshot::{RestoreConfig, SnapshotAt, SnapshotRequest};
 use virtlab_vmm::{ConsoleKind, ConsoleSink, KernelSource, Observer, RunReport, Step, VmConfig};
 
 use super::units::{parse_size, parse_timeout_or_none};
@@ -35,6 +36,57 @@ pub enum VmCommand {
     /// as with Docker.
     #[command(verbatim_doc_comment)]
     Run(VmRunArgs),
+    /// Build a VM from a snapshot (`vm run --snapshot-at ready --snapshot
+    /// DIR`) and run it on: no boot, its memory mapped from the snapshot's
+    /// file (copy-on-write, so many restores share it). The words after
+    /// `--` are the workload's arguments (default: the snapshot's own):
+    ///   virtlab vm run --snapshot-at ready --snapshot /tmp/snap
+    ///   virtlab vm restore /tmp/snap -- cpu 1000000
+    #[command(verbatim_doc_comment)]
+    Restore(VmRestoreArgs),
+    /// Look at snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `virtlab vm snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Check a snapshot (every checksum) and show what is in it, with sizes.
+    Inspect {
+        /// The snapshot directory.
+        dir: PathBuf,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `virtlab vm restore`.
+#[derive(Debug, Args)]
+pub struct VmRestoreArgs {
+    /// The snapshot directory.
+    dir: PathBuf,
+    /// The guest memory you expect (an error if the snapshot has another).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    mem: Option<u64>,
+    /// Stop the guest after this long (default 60s), or `none`.
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout_or_none)]
+    timeout: Option<Duration>,
+    /// Narrate each step of the restore on stderr.
+    #[arg(long)]
+    explain: bool,
+    /// Print a table of step timings and VM exits on stderr at the end.
+    #[arg(long)]
+    timings: bool,
+    /// Print one JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// The workload's arguments (default: those the snapshot was taken
+    /// with); for a Linux snapshot, a program of its initramfs and its
+    /// arguments, or a workload mode.
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -109,6 +161,16 @@ pub struct VmRunArgs {
     /// it instead of being printed).
     #[arg(long)]
     json: bool,
+    /// Pause the guest at this point and save it (with --snapshot): the
+    /// minikernel at `ready` ("kernel ready", before the workload starts);
+    /// a Linux guest at `init` or `ready` (its init has started, before it
+    /// reads its command). A time (500ms, 2s) is not implemented yet.
+    #[arg(long, value_name = "POINT", value_parser = SnapshotAt::parse, requires = "snapshot")]
+    snapshot_at: Option<SnapshotAt>,
+    /// The directory to save the snapshot in (it must not exist yet); the
+    /// guest runs on afterwards. See `virtlab vm restore`.
+    #[arg(long, value_name = "DIR", requires = "snapshot_at")]
+    snapshot: Option<PathBuf>,
     /// The workload and its arguments (default: the built-in workload's
     /// `ready` mode); for a Linux guest, a program in it (a path, or with
     /// --rootfs a name in its PATH) and its arguments.
@@ -120,6 +182,8 @@ pub struct VmRunArgs {
 pub fn run(cmd: VmCommand) -> anyhow::Result<u8> {
     match cmd {
         VmCommand::Run(args) => vm_run(args),
+        VmCommand::Restore(args) => vm_restore(args),
+        VmCommand::Snapshot(SnapshotCommand::Inspect { dir, json }) => snapshot_inspect(&dir, json),
     }
 }
 
@@ -165,6 +229,10 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
         config.argv.extend(words);
     }
 
+    if let (Some(at), Some(dir)) = (args.snapshot_at, &args.snapshot) {
+        config.snapshot = Some(SnapshotRequest { at, dir: dir.clone() });
+    }
+
     let (sink, mut narrator) = console_and_narrator(&args);
     if narrator.step && !std::io::stdin().is_terminal() {
         eprintln!("virtlab: --step: standard input is not a terminal: each step waits for a line from it");
@@ -185,7 +253,100 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     if args.explain || args.step {
         eprintln!("{}", syscall_story(&report));
     }
+    snapshot_outcome(report.snapshot.as_ref(), args.snapshot.as_deref(), args.json, &report.summary)?;
     Ok(report.exit_status.clamp(0, 255) as u8)
+}
+
+fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
+    // A Linux guest runs a program of its initramfs: a workload mode is
+    // the built-in workload's, as in `vm run`.
+    let linux = virtlab_vmm::snapshot::format::read_manifest(&args.dir)
+        .is_ok_and(|m| m.guest == virtlab_vmm::snapshot::GuestKind::Linux);
+    let words = if linux && args.args.first().is_some_and(|w| is_builtin_mode(w)) {
+        std::iter::once(virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string()).chain(args.args.clone()).collect()
+    } else {
+        args.args.clone()
+    };
+    let timeout = args.timeout.unwrap_or(virtlab_vmm::config::DEFAULT_TIMEOUT);
+    let config = RestoreConfig { args: words, mem_size: args.mem, timeout: (!timeout.is_zero()).then_some(timeout) };
+    let sink = if args.json { ConsoleSink::Capture } else { ConsoleSink::Stdout };
+    let mut narrator = Narrator { explain: args.explain, step: false, n: 0, stdin_open: true };
+    let report = virtlab_vmm::snapshot::restore(&args.dir, &config, sink, &mut narrator)
+        .with_context(|| format!("cannot restore the snapshot in {}", args.dir.display()))?;
+    if args.json {
+        print_json(&report)?;
+    }
+    if args.timings {
+        eprint!("{}", timings_table(&report, !linux));
+    }
+    if !report.stop.is_exit() || args.explain {
+        eprintln!("virtlab: {}", report.summary);
+    }
+    if args.explain {
+        eprintln!(
+            "\n[vm] restore: no kernel booted. The VM is its memory (mapped from the snapshot's file, read page by \
+             page as the\n     guest touches it, copied only when it writes), its registers and its devices; set \
+             back, the vCPU\n     simply ran on from the instruction after the one it was paused at."
+        );
+    }
+    Ok(report.exit_status.clamp(0, 255) as u8)
+}
+
+fn snapshot_inspect(dir: &std::path::Path, json: bool) -> anyhow::Result<u8> {
+    let i = virtlab_vmm::snapshot::inspect(dir)
+        .with_context(|| format!("cannot read the snapshot in {}", dir.display()))?;
+    if json {
+        print_json(&i)?;
+        return Ok(0);
+    }
+    let m = &i.manifest;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "snapshot {} (format {} version {}, checksums good)", dir.display(), m.format, m.version)?;
+    writeln!(
+        out,
+        "guest:    {}, paused at `{}`, {} vCPU, {} MiB of RAM",
+        m.guest.name(),
+        m.taken_at,
+        m.vcpus,
+        m.mem_size >> 20
+    )?;
+    writeln!(out, "host CPU: {}", m.cpu)?;
+    if let Some(argv) = &i.argv {
+        writeln!(out, "argv:     {}", argv.join(" "))?;
+    }
+    writeln!(out, "files:    name          length      on disk")?;
+    for (name, len, disk) in &i.files {
+        writeln!(out, "          {name:<12} {:>8} KiB {:>8} KiB", len >> 10, disk >> 10)?;
+    }
+    writeln!(
+        out,
+        "memory:   {} KiB of data in {} MiB (the rest are holes)",
+        m.memory_data_bytes >> 10,
+        m.mem_size >> 20
+    )?;
+    let parts: Vec<String> = i.vcpu_parts.iter().map(|(n, b)| format!("{n} {b} B")).collect();
+    writeln!(out, "vCPU 0:   {}, {} MSRs", parts.join(", "), i.msrs)?;
+    writeln!(out, "clock:    {}", if i.clock { "KVM clock saved" } else { "not saved" })?;
+    if !i.irqchip.is_empty() || i.pit.is_some() {
+        let chips: Vec<String> = i.irqchip.iter().map(|b| format!("{b} B")).collect();
+        writeln!(
+            out,
+            "irqchip:  PIC master, PIC slave, IOAPIC ({}); PIT {}",
+            chips.join(", "),
+            i.pit.map(|b| format!("{b} B")).unwrap_or_else(|| "not saved".into())
+        )?;
+    }
+    let devs: Vec<String> =
+        i.devices.iter().map(|(n, has)| if *has { n.clone() } else { format!("{n} (no state)") }).collect();
+    writeln!(out, "devices:  {}", devs.join(", "))?;
+    if i.quirks.is_empty() {
+        writeln!(out, "host:     saved everything asked for")?;
+    } else {
+        for q in &i.quirks {
+            writeln!(out, "host:     {q}")?;
+        }
+    }
+    Ok(0)
 }
 
 /// The words after `--`: the workload and its arguments, `ready` when
@@ -298,6 +459,7 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
         extra_cmdline: args.cmdline.clone(),
         mem_size: args.mem.unwrap_or(DEFAULT_MEM),
         timeout: (!timeout.is_zero()).then_some(timeout),
+        snapshot: args.snapshot_at.zip(args.snapshot.clone()).map(|(at, dir)| SnapshotRequest { at, dir }),
         interactive: args.interactive,
     };
     let (sink, mut narrator) = console_and_narrator(&args);
@@ -334,7 +496,38 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
             eprintln!("  | {l}");
         }
     }
+    snapshot_outcome(report.run.snapshot.as_ref(), args.snapshot.as_deref(), args.json, &report.run.summary)?;
     Ok(report.run.exit_status.clamp(0, 255) as u8)
+}
+
+/// Says where a snapshot was saved (and what the host refused), or fails
+/// when one was asked for and the guest never reached its point.
+fn snapshot_outcome(
+    saved: Option<&virtlab_vmm::snapshot::Saved>,
+    asked: Option<&std::path::Path>,
+    json: bool,
+    summary: &str,
+) -> anyhow::Result<()> {
+    match (saved, asked) {
+        (Some(s), _) if !json => {
+            eprintln!(
+                "virtlab: snapshot saved in {} ({} MiB of guest memory, {} KiB of it data) in {:.1} ms",
+                s.dir.display(),
+                s.mem_size >> 20,
+                s.memory_data_bytes >> 10,
+                s.took_us / 1e3
+            );
+            for q in &s.quirks {
+                eprintln!("virtlab: snapshot: {q}");
+            }
+            Ok(())
+        }
+        (None, Some(dir)) => anyhow::bail!(
+            "no snapshot was saved in {}: the guest stopped before it reached the snapshot point ({summary})",
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The Linux run in three parts: the VMM's set-up, the kernel's boot (to
@@ -381,6 +574,12 @@ impl Observer for Narrator {
                 self.stdin_open = false;
                 eprintln!("(no more input: running the rest without pausing)");
             }
+        }
+    }
+
+    fn note(&mut self, text: &str) {
+        if self.explain {
+            eprintln!("\n[vm] {text}");
         }
     }
 

@@ -5,6 +5,7 @@
 //! which device owns a port (kvmtool's `kvm_cpu__emulate_io` does the same).
 
 pub mod boot_timer;
+pub mod command_port;
 pub mod exit_port;
 pub mod i8042;
 pub mod pv_console;
@@ -41,6 +42,12 @@ pub trait PortDevice: Send {
     /// The guest writes `data` at `offset`. A device may end the run (an
     /// exit port does).
     fn write(&mut self, offset: u16, data: &[u8], ctx: &mut DeviceContext<'_>) -> Option<GuestStop>;
+
+    /// The device's state for a snapshot (`null` for a device that has
+    /// none: the exit and fault ports, the boot timer).
+    fn save(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 impl fmt::Debug for dyn PortDevice {
@@ -112,6 +119,11 @@ impl PortBus {
         let s = &mut self.slots[i];
         let offset = port - s.base;
         (offset < s.len).then(|| (s.device.as_mut(), offset))
+    }
+
+    /// Every device's state for a snapshot, by name.
+    pub fn save(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.slots.iter().map(|s| (s.device.name().to_string(), s.device.save())).collect()
     }
 
     /// Name of the device owning `port`, if any.

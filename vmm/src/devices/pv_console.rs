@@ -15,7 +15,7 @@ use crate::stop::GuestStop;
 pub const MAX_KICK: u64 = 1 << 20;
 
 /// The paravirtual console port.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PvConsole {
     /// Buffers handed over (one exit each).
     pub kicks: u64,
@@ -26,6 +26,10 @@ pub struct PvConsole {
 impl PortDevice for PvConsole {
     fn name(&self) -> &'static str {
         "pv-console"
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
     }
 
     fn read(&mut self, _offset: u16, data: &mut [u8], _ctx: &mut DeviceContext<'_>) {

@@ -120,6 +120,17 @@ impl<L: IrqLine> Serial<L> {
         Serial { state: Arc::new(Mutex::new(state)), line }
     }
 
+    /// Puts back the state [`PortDevice::save`] gave (a snapshot's);
+    /// fields it lacks keep their reset values.
+    pub fn restore(&self, saved: &serde_json::Value) -> Result<(), serde_json::Error> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.uart = Uart::from_state(serde_json::from_value(saved["uart"].clone())?);
+        s.out2 = saved["out2"].as_bool().unwrap_or(s.out2);
+        s.dlab = saved["dlab"].as_bool().unwrap_or(s.dlab);
+        s.line_high = saved["line_high"].as_bool().unwrap_or(s.line_high);
+        Ok(())
+    }
+
     /// The state and the line, for an input thread.
     pub fn handle(&self) -> (Arc<Mutex<SerialState>>, Arc<L>) {
         (Arc::clone(&self.state), Arc::clone(&self.line))
@@ -129,6 +140,16 @@ impl<L: IrqLine> Serial<L> {
 impl<L: IrqLine + Sync + 'static> PortDevice for Serial<L> {
     fn name(&self) -> &'static str {
         "uart"
+    }
+
+    fn save(&self) -> serde_json::Value {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::json!({
+            "uart": s.uart.state(),
+            "out2": s.out2,
+            "dlab": s.dlab,
+            "line_high": s.line_high,
+        })
     }
 
     fn read(&mut self, offset: u16, data: &mut [u8], ctx: &mut DeviceContext<'_>) {

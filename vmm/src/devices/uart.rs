@@ -66,10 +66,63 @@ impl Default for Uart {
     }
 }
 
+/// A UART's registers and receive FIFO, as a snapshot keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UartState {
+    /// Interrupt enable register.
+    pub ier: u8,
+    /// Line control register.
+    pub lcr: u8,
+    /// Modem control register.
+    pub mcr: u8,
+    /// Scratch register.
+    pub scr: u8,
+    /// FIFO control register (as last written).
+    pub fcr: u8,
+    /// Baud-rate divisor.
+    pub divisor: u16,
+    /// A THR-empty interrupt not yet acknowledged.
+    pub thre_pending: bool,
+    /// Bytes waiting for the guest to read.
+    pub input: Vec<u8>,
+    /// Bytes transmitted so far.
+    pub tx_bytes: u64,
+}
+
 impl Uart {
     /// A UART in its reset state.
     pub fn new() -> Uart {
         Uart::default()
+    }
+
+    /// Its registers and FIFO.
+    pub fn state(&self) -> UartState {
+        UartState {
+            ier: self.ier,
+            lcr: self.lcr,
+            mcr: self.mcr,
+            scr: self.scr,
+            fcr: self.fcr,
+            divisor: self.divisor,
+            thre_pending: self.thre_pending,
+            input: self.input.iter().copied().collect(),
+            tx_bytes: self.tx_bytes,
+        }
+    }
+
+    /// A UART in `state`.
+    pub fn from_state(s: UartState) -> Uart {
+        Uart {
+            ier: s.ier,
+            lcr: s.lcr,
+            mcr: s.mcr,
+            scr: s.scr,
+            fcr: s.fcr,
+            divisor: s.divisor,
+            thre_pending: s.thre_pending,
+            input: s.input.into(),
+            tx_bytes: s.tx_bytes,
+        }
     }
 
     /// Queues bytes for the guest to read (a keyboard on the other end).
@@ -107,6 +160,10 @@ impl Uart {
 impl PortDevice for Uart {
     fn name(&self) -> &'static str {
         "uart"
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(self.state()).unwrap_or_default()
     }
 
     fn read(&mut self, offset: u16, data: &mut [u8], _ctx: &mut DeviceContext<'_>) {

@@ -53,6 +53,9 @@ pub struct LinuxConfig {
     pub timeout: Option<Duration>,
     /// Feed this process's standard input to the guest's console.
     pub interactive: bool,
+    /// Pause when the init starts, save the VM there (and probe which of
+    /// its state this host would take back), and run on.
+    pub snapshot: Option<crate::snapshot::SnapshotRequest>,
 }
 
 impl LinuxConfig {

@@ -38,6 +38,8 @@ mod vcpu;
 
 pub use command::CommandError;
 pub use config::{compose_cmdline, CmdlineError, InitrdSource, LinuxConfig, BASE_CMDLINE, DEFAULT_MEM, MIN_MEM};
+pub(crate) use console::UartKicker;
+pub(crate) use fixups::HostFixups;
 pub use host_quirks::HostQuirks;
 pub use report::LinuxReport;
 pub use run::{run_linux, LinuxError};

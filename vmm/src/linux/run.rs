@@ -7,7 +7,7 @@ use std::fs::File;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{VcpuFd, VmFd};
 use virtlab_minikernel::abi::port;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -25,6 +25,7 @@ use crate::arch::x86_64::paging;
 use crate::config::workload_or_builtin;
 use crate::console::{Console, ConsoleSink};
 use crate::devices::boot_timer::BootTimer;
+use crate::devices::command_port::{self, CommandPort};
 use crate::devices::exit_port::ExitPort;
 use crate::devices::i8042::{self, I8042};
 use crate::devices::serial::Serial;
@@ -33,19 +34,25 @@ use crate::exit::UnknownIo;
 use crate::input::{self, FileRole};
 use crate::observe::{Observer, Step};
 use crate::report::RunReport;
+use crate::snapshot::{self, Extra, GuestKind, Live, SnapshotAt, SnapshotError, SnapshotRequest};
 use crate::vstate::clock::{us, Clock};
-use crate::vstate::exit_loop::{Narration, VcpuLoop};
+use crate::vstate::error::VmError;
+use crate::vstate::exit_loop::{Narration, PauseHook, VcpuLoop};
 use crate::vstate::memory::{guest_memory, size_problem};
 use crate::vstate::{kvm, vcpu};
 
 pub use super::error::LinuxError;
+
+/// The boot-timer mark virtlab's init makes when it starts (as the
+/// minikernel's "kernel ready").
+const MARKER_USER_SPACE: u8 = virtlab_minikernel::abi::marker::KERNEL_READY;
 
 /// The UART's interrupt line (COM1).
 pub const UART_IRQ: u32 = 4;
 const TSS_ADDR: usize = 0xfffb_d000;
 
 /// What the observer is told while Linux runs.
-const NARRATION: Narration = Narration {
+pub(crate) const NARRATION: Narration = Narration {
     first_entry: "the vCPU is running the kernel's entry code",
     kernel_ready: "Linux booted and started /virtlab/init (boot-timer port)",
 };
@@ -63,6 +70,13 @@ pub fn run_linux(
     sink: ConsoleSink,
     observer: &mut dyn Observer,
 ) -> Result<LinuxReport, LinuxError> {
+    if let Some(SnapshotRequest { at: at @ SnapshotAt::After(_), .. }) = &config.snapshot {
+        return Err(VmError::Snapshot(Box::new(SnapshotError::Point(
+            at.name(),
+            "Linux guests pause at `ready` or `init` (the init's user-space mark); a time is not implemented",
+        )))
+        .into());
+    }
     let Prepared { kernel_name, mut image, initrd, mut quirks, cmdline } = prepare(config)?;
 
     let mut clock = Clock::new(observer);
@@ -100,11 +114,29 @@ pub fn run_linux(
     let console = Console::new(ConsoleSink::Writer(Box::new(Tee { sink, state: Arc::clone(&tee) })));
     let serial = Serial::new(Arc::clone(&uart_line));
     let (serial_state, _) = serial.handle();
-    let bus = devices(serial)?;
+    let bus = devices(serial, CommandPort::default())?;
     let _raw_tty = config.interactive.then(|| start_input(Arc::clone(&serial_state), Arc::clone(&uart_line)));
     let kicker = UartKicker::start(Arc::clone(&serial_state), Arc::clone(&uart_line));
     let mut guest = VcpuLoop::new(bus, console, UnknownIo::Ignore, HostFixups { quirks, failure: None });
-    let stopped = guest.run(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION)?;
+    let mut saved = None;
+    let stopped = match &config.snapshot {
+        None => guest.run(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION)?,
+        Some(req) => {
+            let mut save = |vcpu: &mut VcpuFd, mem: &GuestMemoryMmap, bus: &PortBus| -> Result<(), VmError> {
+                let live = Live { kvm: &kvm, vm: &vm, vcpu, mem, bus, mem_size: config.mem_size };
+                let cpuid = vcpu
+                    .get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+                    .map_err(|e| VmError::Ioctl("KVM_GET_CPUID2", e))?;
+                let extra = Extra { mini: None, cpuid: Some(cpuid), irqchip: true };
+                let s = snapshot::save(&live, &req.dir, req.at, GuestKind::Linux, extra)
+                    .map_err(|e| VmError::Snapshot(Box::new(e)))?;
+                saved = Some(s);
+                Ok(())
+            };
+            let pause = Some((MARKER_USER_SPACE, &mut save as PauseHook<'_>));
+            guest.run_pausing(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION, pause)?
+        }
+    };
     drop(kicker);
 
     clock.before(Step::Teardown);
@@ -120,6 +152,7 @@ pub fn run_linux(
         tsc_khz,
         kernel_pvh: !loaded.long(),
         output: capture.then(|| String::from_utf8_lossy(&captured).into_owned()),
+        snapshot: saved,
         ..stopped.report(clock, guest.stats, &guest.console, memory)
     };
     Ok(LinuxReport {
@@ -181,7 +214,7 @@ fn prepare(config: &LinuxConfig) -> Result<Prepared, LinuxError> {
 /// The PC around the CPU, in the host kernel: the TSS page Intel's VMX
 /// needs, the interrupt controllers (PIC, IOAPIC, local APIC), the PIT, and
 /// the UART's interrupt line as an irqfd.
-fn pc_board(vm: &VmFd) -> Result<Arc<EventFd>, LinuxError> {
+pub(crate) fn pc_board(vm: &VmFd) -> Result<Arc<EventFd>, LinuxError> {
     vm.set_tss_address(TSS_ADDR).map_err(|e| LinuxError::Ioctl("KVM_SET_TSS_ADDR", e))?;
     vm.create_irq_chip().map_err(|e| LinuxError::Ioctl("KVM_CREATE_IRQCHIP", e))?;
     let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
@@ -192,13 +225,15 @@ fn pc_board(vm: &VmFd) -> Result<Arc<EventFd>, LinuxError> {
 }
 
 /// The PC's devices on the port bus: the UART (COM1), the i8042's reset
-/// line, and virtlab's exit and boot-timer ports.
-fn devices(serial: Serial<EventFd>) -> Result<PortBus, BusError> {
+/// line, and virtlab's exit, boot-timer and command ports (the last
+/// empty on a boot; a restore may hand the init a command there).
+pub(crate) fn devices(serial: Serial<EventFd>, command: CommandPort) -> Result<PortBus, BusError> {
     let mut bus = PortBus::new();
     bus.insert(port::UART_COM1, 8, Box::new(serial))?;
     bus.insert(i8042::BASE, i8042::LEN, Box::new(I8042::default()))?;
     bus.insert(port::EXIT, 2, Box::new(ExitPort))?;
     bus.insert(port::BOOT_TIMER, 1, Box::new(BootTimer))?;
+    bus.insert(command_port::PORT, 1, Box::new(command))?;
     Ok(bus)
 }
 

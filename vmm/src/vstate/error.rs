@@ -48,6 +48,9 @@ pub enum VmError {
     /// Writing the boot-info page failed.
     #[error("cannot write the boot-info page")]
     BootInfo(#[source] vm_memory::GuestMemoryError),
+    /// Saving a snapshot failed (the run stops: a snapshot was asked for).
+    #[error("cannot save the snapshot")]
+    Snapshot(#[source] Box<crate::snapshot::SnapshotError>),
     /// The watchdog thread could not start.
     #[error("cannot start the timeout watchdog thread")]
     Watchdog(#[source] std::io::Error),

@@ -61,6 +61,26 @@ pub(crate) struct VcpuLoop<F> {
     pub(crate) fixups: F,
 }
 
+/// What [`VcpuLoop::run_pausing`] calls at its pause point.
+pub(crate) type PauseHook<'h> = &'h mut dyn FnMut(&mut VcpuFd, &GuestMemoryMmap, &PortBus) -> Result<(), VmError>;
+
+/// Finishes the instruction behind the last exit without running the
+/// guest on: after an `out`, KVM moves RIP past it only on the next
+/// `KVM_RUN`, so state read before that would replay the `out` on restore.
+/// With `immediate_exit` set, `KVM_RUN` completes the I/O and returns EINTR
+/// before entering the guest (Documentation/virt/kvm/api.rst, "kvm_run":
+/// immediate_exit).
+fn complete_pending_exit(vcpu: &mut VcpuFd) -> Result<(), VmError> {
+    vcpu.set_kvm_immediate_exit(1);
+    let r = vcpu.run().map(drop);
+    vcpu.set_kvm_immediate_exit(0);
+    match r {
+        Err(e) if e.errno() == libc::EINTR => Ok(()),
+        Ok(()) => Ok(()),
+        Err(e) => Err(VmError::Ioctl("KVM_RUN (immediate exit)", e)),
+    }
+}
+
 /// How and when the guest stopped.
 #[derive(Debug)]
 pub(crate) struct Stopped {
@@ -87,6 +107,22 @@ impl<F: Fixups> VcpuLoop<F> {
         timeout: Option<Duration>,
         say: Narration,
     ) -> Result<Stopped, VmError> {
+        self.run_pausing(vcpu, mem, clock, timeout, say, None)
+    }
+
+    /// [`VcpuLoop::run`], and when the guest reports the boot milestone
+    /// `pause.0` the vCPU is paused, its pending exit completed, and
+    /// `pause.1` is called with the vCPU, memory and devices (to take a
+    /// snapshot); then the guest runs on.
+    pub(crate) fn run_pausing(
+        &mut self,
+        vcpu: &mut VcpuFd,
+        mem: &GuestMemoryMmap,
+        clock: &mut Clock<'_>,
+        timeout: Option<Duration>,
+        say: Narration,
+        mut pause: Option<(u8, PauseHook<'_>)>,
+    ) -> Result<Stopped, VmError> {
         clock.before(Step::FirstEntry);
         let watchdog = match timeout {
             Some(t) => Some(Watchdog::start(t).map_err(VmError::Watchdog)?),
@@ -110,6 +146,13 @@ impl<F: Fixups> VcpuLoop<F> {
             clock.guest_progress(&self.milestones, &mut reported, &self.console, say.kernel_ready);
             if let Flow::Stop(s) = flow {
                 break s;
+            }
+            if let Some((marker, hook)) = &mut pause {
+                if self.milestones.last().is_some_and(|(m, _)| m == marker) {
+                    complete_pending_exit(vcpu)?;
+                    hook(vcpu, mem, &self.bus)?;
+                    pause = None;
+                }
             }
         };
         let stopped = Instant::now();
@@ -170,6 +213,7 @@ impl Stopped {
             tsc_khz: 0,
             kernel_pvh: false,
             output: None,
+            snapshot: None,
         }
     }
 }

@@ -33,7 +33,7 @@ pub(crate) fn guest_memory(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, VmEr
     Ok(mem)
 }
 
-fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, size: u64) -> Result<(), VmError> {
+pub(crate) fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, size: u64) -> Result<(), VmError> {
     let host = mem.get_host_address(GuestAddress(0)).map_err(VmError::BootInfo)?;
     let region = kvm_userspace_memory_region {
         slot: 0,

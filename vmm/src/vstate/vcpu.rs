@@ -18,12 +18,20 @@ pub(crate) fn create_vcpu(vm: &VmFd) -> Result<VcpuFd, VmError> {
 /// 0 ([`cpuid::filter`]); `adjust` may hide more first and returns how many
 /// bits it hid, which this returns.
 pub(crate) fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, adjust: impl FnOnce(&mut CpuId) -> u64) -> Result<u64, VmError> {
-    let mut cpuid =
-        kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| VmError::Ioctl("KVM_GET_SUPPORTED_CPUID", e))?;
-    cpuid::filter(&mut cpuid, 0, false);
+    let mut cpuid = host_cpuid(kvm)?;
     let hidden = adjust(&mut cpuid);
     vcpu.set_cpuid2(&cpuid).map_err(|e| VmError::Ioctl("KVM_SET_CPUID2", e))?;
     Ok(hidden)
+}
+
+/// What KVM supports on this host, filled in for vCPU 0
+/// ([`cpuid::filter`]): the CPUID a minikernel vCPU gets, and what a
+/// snapshot compares hosts by.
+pub(crate) fn host_cpuid(kvm: &Kvm) -> Result<CpuId, VmError> {
+    let mut cpuid =
+        kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| VmError::Ioctl("KVM_GET_SUPPORTED_CPUID", e))?;
+    cpuid::filter(&mut cpuid, 0, false);
+    Ok(cpuid)
 }
 
 /// `KVM_SET_MSRS` with `(index, value)` pairs, in order. Returns how many

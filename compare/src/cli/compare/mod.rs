@@ -52,7 +52,8 @@ pub struct CompareArgs {
     warmup: usize,
     /// Environments: native, container, container-image (our launcher on a
     /// 3-layer image), vm-mini (= vm-mini-uart + vm-mini-pv), vm-mini-uart,
-    /// vm-mini-pv, vm-linux, all; peers by name: qemu-microvm, qemu-tcg,
+    /// vm-mini-pv, vm-linux, vm-mini-restore and vm-linux-restore (from a
+    /// snapshot taken once per run, outside the timing), all; peers by name: qemu-microvm, qemu-tcg,
     /// qemu-microvm-linux, qemu-tcg-linux, bwrap, runc, crun, podman, or
     /// peers (all of them) [default: all of ours but container-image; with
     /// --peers, all of ours].

@@ -160,6 +160,7 @@ pub(super) fn context(args: &CompareArgs, selection: &mut Selection) -> anyhow::
         linux_kernel: selection.linux_kernel.clone(),
         linux_timeout: Duration::from_secs(900),
         image,
+        snapshots: Default::default(),
     };
     Ok((ctx, image_dir))
 }

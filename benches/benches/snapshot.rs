@@ -1,0 +1,61 @@
+//! Snapshots: the minikernel from launch to the workload's ready line,
+//! booted cold and restored from a snapshot (taken once, outside the
+//! timing). Both measure the report's own clock, from the first host step
+//! to the ready marker on the console. Run with `cargo bench --bench
+//! snapshot`. Without /dev/kvm these benchmarks say so and measure nothing.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use virtlab_vmm::snapshot::{self, RestoreConfig, SnapshotAt, SnapshotRequest};
+use virtlab_vmm::{run, ConsoleSink, GuestStop, Quiet, RunReport, Step, VmConfig};
+
+fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("snapshot benches skipped: /dev/kvm cannot be opened ({e})");
+            false
+        }
+    }
+}
+
+/// Launch to the ready marker, from a report.
+fn to_ready(r: &RunReport) -> Duration {
+    assert_eq!(r.stop, GuestStop::Exited(0), "{}", r.summary);
+    Duration::from_secs_f64(r.at(Step::WorkloadReady).expect("the workload printed its ready line") / 1e6)
+}
+
+fn cold_vs_restore(c: &mut Criterion) {
+    if !kvm_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("snap");
+    let mut config = VmConfig::builtin_workload(&["ready"]);
+    config.snapshot = Some(SnapshotRequest { at: SnapshotAt::Ready, dir: dir.clone() });
+    run(&config, ConsoleSink::Discard, &mut Quiet).expect("the snapshot is taken");
+    config.snapshot = None;
+    let restore = RestoreConfig { args: vec!["ready".into()], ..Default::default() };
+
+    let mut g = c.benchmark_group("minikernel: launch to workload ready");
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("cold boot", |b| {
+        b.iter_custom(|n| {
+            (0..n).map(|_| to_ready(&run(&config, ConsoleSink::Discard, &mut Quiet).expect("the VM runs"))).sum()
+        })
+    });
+    g.bench_function("restore", |b| {
+        b.iter_custom(|n| {
+            (0..n)
+                .map(|_| {
+                    to_ready(&snapshot::restore(&dir, &restore, ConsoleSink::Discard, &mut Quiet).expect("it restores"))
+                })
+                .sum()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, cold_vs_restore);
+criterion_main!(benches);

@@ -1,0 +1,312 @@
+//! Snapshots: a paused VM written to a directory, and new VMs built from
+//! it without a boot.
+//!
+//! A VM is guest memory, vCPU registers and device state, nothing more.
+//! [`save`] writes exactly that while the guest is paused at a boot
+//! milestone; [`restore`] maps the memory file back `MAP_PRIVATE` (lazy and
+//! copy-on-write: restored VMs share every page they do not write), sets
+//! the registers and devices back, and lets the guest run on from the
+//! instruction after the one it was paused at.
+//!
+//! The minikernel is paused when it reports "kernel ready": its tables and
+//! MSRs are loaded and it is about to read the workload's entry and stack
+//! from the boot-info page. A restore rebuilds that stack with the
+//! arguments it is given (host-side, as a boot does), so one snapshot runs
+//! any workload mode. See `DESIGN.md`, "Snapshots", for the files.
+//!
+//! ```no_run
+//! use virtlab_vmm::snapshot::{self, RestoreConfig, SnapshotAt, SnapshotRequest};
+//! use virtlab_vmm::{run, ConsoleSink, Quiet, VmConfig};
+//! let mut config = VmConfig::builtin_workload(&["ready"]);
+//! config.snapshot = Some(SnapshotRequest { at: SnapshotAt::Ready, dir: "/tmp/snap".into() });
+//! run(&config, ConsoleSink::Discard, &mut Quiet).expect("boots and saves");
+//! let restored = RestoreConfig { args: vec!["cpu".into(), "1000".into()], ..Default::default() };
+//! let report = snapshot::restore("/tmp/snap".as_ref(), &restored, ConsoleSink::Stdout, &mut Quiet)
+//!     .expect("restores");
+//! println!("{}", report.summary);
+//! ```
+
+pub mod error;
+pub mod format;
+mod linux;
+pub mod memory;
+mod mini;
+pub mod vcpu;
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use serde::Serialize;
+use vm_memory::GuestMemoryMmap;
+
+pub use error::SnapshotError;
+pub use format::{GuestKind, Manifest};
+pub use mini::restore;
+
+use crate::devices::PortBus;
+use format::{FileEntry, MiniState, State, VcpuState, FORMAT, MANIFEST, MEMORY, STATE, VERSION};
+
+/// Where a running guest is paused to be saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotAt {
+    /// The guest kernel is ready: the minikernel's "kernel ready" (before
+    /// the workload starts), a Linux guest's init before its command.
+    Ready,
+    /// Linux: the init is running (the boot timer's "user space" mark).
+    Init,
+    /// This long after the first guest instruction.
+    After(Duration),
+}
+
+impl SnapshotAt {
+    /// `ready`, `init`, or a duration (`500ms`, `2s`).
+    pub fn parse(s: &str) -> Result<SnapshotAt, String> {
+        match s {
+            "ready" => Ok(SnapshotAt::Ready),
+            "init" => Ok(SnapshotAt::Init),
+            d => parse_duration(d)
+                .map(SnapshotAt::After)
+                .ok_or_else(|| format!("{d:?} is not `ready`, `init` or a duration such as 500ms or 2s")),
+        }
+    }
+
+    /// How it is written on the command line.
+    pub fn name(&self) -> String {
+        match self {
+            SnapshotAt::Ready => "ready".into(),
+            SnapshotAt::Init => "init".into(),
+            SnapshotAt::After(d) => format!("{}ms", d.as_millis()),
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).unwrap_or((s, "ms"));
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        _ => None,
+    }
+}
+
+/// Where and when a run saves itself.
+#[derive(Debug, Clone)]
+pub struct SnapshotRequest {
+    /// The pause point.
+    pub at: SnapshotAt,
+    /// The directory to write (it must not exist; its parent must).
+    pub dir: PathBuf,
+}
+
+/// What a restore runs.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreConfig {
+    /// The workload's arguments (argv[1..]); empty: the snapshot's own.
+    pub args: Vec<String>,
+    /// Guest memory the caller expects (None: whatever the snapshot has).
+    pub mem_size: Option<u64>,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// What a written snapshot holds, in sizes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Saved {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Guest RAM in bytes (the memory file's length).
+    pub mem_size: u64,
+    /// Bytes of guest memory that hold data (what the file takes on disk).
+    pub memory_data_bytes: u64,
+    /// The host's refusals while saving.
+    pub quirks: Vec<String>,
+    /// How long writing took.
+    pub took_us: f64,
+}
+
+/// The live objects a snapshot is taken from.
+pub(crate) struct Live<'a> {
+    pub(crate) kvm: &'a Kvm,
+    pub(crate) vm: &'a VmFd,
+    pub(crate) vcpu: &'a VcpuFd,
+    pub(crate) mem: &'a GuestMemoryMmap,
+    pub(crate) bus: &'a PortBus,
+    pub(crate) mem_size: u64,
+}
+
+/// What a guest saves beyond the vCPU, clock, devices and memory.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    /// The minikernel's part.
+    pub(crate) mini: Option<MiniState>,
+    /// The CPUID the vCPU was given (None: the minikernel's, from the host).
+    pub(crate) cpuid: Option<kvm_bindings::CpuId>,
+    /// Whether the VM has an in-kernel irqchip and PIT to save.
+    pub(crate) irqchip: bool,
+}
+
+/// Writes the paused VM `live` to `dir`, through a temporary directory
+/// renamed at the end.
+pub(crate) fn save(
+    live: &Live<'_>,
+    dir: &Path,
+    at: SnapshotAt,
+    guest: GuestKind,
+    extra: Extra,
+) -> Result<Saved, SnapshotError> {
+    let started = std::time::Instant::now();
+    let tmp = format::TempDir::beside(dir)?;
+    let mut quirks = Vec::new();
+    let cpuid = match extra.cpuid {
+        Some(c) => c,
+        None => crate::vstate::vcpu::host_cpuid(live.kvm)?,
+    };
+    let mut vcpu: VcpuState = vcpu::save_vcpu(live.kvm, live.vcpu, &cpuid, &mut quirks)?;
+    let cpu = vcpu::cpu_name(&vcpu.cpuid);
+    let clock = vcpu::save_clock(live.vm, &mut quirks);
+    let (mut irqchip, mut pit) = (None, None);
+    if extra.irqchip {
+        vcpu.lapic = vcpu::save_lapic(live.vcpu, &mut quirks);
+        irqchip = vcpu::save_irqchip(live.vm, &mut quirks);
+        pit = vcpu::save_pit(live.vm, &mut quirks);
+        let state = State {
+            vcpus: vec![vcpu.clone()],
+            clock: clock.clone(),
+            irqchip: irqchip.clone(),
+            pit: pit.clone(),
+            devices: Default::default(),
+            mini: None,
+            quirks: Vec::new(),
+        };
+        quirks.extend(vcpu::probe_restore(live.kvm, &state, live.mem, live.mem_size));
+    }
+    let state = State {
+        vcpus: vec![vcpu],
+        clock,
+        irqchip,
+        pit,
+        devices: live.bus.save(),
+        mini: extra.mini,
+        quirks: quirks.clone(),
+    };
+    let state_bytes = serde_json::to_vec_pretty(&state).map_err(|e| tmp.write_error(std::io::Error::other(e)))?;
+    fs::write(tmp.path.join(STATE), &state_bytes).map_err(|e| tmp.write_error(e))?;
+
+    let mem_file = File::create(tmp.path.join(MEMORY)).map_err(|e| tmp.write_error(e))?;
+    let (mem_crc, data) = memory::write_memory(live.mem, live.mem_size, &mem_file).map_err(|e| tmp.write_error(e))?;
+
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        guest,
+        taken_at: at.name(),
+        mem_size: live.mem_size,
+        vcpus: 1,
+        cpu,
+        memory_data_bytes: data,
+        files: vec![
+            FileEntry { name: STATE.into(), bytes: state_bytes.len() as u64, crc32: format::crc32(&state_bytes) },
+            FileEntry { name: MEMORY.into(), bytes: live.mem_size, crc32: mem_crc },
+        ],
+    };
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| tmp.write_error(std::io::Error::other(e)))?;
+    fs::write(tmp.path.join(MANIFEST), text).map_err(|e| tmp.write_error(e))?;
+    tmp.commit()?;
+    Ok(Saved {
+        dir: dir.to_path_buf(),
+        mem_size: live.mem_size,
+        memory_data_bytes: data,
+        quirks,
+        took_us: started.elapsed().as_secs_f64() * 1e6,
+    })
+}
+
+/// Reads and checks a whole snapshot: description, state and memory.
+/// Returns the open memory file with them.
+pub(crate) fn open(dir: &Path) -> Result<(Manifest, State, File), SnapshotError> {
+    let manifest = format::read_manifest(dir)?;
+    let state = format::read_state(dir, &manifest)?;
+    let path = dir.join(MEMORY);
+    let file = File::open(&path).map_err(|e| SnapshotError::Read(path.clone(), e))?;
+    let entry = manifest.file(MEMORY).ok_or_else(|| format::missing(&path))?;
+    let len = file.metadata().map_err(|e| SnapshotError::Read(path.clone(), e))?.len();
+    if len != entry.bytes || len != manifest.mem_size {
+        return Err(SnapshotError::Size { name: MEMORY.into(), found: len, expected: entry.bytes });
+    }
+    let (crc, _) = memory::memory_crc(&file, len).map_err(|e| SnapshotError::Read(path.clone(), e))?;
+    format::check(entry, len, crc)?;
+    Ok((manifest, state, file))
+}
+
+/// What `virtlab vm snapshot inspect` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// The description.
+    pub manifest: Manifest,
+    /// Each file: name, length, bytes it takes on disk.
+    pub files: Vec<(String, u64, u64)>,
+    /// The vCPU state's parts and their sizes in bytes.
+    pub vcpu_parts: Vec<(String, usize)>,
+    /// MSRs saved.
+    pub msrs: usize,
+    /// Device names, with whether they have state.
+    pub devices: Vec<(String, bool)>,
+    /// Whether the KVM clock was saved.
+    pub clock: bool,
+    /// Sizes of the saved interrupt controllers (PIC master, PIC slave,
+    /// IOAPIC) and of the PIT state, when the guest had them.
+    pub irqchip: Vec<usize>,
+    /// Size of the PIT state.
+    pub pit: Option<usize>,
+    /// The minikernel's saved argv.
+    pub argv: Option<Vec<String>>,
+    /// What the host refused while saving.
+    pub quirks: Vec<String>,
+}
+
+/// Reads and checks a snapshot (every checksum) and says what is in it.
+pub fn inspect(dir: &Path) -> Result<Inspection, SnapshotError> {
+    let (manifest, state, _) = open(dir)?;
+    let mut files = Vec::new();
+    for name in [MANIFEST, STATE, MEMORY] {
+        let path = dir.join(name);
+        let m = fs::metadata(&path).map_err(|e| SnapshotError::Read(path.clone(), e))?;
+        files.push((name.to_string(), m.len(), m.blocks() * 512));
+    }
+    let v = state.vcpus.first().cloned().unwrap_or_default();
+    let mut vcpu_parts = vec![
+        ("regs".to_string(), v.regs.0.len()),
+        ("sregs".to_string(), v.sregs.0.len()),
+        ("fpu".to_string(), v.fpu.0.len()),
+    ];
+    for (name, part) in [
+        ("xsave", &v.xsave),
+        ("xcrs", &v.xcrs),
+        ("events", &v.events),
+        ("debug regs", &v.debug_regs),
+        ("mp state", &v.mp_state),
+        ("lapic", &v.lapic),
+    ] {
+        if let Some(p) = part {
+            vcpu_parts.push((name.to_string(), p.0.len()));
+        }
+    }
+    vcpu_parts.push(("cpuid".to_string(), v.cpuid.len() * 28));
+    Ok(Inspection {
+        files,
+        msrs: v.msrs.len(),
+        vcpu_parts,
+        devices: state.devices.iter().map(|(k, v)| (k.clone(), !v.is_null())).collect(),
+        clock: state.clock.is_some(),
+        irqchip: state.irqchip.iter().flatten().map(|c| c.0.len()).collect(),
+        pit: state.pit.as_ref().map(|p| p.0.len()),
+        argv: state.mini.as_ref().map(|m| m.argv.clone()),
+        quirks: state.quirks,
+        manifest,
+    })
+}
