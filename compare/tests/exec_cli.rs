@@ -12,49 +12,24 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 struct Lab {
-    dir: tempfile::TempDir,
+    s: common::Store,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = common::Store;
+    fn deref(&self) -> &common::Store {
+        &self.s
+    }
 }
 
 impl Lab {
     /// A store with `busybox` imported; `None` (said why) if the test cannot run.
     fn new(test: &str) -> Option<Lab> {
-        if !common::root_and_busybox(test) {
-            return None;
-        }
-        let lab = Lab { dir: tempfile::Builder::new().prefix("virtlab-exec-").tempdir().unwrap() };
-        let rootfs = lab.dir.path().join("rootfs");
-        lab.ok(&["container", "rootfs", rootfs.to_str().unwrap()]);
-        lab.ok(&["image", "import", "--root", &lab.root(), rootfs.to_str().unwrap(), "busybox"]);
-        Some(lab)
-    }
-
-    fn root(&self) -> String {
-        self.store().to_str().unwrap().to_string()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    /// `virtlab ARGS...` with standard input from `stdin`.
-    fn run_with<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], stdin: Stdio) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_virtlab"))
-            .args(args)
-            .env("VIRTLAB_ROOT", "/nonexistent-virtlab-root")
-            .stdin(stdin)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run_with(args, Stdio::null());
-        assert!(out.status.success(), "{args:?}: {}", err(&out));
-        text(&out)
+        common::Store::new(test, "virtlab-exec-").map(|s| Lab { s })
     }
 
     /// `virtlab CMD --root STORE ARGS...`.

@@ -9,60 +9,26 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 struct Lab {
-    dir: tempfile::TempDir,
+    s: common::Store,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = common::Store;
+    fn deref(&self) -> &common::Store {
+        &self.s
+    }
 }
 
 impl Lab {
     /// A store with `busybox` imported; `None` (said why) if the test cannot run.
     fn new(test: &str) -> Option<Lab> {
-        if !common::root_and_busybox(test) {
-            return None;
-        }
-        let lab = Lab { dir: tempfile::Builder::new().prefix("virtlab-stats-").tempdir().unwrap() };
-        let rootfs = lab.dir.path().join("rootfs");
-        lab.ok(&["container", "rootfs", rootfs.to_str().unwrap()]);
-        lab.ok(&["image", "import", "--root", &lab.root(), rootfs.to_str().unwrap(), "busybox"]);
-        Some(lab)
-    }
-
-    fn root(&self) -> String {
-        self.store().to_str().unwrap().to_string()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_virtlab"));
-        cmd.args(args).env("VIRTLAB_ROOT", "/nonexistent-virtlab-root").stdin(Stdio::null());
-        cmd
-    }
-
-    /// `virtlab ARGS...` (`--root` is the caller's to add).
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// `virtlab CMD --root STORE ARGS...`.
-    fn v(&self, cmd: &[&str], args: &[&str]) -> Output {
-        let root = self.root();
-        let mut all: Vec<&str> = cmd.to_vec();
-        all.extend(["--root", root.as_str()]);
-        all.extend(args);
-        self.run(&all)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
+        common::Store::new(test, "virtlab-stats-").map(|s| Lab { s })
     }
 
     /// `run -d --name NAME ARGS...`; the container's ID.

@@ -419,7 +419,8 @@ fn stop_one(c: &Container, n: &str, grace: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_signal(text: &str) -> anyhow::Result<nix::sys::signal::Signal> {
+/// A signal by name (`KILL`, `SIGTERM`) or number.
+pub(super) fn parse_signal(text: &str) -> anyhow::Result<nix::sys::signal::Signal> {
     use std::str::FromStr;
     if let Ok(n) = text.parse::<i32>() {
         return nix::sys::signal::Signal::try_from(n).map_err(|_| anyhow::anyhow!("{n} is not a signal number"));

@@ -315,18 +315,8 @@ fn list(root: &Path, format: &str) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn parse_signal(text: &str) -> anyhow::Result<nix::sys::signal::Signal> {
-    use std::str::FromStr;
-    if let Ok(n) = text.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).map_err(|_| anyhow::anyhow!("{n} is not a signal number"));
-    }
-    let name = text.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
-    nix::sys::signal::Signal::from_str(&name).map_err(|_| anyhow::anyhow!("{text:?} is not a signal"))
-}
-
 fn kill(root: &Path, id: &str, signal: &str) -> anyhow::Result<u8> {
-    let sig = parse_signal(signal)?;
+    let sig = super::lifecycle::parse_signal(signal)?;
     let s = State::load(root, id)?;
     if s.status != "running" && s.status != "created" {
         bail!("container {id} is not running (it is {})", s.status);

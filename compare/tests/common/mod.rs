@@ -63,3 +63,70 @@ pub fn cgroups_of(pid: u32) -> Vec<PathBuf> {
     }
     found
 }
+
+/// A store of the test's own, with the built-in rootfs (the workload and
+/// busybox) imported as `busybox`, and the `virtlab` binary run against it.
+pub struct Store {
+    pub dir: tempfile::TempDir,
+}
+
+impl Store {
+    /// The store, in a directory named `prefix...`; `None` (said why) if
+    /// the test cannot run here.
+    pub fn new(test: &str, prefix: &str) -> Option<Store> {
+        if !root_and_busybox(test) {
+            return None;
+        }
+        let s = Store { dir: tempfile::Builder::new().prefix(prefix).tempdir().expect("a temporary directory") };
+        let rootfs = s.dir.path().join("rootfs");
+        let rootfs = rootfs.to_str().expect("a UTF-8 path");
+        s.ok(&["container", "rootfs", rootfs]);
+        s.ok(&["image", "import", "--root", &s.root(), rootfs, "busybox"]);
+        Some(s)
+    }
+
+    /// The store's directory, as text for `--root`.
+    pub fn root(&self) -> String {
+        self.store().to_str().expect("a UTF-8 path").to_string()
+    }
+
+    /// The store's directory.
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// `virtlab ARGS...` with standard input from `stdin` (`--root` is the
+    /// caller's to add; the default store is pointed nowhere).
+    pub fn run_with<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], stdin: Stdio) -> std::process::Output {
+        let mut cmd = self.command(args);
+        cmd.stdin(stdin).output().expect("virtlab runs")
+    }
+
+    /// The `virtlab ARGS...` command, standard input empty, to start.
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_virtlab"));
+        cmd.args(args).env("VIRTLAB_ROOT", "/nonexistent-virtlab-root").stdin(Stdio::null());
+        cmd
+    }
+
+    /// `virtlab ARGS...`, standard input empty.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.run_with(args, Stdio::null())
+    }
+
+    /// `virtlab CMD --root STORE ARGS...`.
+    pub fn v(&self, cmd: &[&str], args: &[&str]) -> std::process::Output {
+        let root = self.root();
+        let mut all: Vec<&str> = cmd.to_vec();
+        all.extend(["--root", root.as_str()]);
+        all.extend(args);
+        self.run(&all)
+    }
+
+    /// `virtlab ARGS...`, which must succeed; its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+}
