@@ -172,22 +172,42 @@ fn launch_vm(workload: &Workload, ctx: &Context, console: ConsoleKind) -> Result
     c.console = console;
     c.timeout = Some(ctx.timeout);
     let r = virtlab_vmm::run(&c, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
+    // The memory figure is an estimate; the harness replaces it with a
+    // cgroup peak of a `virtlab vm run` process where it can (`memory::vm_mini`).
+    minikernel_sample(workload, ctx, &r, if console == ConsoleKind::Pv { "pv-console" } else { "uart" }, "in the VM")
+}
+
+/// A sample of a minikernel run or restore: its timings, exits, console
+/// exits on `device`, system calls and an estimate of its memory.
+fn minikernel_sample(
+    workload: &Workload,
+    ctx: &Context,
+    r: &virtlab_vmm::RunReport,
+    device: &str,
+    what: &str,
+) -> Result<Sample, String> {
+    let mut s = vm_sample(workload, ctx, r, what)?;
+    s.console_exits = Some(r.exits.by_device.get(device).copied().unwrap_or(0));
+    s.syscalls_fast = Some(r.syscalls.via_syscall);
+    s.syscalls_trapped = Some(r.syscalls.via_trap);
+    Ok(s)
+}
+
+/// What every VM run gives a sample: its status, the ready and exit
+/// times, the phases, the exits, the output read, and memory as guest
+/// pages touched plus the VMM's own (an estimate). `what` says where it
+/// ran, for the error of a guest that did not exit.
+fn vm_sample(workload: &Workload, ctx: &Context, r: &virtlab_vmm::RunReport, what: &str) -> Result<Sample, String> {
     let mut s = empty_sample(workload);
     s.exit_status = r.exit_status;
     s.startup_us = r.at(VmStep::WorkloadReady);
     s.total_us = r.at(VmStep::WorkloadExit).unwrap_or(r.total_us);
     s.phases = r.phases.iter().map(|p| Phase { name: p.name.to_string(), at_us: p.at_us }).collect();
     s.vm_exits = Some(r.exits.total);
-    let device = if console == ConsoleKind::Pv { "pv-console" } else { "uart" };
-    s.console_exits = Some(r.exits.by_device.get(device).copied().unwrap_or(0));
-    s.syscalls_fast = Some(r.syscalls.via_syscall);
-    s.syscalls_trapped = Some(r.syscalls.via_trap);
-    // An estimate; the harness replaces it with a cgroup peak of a `virtlab
-    // vm run` process where it can (`memory::vm_mini`).
     s.memory_bytes = Some(r.memory.guest_touched_bytes + ctx.vmm_overhead_bytes.unwrap_or(0));
     s.memory_method = Some(MemoryMethod::Estimate);
     if !matches!(r.stop, GuestStop::Exited(_)) {
-        return Err(format!("`{}` in the VM: {}", workload.label(), r.summary));
+        return Err(format!("`{}` {what}: {}", workload.label(), r.summary));
     }
     read_output(&mut s, r.output.as_deref().unwrap_or(""), workload)?;
     Ok(s)
@@ -221,26 +241,13 @@ fn launch_restore(workload: &Workload, ctx: &Context, linux: bool) -> Result<Sam
     let timeout = Some(if linux { ctx.linux_timeout } else { ctx.timeout });
     let config = RestoreConfig { args, mem_size: None, timeout };
     let r = snapshot::restore(&dir, &config, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
-    let mut s = empty_sample(workload);
-    s.exit_status = r.exit_status;
-    s.startup_us = r.at(VmStep::WorkloadReady);
-    s.total_us = r.at(VmStep::WorkloadExit).unwrap_or(r.total_us);
-    s.phases = r.phases.iter().map(|p| Phase { name: p.name.to_string(), at_us: p.at_us }).collect();
-    s.vm_exits = Some(r.exits.total);
-    if !linux {
-        s.console_exits = Some(r.exits.by_device.get("pv-console").copied().unwrap_or(0));
-        s.syscalls_fast = Some(r.syscalls.via_syscall);
-        s.syscalls_trapped = Some(r.syscalls.via_trap);
-    }
     // Pages of the snapshot's file the guest touched are shared between
-    // restores; this counts them whole, so it is an upper bound.
-    s.memory_bytes = Some(r.memory.guest_touched_bytes + ctx.vmm_overhead_bytes.unwrap_or(0));
-    s.memory_method = Some(MemoryMethod::Estimate);
-    if !matches!(r.stop, GuestStop::Exited(_)) {
-        return Err(format!("`{}` restored: {}", workload.label(), r.summary));
+    // restores; the memory estimate counts them whole: an upper bound.
+    if linux {
+        vm_sample(workload, ctx, &r, "restored")
+    } else {
+        minikernel_sample(workload, ctx, &r, "pv-console", "restored")
     }
-    read_output(&mut s, r.output.as_deref().unwrap_or(""), workload)?;
-    Ok(s)
 }
 
 /// The Linux guest of `vm-linux`, running `program`.
