@@ -47,7 +47,10 @@ pub mod time;
 
 // The launcher's modules keep their paths at the crate root
 // (`virtlab_container::cgroup`, `::config`, ...).
-pub use runtime::{cgroup, channel, child, config, devices, idmap, launch, plan, rootfs, seccomp, sentinel, sys};
+pub use runtime::{
+    cgroup, channel, child, config, defences, devices, idmap, launch, plan, rootfs, seccomp, seccomp_profile, sentinel,
+    sys,
+};
 
 pub use config::{ContainerConfig, Limits, Namespaces, Rlimit, Stdio, User};
 pub use launch::{run, CgroupReport, ExitStatus, LaunchError, Outcome, Stamp};

@@ -48,6 +48,39 @@ pub struct RunSpec {
     /// system).
     #[serde(default = "default_runtime")]
     pub runtime: String,
+    /// `--security-opt`, as given.
+    #[serde(default)]
+    pub security_opt: Vec<String>,
+    /// The text of the seccomp profile `--security-opt seccomp=PATH` named,
+    /// read when the container was made (as Docker keeps it), so that
+    /// `start` does not depend on the file.
+    #[serde(default)]
+    pub seccomp_profile: Option<String>,
+    /// `--cap-add`, `--cap-drop`, as given.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `--privileged`.
+    #[serde(default)]
+    pub privileged: bool,
+}
+
+impl RunSpec {
+    /// The container's defence switches, its profile from the record.
+    pub fn defences(&self) -> Result<crate::runtime::defences::Defences, crate::runtime::defences::DefenceError> {
+        crate::runtime::defences::Defences::parse(
+            &self.security_opt,
+            &self.cap_add,
+            &self.cap_drop,
+            self.privileged,
+            |path| {
+                self.seccomp_profile.clone().ok_or_else(|| {
+                    std::io::Error::other(format!("the container's record has no copy of {}", path.display()))
+                })
+            },
+        )
+    }
 }
 
 /// The runtime of a container whose config names none.

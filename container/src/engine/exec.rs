@@ -167,6 +167,10 @@ pub enum ExecError {
         /// How many ids the namespace maps from 0.
         count: u64,
     },
+    /// The container's record has defence switches that no longer read
+    /// (its seccomp profile, a capability name).
+    #[error("the container's defences (--security-opt, --cap-add, --cap-drop): {0}")]
+    Defences(String),
     /// The container's first process has a bounding set this virtlab would
     /// not give it, so the exec could not match it.
     #[error("the container's capability bounding set {found:#x} is not one virtlab gives ({expected:#x}): was it started by another version? Restart it")]
@@ -295,7 +299,7 @@ pub fn start(root: &Path, name: &str, spec: &ExecSpec) -> Result<Exec, EngineErr
         return Err(EngineError::NotRunning(name.to_string()));
     }
     let cfg = target.config(&c, spec)?;
-    let host = target.plan_host()?;
+    let host = target.plan_host(&cfg)?;
     let stdin = if spec.interactive { None } else { Some(open_devnull()?) };
     let stdio = StdioFds { stdin: stdin.as_ref().map(AsRawFd::as_raw_fd), ..StdioFds::default() };
     let plan = Plan::build_exec(&cfg, stdio, host).map_err(ExecError::from)?;

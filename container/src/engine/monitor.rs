@@ -153,6 +153,7 @@ fn config_for(root: &Path, c: &Container) -> Result<(run::Prepared, ContainerCon
     cfg.limits.memory = spec.memory;
     cfg.limits.cpus = spec.cpus;
     cfg.limits.pids = spec.pids;
+    spec.defences().and_then(|d| d.apply(&mut cfg)).map_err(|e| EngineError::Launch(e.to_string()))?;
     cfg.stdio = Stdio::Inherit;
     cfg.forward_signals = true;
     // The launcher writes `pid.new`; the monitor records `start`, then

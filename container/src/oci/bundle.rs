@@ -9,6 +9,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
 use super::{unsupported, OciError, SPEC_MAJOR};
 use crate::runtime::config::{ContainerConfig, MountSpec, Namespaces, Rlimit, User};
 use crate::runtime::idmap::{IdRange, IdRanges};
+use crate::runtime::seccomp_profile::Target;
 
 /// A bundle read and checked.
 #[derive(Debug, Clone)]
@@ -218,11 +219,20 @@ fn linux_part(cfg: &mut ContainerConfig, spec: &Spec) -> Result<(), OciError> {
         }
         cfg.cgroup_path = Some(text.trim_start_matches('/').to_string());
     }
-    if l.seccomp().is_some() {
-        return Err(unsupported("linux.seccomp", "a profile of the bundle's is not supported yet"));
+    match l.seccomp() {
+        // The same fields as Docker's profile: compiled the same way. Its
+        // rules' `includes` see the capabilities of `process`.
+        Some(s) => {
+            let value = serde_json::to_value(s).map_err(|e| unsupported("linux.seccomp", e.to_string()))?;
+            let caps = cfg.capabilities.unwrap_or(0);
+            let compiled = crate::runtime::seccomp_profile::compile_value("linux.seccomp", value, Target::host(caps))
+                .map_err(|e| OciError::Seccomp(Box::new(e)))?;
+            cfg.seccomp = true;
+            cfg.seccomp_profile = Some(std::sync::Arc::new(compiled));
+        }
+        // No `linux.seccomp`: no filter, as the specification (and runc) has it.
+        None => cfg.seccomp = false,
     }
-    // No `linux.seccomp`: no filter, as the specification (and runc) has it.
-    cfg.seccomp = false;
     for (key, value) in l.sysctl().iter().flatten() {
         let field = format!("linux.sysctl.{key}");
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
@@ -380,49 +390,7 @@ fn cap_number(field: &str, c: &oci_spec::runtime::Capability) -> Result<u32, Oci
 }
 
 /// The capabilities, by number (capabilities(7)), with the spec's names.
-pub const CAPABILITIES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
+pub use crate::runtime::defences::CAPABILITIES;
 
 /// setrlimit(2) resource numbers, by the runtime spec's names.
 fn rlimit_number(name: &str) -> Option<i32> {
@@ -480,6 +448,34 @@ mod tests {
         assert_eq!(dev.data.as_deref(), Some("mode=755,size=65536k"));
         assert!(MsFlags::from_bits_truncate(dev.flags).contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME));
         assert!(c.masked_paths.as_ref().unwrap().contains(&"/proc/kcore".to_string()));
+    }
+
+    #[test]
+    fn linux_seccomp_compiles_as_a_docker_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = runc_default(dir.path());
+        let profile: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        }))
+        .unwrap();
+        let mut linux = spec.linux().clone().unwrap();
+        linux.set_seccomp(Some(profile));
+        spec.set_linux(Some(linux));
+        let c = convert(dir.path(), &spec).unwrap().config;
+        assert!(c.seccomp);
+        let p = c.seccomp_profile.unwrap();
+        assert_eq!(p.calls.len(), 2, "{}", p.summary());
+        let bad: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_TRACE"
+        }))
+        .unwrap();
+        let mut linux = spec.linux().clone().unwrap();
+        linux.set_seccomp(Some(bad));
+        spec.set_linux(Some(linux));
+        let e = convert(dir.path(), &spec).unwrap_err().to_string();
+        assert!(e.contains("linux.seccomp") && e.contains("defaultAction"), "{e}");
     }
 
     #[test]

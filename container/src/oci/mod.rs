@@ -37,6 +37,8 @@ pub enum OciError {
     Root { path: PathBuf },
     #[error("config.json: {0}")]
     Config(#[from] crate::runtime::config::ConfigError),
+    #[error("config.json: {0}")]
+    Seccomp(Box<crate::runtime::seccomp_profile::ProfileError>),
     #[error("container {0} already exists: choose another ID, or `virtlab oci delete {0}` it first")]
     Exists(String),
     #[error("container {0} does not exist")]

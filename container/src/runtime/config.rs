@@ -327,6 +327,12 @@ pub struct ContainerConfig {
     /// before exec. On by default; off only for a lesson that shows what it
     /// stops.
     pub seccomp: bool,
+    /// With [`ContainerConfig::seccomp`]: a filter compiled from a profile
+    /// (`--security-opt seccomp=PROFILE.json`, an OCI bundle's
+    /// `linux.seccomp`) instead of the default one.
+    pub seccomp_profile: Option<std::sync::Arc<crate::runtime::seccomp_profile::Compiled>>,
+    /// Mount `/sys` read-write (`--privileged`); read-only otherwise.
+    pub sys_writable: bool,
     /// The host id ranges that container ids map onto when the launcher is
     /// root and the user namespace is on; `None` looks them up (the
     /// `virtlab` entries of /etc/subuid and /etc/subgid, else the built-in
@@ -391,6 +397,8 @@ impl ContainerConfig {
             step: false,
             cgroup_root: PathBuf::from(crate::runtime::cgroup::DEFAULT_ROOT),
             seccomp: true,
+            seccomp_profile: None,
+            sys_writable: false,
             id_ranges: None,
             layers: None,
             pid_file: None,

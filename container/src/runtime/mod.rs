@@ -9,6 +9,9 @@
 //! | `devices`  | the device allowlist (v1 lines, v2 BPF program) |
 //! | `idmap`    | which host ids container ids stand for |
 //! | `seccomp`  | the default seccomp filter |
+//! | `seccomp_profile` | Docker's JSON seccomp profiles, compiled to BPF |
+//! | `syscall_table` | x86_64 system call names and numbers |
+//! | `defences` | `--security-opt`, `--cap-add`/`--cap-drop`, `--privileged` |
 //! | `plan`     | the child's set-up as data, and `run_plan` |
 //! | `sys`      | the system calls of the set-up, behind a trait |
 //! | `channel`  | the parent/child channel |
@@ -22,6 +25,7 @@ pub mod cgroup;
 pub mod channel;
 pub mod child;
 pub mod config;
+pub mod defences;
 pub mod devices;
 pub mod idmap;
 pub mod launch;
@@ -30,5 +34,7 @@ pub mod overlay;
 pub mod plan;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_profile;
 pub mod sentinel;
 pub mod sys;
+pub mod syscall_table;

@@ -121,14 +121,108 @@ pub fn is_known(nr: i64) -> bool {
     (0..=335).contains(&nr) || (424..=LAST_KNOWN).contains(&nr)
 }
 
-/// The filter's BPF program, compiled once per process.
+/// Calls of [`DENIED`] that a capability gives back, as Docker's profile
+/// does (its `includes.caps`): a container started with `--cap-add
+/// SYS_ADMIN` may mount, one with `--cap-add SYS_TIME` set the clock.
+/// With `CAP_SYS_ADMIN`, `clone` and `unshare` are no longer checked for
+/// namespace flags either.
+pub const GIVEN_BACK_BY: &[(u32, &[i64])] = &[
+    (
+        21, // CAP_SYS_ADMIN
+        &[
+            libc::SYS_mount,
+            libc::SYS_umount2,
+            libc::SYS_pivot_root,
+            libc::SYS_fsopen,
+            libc::SYS_fsconfig,
+            libc::SYS_fsmount,
+            libc::SYS_fspick,
+            libc::SYS_move_mount,
+            libc::SYS_open_tree,
+            libc::SYS_mount_setattr,
+            libc::SYS_name_to_handle_at,
+            libc::SYS_setns,
+            libc::SYS_sethostname,
+            libc::SYS_setdomainname,
+            libc::SYS_syslog,
+            libc::SYS_fanotify_init,
+            libc::SYS_lookup_dcookie,
+            libc::SYS_quotactl,
+            libc::SYS_quotactl_fd,
+            libc::SYS_bpf,
+            libc::SYS_perf_event_open,
+        ],
+    ),
+    (2, &[libc::SYS_open_by_handle_at]), // CAP_DAC_READ_SEARCH
+    (16, &[libc::SYS_init_module, libc::SYS_finit_module, libc::SYS_delete_module]), // CAP_SYS_MODULE
+    (17, &[libc::SYS_iopl, libc::SYS_ioperm]), // CAP_SYS_RAWIO
+    (19, &[libc::SYS_kcmp]),             // CAP_SYS_PTRACE
+    (20, &[libc::SYS_acct]),             // CAP_SYS_PACCT
+    (22, &[libc::SYS_reboot]),           // CAP_SYS_BOOT
+    (23, &[libc::SYS_mbind, libc::SYS_set_mempolicy, libc::SYS_get_mempolicy]), // CAP_SYS_NICE
+    (25, &[libc::SYS_settimeofday, libc::SYS_clock_settime, libc::SYS_clock_adjtime]), // CAP_SYS_TIME
+    (26, &[libc::SYS_vhangup]),          // CAP_SYS_TTY_CONFIG
+    (34, &[libc::SYS_syslog]),           // CAP_SYSLOG
+    (38, &[libc::SYS_perf_event_open]),  // CAP_PERFMON
+    (39, &[libc::SYS_bpf]),              // CAP_BPF
+];
+
+/// `CAP_SYS_ADMIN`'s number.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The filter's BPF program for a container with Docker's default
+/// capabilities, compiled once per process.
 pub fn default_program() -> Result<&'static [sock_filter], SeccompError> {
     static PROGRAM: OnceLock<Vec<sock_filter>> = OnceLock::new();
     if let Some(p) = PROGRAM.get() {
         return Ok(p);
     }
-    let built = compile()?;
+    let built = compile(0)?;
     Ok(PROGRAM.get_or_init(|| built))
+}
+
+/// The default filter for a container keeping the capabilities `caps` (a
+/// bit mask): [`default_program`] less the calls those capabilities give
+/// back ([`GIVEN_BACK_BY`]).
+pub fn program_for(caps: u64) -> Result<&'static [sock_filter], SeccompError> {
+    let gives_back = GIVEN_BACK_BY.iter().any(|(c, _)| caps & (1u64 << c) != 0);
+    if !gives_back {
+        return default_program();
+    }
+    Ok(intern(compile(caps)?))
+}
+
+/// The program `cfg` asks for: none, its profile's, or the default filter
+/// less what its capabilities give back.
+pub fn for_config(
+    cfg: &crate::runtime::config::ContainerConfig,
+) -> Result<Option<&'static [sock_filter]>, SeccompError> {
+    if !cfg.seccomp {
+        return Ok(None);
+    }
+    Ok(Some(match &cfg.seccomp_profile {
+        Some(p) => intern(p.program.clone()),
+        None => program_for(cfg.capabilities.unwrap_or_else(crate::runtime::plan::default_cap_mask))?,
+    }))
+}
+
+/// `program` with a `'static` lifetime, as the plan of a container holds
+/// it: each distinct program is kept once for the life of the process
+/// (a command line launches a handful; a profile is a few hundred
+/// instructions).
+pub fn intern(program: Vec<sock_filter>) -> &'static [sock_filter] {
+    static KEPT: std::sync::Mutex<Vec<&'static [sock_filter]>> = std::sync::Mutex::new(Vec::new());
+    let mut kept = KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let same = |p: &&'static [sock_filter]| {
+        p.len() == program.len()
+            && p.iter().zip(&program).all(|(a, b)| (a.code, a.jt, a.jf, a.k) == (b.code, b.jt, b.jf, b.k))
+    };
+    if let Some(p) = kept.iter().find(|p| same(p)) {
+        return p;
+    }
+    let leaked: &'static [sock_filter] = Box::leak(program.into_boxed_slice());
+    kept.push(leaked);
+    leaked
 }
 
 // Classic BPF opcodes (linux/filter.h) and seccomp_data offsets.
@@ -188,10 +282,14 @@ fn search(calls: &[(u32, To)], out: &mut Vec<Op>) {
     search(&calls[mid..], out);
 }
 
-fn compile() -> Result<Vec<sock_filter>, SeccompError> {
-    let mut calls: Vec<(u32, To)> = DENIED.iter().map(|(nr, _)| (*nr as u32, To::Eperm)).collect();
-    calls.push((libc::SYS_clone as u32, To::NsCheck));
-    calls.push((libc::SYS_unshare as u32, To::NsCheck));
+fn compile(caps: u64) -> Result<Vec<sock_filter>, SeccompError> {
+    let given_back = |nr: i64| GIVEN_BACK_BY.iter().any(|(c, calls)| caps & (1u64 << c) != 0 && calls.contains(&nr));
+    let mut calls: Vec<(u32, To)> =
+        DENIED.iter().filter(|(nr, _)| !given_back(*nr)).map(|(nr, _)| (*nr as u32, To::Eperm)).collect();
+    if caps & (1u64 << CAP_SYS_ADMIN) == 0 {
+        calls.push((libc::SYS_clone as u32, To::NsCheck));
+        calls.push((libc::SYS_unshare as u32, To::NsCheck));
+    }
     calls.sort_by_key(|c| c.0);
     let ns_mask = NAMESPACE_FLAGS.iter().fold(0u64, |m, f| m | f) as u32;
 
@@ -350,6 +448,30 @@ mod tests {
         ];
         for (what, nr, args, want) in cases {
             assert_eq!(errno_under_filter(nr, args), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_capability_gives_back_what_dockers_profile_gives_back() {
+        let admin = program_for(1 << CAP_SYS_ADMIN).unwrap();
+        let time = program_for(1 << 25).unwrap();
+        let (mount, unshare, clock) =
+            (libc::SYS_mount as u32, libc::SYS_unshare as u32, libc::SYS_clock_settime as u32);
+        let user_ns = libc::CLONE_NEWUSER as u64;
+        assert_eq!(eval(admin, AUDIT_ARCH_X86_64, mount, 0), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(eval(admin, AUDIT_ARCH_X86_64, unshare, user_ns), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(eval(admin, AUDIT_ARCH_X86_64, libc::SYS_keyctl as u32, 0), EPERM);
+        assert_eq!(eval(admin, AUDIT_ARCH_X86_64, clock, 0), EPERM);
+        assert_eq!(eval(time, AUDIT_ARCH_X86_64, clock, 0), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(eval(time, AUDIT_ARCH_X86_64, mount, 0), EPERM);
+        assert_eq!(eval(time, AUDIT_ARCH_X86_64, unshare, user_ns), EPERM);
+        // Interned: the same program twice is one copy.
+        assert!(std::ptr::eq(admin, program_for(1 << CAP_SYS_ADMIN).unwrap()));
+        assert!(std::ptr::eq(default_program().unwrap(), program_for(0).unwrap()));
+        for (_, calls) in GIVEN_BACK_BY {
+            for nr in *calls {
+                assert!(DENIED.iter().any(|(d, _)| d == nr), "{nr} is given back but never denied");
+            }
         }
     }
 

@@ -105,6 +105,7 @@ impl Target {
             cfg.env.push((k.clone(), v.clone()));
         }
         cfg.workdir = PathBuf::from(spec.workdir.as_deref().unwrap_or(&s.workdir));
+        s.defences().and_then(|d| d.apply(&mut cfg)).map_err(|e| ExecError::Defences(e.to_string()))?;
         cfg.user = spec.user.as_deref().or(s.user.as_deref()).map(User::parse).transpose()?;
         if let (Some(u), Some(_)) = (cfg.user, &self.user_ns) {
             for (what, id) in [("uid", u.uid), ("gid", u.gid)] {
@@ -118,17 +119,25 @@ impl Target {
     }
 
     /// What the plan needs of the host: the same capability set and
-    /// seccomp filter as the container's first process. The launcher kept
-    /// `CAP_MKNOD` exactly when a devices allowlist confined the container,
-    /// so the bounding set says whether there is one.
-    pub(super) fn plan_host(&self) -> Result<PlanHost, ExecError> {
+    /// seccomp filter as the container's first process (`cfg`, from
+    /// [`Target::config`], has the container's `--cap-add`, `--cap-drop`,
+    /// `--privileged` and `--security-opt`). The launcher kept `CAP_MKNOD`
+    /// exactly when a devices allowlist confined the container, so the
+    /// bounding set says whether there is one.
+    pub(super) fn plan_host(&self, cfg: &ContainerConfig) -> Result<PlanHost, ExecError> {
+        let program = match seccomp::for_config(cfg)? {
+            Some(p) => Some(p),
+            None if self.seccomp => Some(seccomp::default_program()?),
+            None => None,
+        };
         let host = PlanHost {
             await_start: None,
             last_cap: last_cap(),
             devices_allowlist: self.bounding & (1 << cap::MKNOD) != 0,
-            seccomp: if self.seccomp { Some(seccomp::default_program()?) } else { None },
+            seccomp: if self.seccomp { program } else { None },
         };
-        let expected = default_cap_mask() & !(if host.devices_allowlist { 0 } else { 1 << cap::MKNOD });
+        let kept = cfg.capabilities.unwrap_or_else(default_cap_mask);
+        let expected = kept & !(if host.devices_allowlist { 0 } else { 1 << cap::MKNOD });
         if self.bounding != expected {
             return Err(ExecError::Capabilities { found: self.bounding, expected });
         }

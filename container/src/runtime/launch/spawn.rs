@@ -93,7 +93,7 @@ pub(super) fn plan(
     let host = PlanHost {
         last_cap: last_cap(),
         devices_allowlist: cgroup.is_some_and(Cgroup::devices_allowlist),
-        seccomp: if cfg.seccomp { Some(seccomp::default_program()?) } else { None },
+        seccomp: seccomp::for_config(cfg)?,
         await_start,
     };
     Ok(Plan::build(cfg, rootfs, pipes.child_fds(), &join_raw, host)?)

@@ -47,6 +47,9 @@ impl Plan {
                 None => {
                     mounts::dev(&mut ops, ns.user, stdio.tty.as_deref())?;
                     mounts::proc(&mut ops)?;
+                    if ns.net || !ns.user {
+                        mounts::sys(&mut ops, cfg.sys_writable)?;
+                    }
                 }
             }
             for (key, value) in &cfg.sysctl {
@@ -106,9 +109,19 @@ fn process_steps(ops: &mut Ops, cfg: &ContainerConfig, stdio: &StdioFds, host: P
     for r in &cfg.rlimits {
         ops.push((Step::Rlimits, Op::Rlimit(*r)));
     }
+    // Without no_new_privs the kernel takes a filter only from a process
+    // with CAP_SYS_ADMIN: installed while all capabilities are still
+    // there, as runc does. The calls after it (capset, setresuid, chdir,
+    // dup2, execve) then go through it.
+    let filter_first = !cfg.no_new_privs;
+    if filter_first {
+        security::lock_down(ops, cfg, host);
+    }
     security::capabilities(ops, cfg, host);
     identity::user(ops, cfg.user, cfg.namespaces.user);
-    security::lock_down(ops, cfg, host);
+    if !filter_first {
+        security::lock_down(ops, cfg, host);
+    }
     ops.push((Step::Workdir, Op::Chdir(path_c(&cfg.workdir, "workdir")?)));
     for (fd, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
         if let Some(fd) = fd {

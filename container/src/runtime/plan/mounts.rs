@@ -143,6 +143,20 @@ pub(super) fn proc(ops: &mut Ops) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `/sys` as Docker mounts it: sysfs, read-only unless `writable`
+/// (`--privileged`). The kernel lets a user namespace mount sysfs only
+/// when it owns the network namespace too, so without one there is no
+/// `/sys` (as before).
+pub(super) fn sys(ops: &mut Ops, writable: bool) -> Result<(), ConfigError> {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if !writable {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    ops.push((Step::Proc, Op::Mkdir(under("sys")?, 0o555)));
+    ops.push((Step::Proc, Op::new_fs("sysfs", under("sys")?, flags, None)?));
+    Ok(())
+}
+
 /// `/tmp` as a tmpfs anyone may write to (sticky).
 pub(super) fn tmp(ops: &mut Ops) -> Result<(), ConfigError> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;

@@ -65,10 +65,10 @@ pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|t| t.trim().parse().ok()).unwrap_or(40)
 }
 
-/// Files of /proc hidden from the container (Docker's masked paths): the
-/// host's physical memory, keyrings, timers and scheduler internals,
-/// firmware tables, SCSI and sound devices.
-pub const MASKED_PATHS: [&str; 9] = [
+/// Files of /proc and /sys hidden from the container (Docker's masked
+/// paths): the host's physical memory, keyrings, timers and scheduler
+/// internals, firmware tables, SCSI and sound devices, power capping.
+pub const MASKED_PATHS: [&str; 11] = [
     "proc/acpi",
     "proc/asound",
     "proc/kcore",
@@ -78,6 +78,8 @@ pub const MASKED_PATHS: [&str; 9] = [
     "proc/timer_stats",
     "proc/sched_debug",
     "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
 ];
 
 /// Files of /proc the container may read but not write (Docker's read-only
