@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use virtlab_container::config::{self, Namespaces, User};
+use virtlab_container::defences::Defences;
 use virtlab_container::{rootfs, ContainerConfig, LaunchError, Outcome, Stdio};
 
 use super::run_output::{explain_end, mib, timings_table, to_json};
@@ -41,6 +42,9 @@ pub enum ContainerCommand {
     ///   virtlab container run --timings -- /virtlab-workload ready
     ///   virtlab container run --memory 32M -- /virtlab-workload mem 256
     ///   virtlab container run --ns uts,mnt --explain -- hostname
+    ///   virtlab container run --security-opt seccomp=unconfined busybox grep Seccomp /proc/self/status
+    ///   virtlab container run --cap-drop ALL busybox grep CapEff /proc/self/status
+    ///   virtlab container run --privileged --explain busybox true
     #[command(verbatim_doc_comment)]
     Run(Box<RunArgs>),
     /// Build a root file system directory: the workload, and busybox-static
@@ -120,6 +124,28 @@ pub struct RunArgs {
     /// Mount the root file system read-only (/tmp stays writable)
     #[arg(long)]
     pub(super) read_only: bool,
+    /// Switch one of the default defences (repeatable), as Docker's option:
+    /// seccomp=unconfined (no filter), seccomp=PROFILE.json (a filter from a
+    /// profile in Docker's JSON format, read when the container is made),
+    /// no-new-privileges[=true|false] (on by default in virtlab),
+    /// systempaths=unconfined (no masked or read-only /proc and /sys paths)
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub(super) security_opt: Vec<String>,
+    /// Add a capability to Docker's default set (repeatable; SYS_ADMIN or
+    /// CAP_SYS_ADMIN, any case; ALL for every one). The default seccomp
+    /// filter then allows the calls the capability is for, as Docker's does
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub(super) cap_add: Vec<String>,
+    /// Drop a capability from Docker's default set (repeatable; ALL drops
+    /// every one, and --cap-add then names those kept)
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub(super) cap_drop: Vec<String>,
+    /// Switch the defences off, as Docker's --privileged: every capability,
+    /// no seccomp filter, no masked or read-only /proc paths, /sys writable.
+    /// The user namespace stays: the container's root is still an
+    /// unprivileged user of the host, not host root
+    #[arg(long)]
+    pub(super) privileged: bool,
     /// Kill the container after this long, e.g. 500ms, 10s, 2m (positive; exit status 124)
     /// [default: no timeout]
     #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
@@ -312,8 +338,20 @@ fn config_from(
     }
     // The built-in rootfs is a shared cache: keep it read-only when we can.
     cfg.read_only = args.read_only || (builtin && namespaces.mnt);
+    defences(args)?.apply(&mut cfg)?;
     set_run_options(args, &mut cfg);
     Ok(cfg)
+}
+
+/// `--security-opt`, `--cap-add`, `--cap-drop` and `--privileged`, read
+/// (a profile file read now).
+pub(super) fn defences(args: &RunArgs) -> anyhow::Result<Defences> {
+    if args.privileged && (!args.cap_add.is_empty() || !args.cap_drop.is_empty()) {
+        anyhow::bail!("--privileged gives every capability: leave out --cap-add and --cap-drop, or --privileged");
+    }
+    Ok(Defences::parse(&args.security_opt, &args.cap_add, &args.cap_drop, args.privileged, |p| {
+        std::fs::read_to_string(p)
+    })?)
 }
 
 /// What only a run in the foreground has: the timeout, the narration,
@@ -368,7 +406,7 @@ fn run_container(args: RunArgs) -> anyhow::Result<u8> {
     report(&args, &cfg, virtlab_container::run(&cfg), None)
 }
 
-/// With --explain: what is about to run.
+/// With --explain: what is about to run, and which defences are on.
 pub(super) fn explain_start(cfg: &ContainerConfig) {
     if cfg.explain {
         eprintln!(
@@ -378,6 +416,9 @@ pub(super) fn explain_start(cfg: &ContainerConfig) {
             if cfg.namespaces == Namespaces::NONE { "none".to_string() } else { cfg.namespaces.names() },
             cfg.argv
         );
+        for line in virtlab_container::defences::describe(cfg) {
+            eprintln!("[virtlab] defence: {line}");
+        }
     }
 }
 

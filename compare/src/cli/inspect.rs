@@ -66,6 +66,10 @@ fn container_json(c: &Container) -> serde_json::Value {
             "ReadonlyRootfs": spec.read_only,
             "Namespaces": spec.namespaces,
             "Runtime": spec.runtime,
+            "Privileged": spec.privileged,
+            "CapAdd": (!spec.cap_add.is_empty()).then_some(&spec.cap_add),
+            "CapDrop": (!spec.cap_drop.is_empty()).then_some(&spec.cap_drop),
+            "SecurityOpt": (!spec.security_opt.is_empty()).then_some(&spec.security_opt),
         },
         "Driver": "overlay",
     })
@@ -121,7 +125,10 @@ pub fn info(root: &RootArg) -> anyhow::Result<u8> {
         Err(e) => println!("Cgroup Driver: none ({e})"),
     }
     println!("Namespaces: {}", namespaces.join(" "));
-    println!("Security Options: seccomp (virtlab default), user namespaces (root maps to an unprivileged host range)");
+    println!(
+        "Security Options: seccomp (virtlab default; --security-opt seccomp=PROFILE.json), no-new-privileges, \
+         masked /proc paths, read-only /sys, user namespaces (root maps to an unprivileged host range)"
+    );
     println!("Kernel Version: {}", host.kernel);
     println!("CPUs: {}", host.cpus);
     println!("Total Memory: {} MiB", host.memory_mib);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nix::fcntl::Flock;
 use virtlab_container::config::{self, Namespaces, User};
+use virtlab_container::defences::SeccompChoice;
 use virtlab_container::engine::container::RUNTIME_VM;
 use virtlab_container::engine::events::{self, Event};
 use virtlab_container::engine::{monitor, Container, RunSpec};
@@ -101,6 +102,13 @@ pub fn make(args: &RunArgs) -> anyhow::Result<Made> {
     if args.hostname.is_some() && !namespaces.uts {
         return Err(config::ConfigError::NeedsNamespace { what: "--hostname", ns: "uts" }.into());
     }
+    let defences = super::container::defences(args)?;
+    let seccomp_profile = match &defences.seccomp {
+        SeccompChoice::Profile { text, .. } => Some(text.clone()),
+        _ => None,
+    };
+    // Compiled now, so that a bad profile is refused before anything is made.
+    defences.compile()?;
     let spec = RunSpec {
         image: image_name.clone(),
         image_id: image.id.clone(),
@@ -118,6 +126,11 @@ pub fn make(args: &RunArgs) -> anyhow::Result<Made> {
         interactive: args.interactive,
         tty: args.tty,
         runtime: args.runtime.clone(),
+        security_opt: args.security_opt.clone(),
+        seccomp_profile,
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        privileged: args.privileged,
     };
     if spec.runtime == RUNTIME_VM {
         if let Some(why) = super::run_vm::refused_options(&spec) {

@@ -39,6 +39,9 @@ pub fn refused_options(spec: &virtlab_container::engine::RunSpec) -> Option<Stri
     if spec.tty {
         return why("-t (the guest's console is not a terminal of the host)");
     }
+    if spec.privileged || !spec.security_opt.is_empty() || !spec.cap_add.is_empty() || !spec.cap_drop.is_empty() {
+        return why("--privileged, --security-opt, --cap-add and --cap-drop (a guest's defences are its own kernel's)");
+    }
     None
 }
 

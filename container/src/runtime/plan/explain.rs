@@ -29,7 +29,7 @@ impl Step {
             Step::Capabilities => "prctl(PR_CAPBSET_DROP) for each capability not kept; capset(kept)",
             Step::User => "setgroups(0); setresgid(gid); setresuid(uid)",
             Step::NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS, 1)",
-            Step::Seccomp => "seccomp(SECCOMP_SET_MODE_FILTER, 0, filter): Docker's denied calls EPERM, unknown ones ENOSYS",
+            Step::Seccomp => "seccomp(SECCOMP_SET_MODE_FILTER, 0, filter): the default filter (Docker's denied calls EPERM, unknown ones ENOSYS) or a profile's (--security-opt seccomp=PROFILE.json)",
             Step::Workdir => "chdir(workdir)",
             Step::Stdio => "dup2(pipe, 1), dup2(pipe, 2)",
             Step::AwaitStart => "open(\"/proc/self/fd/N\", O_WRONLY) of the exec FIFO, which blocks until `start` opens it for reading; write(1 byte)",
