@@ -153,7 +153,18 @@ pub fn child_main(plan: &Plan, args: ChildArgs) -> ! {
         // SAFETY: _exit(2) skips atexit handlers and destructors of the parent's copy.
         unsafe { libc::_exit(125) };
     };
-    // Child process, maps written, inside its cgroup: run the set-up.
+    // Child process, maps written, inside its cgroup. Until execve it is
+    // a copy of the launcher, whose binary /proc/PID/exe names to anyone
+    // allowed to ptrace-read it (the CVE-2019-5736 class). Not dumpable,
+    // only a holder of CAP_SYS_PTRACE over the launcher's user namespace
+    // may. The kernel already clears the flag when the set-up changes its
+    // uid (`ns_root`), unless fs.suid_dumpable is 1; this does not depend
+    // on that setting. execve makes the command dumpable again. (Set after
+    // the maps: the launcher writes them to /proc/PID, which a
+    // non-dumpable process gives to host root only.)
+    // SAFETY: prctl(2) with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Run the set-up.
     let (step, errno) = run_plan(&RealSys, plan, received, &mut Hooks { args });
     child_send(args.channel, ChildMsg::Failed { step, errno: errno as i32 });
     // SAFETY: as above.

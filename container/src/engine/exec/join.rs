@@ -209,6 +209,11 @@ fn joiner(fds: &Fds<'_>, plan: &Plan) -> ! {
     // thread, which is the whole process; v2 `cgroup.procs`: the process),
     // before anything of the command runs, so the container's memory and
     // pids limits hold for it from its first fork.
+    // Not dumpable (nor the command it clones, until its execve): once in
+    // the container's namespaces, its /proc/PID/exe, the caller's binary,
+    // is out of reach of the container's processes (CVE-2019-5736 class).
+    // SAFETY: prctl(2) with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     for (i, fd) in fds.cgroups.iter().enumerate() {
         if let Err(e) = RealSys.write_fd(*fd, b"0") {
             joiner_failed(fds, JoinStep::Cgroup(i), e);
