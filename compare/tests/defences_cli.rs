@@ -230,13 +230,14 @@ fn bad_options_exit_125_with_the_reason_and_leave_nothing() {
     )
     .unwrap();
     let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    let cases: [(Vec<String>, &str); 6] = [
+    let cases: [(Vec<String>, &str); 7] = [
         (vec!["--security-opt".into(), format!("seccomp={}", path("missing.json"))], "missing.json"),
         (vec!["--security-opt".into(), format!("seccomp={}", path("broken.json"))], "malformed"),
         (vec!["--security-opt".into(), format!("seccomp={}", path("action.json"))], "syscalls[0].action"),
         (vec!["--cap-add".into(), "SYS_WIZARD".into()], "SYS_WIZARD"),
         (vec!["--security-opt".into(), "apparmor=unconfined".into()], "AppArmor"),
         (vec!["--security-opt".into(), "label=disable".into()], "SELinux"),
+        (vec!["--privileged".into(), "--ns".into(), "mnt,pid".into()], "keep user in --ns"),
     ];
     let root = s.root();
     for (opts, word) in &cases {

@@ -107,7 +107,9 @@ pub fn make(args: &RunArgs) -> anyhow::Result<Made> {
         SeccompChoice::Profile { text, .. } => Some(text.clone()),
         _ => None,
     };
-    // Compiled now, so that a bad profile is refused before anything is made.
+    // Checked and compiled now, so that a bad profile is refused before
+    // anything is made.
+    defences.check(namespaces)?;
     defences.compile()?;
     let spec = RunSpec {
         image: image_name.clone(),

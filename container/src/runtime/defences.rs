@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::runtime::config::ContainerConfig;
+use crate::runtime::config::{ContainerConfig, Namespaces};
 use crate::runtime::plan::{default_cap_mask, last_cap, MASKED_PATHS, READ_ONLY_PATHS};
 use crate::runtime::seccomp_profile::{self, Compiled, ProfileError, Target};
 
@@ -51,6 +51,9 @@ pub enum DefenceError {
     /// The profile does not parse or compile.
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    /// `--privileged` without a user namespace: host root, unconfined.
+    #[error("--privileged without the user namespace would make the container's root the host's root, with every capability and no filter: keep user in --ns")]
+    PrivilegedHostRoot,
 }
 
 /// The capabilities, by number (capabilities(7)), with their names.
@@ -260,8 +263,19 @@ impl Defences {
         }
     }
 
+    /// Whether the switches go with `namespaces`: `--privileged` needs a
+    /// user namespace, which keeps container root an unprivileged host
+    /// user.
+    pub fn check(&self, namespaces: Namespaces) -> Result<(), DefenceError> {
+        if self.privileged && !namespaces.user {
+            return Err(DefenceError::PrivilegedHostRoot);
+        }
+        Ok(())
+    }
+
     /// Sets what the switches change in `cfg` (and nothing else).
     pub fn apply(&self, cfg: &mut ContainerConfig) -> Result<(), DefenceError> {
+        self.check(cfg.namespaces)?;
         cfg.capabilities = (self.caps != default_cap_mask()).then_some(self.caps);
         cfg.seccomp = !self.privileged && self.seccomp != SeccompChoice::Unconfined;
         cfg.seccomp_profile = self.compile()?.map(Arc::new);
@@ -395,6 +409,9 @@ mod tests {
         assert_eq!(cfg.masked_paths, Some(vec![]));
         assert!(cfg.namespaces.user);
         let text = describe(&cfg).join("\n");
+        let mut host = ContainerConfig::new("/r", vec!["true".into()]);
+        host.namespaces = Namespaces::parse("mnt,pid").unwrap();
+        assert!(matches!(d.apply(&mut host), Err(DefenceError::PrivilegedHostRoot)));
         assert!(text.contains("seccomp: OFF") && text.contains("capabilities: ALL"), "{text}");
     }
 }
