@@ -326,7 +326,9 @@ pub fn describe(cfg: &ContainerConfig) -> Vec<String> {
     lines.push(format!("no_new_privs: {}", if cfg.no_new_privs { "on (setuid binaries gain nothing)" } else { "OFF" }));
     let masked = cfg.masked_paths.as_ref().map_or(MASKED_PATHS.len(), Vec::len);
     let ro = cfg.readonly_paths.as_ref().map_or(READ_ONLY_PATHS.len(), Vec::len);
-    lines.push(if masked == 0 && ro == 0 {
+    lines.push(if !cfg.namespaces.mnt {
+        "masked and read-only /proc paths: none (no mount namespace, so no /proc of its own)".into()
+    } else if masked == 0 && ro == 0 {
         "masked and read-only /proc paths: OFF (/proc/kcore, /proc/keys, /proc/sys ... as the host has them)".into()
     } else {
         format!("masked /proc paths: {masked}, read-only /proc paths: {ro}")

@@ -174,6 +174,8 @@ mod tests {
             "touch dev/null",
             "mount /dev/null dev/null",
             "mount proc proc proc",
+            "mkdir sys",
+            "mount sysfs sys sysfs,ro",
             "mount tmpfs proc/acpi tmpfs,ro",
             "mount tmpfs proc/keys tmpfs,ro",
             "mount proc/sys proc/sys NULL",
@@ -211,10 +213,36 @@ mod tests {
         assert!(!calls.contains(&format!("capbset_drop {}", cap::SETUID)));
         assert!(calls.contains(&format!("capbset_drop {}", cap::SYS_ADMIN)));
         assert!(calls.contains(&format!("capbset_drop {}", cap::SYS_BOOT)));
-        assert_eq!(hooks.0.first().map(String::as_str), Some("1/21 cgroup"));
+        assert_eq!(hooks.0.first().map(String::as_str), Some("1/22 cgroup"));
         // With a devices allowlist, CAP_MKNOD is kept (Docker's default set).
         assert!(!calls.contains(&format!("capbset_drop {}", cap::MKNOD)));
         assert!(hooks.0.contains(&"done pivot_root".to_string()));
+    }
+
+    #[test]
+    fn the_defence_switches_change_the_plan() {
+        let program = crate::runtime::seccomp::default_program().unwrap();
+        let h = PlanHost { seccomp: Some(program), ..host() };
+        let calls = |c: &crate::runtime::config::ContainerConfig| {
+            let plan = Plan::build(c, Path::new("/r"), StdioFds::default(), &[], h).unwrap();
+            crate::runtime::plan::fake::record(&plan, Received::default())
+        };
+        let pos = |calls: &[String], what: &str| calls.iter().position(|c| c.starts_with(what));
+        // Without no_new_privs the filter goes in while every capability is there.
+        let mut c = cfg(Namespaces::ALL);
+        c.no_new_privs = false;
+        let v = calls(&c);
+        assert!(pos(&v, "seccomp") < pos(&v, "capset") && pos(&v, "no_new_privs").is_none(), "{v:#?}");
+        let v = calls(&cfg(Namespaces::ALL));
+        assert!(pos(&v, "seccomp") > pos(&v, "capset"), "{v:#?}");
+        // /sys: read-only, read-write when privileged, none in a user
+        // namespace without a network namespace of its own.
+        assert!(v.contains(&"mount sysfs sys sysfs,ro".to_string()), "{v:#?}");
+        let mut c = cfg(Namespaces::ALL);
+        c.sys_writable = true;
+        assert!(calls(&c).contains(&"mount sysfs sys sysfs".to_string()));
+        let v = calls(&cfg(Namespaces::parse("user,mnt,pid").unwrap()));
+        assert!(pos(&v, "mount sysfs").is_none(), "{v:#?}");
     }
 
     #[test]

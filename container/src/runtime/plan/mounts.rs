@@ -152,8 +152,8 @@ pub(super) fn sys(ops: &mut Ops, writable: bool) -> Result<(), ConfigError> {
     if !writable {
         flags |= MsFlags::MS_RDONLY;
     }
-    ops.push((Step::Proc, Op::Mkdir(under("sys")?, 0o555)));
-    ops.push((Step::Proc, Op::new_fs("sysfs", under("sys")?, flags, None)?));
+    ops.push((Step::Sys, Op::Mkdir(under("sys")?, 0o555)));
+    ops.push((Step::Sys, Op::new_fs("sysfs", under("sys")?, flags, None)?));
     Ok(())
 }
 

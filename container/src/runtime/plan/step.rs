@@ -31,6 +31,8 @@ pub enum Step {
     Chroot,
     /// /proc mounted.
     Proc,
+    /// /sys mounted (sysfs, read-only).
+    Sys,
     /// The host's kernel files in /proc masked or made read-only.
     ProcMasks,
     /// /tmp tmpfs mounted.
@@ -70,7 +72,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 29] = [
+    pub const ALL: [Step; 30] = [
         Step::Clone,
         Step::UserMaps,
         Step::Cgroup,
@@ -83,6 +85,7 @@ impl Step {
         Step::PivotRoot,
         Step::Chroot,
         Step::Proc,
+        Step::Sys,
         Step::ProcMasks,
         Step::Tmp,
         Step::Sysctl,
@@ -122,6 +125,7 @@ impl Step {
             Step::PivotRoot => "pivot_root",
             Step::Chroot => "chroot",
             Step::Proc => "proc",
+            Step::Sys => "sys",
             Step::ProcMasks => "proc_masks",
             Step::Tmp => "tmp",
             Step::Sysctl => "sysctl",
