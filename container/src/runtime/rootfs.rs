@@ -12,7 +12,7 @@ pub const WORKLOAD_PATH: &str = "/virtlab-workload";
 
 /// Bumped whenever [`build`] lays a rootfs out differently, so that the
 /// cached built-in rootfs is rebuilt.
-const LAYOUT_VERSION: u32 = 2;
+const LAYOUT_VERSION: u32 = 3;
 
 /// Where busybox-static is looked for on the host.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
@@ -73,10 +73,10 @@ fn w<T>(path: &Path, r: io::Result<T>) -> Result<T, RootfsError> {
 }
 
 /// Builds a rootfs in `dir` (created if needed): `/virtlab-workload`,
-/// `/bin`, `/proc`, `/dev`, `/tmp`, `/mnt`, a minimal `/etc`, and, when `busybox`
+/// `/bin`, `/proc`, `/dev`, `/sys`, `/tmp`, `/mnt`, a minimal `/etc`, and, when `busybox`
 /// is given, `/bin/busybox` with a link for each applet.
 pub fn build(dir: &Path, busybox: Option<&Path>) -> Result<RootfsReport, RootfsError> {
-    for d in ["bin", "sbin", "usr/bin", "etc", "proc", "dev", "tmp", "root", "mnt"] {
+    for d in ["bin", "sbin", "usr/bin", "etc", "proc", "dev", "sys", "tmp", "root", "mnt"] {
         let p = dir.join(d);
         w(&p, fs::create_dir_all(&p))?;
     }

@@ -19,7 +19,7 @@ impl Step {
             Step::PivotRoot => "pivot_root(\".\", \".\") in the rootfs; umount2(\".\", MNT_DETACH)",
             Step::Chroot => "chroot(rootfs); chdir(\"/\")",
             Step::Proc => "mount(\"proc\", rootfs/proc, \"proc\", MS_NOSUID|MS_NODEV|MS_NOEXEC)",
-            Step::Sys => "mkdir rootfs/sys; mount(\"sysfs\", rootfs/sys, \"sysfs\", MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC) (read-write with --privileged)",
+            Step::Sys => "mount(\"sysfs\", rootfs/sys, \"sysfs\", MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC) if the rootfs has sys (read-write with --privileged)",
             Step::ProcMasks => "mount(/dev/null or a read-only tmpfs over /proc/kcore, keys, timer_list, ...); mount(MS_BIND|MS_REMOUNT|MS_RDONLY) on /proc/sys, irq, bus, fs, sysrq-trigger",
             Step::Tmp => "mount(\"tmpfs\", rootfs/tmp, \"tmpfs\", MS_NOSUID|MS_NODEV, \"mode=1777\")",
             Step::Sysctl => "write(rootfs/proc/sys/KEY/WITH/SLASHES, value) for each of the bundle's sysctls, before /proc/sys is made read-only",

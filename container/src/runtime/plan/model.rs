@@ -63,6 +63,8 @@ pub enum Op {
         /// The container's /dev/null, bound over files.
         devnull: CString,
     },
+    /// sysfs mounted on `sys` with these flags, if the rootfs has `sys`.
+    Sysfs(MsFlags),
     /// seccomp(2) of the filter program.
     Seccomp(&'static [sock_filter]),
     /// An empty file, then a bind mount of `src` onto it.

@@ -146,15 +146,24 @@ pub(super) fn proc(ops: &mut Ops) -> Result<(), ConfigError> {
 /// `/sys` as Docker mounts it: sysfs, read-only unless `writable`
 /// (`--privileged`). The kernel lets a user namespace mount sysfs only
 /// when it owns the network namespace too, so without one there is no
-/// `/sys` (as before).
-pub(super) fn sys(ops: &mut Ops, writable: bool) -> Result<(), ConfigError> {
+/// `/sys`. Only where the rootfs has a `sys` directory (virtlab's rootfs
+/// and most images do): making one would put it into the writable layer,
+/// and so into the layer of an image build's `RUN` step.
+pub(super) fn sys(ops: &mut Ops, writable: bool) {
     let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if !writable {
         flags |= MsFlags::MS_RDONLY;
     }
-    ops.push((Step::Sys, Op::Mkdir(under("sys")?, 0o555)));
-    ops.push((Step::Sys, Op::new_fs("sysfs", under("sys")?, flags, None)?));
-    Ok(())
+    ops.push((Step::Sys, Op::Sysfs(flags)));
+}
+
+/// [`Op::Sysfs`]: sysfs on `sys`, unless the rootfs has no such directory.
+pub(super) fn sysfs<S: Sys>(sys: &S, flags: MsFlags) -> Result<(), Errno> {
+    let fs: &CStr = c"sysfs";
+    match sys.mount(Some(fs), c"sys", Some(fs), flags, None) {
+        Err(Errno::ENOENT) => Ok(()),
+        r => r,
+    }
 }
 
 /// `/tmp` as a tmpfs anyone may write to (sticky).

@@ -56,6 +56,7 @@ fn run_op<S: Sys>(sys: &S, plan: &Plan, received: Received, op: &Op) -> Result<(
         Op::ReadOnlyPath(p) => security::read_only_path(sys, p),
         Op::Mask { path, devnull } => security::mask(sys, path, devnull),
         Op::Seccomp(program) => sys.seccomp(program),
+        Op::Sysfs(flags) => mounts::sysfs(sys, *flags),
         Op::WriteFd(fd, bytes) => sys.write_fd(*fd, bytes),
         Op::Unshare(f) => sys.unshare(*f),
         Op::Mount { src, target, fstype, flags, data } => {
