@@ -125,8 +125,10 @@ impl Step {
     }
 }
 
-/// Watches a run. Every method has a default that does nothing.
-pub trait Observer {
+/// Watches a run. Every method has a default that does nothing. The
+/// observer is told about the guest's progress from the vCPU thread, hence
+/// `Send`.
+pub trait Observer: Send {
     /// A host step is about to start (a front end may pause here).
     fn before(&mut self, _step: Step) {}
     /// A step finished `took` after the previous one; `detail` says what it

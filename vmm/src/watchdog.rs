@@ -7,8 +7,10 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
+
 /// The signal used to interrupt KVM_RUN (a real-time signal nobody else uses).
-fn kick_signal() -> libc::c_int {
+pub(crate) fn kick_signal() -> libc::c_int {
     libc::SIGRTMIN() + 2
 }
 
@@ -48,13 +50,19 @@ pub struct Watchdog {
 impl Watchdog {
     /// Starts watching the calling thread (the vCPU thread).
     pub fn start(timeout: Duration) -> std::io::Result<Watchdog> {
+        Watchdog::start_in(timeout, None).map_err(std::io::Error::other)
+    }
+
+    /// [`Watchdog::start`], its thread under the sandbox's watchdog filter
+    /// (when given) before it starts waiting.
+    pub fn start_in(timeout: Duration, sandbox: Option<&Sandbox>) -> Result<Watchdog, SandboxError> {
         install_handler();
         let shared = Arc::new(Shared::default());
         // SAFETY: pthread_self has no preconditions.
         let target = unsafe { libc::pthread_self() };
         let s = Arc::clone(&shared);
         let deadline = Instant::now() + timeout;
-        let thread = std::thread::Builder::new().name("virtlab-watchdog".into()).spawn(move || {
+        let thread = Sandbox::spawn(sandbox, ThreadKind::Watchdog, move || {
             let mut done = s.done.lock().unwrap_or_else(|p| p.into_inner());
             while !*done {
                 let now = Instant::now();

@@ -54,6 +54,12 @@ pub enum VmError {
     /// The watchdog thread could not start.
     #[error("cannot start the timeout watchdog thread")]
     Watchdog(#[source] std::io::Error),
+    /// The seccomp sandbox could not be set up.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// The vCPU thread could not start.
+    #[error("cannot start the vCPU thread")]
+    VcpuThread(#[source] std::io::Error),
 }
 
 fn kvm_hint(e: &kvm_ioctls::Error) -> &'static str {
