@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::sandbox::{Sandbox, SandboxError, ThreadKind};
+use crate::sandbox::{Pending, Sandbox, SandboxError, ThreadKind};
 
 /// The signal used to interrupt KVM_RUN (a real-time signal nobody else uses).
 pub(crate) fn kick_signal() -> libc::c_int {
@@ -45,6 +45,8 @@ struct Shared {
 pub struct Watchdog {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// The thread while it enters its filter ([`Watchdog::confirm`]).
+    pending: Option<Pending>,
 }
 
 impl Watchdog {
@@ -56,13 +58,22 @@ impl Watchdog {
     /// [`Watchdog::start`], its thread under the sandbox's watchdog filter
     /// (when given) before it starts waiting.
     pub fn start_in(timeout: Duration, sandbox: Option<&Sandbox>) -> Result<Watchdog, SandboxError> {
+        let mut w = Watchdog::start_pending(timeout, sandbox)?;
+        w.confirm()?;
+        Ok(w)
+    }
+
+    /// [`Watchdog::start_in`] without waiting for the thread's filter: the
+    /// vCPU thread enters its own meanwhile, then calls
+    /// [`Watchdog::confirm`] before it runs the guest.
+    pub(crate) fn start_pending(timeout: Duration, sandbox: Option<&Sandbox>) -> Result<Watchdog, SandboxError> {
         install_handler();
         let shared = Arc::new(Shared::default());
         // SAFETY: pthread_self has no preconditions.
         let target = unsafe { libc::pthread_self() };
         let s = Arc::clone(&shared);
         let deadline = Instant::now() + timeout;
-        let thread = Sandbox::spawn(sandbox, ThreadKind::Watchdog, move || {
+        let pending = Sandbox::spawn_pending(sandbox, ThreadKind::Watchdog, move || {
             let mut done = s.done.lock().unwrap_or_else(|p| p.into_inner());
             while !*done {
                 let now = Instant::now();
@@ -84,7 +95,15 @@ impl Watchdog {
                 done = s.wake.wait_timeout(done, Duration::from_millis(5)).unwrap_or_else(|p| p.into_inner()).0;
             }
         })?;
-        Ok(Watchdog { shared, thread: Some(thread) })
+        Ok(Watchdog { shared, thread: None, pending: Some(pending) })
+    }
+
+    /// Waits until the thread runs under its filter.
+    pub(crate) fn confirm(&mut self) -> Result<(), SandboxError> {
+        if let Some(p) = self.pending.take() {
+            self.thread = Some(p.confirm()?);
+        }
+        Ok(())
     }
 
     /// Whether the deadline passed; the vCPU loop calls this after every
@@ -104,6 +123,10 @@ impl Drop for Watchdog {
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(p) = self.pending.take() {
+            // Joins the thread, whether or not its filter went on.
+            let _ = p.confirm();
         }
     }
 }

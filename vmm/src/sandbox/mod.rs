@@ -197,6 +197,17 @@ impl Sandbox {
         kind: ThreadKind,
         f: impl FnOnce() + Send + 'static,
     ) -> Result<JoinHandle<()>, SandboxError> {
+        Sandbox::spawn_pending(sandbox, kind, f)?.confirm()
+    }
+
+    /// [`Sandbox::spawn`] without waiting: the caller does something else
+    /// (enters its own filter) while the thread enters its, then
+    /// [`Pending::confirm`]s.
+    pub(crate) fn spawn_pending(
+        sandbox: Option<&Sandbox>,
+        kind: ThreadKind,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<Pending, SandboxError> {
         let program = sandbox.and_then(|s| s.programs.get(&kind).cloned());
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
@@ -211,18 +222,32 @@ impl Sandbox {
                 }
             })
             .map_err(|e| SandboxError::Spawn(kind.name(), e))?;
-        match rx.recv() {
-            Ok(Ok(())) => Ok(handle),
+        Ok(Pending { kind, handle, entered: rx })
+    }
+}
+
+/// A helper thread entering its filter.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    kind: ThreadKind,
+    handle: JoinHandle<()>,
+    entered: std::sync::mpsc::Receiver<Result<(), SandboxError>>,
+}
+
+impl Pending {
+    /// Waits until the thread's filter is on; an error if it could not be
+    /// (the thread has ended then).
+    pub(crate) fn confirm(self) -> Result<JoinHandle<()>, SandboxError> {
+        match self.entered.recv() {
+            Ok(Ok(())) => Ok(self.handle),
             Ok(Err(e)) => {
-                let _ = handle.join();
+                let _ = self.handle.join();
                 Err(e)
             }
             Err(_) => {
-                let _ = handle.join();
-                Err(SandboxError::Spawn(
-                    kind.name(),
-                    std::io::Error::other("the thread ended before its filter was on"),
-                ))
+                let _ = self.handle.join();
+                let why = std::io::Error::other("the thread ended before its filter was on");
+                Err(SandboxError::Spawn(self.kind.name(), why))
             }
         }
     }

@@ -164,12 +164,17 @@ impl<F: Fixups> VcpuLoop<F> {
         say: Narration,
         mut pause: Option<(u8, PauseHook<'_>)>,
     ) -> Result<Stopped, VmError> {
-        let watchdog = match timeout {
-            Some(t) => Some(Watchdog::start_in(t, self.sandbox.as_ref())?),
+        // The watchdog enters its filter while this thread enters its own;
+        // both are on before the guest runs.
+        let mut watchdog = match timeout {
+            Some(t) => Some(Watchdog::start_pending(t, self.sandbox.as_ref())?),
             None => None,
         };
         if pause.is_none() {
             self.enter_sandbox(clock)?;
+        }
+        if let Some(w) = &mut watchdog {
+            w.confirm()?;
         }
         let entered = Instant::now();
         let mut awaiting_first_exit = true;
