@@ -131,3 +131,48 @@ fn a_linux_vmm_is_stopped_the_same_way() {
     let (code, _, err) = virtlab(&["vm", "run", "--kernel", kernel.to_str().unwrap(), "--", "ready"], true);
     assert_stopped_by_the_filter(code, &err);
 }
+
+/// `--interactive` makes standard input a raw terminal; a VMM stopped by
+/// its filter exits from a signal handler, and must still put the
+/// terminal back as it found it.
+#[test]
+fn a_stopped_interactive_vmm_leaves_the_terminal_as_it_found_it() {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    const TEST: &str = "a_stopped_interactive_vmm_leaves_the_terminal_as_it_found_it";
+    if !kvm_or_skip(TEST) {
+        return;
+    }
+    let Some(kernel) =
+        virtlab_vmm::linux::provision::test_kernel_or_skip(TEST, &[virtlab_vmm::linux::provision::Origin::Minimal])
+    else {
+        return;
+    };
+    let (mut m, mut s) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into m and s; the name,
+    // termios and winsize pointers may be null.
+    let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are new and owned by nothing else.
+    let (master, slave) = unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) };
+    let lflag = |f: &std::fs::File| {
+        // SAFETY: tcgetattr fills a termios owned by this frame.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; the fd is open.
+        assert_eq!(unsafe { libc::tcgetattr(f.as_raw_fd(), &mut t) }, 0);
+        t.c_lflag
+    };
+    let before = lflag(&slave);
+    assert_ne!(before & libc::ICANON, 0, "a new terminal is in canonical mode");
+    let out = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["vm", "run", "--kernel", kernel.to_str().unwrap(), "--interactive", "--", "/virtlab/workload", "ready"])
+        .env(TEST_HOOK_ENV, "1")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_stopped_by_the_filter(out.status.code(), &err);
+    assert_eq!(lflag(&slave), before, "the terminal's settings are back (canonical mode, echo)");
+    drop(master);
+}
