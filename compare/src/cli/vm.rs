@@ -22,7 +22,8 @@ pub enum VmCommand {
     /// a path: `virtlab vm run -- cpu 1000000` runs the built-in workload in
     /// cpu mode; `virtlab vm run -- ./prog arg` runs a static x86_64 ELF.
     /// The exit status is the workload's (128+signal number for a fault, as
-    /// for a native process; 124 on timeout; 125 when virtlab fails).
+    /// for a native process; 124 on timeout; 125 when virtlab fails; 159
+    /// when the VMM's seccomp filter stopped one of its own system calls).
     ///
     /// With a Linux kernel the words after `--` are a program in the guest
     /// and its arguments, any words at all (virtlab's initramfs carries them

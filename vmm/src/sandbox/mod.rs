@@ -92,6 +92,50 @@ pub struct SandboxReport {
 }
 
 impl SandboxReport {
+    /// What the filters of `threads` allow in a run planned as `plan`.
+    pub fn of(plan: &Plan, threads: &[ThreadKind]) -> SandboxReport {
+        let kick = crate::watchdog::kick_signal();
+        let mut filters = Vec::new();
+        let mut all = BTreeSet::new();
+        let mut kvm_ioctls = 0;
+        for &kind in threads {
+            let rules = rules::rules(kind, plan, kick);
+            all.extend(rules.iter().map(|r| r.name));
+            for r in &rules {
+                if let Check::Requests { fd, requests } = &r.check {
+                    if *fd == plan.vcpu_fd {
+                        kvm_ioctls += requests.len();
+                    }
+                }
+            }
+            filters.push(ThreadFilter {
+                thread: kind.name(),
+                syscalls: rules
+                    .iter()
+                    .map(|r| AllowedCall { name: r.name, only: r.check.describe(), why: r.why })
+                    .collect(),
+            });
+        }
+        SandboxReport {
+            threads: filters,
+            allowed_syscalls: all.len(),
+            kvm_ioctls,
+            host_syscalls: names::SYSCALLS.len(),
+        }
+    }
+
+    /// What `virtlab vm run` allows by default (a timeout, no
+    /// `--interactive`), without running a VM: the minikernel's run, or
+    /// with `linux` a Linux guest's. The fds in the lists are placeholders.
+    pub fn of_default_run(linux: bool) -> SandboxReport {
+        let plan = Plan { vcpu_fd: 3, fixups: linux, irq_fd: linux.then_some(4), interactive: false };
+        let mut threads = vec![ThreadKind::Vcpu, ThreadKind::Watchdog];
+        if linux {
+            threads.push(ThreadKind::UartKicker);
+        }
+        SandboxReport::of(&plan, &threads)
+    }
+
     /// The lists, as `--explain` prints them.
     pub fn describe(&self) -> String {
         let mut s = format!(
@@ -124,34 +168,10 @@ impl Sandbox {
     pub fn new(plan: &Plan, threads: &[ThreadKind]) -> Result<Sandbox, SandboxError> {
         let kick = crate::watchdog::kick_signal();
         let mut programs = BTreeMap::new();
-        let mut filters = Vec::new();
-        let mut all = BTreeSet::new();
-        let mut kvm_ioctls = 0;
         for &kind in threads {
-            let rules = rules::rules(kind, plan, kick);
-            programs.insert(kind, Arc::new(compile(kind, &rules)?));
-            all.extend(rules.iter().map(|r| r.name));
-            for r in &rules {
-                if let Check::Requests { fd, requests } = &r.check {
-                    if *fd == plan.vcpu_fd {
-                        kvm_ioctls += requests.len();
-                    }
-                }
-            }
-            filters.push(ThreadFilter {
-                thread: kind.name(),
-                syscalls: rules
-                    .iter()
-                    .map(|r| AllowedCall { name: r.name, only: r.check.describe(), why: r.why })
-                    .collect(),
-            });
+            programs.insert(kind, Arc::new(compile(kind, &rules::rules(kind, plan, kick))?));
         }
-        let report = SandboxReport {
-            threads: filters,
-            allowed_syscalls: all.len(),
-            kvm_ioctls,
-            host_syscalls: names::SYSCALLS.len(),
-        };
+        let report = SandboxReport::of(plan, threads);
         Ok(Sandbox { programs, report, test_hook: std::env::var_os(TEST_HOOK_ENV).is_some() })
     }
 
@@ -331,6 +351,15 @@ mod tests {
         assert!(r.host_syscalls > 300);
         let text = r.describe();
         assert!(text.contains("virtlab-vcpu0") && text.contains("KVM_RUN"), "{text}");
+    }
+
+    #[test]
+    fn the_default_runs_figures_without_a_vm() {
+        let mini = SandboxReport::of_default_run(false);
+        assert_eq!((mini.allowed_syscalls, mini.kvm_ioctls), (17, 1));
+        let linux = SandboxReport::of_default_run(true);
+        assert_eq!((linux.allowed_syscalls, linux.kvm_ioctls), (17, 9));
+        assert_eq!(linux.threads.len(), 3);
     }
 
     #[test]
