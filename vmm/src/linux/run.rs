@@ -105,6 +105,7 @@ pub fn run_linux(
     let (entry, _) = entry_of(loaded.kernel.entry);
     let plan = Plan {
         vcpu_fd: vcpu.as_raw_fd(),
+        console: sink.fd(),
         fixups: true,
         irq_fd: Some(uart_line.as_raw_fd()),
         interactive: config.interactive,

@@ -34,7 +34,7 @@ use seccompiler::{
 };
 use serde::Serialize;
 
-pub use rules::{Check, Plan, Rule, ThreadKind};
+pub use rules::{Check, ConsoleFd, Plan, Rule, ThreadKind};
 pub(crate) use sigsys::remember_tty;
 pub use sigsys::SECCOMP_EXIT_STATUS;
 
@@ -128,7 +128,13 @@ impl SandboxReport {
     /// `--interactive`), without running a VM: the minikernel's run, or
     /// with `linux` a Linux guest's. The fds in the lists are placeholders.
     pub fn of_default_run(linux: bool) -> SandboxReport {
-        let plan = Plan { vcpu_fd: 3, fixups: linux, irq_fd: linux.then_some(4), interactive: false };
+        let plan = Plan {
+            vcpu_fd: 3,
+            console: ConsoleFd::Fd(1),
+            fixups: linux,
+            irq_fd: linux.then_some(4),
+            interactive: false,
+        };
         let mut threads = vec![ThreadKind::Vcpu, ThreadKind::Watchdog];
         if linux {
             threads.push(ThreadKind::UartKicker);
@@ -336,7 +342,7 @@ mod tests {
     use super::*;
 
     fn plan() -> Plan {
-        Plan { vcpu_fd: 9, fixups: true, irq_fd: Some(11), interactive: true }
+        Plan { vcpu_fd: 9, console: ConsoleFd::Fd(1), fixups: true, irq_fd: Some(11), interactive: true }
     }
 
     #[test]
@@ -365,7 +371,7 @@ mod tests {
     #[test]
     fn a_filtered_thread_keeps_its_calls_and_loses_the_rest() {
         // Run in a thread of its own: a filter cannot be taken off.
-        let plan = Plan { vcpu_fd: 0, fixups: false, irq_fd: None, interactive: false };
+        let plan = Plan { vcpu_fd: 0, console: ConsoleFd::Nowhere, fixups: false, irq_fd: None, interactive: false };
         let s = Sandbox::new(&plan, &[ThreadKind::Watchdog]).unwrap();
         let t = Sandbox::spawn(Some(&s), ThreadKind::Watchdog, || {
             // Allowed: getpid. Its filter lets through what the thread needs.

@@ -37,12 +37,26 @@ impl ThreadKind {
     }
 }
 
+/// Where the guest's console goes, for the vCPU thread's `write`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleFd {
+    /// To this fd (standard output or error).
+    Fd(RawFd),
+    /// Nowhere outside the process (captured or discarded).
+    Nowhere,
+    /// To a writer of the caller's, whose fd the VMM does not know: `write`
+    /// is not checked.
+    Unknown,
+}
+
 /// What a run's filters need to know about it: the file descriptors the
 /// threads may use and which of the VMM's jobs it has.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     /// The vCPU's fd: the only fd the vCPU thread may `ioctl`.
     pub vcpu_fd: RawFd,
+    /// Where the guest's console goes.
+    pub console: ConsoleFd,
     /// The Linux run's fix-ups (`KVM_EXIT_INTERNAL_ERROR` repaired with
     /// register, FPU and event ioctls); the minikernel needs `KVM_RUN` only.
     pub fixups: bool,
@@ -148,7 +162,9 @@ fn common(rules: &mut Vec<Rule>) {
 /// Adds `fds` to the `write` rule, making it if there is none.
 fn write_to(rules: &mut Vec<Rule>, fds: &[RawFd], why: &'static str) {
     match rules.iter_mut().find(|r| r.name == "write") {
-        Some(Rule { check: Check::Fds(have), .. }) => have.extend(fds),
+        Some(Rule { check: Check::Fds(have), .. }) => {
+            have.extend(fds.iter().filter(|f| !have.contains(f)).collect::<Vec<_>>());
+        }
         Some(_) => {}
         None => rules.push(rule_if("write", why, Check::Fds(fds.to_vec()))),
     }
@@ -179,8 +195,16 @@ pub fn rules(kind: ThreadKind, plan: &Plan, kick: i32) -> Vec<Rule> {
                 "run the guest until its next VM exit"
             };
             r.push(rule_if("ioctl", why, Check::Requests { fd: plan.vcpu_fd, requests }));
+            let why = "the guest's console (stdout), the UART's interrupt (its eventfd), --explain (stderr)";
+            match plan.console {
+                ConsoleFd::Unknown => r.push(rule("write", "the guest's console (to the caller's writer, fd unknown), the UART's interrupt (its eventfd), --explain (stderr)")),
+                ConsoleFd::Fd(fd) => write_to(&mut r, &[fd], why),
+                ConsoleFd::Nowhere => {}
+            }
+            if let Some(fd) = plan.irq_fd {
+                write_to(&mut r, &[fd], why);
+            }
             r.extend([
-                rule("write", "the guest's console to the host (stdout, stderr or the caller's writer), the UART's interrupt (an eventfd), --explain"),
                 rule_if("mmap", "the allocator (console capture, exit counters), never executable", Check::NoExec),
                 rule_if("mprotect", "the allocator growing a thread arena, never executable", Check::NoExec),
                 rule("mremap", "the allocator growing a large buffer (captured console output)"),
@@ -208,7 +232,7 @@ pub fn rules(kind: ThreadKind, plan: &Plan, kick: i32) -> Vec<Rule> {
         }
     }
     // Every thread writes the seccomp report on stderr.
-    write_to(&mut r, &[2], "the seccomp report on stderr");
+    write_to(&mut r, &[2], "the seccomp report on stderr (and, in the vCPU thread, --explain)");
     common(&mut r);
     if plan.interactive {
         let tcsets = ("TCSETS", libc::TCSETS);
@@ -241,11 +265,13 @@ mod tests {
 
     #[test]
     fn the_minikernel_vcpu_may_only_run_the_guest() {
-        let plan = Plan { vcpu_fd: 9, fixups: false, irq_fd: None, interactive: false };
+        let plan = Plan { vcpu_fd: 9, console: ConsoleFd::Fd(1), fixups: false, irq_fd: None, interactive: false };
         let r = rules(ThreadKind::Vcpu, &plan, 36);
         let ioctls: Vec<&Rule> = r.iter().filter(|x| x.name == "ioctl").collect();
         assert_eq!(ioctls.len(), 1);
         assert_eq!(ioctls[0].check, Check::Requests { fd: 9, requests: vec![("KVM_RUN", KVM_RUN)] });
+        let write = r.iter().find(|x| x.name == "write").expect("the vCPU writes");
+        assert_eq!(write.check, Check::Fds(vec![1, 2]), "the console and --explain only");
         for forbidden in ["open", "openat", "execve", "socket", "connect", "clone", "fork", "ptrace", "kill"] {
             assert!(!r.iter().any(|x| x.name == forbidden), "{forbidden} must not be allowed");
         }
@@ -259,13 +285,17 @@ mod tests {
 
     #[test]
     fn helper_threads_write_only_to_their_eventfd_and_stderr() {
-        let plan = Plan { vcpu_fd: 9, fixups: true, irq_fd: Some(11), interactive: true };
+        let plan = Plan { vcpu_fd: 9, console: ConsoleFd::Fd(1), fixups: true, irq_fd: Some(11), interactive: true };
         let kicker = rules(ThreadKind::UartKicker, &plan, 36);
         let write = kicker.iter().find(|x| x.name == "write").expect("the kicker writes");
         assert_eq!(write.check, Check::Fds(vec![11, 2]));
         let stdin = rules(ThreadKind::Stdin, &plan, 36);
         assert!(stdin.iter().any(|x| x.name == "read" && x.check == Check::Fds(vec![0])));
         assert!(stdin.iter().any(|x| x.name == "ioctl" && x.check.describe().contains("TCSETS")));
+        let vcpu = rules(ThreadKind::Vcpu, &plan, 36);
+        assert!(vcpu.iter().any(|x| x.name == "write" && x.check == Check::Fds(vec![1, 11, 2])));
+        let unknown = Plan { console: ConsoleFd::Unknown, ..plan };
+        assert!(rules(ThreadKind::Vcpu, &unknown, 36).iter().any(|x| x.name == "write" && x.check == Check::Any));
         let watchdog = rules(ThreadKind::Watchdog, &plan, 36);
         assert!(watchdog.iter().any(|x| x.name == "tgkill" && x.check == Check::Signal(36)));
     }

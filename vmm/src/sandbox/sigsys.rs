@@ -83,14 +83,20 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mu
     // address at byte 16 and the system call number (an int) at byte 24.
     let nr = unsafe { *(info.cast::<u8>().add(24).cast::<libc::c_int>()) } as i64;
     // SAFETY: with SA_SIGINFO the third argument is the interrupted
-    // thread's ucontext_t; RSI held the system call's second argument.
-    let arg1 = unsafe { (*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RSI as usize] } as u64;
+    // thread's ucontext_t, with the registers the system call was made with.
+    let regs = unsafe { (*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs };
+    // The first two arguments: RDI and RSI.
+    let (arg0, arg1) = (regs[libc::REG_RDI as usize] as u64, regs[libc::REG_RSI as usize] as u64);
     let thread = THREAD.with(|t| t.get());
     let mut line = Line { buf: [0; 320], len: 0 };
     line.push(b"virtlab: the VMM's seccomp filter stopped system call ");
     line.push(names::name(nr).as_bytes());
     line.push(b" (number ");
     line.number(nr as u64, 10);
+    if [libc::SYS_read, libc::SYS_write, libc::SYS_ioctl].contains(&nr) {
+        line.push(b", fd ");
+        line.number(arg0 & 0xffff_ffff, 10);
+    }
     if nr == libc::SYS_ioctl {
         line.push(b", request 0x");
         line.number(arg1 & 0xffff_ffff, 16);

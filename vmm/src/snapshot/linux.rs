@@ -85,8 +85,13 @@ pub(crate) fn restore(
     clock.before(Step::VcpuSetup);
     let mut vcpu_fd = vstate_vcpu::create_vcpu(&vm)?;
     quirks.extend(vcpu::restore_vcpu(&mut vcpu_fd, &state.vcpus[0])?);
-    let plan =
-        Plan { vcpu_fd: vcpu_fd.as_raw_fd(), fixups: true, irq_fd: Some(uart_line.as_raw_fd()), interactive: false };
+    let plan = Plan {
+        vcpu_fd: vcpu_fd.as_raw_fd(),
+        console: sink.fd(),
+        fixups: true,
+        irq_fd: Some(uart_line.as_raw_fd()),
+        interactive: false,
+    };
     let sandbox = Sandbox::planned(config.seccomp, &plan, config.timeout.is_some(), &[ThreadKind::UartKicker])
         .map_err(VmError::from)?;
     clock.done(
