@@ -85,7 +85,7 @@ pub struct VmConfig {
     /// Pause at a boot milestone, save the VM there, and run on
     /// ([`crate::snapshot`]).
     pub snapshot: Option<crate::snapshot::SnapshotRequest>,
-    /// Run the vCPU loop and the watchdog under their seccomp filters
+    /// Run the vCPU loop under its seccomp filter
     /// ([`crate::sandbox`]); false is `--no-seccomp`, for debugging.
     pub seccomp: bool,
 }

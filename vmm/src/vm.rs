@@ -124,7 +124,7 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
     let boot = boot_info(config, &user, &layout, rsp, tsc_khz);
     mem.write_obj(BootInfoPage(boot), GuestAddress(BOOT_INFO_ADDR)).map_err(VmError::BootInfo)?;
     let plan = Plan { vcpu_fd: vcpu.as_raw_fd(), console: sink.fd(), fixups: false, irq_fd: None, interactive: false };
-    let sandbox = Sandbox::planned(config.seccomp, &plan, config.timeout.is_some(), &[])?;
+    let sandbox = Sandbox::planned(config.seccomp, &plan, &[])?;
     clock.done(Step::VcpuSetup, &format!("vCPU 0 in long mode at {:#x}, guest TSC {tsc_khz} kHz", kernel.entry));
 
     let mut guest = VcpuLoop::new(devices()?, Console::new(sink), config.unknown_io, NoFixups);

@@ -177,8 +177,8 @@ pub struct VmRunArgs {
     #[arg(long, value_name = "DIR", requires = "snapshot_at")]
     snapshot: Option<PathBuf>,
     /// Run without the VMM's seccomp filters. By default, once the VM is
-    /// set up, the vCPU thread and its helpers (watchdog, UART kicker,
-    /// stdin) each run under a filter allowing only the system calls they
+    /// set up, the vCPU thread and its helpers (UART kicker, stdin) each
+    /// run under a filter allowing only the system calls they
     /// need (`--explain` lists them); a call outside it stops virtlab with
     /// a line naming the call and exit status 159. Use this to debug such a
     /// stop.

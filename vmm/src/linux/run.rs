@@ -112,7 +112,7 @@ pub fn run_linux(
     };
     let helpers: &[ThreadKind] =
         if config.interactive { &[ThreadKind::UartKicker, ThreadKind::Stdin] } else { &[ThreadKind::UartKicker] };
-    let sandbox = Sandbox::planned(config.seccomp, &plan, config.timeout.is_some(), helpers).map_err(VmError::from)?;
+    let sandbox = Sandbox::planned(config.seccomp, &plan, helpers).map_err(VmError::from)?;
     clock.done(
         Step::VcpuSetup,
         &format!(

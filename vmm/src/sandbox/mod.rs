@@ -10,10 +10,11 @@
 //! the handler ([`sigsys`]) writes one line naming the call and the thread,
 //! and the process exits with [`SECCOMP_EXIT_STATUS`].
 //!
-//! The threads (see [`ThreadKind`]): the vCPU thread runs the exit loop;
-//! the watchdog, the UART kicker and the stdin reader each enter their
-//! filter first thing, and the thread that starts them waits until they
-//! have, so no helper runs unfiltered while the guest does. The caller's
+//! The threads (see [`ThreadKind`]): the vCPU thread runs the exit loop
+//! (the timeout is a kernel timer that signals it: no thread); the UART
+//! kicker and the stdin reader each enter their filter first thing, and
+//! the thread that starts them waits until they have, so no helper runs
+//! unfiltered while the guest does. The caller's
 //! thread, which set the VM up and tears it down afterwards, runs no guest
 //! code and handles no exit; it is not filtered (see `DESIGN.md`).
 //!
@@ -94,12 +95,11 @@ pub struct SandboxReport {
 impl SandboxReport {
     /// What the filters of `threads` allow in a run planned as `plan`.
     pub fn of(plan: &Plan, threads: &[ThreadKind]) -> SandboxReport {
-        let kick = crate::watchdog::kick_signal();
         let mut filters = Vec::new();
         let mut all = BTreeSet::new();
         let mut kvm_ioctls = 0;
         for &kind in threads {
-            let rules = rules::rules(kind, plan, kick);
+            let rules = rules::rules(kind, plan);
             all.extend(rules.iter().map(|r| r.name));
             for r in &rules {
                 if let Check::Requests { fd, requests } = &r.check {
@@ -124,8 +124,7 @@ impl SandboxReport {
         }
     }
 
-    /// What `virtlab vm run` allows by default (a timeout, no
-    /// `--interactive`), without running a VM: the minikernel's run, or
+    /// What `virtlab vm run` allows by default (no `--interactive`), without running a VM: the minikernel's run, or
     /// with `linux` a Linux guest's. The fds in the lists are placeholders.
     pub fn of_default_run(linux: bool) -> SandboxReport {
         let plan = Plan {
@@ -135,7 +134,7 @@ impl SandboxReport {
             irq_fd: linux.then_some(4),
             interactive: false,
         };
-        let mut threads = vec![ThreadKind::Vcpu, ThreadKind::Watchdog];
+        let mut threads = vec![ThreadKind::Vcpu];
         if linux {
             threads.push(ThreadKind::UartKicker);
         }
@@ -172,30 +171,21 @@ pub struct Sandbox {
 impl Sandbox {
     /// Compiles the filters of `threads` for a run planned as `plan`.
     pub fn new(plan: &Plan, threads: &[ThreadKind]) -> Result<Sandbox, SandboxError> {
-        let kick = crate::watchdog::kick_signal();
         let mut programs = BTreeMap::new();
         for &kind in threads {
-            programs.insert(kind, Arc::new(compile(kind, &rules::rules(kind, plan, kick))?));
+            programs.insert(kind, Arc::new(compile(kind, &rules::rules(kind, plan))?));
         }
         let report = SandboxReport::of(plan, threads);
         Ok(Sandbox { programs, report, test_hook: std::env::var_os(TEST_HOOK_ENV).is_some() })
     }
 
     /// The sandbox of a run when `on` (None for `--no-seccomp`): the vCPU
-    /// thread, the watchdog when there is a timeout, and `helpers`.
-    pub(crate) fn planned(
-        on: bool,
-        plan: &Plan,
-        timeout: bool,
-        helpers: &[ThreadKind],
-    ) -> Result<Option<Sandbox>, SandboxError> {
+    /// thread and `helpers`.
+    pub(crate) fn planned(on: bool, plan: &Plan, helpers: &[ThreadKind]) -> Result<Option<Sandbox>, SandboxError> {
         if !on {
             return Ok(None);
         }
         let mut threads = vec![ThreadKind::Vcpu];
-        if timeout {
-            threads.push(ThreadKind::Watchdog);
-        }
         threads.extend(helpers);
         Sandbox::new(plan, &threads).map(Some)
     }
@@ -223,17 +213,6 @@ impl Sandbox {
         kind: ThreadKind,
         f: impl FnOnce() + Send + 'static,
     ) -> Result<JoinHandle<()>, SandboxError> {
-        Sandbox::spawn_pending(sandbox, kind, f)?.confirm()
-    }
-
-    /// [`Sandbox::spawn`] without waiting: the caller does something else
-    /// (enters its own filter) while the thread enters its, then
-    /// [`Pending::confirm`]s.
-    pub(crate) fn spawn_pending(
-        sandbox: Option<&Sandbox>,
-        kind: ThreadKind,
-        f: impl FnOnce() + Send + 'static,
-    ) -> Result<Pending, SandboxError> {
         let program = sandbox.and_then(|s| s.programs.get(&kind).cloned());
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
@@ -248,32 +227,16 @@ impl Sandbox {
                 }
             })
             .map_err(|e| SandboxError::Spawn(kind.name(), e))?;
-        Ok(Pending { kind, handle, entered: rx })
-    }
-}
-
-/// A helper thread entering its filter.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    kind: ThreadKind,
-    handle: JoinHandle<()>,
-    entered: std::sync::mpsc::Receiver<Result<(), SandboxError>>,
-}
-
-impl Pending {
-    /// Waits until the thread's filter is on; an error if it could not be
-    /// (the thread has ended then).
-    pub(crate) fn confirm(self) -> Result<JoinHandle<()>, SandboxError> {
-        match self.entered.recv() {
-            Ok(Ok(())) => Ok(self.handle),
+        match rx.recv() {
+            Ok(Ok(())) => Ok(handle),
             Ok(Err(e)) => {
-                let _ = self.handle.join();
+                let _ = handle.join();
                 Err(e)
             }
             Err(_) => {
-                let _ = self.handle.join();
+                let _ = handle.join();
                 let why = std::io::Error::other("the thread ended before its filter was on");
-                Err(SandboxError::Spawn(self.kind.name(), why))
+                Err(SandboxError::Spawn(kind.name(), why))
             }
         }
     }
@@ -317,7 +280,6 @@ fn compile(kind: ThreadKind, rules: &[Rule]) -> Result<BpfProgram, SandboxError>
                 .map(|&(_, req)| vec![dword(0, SeccompCmpOp::Eq, *fd as u64), dword(1, SeccompCmpOp::Eq, req)])
                 .collect(),
             Check::NoExec => vec![vec![dword(2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0)]],
-            Check::Signal(s) => vec![vec![dword(2, SeccompCmpOp::Eq, *s as u64)]],
         };
         let entry = map.entry(nr).or_default();
         for c in conditions {
@@ -347,11 +309,11 @@ mod tests {
 
     #[test]
     fn every_thread_filter_compiles() {
-        let all = [ThreadKind::Vcpu, ThreadKind::Watchdog, ThreadKind::UartKicker, ThreadKind::Stdin];
+        let all = [ThreadKind::Vcpu, ThreadKind::UartKicker, ThreadKind::Stdin];
         let s = Sandbox::new(&plan(), &all).unwrap();
-        assert_eq!(s.programs.len(), 4);
+        assert_eq!(s.programs.len(), 3);
         let r = s.report();
-        assert_eq!(r.threads.len(), 4);
+        assert_eq!(r.threads.len(), 3);
         assert_eq!(r.kvm_ioctls, 9);
         assert!(r.allowed_syscalls < 30, "{}", r.allowed_syscalls);
         assert!(r.host_syscalls > 300);
@@ -362,24 +324,23 @@ mod tests {
     #[test]
     fn the_default_runs_figures_without_a_vm() {
         let mini = SandboxReport::of_default_run(false);
-        assert_eq!((mini.allowed_syscalls, mini.kvm_ioctls), (17, 1));
+        assert_eq!((mini.allowed_syscalls, mini.kvm_ioctls), (16, 1));
         let linux = SandboxReport::of_default_run(true);
-        assert_eq!((linux.allowed_syscalls, linux.kvm_ioctls), (17, 9));
-        assert_eq!(linux.threads.len(), 3);
+        assert_eq!((linux.allowed_syscalls, linux.kvm_ioctls), (16, 9));
+        assert_eq!(linux.threads.len(), 2);
     }
 
     #[test]
     fn a_filtered_thread_keeps_its_calls_and_loses_the_rest() {
         // Run in a thread of its own: a filter cannot be taken off.
         let plan = Plan { vcpu_fd: 0, console: ConsoleFd::Nowhere, fixups: false, irq_fd: None, interactive: false };
-        let s = Sandbox::new(&plan, &[ThreadKind::Watchdog]).unwrap();
-        let t = Sandbox::spawn(Some(&s), ThreadKind::Watchdog, || {
-            // Allowed: getpid. Its filter lets through what the thread needs.
-            // SAFETY: getpid has no preconditions.
-            assert!(unsafe { libc::getpid() } > 0);
+        let s = Sandbox::new(&plan, &[ThreadKind::UartKicker]).unwrap();
+        let t = Sandbox::spawn(Some(&s), ThreadKind::UartKicker, || {
+            // Waiting, waking and the thread's end are all it needs.
+            std::thread::park_timeout(std::time::Duration::from_millis(1));
         })
         .unwrap();
         t.join().unwrap();
-        assert_eq!(s.report().threads[0].thread, "virtlab-watchdog");
+        assert_eq!(s.report().threads[0].thread, "virtlab-uart-kick");
     }
 }

@@ -17,8 +17,6 @@ use serde::Serialize;
 pub enum ThreadKind {
     /// Runs the guest: `KVM_RUN`, then every VM exit (the devices).
     Vcpu,
-    /// Kicks the vCPU out of `KVM_RUN` when the timeout passes.
-    Watchdog,
     /// Re-sends the UART's interrupt while it stays pending (Linux).
     UartKicker,
     /// Feeds standard input to the guest's UART (Linux, `--interactive`).
@@ -30,7 +28,6 @@ impl ThreadKind {
     pub fn name(self) -> &'static str {
         match self {
             ThreadKind::Vcpu => "virtlab-vcpu0",
-            ThreadKind::Watchdog => "virtlab-watchdog",
             ThreadKind::UartKicker => "virtlab-uart-kick",
             ThreadKind::Stdin => "virtlab-stdin",
         }
@@ -84,8 +81,6 @@ pub enum Check {
     /// `mmap` or `mprotect` without `PROT_EXEC` in the third argument: no
     /// new executable memory.
     NoExec,
-    /// `tgkill` with this signal (the third argument).
-    Signal(i32),
 }
 
 impl Check {
@@ -102,7 +97,6 @@ impl Check {
                 format!("fd {fd}: {}", names.join(", "))
             }
             Check::NoExec => "without PROT_EXEC".into(),
-            Check::Signal(s) => format!("signal {s} only"),
         }
     }
 }
@@ -170,9 +164,8 @@ fn write_to(rules: &mut Vec<Rule>, fds: &[RawFd], why: &'static str) {
     }
 }
 
-/// The rules of thread `kind` in a run planned as `plan`; `kick` is the
-/// watchdog's signal.
-pub fn rules(kind: ThreadKind, plan: &Plan, kick: i32) -> Vec<Rule> {
+/// The rules of thread `kind` in a run planned as `plan`.
+pub fn rules(kind: ThreadKind, plan: &Plan) -> Vec<Rule> {
     let mut r = Vec::new();
     match kind {
         ThreadKind::Vcpu => {
@@ -209,15 +202,11 @@ pub fn rules(kind: ThreadKind, plan: &Plan, kick: i32) -> Vec<Rule> {
                 rule_if("mprotect", "the allocator growing a thread arena, never executable", Check::NoExec),
                 rule("mremap", "the allocator growing a large buffer (captured console output)"),
                 rule("brk", "the allocator"),
-                rule("rt_sigreturn", "return from the watchdog's kick, which interrupts KVM_RUN"),
+                rule("rt_sigreturn", "return from the timeout's signal, which interrupts KVM_RUN"),
+                rule("timer_delete", "the timeout's timer is deleted when the loop ends"),
                 rule("clock_gettime", "exit and milestone times, where the vDSO cannot read the clock"),
             ]);
         }
-        ThreadKind::Watchdog => r.extend([
-            rule("clock_gettime", "the deadline, where the vDSO cannot read the clock"),
-            rule_if("tgkill", "kick the vCPU thread out of KVM_RUN (pthread_kill)", Check::Signal(kick)),
-            rule("getpid", "pthread_kill names the process"),
-        ]),
         ThreadKind::UartKicker => {
             r.push(rule("clock_gettime", "its period, where the vDSO cannot read the clock"));
             if let Some(fd) = plan.irq_fd {
@@ -266,7 +255,7 @@ mod tests {
     #[test]
     fn the_minikernel_vcpu_may_only_run_the_guest() {
         let plan = Plan { vcpu_fd: 9, console: ConsoleFd::Fd(1), fixups: false, irq_fd: None, interactive: false };
-        let r = rules(ThreadKind::Vcpu, &plan, 36);
+        let r = rules(ThreadKind::Vcpu, &plan);
         let ioctls: Vec<&Rule> = r.iter().filter(|x| x.name == "ioctl").collect();
         assert_eq!(ioctls.len(), 1);
         assert_eq!(ioctls[0].check, Check::Requests { fd: 9, requests: vec![("KVM_RUN", KVM_RUN)] });
@@ -286,17 +275,15 @@ mod tests {
     #[test]
     fn helper_threads_write_only_to_their_eventfd_and_stderr() {
         let plan = Plan { vcpu_fd: 9, console: ConsoleFd::Fd(1), fixups: true, irq_fd: Some(11), interactive: true };
-        let kicker = rules(ThreadKind::UartKicker, &plan, 36);
+        let kicker = rules(ThreadKind::UartKicker, &plan);
         let write = kicker.iter().find(|x| x.name == "write").expect("the kicker writes");
         assert_eq!(write.check, Check::Fds(vec![11, 2]));
-        let stdin = rules(ThreadKind::Stdin, &plan, 36);
+        let stdin = rules(ThreadKind::Stdin, &plan);
         assert!(stdin.iter().any(|x| x.name == "read" && x.check == Check::Fds(vec![0])));
         assert!(stdin.iter().any(|x| x.name == "ioctl" && x.check.describe().contains("TCSETS")));
-        let vcpu = rules(ThreadKind::Vcpu, &plan, 36);
+        let vcpu = rules(ThreadKind::Vcpu, &plan);
         assert!(vcpu.iter().any(|x| x.name == "write" && x.check == Check::Fds(vec![1, 11, 2])));
         let unknown = Plan { console: ConsoleFd::Unknown, ..plan };
-        assert!(rules(ThreadKind::Vcpu, &unknown, 36).iter().any(|x| x.name == "write" && x.check == Check::Any));
-        let watchdog = rules(ThreadKind::Watchdog, &plan, 36);
-        assert!(watchdog.iter().any(|x| x.name == "tgkill" && x.check == Check::Signal(36)));
+        assert!(rules(ThreadKind::Vcpu, &unknown).iter().any(|x| x.name == "write" && x.check == Check::Any));
     }
 }

@@ -92,8 +92,7 @@ pub(crate) fn restore(
         irq_fd: Some(uart_line.as_raw_fd()),
         interactive: false,
     };
-    let sandbox = Sandbox::planned(config.seccomp, &plan, config.timeout.is_some(), &[ThreadKind::UartKicker])
-        .map_err(VmError::from)?;
+    let sandbox = Sandbox::planned(config.seccomp, &plan, &[ThreadKind::UartKicker]).map_err(VmError::from)?;
     clock.done(
         Step::VcpuSetup,
         &format!(

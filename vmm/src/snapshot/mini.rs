@@ -139,7 +139,7 @@ pub fn restore(
         .map_err(VmError::BootInfo)?;
     let plan =
         Plan { vcpu_fd: vcpu_fd.as_raw_fd(), console: sink.fd(), fixups: false, irq_fd: None, interactive: false };
-    let sandbox = Sandbox::planned(config.seccomp, &plan, config.timeout.is_some(), &[]).map_err(VmError::from)?;
+    let sandbox = Sandbox::planned(config.seccomp, &plan, &[]).map_err(VmError::from)?;
     clock.done(
         Step::VcpuSetup,
         &format!(

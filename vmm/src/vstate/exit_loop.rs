@@ -60,7 +60,7 @@ pub(crate) struct VcpuLoop<F> {
     pub(crate) stats: ExitStats,
     pub(crate) policy: UnknownIo,
     pub(crate) fixups: F,
-    /// The seccomp filters of the vCPU thread and the watchdog (None:
+    /// The seccomp filters of the vCPU thread and its helpers (None:
     /// `--no-seccomp`).
     pub(crate) sandbox: Option<Sandbox>,
 }
@@ -102,7 +102,7 @@ impl<F: Fixups> VcpuLoop<F> {
     }
 
     /// Steps "first entry" to "workload exit": runs the vCPU until the
-    /// guest stops, or until `timeout` (a watchdog signal kicks the vCPU
+    /// guest stops, or until `timeout` (a timer's signal kicks the vCPU
     /// out of `KVM_RUN`), telling the observer about the guest's progress
     /// as it goes.
     pub(crate) fn run(
@@ -164,17 +164,13 @@ impl<F: Fixups> VcpuLoop<F> {
         say: Narration,
         mut pause: Option<(u8, PauseHook<'_>)>,
     ) -> Result<Stopped, VmError> {
-        // The watchdog enters its filter while this thread enters its own;
-        // both are on before the guest runs.
-        let mut watchdog = match timeout {
-            Some(t) => Some(Watchdog::start_pending(t, self.sandbox.as_ref())?),
+        // The timer that signals this thread when the timeout passes.
+        let watchdog = match timeout {
+            Some(t) => Some(Watchdog::start(t).map_err(VmError::Watchdog)?),
             None => None,
         };
         if pause.is_none() {
             self.enter_sandbox(clock)?;
-        }
-        if let Some(w) = &mut watchdog {
-            w.confirm()?;
         }
         let entered = Instant::now();
         let mut awaiting_first_exit = true;
@@ -222,7 +218,7 @@ impl<F: Fixups> VcpuLoop<F> {
         Ok(())
     }
 
-    /// One `KVM_RUN`, and what its exit means. A signal (the watchdog's)
+    /// One `KVM_RUN`, and what its exit means. A signal (the timeout's)
     /// that interrupts `KVM_RUN` is no exit: the loop goes round and looks
     /// at the deadline.
     #[inline]
