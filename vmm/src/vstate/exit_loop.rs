@@ -169,9 +169,7 @@ impl<F: Fixups> VcpuLoop<F> {
             Some(t) => Some(Watchdog::start(t).map_err(VmError::Watchdog)?),
             None => None,
         };
-        if pause.is_none() {
-            self.enter_sandbox(clock)?;
-        }
+        let mut filtered = pause.is_none() && self.enter_sandbox(clock)?;
         let entered = Instant::now();
         let mut awaiting_first_exit = true;
         let mut reported = 0;
@@ -196,7 +194,7 @@ impl<F: Fixups> VcpuLoop<F> {
                     complete_pending_exit(vcpu)?;
                     hook(vcpu, mem, &self.bus)?;
                     pause = None;
-                    self.enter_sandbox(clock)?;
+                    filtered = self.enter_sandbox(clock)?;
                 }
             }
         };
@@ -204,18 +202,18 @@ impl<F: Fixups> VcpuLoop<F> {
         drop(watchdog);
         self.console.flush();
         clock.mark(Step::WorkloadExit, stopped, &stop.describe());
-        let sandbox = self.sandbox.as_ref().map(|s| s.report().clone());
+        // What the filters allowed, if the guest ran under them.
+        let sandbox = self.sandbox.as_ref().filter(|_| filtered).map(|s| s.report().clone());
         Ok(Stopped { stop, entered, stopped, sandbox })
     }
 
     /// Puts the vCPU thread under its filter, and tells the observer what
-    /// it allows.
-    fn enter_sandbox(&self, clock: &mut Clock<'_>) -> Result<(), VmError> {
-        if let Some(s) = &self.sandbox {
-            clock.observer.note(&s.report().describe());
-            s.enter(ThreadKind::Vcpu)?;
-        }
-        Ok(())
+    /// it allows. Returns whether there was one.
+    fn enter_sandbox(&self, clock: &mut Clock<'_>) -> Result<bool, VmError> {
+        let Some(s) = &self.sandbox else { return Ok(false) };
+        clock.observer.note(&s.report().describe());
+        s.enter(ThreadKind::Vcpu)?;
+        Ok(true)
     }
 
     /// One `KVM_RUN`, and what its exit means. A signal (the timeout's)
