@@ -21,6 +21,9 @@ thread_local! {
     static THREAD: Cell<&'static str> = const { Cell::new("?") };
 }
 
+/// `si_code` of a SIGSYS sent by a seccomp filter (`<asm-generic/siginfo.h>`).
+const SYS_SECCOMP: libc::c_int = 1;
+
 /// The terminal's settings before `--interactive` made it raw.
 static SAVED_TTY: OnceLock<libc::termios> = OnceLock::new();
 
@@ -78,6 +81,17 @@ impl Line {
 
 /// The SIGSYS handler (see the module doc).
 extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t (sigaction(2)).
+    if unsafe { (*info).si_code } != SYS_SECCOMP {
+        // Not from a filter (a `kill -SYS`): what SIGSYS does by default,
+        // once this handler returns and the signal is no longer blocked.
+        // SAFETY: signal(2) and raise(3) are async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGSYS, libc::SIG_DFL);
+            libc::raise(libc::SIGSYS);
+        }
+        return;
+    }
     // SAFETY: the kernel passes a valid siginfo_t; for SIGSYS from seccomp
     // its union holds `_sigsys` (seccomp(2), "SECCOMP_RET_TRAP"): the call
     // address at byte 16 and the system call number (an int) at byte 24.
