@@ -9,12 +9,14 @@
 //!
 //! The first argument is the number of runs of each kind (default 20), the
 //! rest the workload's arguments (default `ready`). It prints the median
-//! of the whole run and of its `first-entry` step (which holds the vCPU
-//! thread's start and the filters' installation), and their ratios.
+//! of the whole run and of each step: `vcpu-setup` compiles the filters,
+//! `first-entry` holds the vCPU thread's start and the filter's
+//! installation, and every `KVM_RUN` after it passes through the filter.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-use virtlab_vmm::{run, ConsoleSink, GuestStop, Quiet, Step, VmConfig};
+use virtlab_vmm::{run, ConsoleSink, GuestStop, Quiet, VmConfig};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -37,9 +39,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..3 {
         run(&config, ConsoleSink::Discard, &mut Quiet)?;
     }
-    // [with filters, without]: whole runs and first-entry steps, in µs.
+    // [with filters, without]: whole runs and each step, in µs.
     let mut total = [Vec::new(), Vec::new()];
-    let mut entry = [Vec::new(), Vec::new()];
+    let mut steps: [BTreeMap<&str, Vec<f64>>; 2] = Default::default();
     for i in 0..2 * runs {
         // Alternate, starting with each kind half of the time.
         let kind = (i + i / 2) % 2;
@@ -51,23 +53,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("the guest did not exit well: {}", r.summary).into());
         }
         total[kind].push(took);
-        let first = r.phases.iter().find(|p| p.step == Step::FirstEntry).map(|p| p.took_us).unwrap_or(0.0);
-        entry[kind].push(first);
+        for p in &r.phases {
+            steps[kind].entry(p.name).or_default().push(p.took_us);
+        }
     }
     let [t_on, t_off] = total.each_mut().map(|v| median(v));
-    let [e_on, e_off] = entry.each_mut().map(|v| median(v));
-    println!("minikernel `{}`, {runs} runs each, alternating (medians):", workload.join(" "));
-    println!(
-        "  whole run:   with seccomp {:>9.1} us   --no-seccomp {:>9.1} us   ratio {:.3}",
-        t_on,
-        t_off,
-        t_on / t_off
-    );
-    println!(
-        "  first-entry: with seccomp {:>9.1} us   --no-seccomp {:>9.1} us   (+{:.1} us)",
-        e_on,
-        e_off,
-        e_on - e_off
-    );
+    println!("minikernel `{}`, {runs} runs each, alternating (medians, us):", workload.join(" "));
+    println!("  {:<16} {:>12} {:>14} {:>10}", "", "with seccomp", "--no-seccomp", "ratio");
+    println!("  {:<16} {:>12.1} {:>14.1} {:>10.3}", "whole run", t_on, t_off, t_on / t_off);
+    let [on, off] = &mut steps;
+    for (name, v) in on.iter_mut() {
+        let Some(w) = off.get_mut(name) else { continue };
+        let (a, b) = (median(v), median(w));
+        println!("  {:<16} {:>12.1} {:>14.1} {:>+10.1}", name, a, b, a - b);
+    }
     Ok(())
 }
