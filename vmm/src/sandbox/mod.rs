@@ -5,8 +5,8 @@
 //!
 //! A guest reaches the host only through its VM exits, and the VMM serves
 //! those in the vCPU thread: with the filter on, whatever a guest makes the
-//! VMM do (even through a bug in a device) stays within a dozen calls, not
-//! the host's whole table. A call outside the list is stopped with SIGSYS;
+//! VMM do (even through a bug in a device) stays within 16 calls, not the
+//! host's whole table. A call outside the list is stopped with SIGSYS;
 //! the handler ([`sigsys`]) writes one line naming the call and the thread,
 //! and the process exits with [`SECCOMP_EXIT_STATUS`].
 //!
@@ -14,9 +14,9 @@
 //! (the timeout is a kernel timer that signals it: no thread); the UART
 //! kicker and the stdin reader each enter their filter first thing, and
 //! the thread that starts them waits until they have, so no helper runs
-//! unfiltered while the guest does. The caller's
-//! thread, which set the VM up and tears it down afterwards, runs no guest
-//! code and handles no exit; it is not filtered (see `DESIGN.md`).
+//! unfiltered while the guest does. The caller's thread, which set the VM
+//! up and tears it down afterwards, runs no guest code and handles no exit;
+//! it is not filtered (see `DESIGN.md`).
 //!
 //! Filters are per thread (no `SECCOMP_FILTER_FLAG_TSYNC`): each thread
 //! gets only its own list. `--no-seccomp` (the configs' `seccomp: false`)
@@ -124,8 +124,9 @@ impl SandboxReport {
         }
     }
 
-    /// What `virtlab vm run` allows by default (no `--interactive`), without running a VM: the minikernel's run, or
-    /// with `linux` a Linux guest's. The fds in the lists are placeholders.
+    /// What `virtlab vm run` allows by default (no `--interactive`),
+    /// without running a VM: the minikernel's run, or with `linux` a Linux
+    /// guest's. The fds in the lists are placeholders.
     pub fn of_default_run(linux: bool) -> SandboxReport {
         let plan = Plan {
             vcpu_fd: 3,
@@ -250,7 +251,7 @@ fn enter(kind: ThreadKind, program: Option<&[seccompiler::sock_filter]>) -> Resu
 }
 
 /// The test hook's forbidden call: a network socket, which no VMM thread
-/// needs (closed at once when no filter stops it).
+/// needs (closed at once, should the filter let it through).
 fn forbidden_call() {
     // SAFETY: socket(2) takes no pointers; the fd, if any, is closed.
     unsafe {
