@@ -123,7 +123,14 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
     let tsc_khz = setup_vcpu(&kvm, &vcpu, cr3, kernel.entry)?;
     let boot = boot_info(config, &user, &layout, rsp, tsc_khz);
     mem.write_obj(BootInfoPage(boot), GuestAddress(BOOT_INFO_ADDR)).map_err(VmError::BootInfo)?;
-    let plan = Plan { vcpu_fd: vcpu.as_raw_fd(), console: sink.fd(), fixups: false, irq_fd: None, interactive: false };
+    let plan = Plan {
+        vcpu_fd: vcpu.as_raw_fd(),
+        console: sink.fd(),
+        timeout: config.timeout.is_some(),
+        fixups: false,
+        irq_fd: None,
+        interactive: false,
+    };
     let sandbox = Sandbox::planned(config.seccomp, &plan, &[])?;
     clock.done(Step::VcpuSetup, &format!("vCPU 0 in long mode at {:#x}, guest TSC {tsc_khz} kHz", kernel.entry));
 

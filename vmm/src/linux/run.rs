@@ -106,6 +106,7 @@ pub fn run_linux(
     let plan = Plan {
         vcpu_fd: vcpu.as_raw_fd(),
         console: sink.fd(),
+        timeout: config.timeout.is_some(),
         fixups: true,
         irq_fd: Some(uart_line.as_raw_fd()),
         interactive: config.interactive,

@@ -131,6 +131,7 @@ impl SandboxReport {
         let plan = Plan {
             vcpu_fd: 3,
             console: ConsoleFd::Fd(1),
+            timeout: true,
             fixups: linux,
             irq_fd: linux.then_some(4),
             interactive: false,
@@ -305,7 +306,7 @@ mod tests {
     use super::*;
 
     fn plan() -> Plan {
-        Plan { vcpu_fd: 9, console: ConsoleFd::Fd(1), fixups: true, irq_fd: Some(11), interactive: true }
+        Plan { vcpu_fd: 9, console: ConsoleFd::Fd(1), timeout: true, fixups: true, irq_fd: Some(11), interactive: true }
     }
 
     #[test]
@@ -334,7 +335,14 @@ mod tests {
     #[test]
     fn a_filtered_thread_keeps_its_calls_and_loses_the_rest() {
         // Run in a thread of its own: a filter cannot be taken off.
-        let plan = Plan { vcpu_fd: 0, console: ConsoleFd::Nowhere, fixups: false, irq_fd: None, interactive: false };
+        let plan = Plan {
+            vcpu_fd: 0,
+            console: ConsoleFd::Nowhere,
+            timeout: false,
+            fixups: false,
+            irq_fd: None,
+            interactive: false,
+        };
         let s = Sandbox::new(&plan, &[ThreadKind::UartKicker]).unwrap();
         let t = Sandbox::spawn(Some(&s), ThreadKind::UartKicker, || {
             // Waiting, waking and the thread's end are all it needs.

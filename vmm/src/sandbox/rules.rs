@@ -54,6 +54,8 @@ pub struct Plan {
     pub vcpu_fd: RawFd,
     /// Where the guest's console goes.
     pub console: ConsoleFd,
+    /// The run has a timeout: a timer signals the vCPU thread.
+    pub timeout: bool,
     /// The Linux run's fix-ups (`KVM_EXIT_INTERNAL_ERROR` repaired with
     /// register, FPU and event ioctls); the minikernel needs `KVM_RUN` only.
     pub fixups: bool,
@@ -202,10 +204,14 @@ pub fn rules(kind: ThreadKind, plan: &Plan) -> Vec<Rule> {
                 rule_if("mprotect", "the allocator growing a thread arena, never executable", Check::NoExec),
                 rule("mremap", "the allocator growing a large buffer (captured console output)"),
                 rule("brk", "the allocator"),
-                rule("rt_sigreturn", "return from the timeout's signal, which interrupts KVM_RUN"),
-                rule("timer_delete", "the timeout's timer is deleted when the loop ends"),
                 rule("clock_gettime", "exit and milestone times, where the vDSO cannot read the clock"),
             ]);
+            if plan.timeout {
+                r.extend([
+                    rule("rt_sigreturn", "return from the timeout's signal, which interrupts KVM_RUN"),
+                    rule("timer_delete", "the timeout's timer is deleted when the loop ends"),
+                ]);
+            }
         }
         ThreadKind::UartKicker => {
             r.push(rule("clock_gettime", "its period, where the vDSO cannot read the clock"));
@@ -254,7 +260,14 @@ mod tests {
 
     #[test]
     fn the_minikernel_vcpu_may_only_run_the_guest() {
-        let plan = Plan { vcpu_fd: 9, console: ConsoleFd::Fd(1), fixups: false, irq_fd: None, interactive: false };
+        let plan = Plan {
+            vcpu_fd: 9,
+            console: ConsoleFd::Fd(1),
+            timeout: true,
+            fixups: false,
+            irq_fd: None,
+            interactive: false,
+        };
         let r = rules(ThreadKind::Vcpu, &plan);
         let ioctls: Vec<&Rule> = r.iter().filter(|x| x.name == "ioctl").collect();
         assert_eq!(ioctls.len(), 1);
@@ -274,7 +287,14 @@ mod tests {
 
     #[test]
     fn helper_threads_write_only_to_their_eventfd_and_stderr() {
-        let plan = Plan { vcpu_fd: 9, console: ConsoleFd::Fd(1), fixups: true, irq_fd: Some(11), interactive: true };
+        let plan = Plan {
+            vcpu_fd: 9,
+            console: ConsoleFd::Fd(1),
+            timeout: true,
+            fixups: true,
+            irq_fd: Some(11),
+            interactive: true,
+        };
         let kicker = rules(ThreadKind::UartKicker, &plan);
         let write = kicker.iter().find(|x| x.name == "write").expect("the kicker writes");
         assert_eq!(write.check, Check::Fds(vec![11, 2]));

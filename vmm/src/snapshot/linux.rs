@@ -88,6 +88,7 @@ pub(crate) fn restore(
     let plan = Plan {
         vcpu_fd: vcpu_fd.as_raw_fd(),
         console: sink.fd(),
+        timeout: config.timeout.is_some(),
         fixups: true,
         irq_fd: Some(uart_line.as_raw_fd()),
         interactive: false,

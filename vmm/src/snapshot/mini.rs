@@ -137,8 +137,14 @@ pub fn restore(
     let rsp = loader::build_user_stack(&mem, mini.stack_top, &argv).map_err(VmError::from)?;
     mem.write_obj(rsp, GuestAddress(BOOT_INFO_ADDR + std::mem::offset_of!(BootInfo, user_rsp) as u64))
         .map_err(VmError::BootInfo)?;
-    let plan =
-        Plan { vcpu_fd: vcpu_fd.as_raw_fd(), console: sink.fd(), fixups: false, irq_fd: None, interactive: false };
+    let plan = Plan {
+        vcpu_fd: vcpu_fd.as_raw_fd(),
+        console: sink.fd(),
+        timeout: config.timeout.is_some(),
+        fixups: false,
+        irq_fd: None,
+        interactive: false,
+    };
     let sandbox = Sandbox::planned(config.seccomp, &plan, &[]).map_err(VmError::from)?;
     clock.done(
         Step::VcpuSetup,
