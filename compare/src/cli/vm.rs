@@ -674,14 +674,6 @@ pub fn timings_table(r: &RunReport, minikernel: bool) -> String {
             sc.via_syscall, sc.via_trap, sc.enosys
         );
     }
-    s += &match &r.sandbox {
-        Some(b) => format!(
-            "sandbox: {} of the host's {} system calls allowed to the VMM's threads while the guest ran, ioctl only \
-             with {} KVM request(s)\n",
-            b.allowed_syscalls, b.host_syscalls, b.kvm_ioctls
-        ),
-        None => "sandbox: off (--no-seccomp): the VMM's threads could make any system call\n".to_string(),
-    };
     let m = &r.memory;
     s += &format!(
         "memory: guest RAM {} MiB, touched {:.1} MiB; VMM process peak RSS {:.1} MiB, minus guest pages {:.1} MiB\n",
