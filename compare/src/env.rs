@@ -239,7 +239,7 @@ fn launch_restore(workload: &Workload, ctx: &Context, linux: bool) -> Result<Sam
         args.insert(0, WORKLOAD_PATH.to_string());
     }
     let timeout = Some(if linux { ctx.linux_timeout } else { ctx.timeout });
-    let config = RestoreConfig { args, mem_size: None, timeout };
+    let config = RestoreConfig { args, mem_size: None, timeout, seccomp: true };
     let r = snapshot::restore(&dir, &config, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
     // Pages of the snapshot's file the guest touched are shared between
     // restores; the memory estimate counts them whole: an upper bound.
@@ -265,6 +265,7 @@ fn linux_config(ctx: &Context, program: Vec<String>) -> Result<virtlab_vmm::Linu
         timeout: Some(ctx.linux_timeout),
         interactive: false,
         snapshot: None,
+        seccomp: true,
     })
 }
 
@@ -285,6 +286,7 @@ fn launch_linux(workload: &Workload, ctx: &Context) -> Result<Sample, String> {
         timeout: Some(ctx.linux_timeout),
         interactive: false,
         snapshot: None,
+        seccomp: true,
     };
     let r = virtlab_vmm::run_linux(&c, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
     let mut s = empty_sample(workload);

@@ -85,6 +85,9 @@ pub struct VmConfig {
     /// Pause at a boot milestone, save the VM there, and run on
     /// ([`crate::snapshot`]).
     pub snapshot: Option<crate::snapshot::SnapshotRequest>,
+    /// Run the vCPU loop under its seccomp filter
+    /// ([`crate::sandbox`]); false is `--no-seccomp`, for debugging.
+    pub seccomp: bool,
 }
 
 impl VmConfig {
@@ -103,6 +106,7 @@ impl VmConfig {
             unknown_io: UnknownIo::Stop,
             huge_pages: true,
             snapshot: None,
+            seccomp: true,
         }
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::io::Write;
 use std::time::Instant;
 
+use crate::sandbox::ConsoleFd;
+
 /// The line a workload prints when it starts running.
 pub const READY_MARKER: &[u8] = b"virtlab.ready";
 
@@ -19,6 +21,18 @@ pub enum ConsoleSink {
     Discard,
     /// To any writer.
     Writer(Box<dyn Write + Send>),
+}
+
+impl ConsoleSink {
+    /// Where it writes, for the vCPU thread's seccomp filter.
+    pub(crate) fn fd(&self) -> ConsoleFd {
+        match self {
+            ConsoleSink::Stdout => ConsoleFd::Fd(1),
+            ConsoleSink::Stderr => ConsoleFd::Fd(2),
+            ConsoleSink::Capture | ConsoleSink::Discard => ConsoleFd::Nowhere,
+            ConsoleSink::Writer(_) => ConsoleFd::Unknown,
+        }
+    }
 }
 
 impl fmt::Debug for ConsoleSink {

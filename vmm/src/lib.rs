@@ -19,7 +19,9 @@
 //! 6. **Run**: `KVM_RUN` until a VM exit; [`exit::handle_exit`] hands port
 //!    I/O to the devices on the [`devices::PortBus`] (16550 UART,
 //!    paravirtual console, exit, fault and boot-timer ports) until the guest
-//!    writes its exit status.
+//!    writes its exit status. The vCPU loop runs in a thread of its own
+//!    under a seccomp filter that allows only the calls it needs from then
+//!    on ([`sandbox`]).
 //!
 //! ```no_run
 //! use virtlab_vmm::{run, ConsoleSink, Quiet, VmConfig};
@@ -46,6 +48,7 @@ pub mod loader;
 pub mod observe;
 pub mod probe;
 pub mod report;
+pub mod sandbox;
 pub mod snapshot;
 pub mod stop;
 pub mod vm;

@@ -125,8 +125,12 @@ impl Step {
     }
 }
 
-/// Watches a run. Every method has a default that does nothing.
-pub trait Observer {
+/// Watches a run. Every method has a default that does nothing. The
+/// observer is told about the guest's progress from the vCPU thread, hence
+/// `Send`; from `first-entry` on that thread runs under its seccomp filter
+/// ([`crate::sandbox`]), so `after` and `note` may print on stderr but not
+/// open files or write elsewhere.
+pub trait Observer: Send {
     /// A host step is about to start (a front end may pause here).
     fn before(&mut self, _step: Step) {}
     /// A step finished `took` after the previous one; `detail` says what it

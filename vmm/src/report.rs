@@ -106,6 +106,10 @@ pub struct RunReport {
     /// the point.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<crate::snapshot::Saved>,
+    /// What the VMM's threads were allowed to call while the guest ran
+    /// (None: no seccomp filter: `--no-seccomp`, or a run that stopped
+    /// before the snapshot it was to save).
+    pub sandbox: Option<crate::sandbox::SandboxReport>,
 }
 
 impl RunReport {

@@ -4,6 +4,7 @@
 //! here is the minikernel's own: its boot ABI, its devices, its report.
 
 use std::borrow::Cow;
+use std::os::fd::AsRawFd;
 
 use kvm_ioctls::{Kvm, VcpuFd};
 use virtlab_minikernel::abi::{self, port, BootInfo, BOOT_INFO_ADDR, BOOT_INFO_MAGIC, MAX_GUEST_MEM};
@@ -21,6 +22,7 @@ use crate::input::{self, FileRole, MAX_KERNEL_BYTES};
 use crate::loader::{self, UserImage, UserLayout};
 use crate::observe::{Observer, Step};
 use crate::report::{RunReport, SyscallCounts};
+use crate::sandbox::{Plan, Sandbox};
 use crate::snapshot::format::MiniState;
 use crate::snapshot::{self, Extra, GuestKind, Live, Saved, SnapshotAt, SnapshotError};
 use crate::vstate::clock::Clock;
@@ -121,9 +123,19 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
     let tsc_khz = setup_vcpu(&kvm, &vcpu, cr3, kernel.entry)?;
     let boot = boot_info(config, &user, &layout, rsp, tsc_khz);
     mem.write_obj(BootInfoPage(boot), GuestAddress(BOOT_INFO_ADDR)).map_err(VmError::BootInfo)?;
+    let plan = Plan {
+        vcpu_fd: vcpu.as_raw_fd(),
+        console: sink.fd(),
+        timeout: config.timeout.is_some(),
+        fixups: false,
+        irq_fd: None,
+        interactive: false,
+    };
+    let sandbox = Sandbox::planned(config.seccomp, &plan, &[])?;
     clock.done(Step::VcpuSetup, &format!("vCPU 0 in long mode at {:#x}, guest TSC {tsc_khz} kHz", kernel.entry));
 
     let mut guest = VcpuLoop::new(devices()?, Console::new(sink), config.unknown_io, NoFixups);
+    guest.sandbox = sandbox;
     let mut saved = None;
     let stopped = match &config.snapshot {
         None => guest.run(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION)?,

@@ -1,16 +1,21 @@
-//! Stops a guest that runs too long: after the deadline a helper thread
-//! kicks the vCPU thread out of KVM_RUN with a signal, until the vCPU loop
-//! acknowledges.
+//! Stops a guest that runs too long: a kernel timer signals the vCPU
+//! thread at the deadline, which interrupts KVM_RUN, and again every 5 ms
+//! until the vCPU loop has stopped and drops the watchdog.
+//!
+//! The kernel is the watchdog (`timer_create` with `SIGEV_THREAD_ID`,
+//! timer_create(2)): no helper thread to start, to sandbox, or to join. A
+//! signal that lands outside KVM_RUN is lost, hence the repeats.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Once};
-use std::thread::JoinHandle;
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 /// The signal used to interrupt KVM_RUN (a real-time signal nobody else uses).
-fn kick_signal() -> libc::c_int {
+pub(crate) fn kick_signal() -> libc::c_int {
     libc::SIGRTMIN() + 2
 }
+
+/// How often the timer signals again once the deadline has passed.
+const REPEAT: Duration = Duration::from_millis(5);
 
 extern "C" fn on_kick(_: libc::c_int) {}
 
@@ -30,73 +35,62 @@ fn install_handler() {
     });
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    expired: AtomicBool,
-    acked: AtomicBool,
-    done: Mutex<bool>,
-    wake: Condvar,
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(d.subsec_nanos() as i32) }
 }
 
-/// A running watchdog; dropping it stops the helper thread.
+/// A running watchdog; dropping it deletes the timer. It belongs to the
+/// thread that started it, the one the timer signals.
 #[derive(Debug)]
 pub struct Watchdog {
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    timer: libc::timer_t,
+    deadline: Instant,
 }
 
 impl Watchdog {
     /// Starts watching the calling thread (the vCPU thread).
     pub fn start(timeout: Duration) -> std::io::Result<Watchdog> {
         install_handler();
-        let shared = Arc::new(Shared::default());
-        // SAFETY: pthread_self has no preconditions.
-        let target = unsafe { libc::pthread_self() };
-        let s = Arc::clone(&shared);
+        // A zero first expiry would disarm the timer.
+        let timeout = timeout.max(Duration::from_nanos(1));
+        // The deadline is taken before the timer is armed, so the first
+        // signal never comes before it.
         let deadline = Instant::now() + timeout;
-        let thread = std::thread::Builder::new().name("virtlab-watchdog".into()).spawn(move || {
-            let mut done = s.done.lock().unwrap_or_else(|p| p.into_inner());
-            while !*done {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                done = s.wake.wait_timeout(done, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-            }
-            if *done {
-                return;
-            }
-            s.expired.store(true, Ordering::SeqCst);
-            // Kick until the vCPU loop has seen the flag: a signal that lands
-            // outside KVM_RUN is lost, so repeat.
-            while !*done && !s.acked.load(Ordering::SeqCst) {
-                // SAFETY: the target thread is alive until `done` is set,
-                // which happens before it joins this thread.
-                unsafe { libc::pthread_kill(target, kick_signal()) };
-                done = s.wake.wait_timeout(done, Duration::from_millis(5)).unwrap_or_else(|p| p.into_inner()).0;
-            }
-        })?;
-        Ok(Watchdog { shared, thread: Some(thread) })
+        // SAFETY: a zeroed sigevent is valid; the fields set ask for the
+        // signal to go to this thread (gettid has no preconditions).
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = kick_signal();
+        // SAFETY: gettid has no preconditions.
+        event.sigev_notify_thread_id = unsafe { libc::gettid() };
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: timer_create reads the sigevent and writes the new timer's
+        // id, both owned by this frame.
+        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let watchdog = Watchdog { timer, deadline };
+        let spec = libc::itimerspec { it_value: timespec(timeout), it_interval: timespec(REPEAT) };
+        // SAFETY: `timer` was just created; the itimerspec is owned by this
+        // frame and the old value is not asked for.
+        if unsafe { libc::timer_settime(watchdog.timer, 0, &spec, std::ptr::null_mut()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(watchdog)
     }
 
     /// Whether the deadline passed; the vCPU loop calls this after every
-    /// exit and acknowledges by doing so.
+    /// exit (an interrupted KVM_RUN among them).
     pub fn expired(&self) -> bool {
-        let e = self.shared.expired.load(Ordering::SeqCst);
-        if e {
-            self.shared.acked.store(true, Ordering::SeqCst);
-        }
-        e
+        Instant::now() >= self.deadline
     }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        *self.shared.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.shared.wake.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // SAFETY: the timer was created by `start` and is deleted once; a
+        // signal it already queued finds the handler, which does nothing.
+        unsafe { libc::timer_delete(self.timer) };
     }
 }
 

@@ -62,6 +62,7 @@ fn linux_run(kernel: PathBuf, initrd: Option<PathBuf>) -> Result<(), String> {
         timeout: Some(Duration::from_secs(30)),
         interactive: false,
         snapshot: None,
+        seccomp: true,
     };
     run_linux(&c, ConsoleSink::Discard, &mut Quiet).map(drop).map_err(|e| chain(&e))
 }

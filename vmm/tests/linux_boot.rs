@@ -30,6 +30,7 @@ fn config(kernel: PathBuf, program: &[&str]) -> LinuxConfig {
         timeout: Some(Duration::from_secs(30)),
         interactive: false,
         snapshot: None,
+        seccomp: true,
     }
 }
 

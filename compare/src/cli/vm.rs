@@ -22,7 +22,8 @@ pub enum VmCommand {
     /// a path: `virtlab vm run -- cpu 1000000` runs the built-in workload in
     /// cpu mode; `virtlab vm run -- ./prog arg` runs a static x86_64 ELF.
     /// The exit status is the workload's (128+signal number for a fault, as
-    /// for a native process; 124 on timeout; 125 when virtlab fails).
+    /// for a native process; 124 on timeout; 125 when virtlab fails; 159
+    /// when the VMM's seccomp filter stopped one of its own system calls).
     ///
     /// With a Linux kernel the words after `--` are a program in the guest
     /// and its arguments, any words at all (virtlab's initramfs carries them
@@ -82,6 +83,10 @@ pub struct VmRestoreArgs {
     /// Print one JSON report on stdout.
     #[arg(long)]
     json: bool,
+    /// Run the restored VM without its seccomp filters (for debugging: see
+    /// `vm run --no-seccomp`).
+    #[arg(long)]
+    no_seccomp: bool,
     /// The workload's arguments (default: those the snapshot was taken
     /// with); for a Linux snapshot, a program of its initramfs and its
     /// arguments, or a workload mode.
@@ -171,6 +176,14 @@ pub struct VmRunArgs {
     /// guest runs on afterwards. See `virtlab vm restore`.
     #[arg(long, value_name = "DIR", requires = "snapshot_at")]
     snapshot: Option<PathBuf>,
+    /// Run without the VMM's seccomp filters. By default, once the VM is
+    /// set up, the vCPU thread and its helpers (UART kicker, stdin) each
+    /// run under a filter allowing only the system calls they
+    /// need (`--explain` lists them); a call outside it stops virtlab with
+    /// a line naming the call and exit status 159. Use this to debug such a
+    /// stop.
+    #[arg(long)]
+    no_seccomp: bool,
     /// The workload and its arguments (default: the built-in workload's
     /// `ready` mode); for a Linux guest, a program in it (a path, or with
     /// --rootfs a name in its PATH) and its arguments.
@@ -232,6 +245,7 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     if let (Some(at), Some(dir)) = (args.snapshot_at, &args.snapshot) {
         config.snapshot = Some(SnapshotRequest { at, dir: dir.clone() });
     }
+    config.seccomp = !args.no_seccomp;
 
     let (sink, mut narrator) = console_and_narrator(&args);
     if narrator.step && !std::io::stdin().is_terminal() {
@@ -268,7 +282,12 @@ fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
         args.args.clone()
     };
     let timeout = args.timeout.unwrap_or(virtlab_vmm::config::DEFAULT_TIMEOUT);
-    let config = RestoreConfig { args: words, mem_size: args.mem, timeout: (!timeout.is_zero()).then_some(timeout) };
+    let config = RestoreConfig {
+        args: words,
+        mem_size: args.mem,
+        timeout: (!timeout.is_zero()).then_some(timeout),
+        seccomp: !args.no_seccomp,
+    };
     let sink = if args.json { ConsoleSink::Capture } else { ConsoleSink::Stdout };
     let mut narrator = Narrator { explain: args.explain, step: false, n: 0, stdin_open: true };
     let report = virtlab_vmm::snapshot::restore(&args.dir, &config, sink, &mut narrator)
@@ -461,6 +480,7 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
         timeout: (!timeout.is_zero()).then_some(timeout),
         snapshot: args.snapshot_at.zip(args.snapshot.clone()).map(|(at, dir)| SnapshotRequest { at, dir }),
         interactive: args.interactive,
+        seccomp: !args.no_seccomp,
     };
     let (sink, mut narrator) = console_and_narrator(&args);
     if narrator.explain {

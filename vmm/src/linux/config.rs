@@ -56,6 +56,10 @@ pub struct LinuxConfig {
     /// Pause when the init starts, save the VM there (and probe which of
     /// its state this host would take back), and run on.
     pub snapshot: Option<crate::snapshot::SnapshotRequest>,
+    /// Run the vCPU loop and its helper threads (UART kicker, stdin)
+    /// under their seccomp filters ([`crate::sandbox`]); false is
+    /// `--no-seccomp`.
+    pub seccomp: bool,
 }
 
 impl LinuxConfig {

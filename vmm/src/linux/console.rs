@@ -12,6 +12,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::console::ConsoleSink;
 use crate::devices::serial::SerialState;
+use crate::sandbox::{remember_tty, Sandbox, SandboxError, ThreadKind};
 
 /// Console output: passed on to the real sink, the tail kept for reports.
 pub(crate) struct Tee {
@@ -112,19 +113,21 @@ pub(crate) struct UartKicker {
 impl UartKicker {
     const PERIOD: std::time::Duration = std::time::Duration::from_millis(10);
 
-    pub(crate) fn start(state: Arc<Mutex<SerialState>>, line: Arc<EventFd>) -> UartKicker {
+    /// Starts the thread, under the sandbox's filter for it when given.
+    pub(crate) fn start(
+        state: Arc<Mutex<SerialState>>,
+        line: Arc<EventFd>,
+        sandbox: Option<&Sandbox>,
+    ) -> Result<UartKicker, SandboxError> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("virtlab-uart-kick".into())
-            .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::park_timeout(UartKicker::PERIOD);
-                    state.lock().unwrap_or_else(|p| p.into_inner()).reassert(line.as_ref());
-                }
-            })
-            .ok();
-        UartKicker { stop, thread }
+        let thread = Sandbox::spawn(sandbox, ThreadKind::UartKicker, move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::park_timeout(UartKicker::PERIOD);
+                state.lock().unwrap_or_else(|p| p.into_inner()).reassert(line.as_ref());
+            }
+        })?;
+        Ok(UartKicker { stop, thread: Some(thread) })
     }
 }
 
@@ -151,8 +154,9 @@ impl Drop for RawTty {
 }
 
 /// Feeds standard input to the guest's UART from a helper thread (raw mode
-/// when it is a terminal, so keys reach the guest as they are typed).
-pub(crate) fn start_input(state: Arc<Mutex<SerialState>>, line: Arc<EventFd>) -> RawTty {
+/// when it is a terminal, so keys reach the guest as they are typed), under
+/// the sandbox's filter for it when given.
+pub(crate) fn start_input(state: Arc<Mutex<SerialState>>, line: Arc<EventFd>, sandbox: Option<&Sandbox>) -> RawTty {
     // SAFETY: isatty, tcgetattr, cfmakeraw and tcsetattr on fd 0 with a
     // termios owned by this frame.
     let saved = unsafe {
@@ -163,12 +167,13 @@ pub(crate) fn start_input(state: Arc<Mutex<SerialState>>, line: Arc<EventFd>) ->
             // Keep output post-processing: the guest's "\n" as "\r\n".
             t.c_oflag = saved.c_oflag;
             libc::tcsetattr(0, libc::TCSANOW, &t);
+            remember_tty(saved);
             Some(saved)
         } else {
             None
         }
     };
-    let spawned = std::thread::Builder::new().name("virtlab-stdin".into()).spawn(move || {
+    let spawned = Sandbox::spawn(sandbox, ThreadKind::Stdin, move || {
         let mut buf = [0u8; 256];
         loop {
             // SAFETY: reads into a live buffer of buf.len() bytes.

@@ -4,6 +4,7 @@
 //! loop) is in `vstate`; here is what a PC and Linux's boot protocols add.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
@@ -34,6 +35,7 @@ use crate::exit::UnknownIo;
 use crate::input::{self, FileRole};
 use crate::observe::{Observer, Step};
 use crate::report::RunReport;
+use crate::sandbox::{Plan, Sandbox, ThreadKind};
 use crate::snapshot::{self, Extra, GuestKind, Live, SnapshotAt, SnapshotError, SnapshotRequest};
 use crate::vstate::clock::{us, Clock};
 use crate::vstate::error::VmError;
@@ -101,6 +103,17 @@ pub fn run_linux(
     let hidden = setup_vcpu(&kvm, &vcpu, &mut quirks, loaded.kernel.entry, loaded.cr3)?;
     let tsc_khz = vcpu.get_tsc_khz().unwrap_or(0);
     let (entry, _) = entry_of(loaded.kernel.entry);
+    let plan = Plan {
+        vcpu_fd: vcpu.as_raw_fd(),
+        console: sink.fd(),
+        timeout: config.timeout.is_some(),
+        fixups: true,
+        irq_fd: Some(uart_line.as_raw_fd()),
+        interactive: config.interactive,
+    };
+    let helpers: &[ThreadKind] =
+        if config.interactive { &[ThreadKind::UartKicker, ThreadKind::Stdin] } else { &[ThreadKind::UartKicker] };
+    let sandbox = Sandbox::planned(config.seccomp, &plan, helpers).map_err(VmError::from)?;
     clock.done(
         Step::VcpuSetup,
         &format!(
@@ -115,9 +128,14 @@ pub fn run_linux(
     let serial = Serial::new(Arc::clone(&uart_line));
     let (serial_state, _) = serial.handle();
     let bus = devices(serial, CommandPort::default())?;
-    let _raw_tty = config.interactive.then(|| start_input(Arc::clone(&serial_state), Arc::clone(&uart_line)));
-    let kicker = UartKicker::start(Arc::clone(&serial_state), Arc::clone(&uart_line));
+    let _raw_tty = match config.interactive {
+        true => Some(start_input(Arc::clone(&serial_state), Arc::clone(&uart_line), sandbox.as_ref())),
+        false => None,
+    };
+    let kicker = UartKicker::start(Arc::clone(&serial_state), Arc::clone(&uart_line), sandbox.as_ref())
+        .map_err(VmError::from)?;
     let mut guest = VcpuLoop::new(bus, console, UnknownIo::Ignore, HostFixups { quirks, failure: None });
+    guest.sandbox = sandbox;
     let mut saved = None;
     let stopped = match &config.snapshot {
         None => guest.run(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION)?,

@@ -8,6 +8,7 @@
 //! command file when there is none): a restore given arguments hands them
 //! over there, so one booted snapshot runs any program of its initramfs.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use crate::linux::run::{devices, pc_board, NARRATION};
 use crate::linux::{HostFixups, HostQuirks, UartKicker};
 use crate::observe::Step;
 use crate::report::RunReport;
+use crate::sandbox::{Plan, Sandbox, ThreadKind};
 use crate::vstate::clock::Clock;
 use crate::vstate::error::VmError;
 use crate::vstate::exit_loop::VcpuLoop;
@@ -83,6 +85,15 @@ pub(crate) fn restore(
     clock.before(Step::VcpuSetup);
     let mut vcpu_fd = vstate_vcpu::create_vcpu(&vm)?;
     quirks.extend(vcpu::restore_vcpu(&mut vcpu_fd, &state.vcpus[0])?);
+    let plan = Plan {
+        vcpu_fd: vcpu_fd.as_raw_fd(),
+        console: sink.fd(),
+        timeout: config.timeout.is_some(),
+        fixups: true,
+        irq_fd: Some(uart_line.as_raw_fd()),
+        interactive: false,
+    };
+    let sandbox = Sandbox::planned(config.seccomp, &plan, &[ThreadKind::UartKicker]).map_err(VmError::from)?;
     clock.done(
         Step::VcpuSetup,
         &format!(
@@ -98,9 +109,11 @@ pub(crate) fn restore(
     }
     let (serial_state, _) = serial.handle();
     let bus = devices(serial, command).map_err(VmError::from)?;
-    let kicker = UartKicker::start(Arc::clone(&serial_state), Arc::clone(&uart_line));
+    let kicker = UartKicker::start(Arc::clone(&serial_state), Arc::clone(&uart_line), sandbox.as_ref())
+        .map_err(VmError::from)?;
     let fixups = HostFixups { quirks: HostQuirks::probe(), failure: None };
     let mut guest = VcpuLoop::new(bus, Console::new(sink), UnknownIo::Ignore, fixups);
+    guest.sandbox = sandbox;
     let stopped = guest.run(&mut vcpu_fd, &mem, &mut clock, config.timeout, NARRATION)?;
     drop(kicker);
 

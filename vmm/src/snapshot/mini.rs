@@ -1,6 +1,7 @@
 //! The minikernel's snapshot: saved at "kernel ready", restored with any
 //! workload arguments.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use virtlab_minikernel::abi::{self, port, BootInfo, BOOT_INFO_ADDR};
@@ -19,6 +20,7 @@ use crate::exit::UnknownIo;
 use crate::loader;
 use crate::observe::{Observer, Step};
 use crate::report::{RunReport, SyscallCounts};
+use crate::sandbox::{Plan, Sandbox};
 use crate::vstate::clock::Clock;
 use crate::vstate::error::VmError;
 use crate::vstate::exit_loop::{Narration, NoFixups, VcpuLoop};
@@ -135,6 +137,15 @@ pub fn restore(
     let rsp = loader::build_user_stack(&mem, mini.stack_top, &argv).map_err(VmError::from)?;
     mem.write_obj(rsp, GuestAddress(BOOT_INFO_ADDR + std::mem::offset_of!(BootInfo, user_rsp) as u64))
         .map_err(VmError::BootInfo)?;
+    let plan = Plan {
+        vcpu_fd: vcpu_fd.as_raw_fd(),
+        console: sink.fd(),
+        timeout: config.timeout.is_some(),
+        fixups: false,
+        irq_fd: None,
+        interactive: false,
+    };
+    let sandbox = Sandbox::planned(config.seccomp, &plan, &[]).map_err(VmError::from)?;
     clock.done(
         Step::VcpuSetup,
         &format!(
@@ -146,6 +157,7 @@ pub fn restore(
     );
 
     let mut guest = VcpuLoop::new(devices(&state)?, Console::new(sink), UnknownIo::Stop, NoFixups);
+    guest.sandbox = sandbox;
     let stopped = guest.run(&mut vcpu_fd, &mem, &mut clock, config.timeout, NARRATION)?;
 
     clock.before(Step::Teardown);

@@ -104,7 +104,7 @@ pub struct SnapshotRequest {
 }
 
 /// What a restore runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RestoreConfig {
     /// The workload's arguments (argv[1..]); empty: the snapshot's own.
     pub args: Vec<String>,
@@ -112,6 +112,16 @@ pub struct RestoreConfig {
     pub mem_size: Option<u64>,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
+    /// Run the restored guest's threads under their seccomp filters
+    /// ([`crate::sandbox`]); false is `--no-seccomp`.
+    pub seccomp: bool,
+}
+
+impl Default for RestoreConfig {
+    /// The snapshot's own arguments and memory, no timeout, sandboxed.
+    fn default() -> Self {
+        RestoreConfig { args: Vec::new(), mem_size: None, timeout: None, seccomp: true }
+    }
 }
 
 /// What a written snapshot holds, in sizes.

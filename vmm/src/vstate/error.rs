@@ -51,9 +51,15 @@ pub enum VmError {
     /// Saving a snapshot failed (the run stops: a snapshot was asked for).
     #[error("cannot save the snapshot")]
     Snapshot(#[source] Box<crate::snapshot::SnapshotError>),
-    /// The watchdog thread could not start.
-    #[error("cannot start the timeout watchdog thread")]
+    /// The timeout's timer could not be set.
+    #[error("cannot set the timeout's timer (timer_create)")]
     Watchdog(#[source] std::io::Error),
+    /// The seccomp sandbox could not be set up.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// The vCPU thread could not start.
+    #[error("cannot start the vCPU thread")]
+    VcpuThread(#[source] std::io::Error),
 }
 
 fn kvm_hint(e: &kvm_ioctls::Error) -> &'static str {

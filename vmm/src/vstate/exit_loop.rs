@@ -21,6 +21,7 @@ use crate::devices::{DeviceContext, PortBus};
 use crate::exit::{handle_exit, ExitStats, Flow, UnknownIo};
 use crate::observe::Step;
 use crate::report::{MemoryFigures, RunReport, SyscallCounts};
+use crate::sandbox::{Sandbox, SandboxReport, ThreadKind};
 use crate::stop::GuestStop;
 use crate::watchdog::Watchdog;
 
@@ -59,10 +60,14 @@ pub(crate) struct VcpuLoop<F> {
     pub(crate) stats: ExitStats,
     pub(crate) policy: UnknownIo,
     pub(crate) fixups: F,
+    /// The seccomp filters of the vCPU thread and its helpers (None:
+    /// `--no-seccomp`).
+    pub(crate) sandbox: Option<Sandbox>,
 }
 
 /// What [`VcpuLoop::run_pausing`] calls at its pause point.
-pub(crate) type PauseHook<'h> = &'h mut dyn FnMut(&mut VcpuFd, &GuestMemoryMmap, &PortBus) -> Result<(), VmError>;
+pub(crate) type PauseHook<'h> =
+    &'h mut (dyn FnMut(&mut VcpuFd, &GuestMemoryMmap, &PortBus) -> Result<(), VmError> + Send);
 
 /// Finishes the instruction behind the last exit without running the
 /// guest on: after an `out`, KVM moves RIP past it only on the next
@@ -87,16 +92,17 @@ pub(crate) struct Stopped {
     pub(crate) stop: GuestStop,
     entered: Instant,
     stopped: Instant,
+    sandbox: Option<SandboxReport>,
 }
 
 impl<F: Fixups> VcpuLoop<F> {
     /// Devices on `bus`, output to `console`, nothing counted yet.
     pub(crate) fn new(bus: PortBus, console: Console, policy: UnknownIo, fixups: F) -> VcpuLoop<F> {
-        VcpuLoop { bus, console, milestones: Vec::new(), stats: ExitStats::default(), policy, fixups }
+        VcpuLoop { bus, console, milestones: Vec::new(), stats: ExitStats::default(), policy, fixups, sandbox: None }
     }
 
     /// Steps "first entry" to "workload exit": runs the vCPU until the
-    /// guest stops, or until `timeout` (a watchdog signal kicks the vCPU
+    /// guest stops, or until `timeout` (a timer's signal kicks the vCPU
     /// out of `KVM_RUN`), telling the observer about the guest's progress
     /// as it goes.
     pub(crate) fn run(
@@ -106,7 +112,10 @@ impl<F: Fixups> VcpuLoop<F> {
         clock: &mut Clock<'_>,
         timeout: Option<Duration>,
         say: Narration,
-    ) -> Result<Stopped, VmError> {
+    ) -> Result<Stopped, VmError>
+    where
+        F: Send,
+    {
         self.run_pausing(vcpu, mem, clock, timeout, say, None)
     }
 
@@ -114,7 +123,39 @@ impl<F: Fixups> VcpuLoop<F> {
     /// `pause.0` the vCPU is paused, its pending exit completed, and
     /// `pause.1` is called with the vCPU, memory and devices (to take a
     /// snapshot); then the guest runs on.
+    ///
+    /// The loop runs in a thread of its own, the vCPU thread, which enters
+    /// its seccomp filter (when the loop has a [`Sandbox`]) before the first
+    /// `KVM_RUN`, or right after the snapshot when there is a pause point:
+    /// saving one opens files and builds a scratch VM, set-up work the
+    /// filter does not allow. The caller's thread waits for it.
     pub(crate) fn run_pausing(
+        &mut self,
+        vcpu: &mut VcpuFd,
+        mem: &GuestMemoryMmap,
+        clock: &mut Clock<'_>,
+        timeout: Option<Duration>,
+        say: Narration,
+        pause: Option<(u8, PauseHook<'_>)>,
+    ) -> Result<Stopped, VmError>
+    where
+        F: Send,
+    {
+        clock.before(Step::FirstEntry);
+        std::thread::scope(|s| {
+            let thread = std::thread::Builder::new()
+                .name(ThreadKind::Vcpu.name().into())
+                .spawn_scoped(s, || self.run_here(vcpu, mem, clock, timeout, say, pause))
+                .map_err(VmError::VcpuThread)?;
+            match thread.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// The loop itself, in the vCPU thread.
+    fn run_here(
         &mut self,
         vcpu: &mut VcpuFd,
         mem: &GuestMemoryMmap,
@@ -123,11 +164,12 @@ impl<F: Fixups> VcpuLoop<F> {
         say: Narration,
         mut pause: Option<(u8, PauseHook<'_>)>,
     ) -> Result<Stopped, VmError> {
-        clock.before(Step::FirstEntry);
+        // The timer that signals this thread when the timeout passes.
         let watchdog = match timeout {
             Some(t) => Some(Watchdog::start(t).map_err(VmError::Watchdog)?),
             None => None,
         };
+        let mut filtered = pause.is_none() && self.enter_sandbox(clock)?;
         let entered = Instant::now();
         let mut awaiting_first_exit = true;
         let mut reported = 0;
@@ -152,6 +194,7 @@ impl<F: Fixups> VcpuLoop<F> {
                     complete_pending_exit(vcpu)?;
                     hook(vcpu, mem, &self.bus)?;
                     pause = None;
+                    filtered = self.enter_sandbox(clock)?;
                 }
             }
         };
@@ -159,10 +202,21 @@ impl<F: Fixups> VcpuLoop<F> {
         drop(watchdog);
         self.console.flush();
         clock.mark(Step::WorkloadExit, stopped, &stop.describe());
-        Ok(Stopped { stop, entered, stopped })
+        // What the filters allowed, if the guest ran under them.
+        let sandbox = self.sandbox.as_ref().filter(|_| filtered).map(|s| s.report().clone());
+        Ok(Stopped { stop, entered, stopped, sandbox })
     }
 
-    /// One `KVM_RUN`, and what its exit means. A signal (the watchdog's)
+    /// Puts the vCPU thread under its filter, and tells the observer what
+    /// it allows. Returns whether there was one.
+    fn enter_sandbox(&self, clock: &mut Clock<'_>) -> Result<bool, VmError> {
+        let Some(s) = &self.sandbox else { return Ok(false) };
+        clock.observer.note(&s.report().describe());
+        s.enter(ThreadKind::Vcpu)?;
+        Ok(true)
+    }
+
+    /// One `KVM_RUN`, and what its exit means. A signal (the timeout's)
     /// that interrupts `KVM_RUN` is no exit: the loop goes round and looks
     /// at the deadline.
     #[inline]
@@ -214,6 +268,7 @@ impl Stopped {
             kernel_pvh: false,
             output: None,
             snapshot: None,
+            sandbox: self.sandbox,
         }
     }
 }
