@@ -367,6 +367,15 @@ pub struct ContainerConfig {
     /// The streams then go through pipes; with [`Stdio::Inherit`] they are
     /// still copied to the launcher's own stdout and stderr.
     pub log: Option<PathBuf>,
+    /// Mark every fd above 2 close-on-exec right before execve
+    /// (close_range(3, ~0, CLOSE_RANGE_CLOEXEC)), so that no fd of the
+    /// launcher, such as a host directory it had open, reaches the command.
+    /// On by default; off only for the escape lab's leaked-fd lesson.
+    pub close_fds: bool,
+    /// Apply the devices cgroup allowlist ([`crate::runtime::devices`])
+    /// where the host supports it. On by default; off only for the escape
+    /// lab's mknod lesson.
+    pub device_allowlist: bool,
 }
 
 impl ContainerConfig {
@@ -402,6 +411,8 @@ impl ContainerConfig {
             no_new_privs: true,
             cgroup_path: None,
             sysctl: Vec::new(),
+            close_fds: true,
+            device_allowlist: true,
         }
     }
 }

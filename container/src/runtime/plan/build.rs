@@ -93,7 +93,7 @@ impl Plan {
     /// `ops` with the command of `cfg` ready for execve.
     fn with_command(ops: Ops, cfg: &ContainerConfig) -> Result<Plan, ConfigError> {
         let command::Command { candidates, argv, envp, exec } = command::prepare(cfg)?;
-        Ok(Plan { ops, candidates, _argv: argv, _envp: envp, exec })
+        Ok(Plan { ops, candidates, _argv: argv, _envp: envp, exec, close_fds: cfg.close_fds })
     }
 }
 
@@ -202,6 +202,24 @@ mod tests {
         // With a devices allowlist, CAP_MKNOD is kept (Docker's default set).
         assert!(!calls.contains(&format!("capbset_drop {}", cap::MKNOD)));
         assert!(hooks.0.contains(&"done pivot_root".to_string()));
+    }
+
+    #[test]
+    fn close_fds_off_leaves_the_fds_open_across_execve() {
+        let record = |close_fds: bool| {
+            let mut c = cfg(Namespaces::ALL);
+            c.close_fds = close_fds;
+            let plan = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[], host()).unwrap();
+            let sys = Recorder::default();
+            run_plan(&sys, &plan, Received::default(), &mut Steps::default());
+            sys.calls.into_inner()
+        };
+        let on = record(true);
+        let at = on.iter().position(|c| c == "cloexec_from_3").expect("close_range before exec");
+        assert!(on[at + 1].starts_with("execve"), "{on:#?}");
+        let off = record(false);
+        assert!(!off.iter().any(|c| c == "cloexec_from_3"), "{off:#?}");
+        assert!(off.last().is_some_and(|c| c.starts_with("execve")), "{off:#?}");
     }
 
     #[test]
