@@ -66,6 +66,7 @@ const KEYCTL_READ: u64 = 11;
 const PTRACE_ATTACH: u64 = 16;
 const PTRACE_DETACH: u64 = 17;
 const WALL: u64 = 0x4000_0000;
+const WNOHANG: u64 = 1;
 const CLONE_NEWNS: u64 = 0x0002_0000;
 const CLONE_NEWCGROUP: u64 = 0x0200_0000;
 const CLONE_NEWUSER: u64 = 0x1000_0000;
@@ -285,9 +286,17 @@ fn ptrace(pid: u64) -> i32 {
     if r < 0 {
         return blocked(name, b"ptrace_attach", r);
     }
-    let mut status = 0u32;
-    // SAFETY: status is writable; waits for the tracee's stop.
-    unsafe { syscall6(SYS_WAIT4, pid, &mut status as *mut u32 as u64, WALL, 0, 0, 0) };
+    // Wait for the tracee's stop, a bounded while: a PID 1 drops the
+    // SIGSTOP that PTRACE_ATTACH sends and never stops.
+    for _ in 0..50 {
+        let mut status = 0u32;
+        // SAFETY: status is writable for the call.
+        let r = unsafe { syscall6(SYS_WAIT4, pid, &mut status as *mut u32 as u64, WALL | WNOHANG, 0, 0, 0) } as i64;
+        if r != 0 {
+            break;
+        }
+        sleep_ms(10);
+    }
     // SAFETY: ptrace with integer arguments; the tracee goes on as before.
     unsafe { syscall6(SYS_PTRACE, PTRACE_DETACH, pid, 0, 0, 0, 0) };
     let mut l = Line::new();
@@ -405,8 +414,8 @@ fn read_file(name: &[u8], path: &[u8], shown: &[u8]) -> i32 {
     let n = unsafe { sys(SYS_READ, fd as u64, buf.as_mut_ptr() as u64, buf.len() as u64) };
     close(fd);
     let mut l = Line::new();
-    l.push(b"virtlab.lab attack=").push(name).push(b" outcome=reached detail=read the host file ");
-    l.push(shown).push(b": ").text(&buf[..n.max(0) as usize]).push(b"\n");
+    l.push(b"virtlab.lab attack=").push(name).push(b" outcome=reached detail=read ").push(shown);
+    l.push(b", outside its root: ").text(&buf[..n.max(0) as usize]).push(b"\n");
     l.flush(1);
     0
 }

@@ -228,7 +228,8 @@ impl Defence {
 /// (`CapBnd` of /proc/self/status), or all up to the kernel's last.
 fn every_cap() -> u64 {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let bnd = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    let bnd =
+        status.lines().find_map(|l| l.strip_prefix("CapBnd:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
     bnd.unwrap_or_else(|| {
         let last = last_cap().min(63);
         if last == 63 {
@@ -400,6 +401,7 @@ pub fn errno_text(errno: i32) -> String {
         13 => "EACCES",
         16 => "EBUSY",
         17 => "EEXIST",
+        19 => "ENODEV",
         22 => "EINVAL",
         30 => "EROFS",
         38 => "ENOSYS",
@@ -465,15 +467,7 @@ pub fn run_lab(lab: &'static Lab, removed: &[Defence], explain: bool) -> Result<
         Attack::Reached { .. } => (None, expected.is_none()),
     };
     drop(scene);
-    Ok(LabRun {
-        lab: lab.name,
-        class: lab.class,
-        removed: removed.to_vec(),
-        attack,
-        blocked_by,
-        as_expected,
-        argv,
-    })
+    Ok(LabRun { lab: lab.name, class: lab.class, removed: removed.to_vec(), attack, blocked_by, as_expected, argv })
 }
 
 /// What one lab prepared on the host; all of it removed on drop.

@@ -149,7 +149,8 @@ pub fn table(vmm: &VmmSurface) -> Vec<Exposure> {
                 vmm.devices.len(),
                 vmm.devices.iter().map(|d| d.0).collect::<Vec<_>>().join(", ")
             ),
-            host_interfaces: "none directly: guest RAM and the VMM's devices; the host kernel only through KVM's ioctls",
+            host_interfaces:
+                "none directly: guest RAM and the VMM's devices; the host kernel only through KVM's ioctls",
         },
     ]
 }

@@ -29,6 +29,7 @@ pub enum LabCommand {
     ///   virtlab lab escape keyctl --without seccomp
     ///   virtlab lab escape ptrace --without pidns,userns,caps
     ///   virtlab lab escape --table
+    ///   virtlab lab escape --vm
     #[command(verbatim_doc_comment)]
     Escape(EscapeArgs),
 }
@@ -51,6 +52,10 @@ pub struct EscapeArgs {
     /// interfaces) instead of running the labs
     #[arg(long)]
     table: bool,
+    /// Run every attack inside a Linux VM guest instead (one boot, 20-60 s
+    /// on nested KVM; needs /dev/kvm and a guest kernel)
+    #[arg(long)]
+    vm: bool,
 }
 
 /// Runs a lab subcommand; returns the exit status to use.
@@ -64,6 +69,9 @@ fn escape(args: &EscapeArgs) -> anyhow::Result<u8> {
     if args.table {
         print_exposure(args.json);
         return Ok(0);
+    }
+    if args.vm {
+        return escape_in_vm(args);
     }
     let removed = Defence::parse_list(args.without.as_deref().unwrap_or(""))?;
     let labs: Vec<&'static virtlab_lab::Lab> = match &args.name {
@@ -100,11 +108,8 @@ fn escape(args: &EscapeArgs) -> anyhow::Result<u8> {
 fn print_one(lab: &virtlab_lab::Lab, run: &LabRun) {
     println!("lab {}: {}", lab.name, lab.class);
     println!("  attack: {}", lab.attack);
-    let layers: Vec<String> = lab
-        .layers
-        .iter()
-        .map(|d| if run.removed.contains(d) { format!("{d} (off)") } else { d.to_string() })
-        .collect();
+    let layers: Vec<String> =
+        lab.layers.iter().map(|d| if run.removed.contains(d) { format!("{d} (off)") } else { d.to_string() }).collect();
     println!("  defences in its way, outermost first: {}", layers.join(", "));
     let without = if run.removed.is_empty() {
         "the default defences".to_string()
@@ -167,4 +172,103 @@ pub fn exposure_lines(rows: &[surface::Exposure]) -> Vec<String> {
         out.push(format!("{:<32} {:>7}  reaches: {}", "", "", r.host_interfaces));
     }
     out
+}
+
+/// `--vm`: the same attacker, every attack in turn (`all`), as a program of
+/// a Linux guest's initramfs, in one boot.
+fn escape_in_vm(args: &EscapeArgs) -> anyhow::Result<u8> {
+    use std::sync::{Arc, Mutex};
+    use virtlab_vmm::linux::{InitrdSource, LinuxConfig, DEFAULT_MEM};
+
+    if args.name.is_some() || args.without.is_some() {
+        anyhow::bail!("--vm runs every attack once in one guest boot: leave out the lab name and --without");
+    }
+    let kernel = virtlab_vmm::linux::provision::locate(None)
+        .context("no Linux guest kernel: provision one with scripts/guest-kernel.sh (or leave out --vm)")?
+        .path;
+    let dir = std::env::temp_dir().join(format!("virtlab-lab-{}-vm", std::process::id()));
+    let result = (|| -> anyhow::Result<u8> {
+        let rootfs = dir.join("rootfs");
+        virtlab_container::rootfs::build(&rootfs, None)?;
+        let attacker = rootfs.join(virtlab_lab::ATTACKER_IN_ROOTFS.trim_start_matches('/'));
+        std::fs::write(&attacker, virtlab_lab::ATTACKER)?;
+        std::fs::set_permissions(&attacker, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let config = LinuxConfig {
+            kernel,
+            initrd: InitrdSource::Build { rootfs: Some(rootfs) },
+            workload: Vec::new(),
+            program: vec![virtlab_lab::ATTACKER_IN_ROOTFS.to_string(), "all".to_string()],
+            env: Vec::new(),
+            workdir: None,
+            extra_cmdline: None,
+            mem_size: DEFAULT_MEM,
+            timeout: Some(std::time::Duration::from_secs(600)),
+            snapshot: None,
+            interactive: false,
+        };
+        let console = Arc::new(Mutex::new(Vec::<u8>::new()));
+        #[derive(Debug)]
+        struct Shared(Arc<Mutex<Vec<u8>>>, bool);
+        impl std::io::Write for Shared {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                if self.1 {
+                    let _ = std::io::stderr().write_all(b);
+                }
+                self.0.lock().map_err(|_| std::io::Error::other("console buffer poisoned"))?.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = virtlab_vmm::ConsoleSink::Writer(Box::new(Shared(Arc::clone(&console), args.explain)));
+        eprintln!("virtlab: booting a Linux guest to run every attack inside it (20-60 s on nested KVM)");
+        let report =
+            virtlab_vmm::run_linux(&config, sink, &mut virtlab_vmm::Quiet).context("the Linux VM could not run")?;
+        let text = String::from_utf8_lossy(&console.lock().map_err(|_| anyhow::anyhow!("console buffer poisoned"))?)
+            .into_owned();
+        let runs: Vec<(String, virtlab_lab::Attack)> = text
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim_end_matches('\r');
+                let name = l.strip_prefix("virtlab.lab attack=")?.split(' ').next()?.to_string();
+                Some((name, virtlab_lab::Attack::parse(l)?))
+            })
+            .collect();
+        if args.json {
+            for (lab, attack) in &runs {
+                println!("{}", serde_json::json!({ "environment": "vm", "lab": lab, "attack": attack }));
+            }
+        } else {
+            println!("inside a virtlab VM (Linux guest, the attacker as root, no container defence at all):");
+            for (lab, attack) in &runs {
+                let what = match attack {
+                    virtlab_lab::Attack::Blocked { step, errno } => {
+                        format!("failed in the guest ({step}: {})", virtlab_lab::errno_text(*errno))
+                    }
+                    virtlab_lab::Attack::Reached { detail } => format!("reached the GUEST's own: {detail}"),
+                };
+                println!("  {lab:<14} {what}");
+            }
+            let s = vmm_surface();
+            println!(
+                "whatever it reached belongs to the guest: its kernel, files, processes, keys and devices. The host is \
+                 behind the VMM's {} exit reasons and {} port devices.",
+                s.exit_reasons.len(),
+                s.devices.len()
+            );
+        }
+        if runs.len() != LABS.len() {
+            anyhow::bail!(
+                "the guest reported {} of {} attacks ({}); its last lines: {:?}",
+                runs.len(),
+                LABS.len(),
+                report.summary(),
+                report.last_lines
+            );
+        }
+        Ok(0)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
