@@ -257,3 +257,19 @@ fn in_a_vm_the_same_attacks_reach_only_the_guest() {
         .count();
     assert_eq!(left, 0, "the guest's rootfs directory is removed");
 }
+
+#[test]
+fn virtlab_compare_reports_the_exposure_table() {
+    let out = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["compare", "--env", "native", "--workload", "ready", "--no-probe", "--runs", "1", "--warmup", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}{}", text(&out.stderr));
+    let at = s.find("Containers isolate less").unwrap_or_else(|| panic!("no exposure section: {s}"));
+    let section = &s[at..];
+    for row in ["native process", "container (virtlab default)", "virtlab VM (Linux guest)", "exit reasons"] {
+        assert!(section.contains(row), "{row}: {section}");
+    }
+}

@@ -164,6 +164,20 @@ pub fn print_exposure(json: bool) {
     }
 }
 
+/// The section of `virtlab compare`'s report: "containers isolate less",
+/// counted (no container or VM is started for it).
+pub fn exposure_section() -> String {
+    let mut out = String::from(
+        "\nContainers isolate less: what the code inside each environment can call into\n\
+         (the escapes themselves: sudo virtlab lab escape; inside a VM: --vm)\n",
+    );
+    for line in exposure_lines(&surface::table(&vmm_surface())) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 /// The exposure table's lines (also a section of `virtlab compare`'s report).
 pub fn exposure_lines(rows: &[surface::Exposure]) -> Vec<String> {
     let mut out = vec![format!("{:<32} {:>7}  {}", "environment", "entries", "what the code inside can call")];
