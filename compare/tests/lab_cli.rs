@@ -70,8 +70,8 @@ fn every_lab_is_blocked_with_the_default_defences() {
     let (out, runs, pid) = lab(&[]);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     let names: Vec<&str> = runs.iter().map(|r| r["lab"].as_str().unwrap()).collect();
-    assert_eq!(names, ["chroot", "leaked-fd", "sysrq", "keyctl", "mknod", "ptrace", "release-agent"]);
-    let want_by = ["pivot-root", "close-fds", "userns", "seccomp", "userns", "pidns", "seccomp"];
+    assert_eq!(names, ["chroot", "leaked-fd", "exe", "sysrq", "keyctl", "mknod", "ptrace", "release-agent"]);
+    let want_by = ["pivot-root", "close-fds", "userns", "userns", "seccomp", "userns", "pidns", "seccomp"];
     for (r, by) in runs.iter().zip(want_by) {
         assert_eq!(r["attack"]["outcome"], "blocked", "{r}");
         assert_eq!(r["blocked_by"], by, "{r}");
@@ -92,9 +92,10 @@ fn each_lab_reaches_its_target_once_its_layers_are_off() {
     if !root_or_skip("each_lab_reaches_its_target_once_its_layers_are_off") {
         return;
     }
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 8] = [
         ("chroot", "pivot-root", "host secret: a file outside every container"),
         ("leaked-fd", "close-fds", "host secret: a file outside every container"),
+        ("exe", "userns,caps", "the host binary that ran in the container is open for writing"),
         ("sysrq", "userns,readonly-paths", "open for writing"),
         ("keyctl", "seccomp", "host key: a secret of the host's session keyring"),
         ("mknod", "userns,devices,caps", "opened the host disk"),
@@ -118,7 +119,8 @@ fn the_next_layer_takes_over_when_one_is_removed() {
     if !root_or_skip("the_next_layer_takes_over_when_one_is_removed") {
         return;
     }
-    let cases: [(&str, &str, &str, i32); 5] = [
+    let cases: [(&str, &str, &str, i32); 6] = [
+        ("exe", "userns", "caps", libc::EACCES),
         ("mknod", "userns", "devices", libc::EPERM),
         ("mknod", "userns,devices", "caps", libc::EPERM),
         ("ptrace", "pidns,userns", "caps", libc::EPERM),
@@ -153,7 +155,7 @@ fn bad_names_are_refused_with_the_valid_ones() {
     let out = run(&["dirtycow"]);
     let e = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{e}");
-    assert!(e.contains("unknown lab \"dirtycow\"") && e.contains("chroot, leaked-fd, sysrq"), "{e}");
+    assert!(e.contains("unknown lab \"dirtycow\"") && e.contains("chroot, leaked-fd, exe, sysrq"), "{e}");
     let out = run(&["keyctl", "--without", "seccomp,apparmor"]);
     let e = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{e}");
@@ -236,7 +238,7 @@ fn in_a_vm_the_same_attacks_reach_only_the_guest() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     let runs: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(runs.len(), 7, "{runs:?}");
+    assert_eq!(runs.len(), 8, "{runs:?}");
     assert!(runs.iter().all(|r| r["environment"] == "vm"), "{runs:?}");
     let get = |lab: &str| runs.iter().find(|r| r["lab"] == lab).unwrap()["attack"].clone();
     // Root in the guest escapes its chroot and attaches to its init: the

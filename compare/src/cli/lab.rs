@@ -16,7 +16,7 @@ pub enum LabCommand {
     /// it reaches its target and stops there (it opens what it could harm,
     /// reads what is harmless to read, writes nothing on the host).
     ///
-    /// Labs: chroot, leaked-fd, sysrq, keyctl, mknod, ptrace, release-agent.
+    /// Labs: chroot, leaked-fd, exe, sysrq, keyctl, mknod, ptrace, release-agent.
     /// Defences: seccomp, userns, pidns, caps, masked-paths, readonly-paths,
     /// pivot-root, close-fds, devices.
     ///
