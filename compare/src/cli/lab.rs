@@ -16,9 +16,9 @@ pub enum LabCommand {
     /// it reaches its target and stops there (it opens what it could harm,
     /// reads what is harmless to read, writes nothing on the host).
     ///
-    /// Labs: chroot, leaked-fd, exe, sysrq, keyctl, mknod, ptrace, release-agent.
-    /// Defences: seccomp, userns, pidns, caps, masked-paths, readonly-paths,
-    /// pivot-root, close-fds, devices.
+    /// Labs: chroot, leaked-fd, exe, sysrq, keyctl, mknod, ptrace, tiocsti,
+    /// release-agent. Defences: seccomp, userns, pidns, caps, masked-paths,
+    /// readonly-paths, pivot-root, close-fds, devices, tty-filter.
     ///
     /// Exit status: 0 when every lab did what its layers predict (blocked
     /// while one of them is on, reached once all are off); 1 otherwise;
@@ -135,12 +135,14 @@ fn print_table(runs: &[LabRun]) {
                 ("blocked", format!("{step}: {}", virtlab_lab::errno_text(*errno).split(' ').next().unwrap_or("")))
             }
             virtlab_lab::Attack::Reached { .. } => ("REACHED", "-".to_string()),
+            virtlab_lab::Attack::HostRefuses { .. } => ("n/a", "the host kernel refuses it".to_string()),
         };
         let by = r.blocked_by.map_or("-".to_string(), |d| d.to_string());
         println!("{:<14} {:<9} {:<15} {:<28} {}", r.lab, result, by, errno, r.class);
     }
     let blocked = runs.iter().filter(|r| matches!(r.attack, virtlab_lab::Attack::Blocked { .. })).count();
-    println!("{blocked} of {} escapes blocked; `virtlab lab escape NAME` says more about one", runs.len());
+    let shown = runs.iter().filter(|r| !matches!(r.attack, virtlab_lab::Attack::HostRefuses { .. })).count();
+    println!("{blocked} of {shown} escapes blocked; `virtlab lab escape NAME` says more about one");
 }
 
 /// What the VMM hands a Linux guest: the exit reasons its dispatch handles
@@ -261,6 +263,7 @@ fn escape_in_vm(args: &EscapeArgs) -> anyhow::Result<u8> {
                         format!("failed in the guest ({step}: {})", virtlab_lab::errno_text(*errno))
                     }
                     virtlab_lab::Attack::Reached { detail } => format!("reached the GUEST's own: {detail}"),
+                    virtlab_lab::Attack::HostRefuses { why } => why.clone(),
                 };
                 println!("  {lab:<14} {what}");
             }

@@ -376,6 +376,12 @@ pub struct ContainerConfig {
     /// where the host supports it. On by default; off only for the escape
     /// lab's mknod lesson.
     pub device_allowlist: bool,
+    /// Stack [`crate::runtime::tty_filter`] on the seccomp filter: `ioctl`
+    /// `TIOCSTI`/`TIOCLINUX` refused, so the command cannot type into the
+    /// terminal it was started from. On by default (it needs
+    /// `no_new_privs`, as any filter installed without `CAP_SYS_ADMIN`);
+    /// off only for the escape lab's terminal lesson.
+    pub deny_tiocsti: bool,
 }
 
 impl ContainerConfig {
@@ -413,6 +419,7 @@ impl ContainerConfig {
             sysctl: Vec::new(),
             close_fds: true,
             device_allowlist: true,
+            deny_tiocsti: true,
         }
     }
 }

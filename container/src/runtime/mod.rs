@@ -9,6 +9,7 @@
 //! | `devices`  | the device allowlist (v1 lines, v2 BPF program) |
 //! | `idmap`    | which host ids container ids stand for |
 //! | `seccomp`  | the default seccomp filter |
+//! | `tty_filter` | the filter stacked on it: no faked terminal input (`TIOCSTI`) |
 //! | `plan`     | the child's set-up as data, and `run_plan` |
 //! | `sys`      | the system calls of the set-up, behind a trait |
 //! | `channel`  | the parent/child channel |
@@ -32,3 +33,4 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod sentinel;
 pub mod sys;
+pub mod tty_filter;

@@ -109,6 +109,9 @@ fn process_steps(ops: &mut Ops, cfg: &ContainerConfig, stdio: &StdioFds, host: P
     security::capabilities(ops, cfg, host);
     identity::user(ops, cfg.user, cfg.namespaces.user);
     security::lock_down(ops, cfg, host);
+    if cfg.deny_tiocsti && cfg.no_new_privs {
+        ops.push((Step::Seccomp, Op::Seccomp(crate::runtime::tty_filter::program())));
+    }
     ops.push((Step::Workdir, Op::Chdir(path_c(&cfg.workdir, "workdir")?)));
     for (fd, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
         if let Some(fd) = fd {
