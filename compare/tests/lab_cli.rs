@@ -241,13 +241,8 @@ fn in_a_vm_the_same_attacks_reach_only_the_guest() {
     if test_kernel_or_skip(TEST, &[Origin::Minimal]).is_none() {
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_virtlab"))
-        .args(["lab", "escape", "--vm", "--json"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (out, runs, pid) = lab(&["--vm"]);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
-    let runs: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(runs.len(), 9, "{runs:?}");
     assert!(runs.iter().all(|r| r["environment"] == "vm"), "{runs:?}");
     let get = |lab: &str| runs.iter().find(|r| r["lab"] == lab).unwrap()["attack"].clone();
@@ -259,15 +254,8 @@ fn in_a_vm_the_same_attacks_reach_only_the_guest() {
     // The host's disk and keys are not there to reach.
     assert_eq!(get("mknod")["outcome"], "blocked", "{runs:?}");
     assert_eq!(get("keyctl")["outcome"], "blocked", "{runs:?}");
-    let left = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name().to_string_lossy().ends_with("-vm")
-                && e.file_name().to_string_lossy().starts_with("virtlab-lab-")
-        })
-        .count();
-    assert_eq!(left, 0, "the guest's rootfs directory is removed");
+    let dir = std::env::temp_dir().join(format!("virtlab-lab-{pid}-vm"));
+    assert!(!dir.exists(), "the guest's rootfs directory is removed: {}", dir.display());
 }
 
 #[test]

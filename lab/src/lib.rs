@@ -424,6 +424,7 @@ pub fn errno_text(errno: i32) -> String {
         1 => "EPERM",
         2 => "ENOENT",
         3 => "ESRCH",
+        6 => "ENXIO",
         9 => "EBADF",
         13 => "EACCES",
         16 => "EBUSY",
