@@ -20,6 +20,7 @@
 //!                      /proc/sys/kernel/core_pattern on a kernel without it)
 //!   keyctl DESC        search the session keyring for the "user" key DESC
 //!                      and read it
+//!   proc-keys DESC     read /proc/keys and look for the key DESC there
 //!   mknod MAJ MIN      make a block device node, open it, read one sector
 //!   ptrace PID         PTRACE_ATTACH to PID, then detach at once
 //!   exe                wait for a host binary to run in this PID namespace
@@ -117,6 +118,7 @@ fn run(args: &Args) -> i32 {
         (b"fd", Some(path), _) => leaked_fd(path),
         (b"sysrq", _, _) => sysrq(),
         (b"keyctl", Some(desc), _) => keyctl(desc),
+        (b"proc-keys", Some(desc), _) => proc_keys(desc),
         (b"mknod", Some(maj), Some(min)) => match (parse_u64(maj), parse_u64(min)) {
             (Some(maj), Some(min)) => mknod(maj, min),
             _ => usage(),
@@ -139,7 +141,8 @@ fn run(args: &Args) -> i32 {
 
 fn usage() -> i32 {
     let mut l = Line::new();
-    l.push(b"usage: virtlab-attacker chroot PATH | fd PATH | sysrq | keyctl DESC | mknod MAJ MIN | ptrace PID |");
+    l.push(b"usage: virtlab-attacker chroot PATH | fd PATH | sysrq | keyctl DESC | proc-keys DESC | mknod MAJ MIN |");
+    l.push(b" ptrace PID |");
     l.push(b" exe | tiocsti | release-agent | all | sleep SECONDS\n");
     l.flush(2);
     2
@@ -152,6 +155,7 @@ fn all() -> i32 {
     leaked_fd(b"/etc/hostname");
     sysrq();
     keyctl(b"virtlab-lab-secret");
+    proc_keys(b"virtlab-lab-secret");
     mknod(254, 0);
     ptrace(1);
     // No visitor comes into a guest: one look is enough.
@@ -257,6 +261,41 @@ fn keyctl(desc: &[u8]) -> i32 {
     l.text(&buf[..(n as usize).min(buf.len())]).push(b"\n");
     l.flush(1);
     0
+}
+
+fn proc_keys(desc: &[u8]) -> i32 {
+    let name = b"proc-keys";
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { sys(SYS_OPEN, b"/proc/keys\0".as_ptr() as u64, O_RDONLY, 0) };
+    if fd < 0 {
+        return blocked(name, b"open", fd);
+    }
+    let mut buf = [0u8; 4096];
+    let mut len = 0usize;
+    while len < buf.len() {
+        // SAFETY: the rest of buf is writable.
+        let n = unsafe { sys(SYS_READ, fd as u64, buf[len..].as_mut_ptr() as u64, (buf.len() - len) as u64) };
+        if n <= 0 {
+            break;
+        }
+        len += n as usize;
+    }
+    close(fd);
+    if len == 0 {
+        // errno 0: nothing failed, the file is empty (/dev/null bound over it).
+        return blocked(name, b"read_empty", 0);
+    }
+    for line in buf[..len].split(|&c| c == b'\n') {
+        if line.windows(desc.len()).any(|w| w == desc) {
+            let mut l = Line::new();
+            l.push(b"virtlab.lab attack=proc-keys outcome=reached detail=/proc/keys lists the host's key: ");
+            l.text(line).push(b"\n");
+            l.flush(1);
+            return 0;
+        }
+    }
+    // Readable, but the key is not shown to this process.
+    blocked(name, b"find_key", 2)
 }
 
 fn mknod(major: u64, minor: u64) -> i32 {

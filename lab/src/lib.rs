@@ -270,7 +270,7 @@ pub struct Lab {
 }
 
 /// Every lab, in the order they run.
-pub const LABS: [Lab; 9] = [
+pub const LABS: [Lab; 10] = [
     Lab {
         name: "chroot",
         class: "chroot escape (any chroot-only jail)",
@@ -300,6 +300,12 @@ pub const LABS: [Lab; 9] = [
         class: "kernel keyrings are not namespaced (Docker's seccomp denies keyctl)",
         attack: "keyctl(KEYCTL_SEARCH) of the session keyring for a host key, then KEYCTL_READ",
         layers: &[Defence::Seccomp],
+    },
+    Lab {
+        name: "proc-keys",
+        class: "/proc/keys lists the keys of the host's keyrings (Docker masks it)",
+        attack: "read /proc/keys and look for a key of the host's session keyring",
+        layers: &[Defence::MaskedPaths, Defence::Userns],
     },
     Lab {
         name: "mknod",
@@ -418,8 +424,11 @@ impl LabRun {
     }
 }
 
-/// `EPERM (Operation not permitted)`.
+/// `EPERM (Operation not permitted)`; 0 is an empty read (a masked file).
 pub fn errno_text(errno: i32) -> String {
+    if errno == 0 {
+        return "empty (it read 0 bytes)".to_string();
+    }
     let name = match errno {
         1 => "EPERM",
         2 => "ENOENT",
@@ -806,7 +815,9 @@ impl Scene {
         fs::set_permissions(&attacker, fs::Permissions::from_mode(0o755)).map_err(err("chmod the attacker".into()))?;
         match lab.name {
             "leaked-fd" => scene.leaked = Some(leak_dir_fd(&scene.dir).map_err(err("open the leaked fd".into()))?),
-            "keyctl" => scene.key = Some(add_session_key().map_err(err("add a key to the session keyring".into()))?),
+            "keyctl" | "proc-keys" => {
+                scene.key = Some(add_session_key().map_err(err("add a key to the session keyring".into()))?)
+            }
             "ptrace" | "exe" => {
                 // The sacrificial process runs a copy of the attacker from the
                 // scene's directory, outside the container: never virtlab's
@@ -841,7 +852,7 @@ impl Scene {
         let mut v = vec![ATTACKER_IN_ROOTFS.to_string(), lab.name.to_string()];
         match lab.name {
             "chroot" | "leaked-fd" => v.push(secret),
-            "keyctl" => v.push(KEY_DESC.into()),
+            "keyctl" | "proc-keys" => v.push(KEY_DESC.into()),
             "mknod" => {
                 let (maj, min) = self.disk.ok_or(LabError::NoDisk)?;
                 v.extend([maj.to_string(), min.to_string()]);

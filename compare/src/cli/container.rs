@@ -49,7 +49,7 @@ pub enum ContainerCommand {
     /// Show why chroot alone can be escaped and pivot_root cannot: a process
     /// confined each way tries the classic escape (mkdir x; chroot x;
     /// chdir .. many times; chroot .) and then reads a file of the host.
-    /// The escape lab (`virtlab lab escape`) has it and eight more.
+    /// The escape lab (`virtlab lab escape`) has it and nine more.
     EscapeDemo,
     /// Make a container of an image without starting it (`start` runs it).
     Create(Box<RunArgs>),
@@ -230,7 +230,7 @@ fn escape_demo() -> anyhow::Result<u8> {
         println!("\nchroot only changes where / resolves; a process with CAP_SYS_CHROOT can chroot");
         println!("again into a subdirectory and walk up with `..` from its working directory.");
         println!("pivot_root in a mount namespace, with the old root detached, leaves nothing above /.");
-        println!("\nThis escape and eight more, each against the defences that stop it: virtlab lab escape");
+        println!("\nThis escape and nine more, each against the defences that stop it: virtlab lab escape");
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&base);

@@ -16,8 +16,8 @@ pub enum LabCommand {
     /// it reaches its target and stops there (it opens what it could harm,
     /// reads what is harmless to read, writes nothing on the host).
     ///
-    /// Labs: chroot, leaked-fd, exe, sysrq, keyctl, mknod, ptrace, tiocsti,
-    /// release-agent. Defences: seccomp, userns, pidns, caps, masked-paths,
+    /// Labs: chroot, leaked-fd, exe, sysrq, keyctl, proc-keys, mknod, ptrace,
+    /// tiocsti, release-agent. Defences: seccomp, userns, pidns, caps, masked-paths,
     /// readonly-paths, pivot-root, close-fds, devices, tty-filter.
     ///
     /// Exit status: 0 when every lab did what its layers predict (blocked
