@@ -83,6 +83,9 @@ enum Command {
     /// Guest kernels.
     #[command(subcommand)]
     Guest(GuestCommand),
+    /// The escape lab: classic container escapes tried against each defence.
+    #[command(subcommand)]
+    Lab(cli::lab::LabCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => cli::lifecycle::exit1(cli::stats::stats(&a)),
         Command::Exec(a) => cli::exec::run(&a),
         Command::Oci(args) => cli::oci::run(args),
+        Command::Lab(cmd) => cli::lab::run(cmd),
         Command::Workload => virtlab_workload::materialize()
             .map(|p| {
                 println!("{}", p.display());

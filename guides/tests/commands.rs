@@ -248,6 +248,7 @@ chapters! {
     ch11_images_and_layers => "11-images-and-layers.md",
     ch12_a_containers_life => "12-a-containers-life.md",
     ch13_snapshots => "13-snapshots.md",
+    ch14_escapes_and_defences => "14-escapes-and-defences.md",
 }
 
 #[test]

@@ -37,6 +37,20 @@ pub enum Exit<'a> {
 }
 
 impl Exit<'_> {
+    /// Every reason [`handle_exit`] dispatches, as [`Exit::reason`] names them.
+    pub const REASONS: [&'static str; 10] = [
+        "io-in",
+        "io-out",
+        "mmio-read",
+        "mmio-write",
+        "hlt",
+        "shutdown",
+        "fail-entry",
+        "internal-error",
+        "system-event",
+        "other",
+    ];
+
     /// The exit reason's name, for counting.
     pub fn reason(&self) -> &'static str {
         match self {

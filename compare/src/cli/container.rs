@@ -53,6 +53,7 @@ pub enum ContainerCommand {
     /// Show why chroot alone can be escaped and pivot_root cannot: a process
     /// confined each way tries the classic escape (mkdir x; chroot x;
     /// chdir .. many times; chroot .) and then reads a file of the host.
+    /// The escape lab (`virtlab lab escape`) has it and nine more.
     EscapeDemo,
     /// Make a container of an image without starting it (`start` runs it).
     Create(Box<RunArgs>),
@@ -141,7 +142,7 @@ pub struct RunArgs {
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub(super) cap_drop: Vec<String>,
     /// Switch the defences off, as Docker's --privileged: every capability,
-    /// no seccomp filter, no masked or read-only /proc paths, /sys writable.
+    /// no seccomp filter, no masked or read-only /proc paths, /sys writable, no devices allowlist.
     /// The user namespace stays: the container's root is still an
     /// unprivileged user of the host, not host root
     #[arg(long)]
@@ -255,6 +256,7 @@ fn escape_demo() -> anyhow::Result<u8> {
         println!("\nchroot only changes where / resolves; a process with CAP_SYS_CHROOT can chroot");
         println!("again into a subdirectory and walk up with `..` from its working directory.");
         println!("pivot_root in a mount namespace, with the old root detached, leaves nothing above /.");
+        println!("\nThis escape and nine more, each against the defences that stop it: virtlab lab escape");
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&base);

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod guest;
 pub mod image;
 pub mod inspect;
+pub mod lab;
 pub mod lifecycle;
 pub mod logs;
 pub mod oci;

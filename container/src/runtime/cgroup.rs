@@ -254,6 +254,17 @@ impl Cgroup {
         Self::create_with(root, mode, id, limits, true)
     }
 
+    /// [`Cgroup::create`] with no devices allowlist: every device node the
+    /// container can make it can open (the escape lab's mknod lesson).
+    pub fn create_without_devices(
+        root: &Path,
+        mode: CgroupMode,
+        id: &str,
+        limits: &Limits,
+    ) -> Result<Cgroup, CgroupError> {
+        Self::create_with(root, mode, id, limits, false)
+    }
+
     /// Creates the cgroup at `path` (relative to each hierarchy's root, as
     /// an OCI bundle's `linux.cgroupsPath` names it; missing parents are
     /// made, and on v2 given the controllers) and applies `limits`.

@@ -373,6 +373,21 @@ pub struct ContainerConfig {
     /// The streams then go through pipes; with [`Stdio::Inherit`] they are
     /// still copied to the launcher's own stdout and stderr.
     pub log: Option<PathBuf>,
+    /// Mark every fd above 2 close-on-exec right before execve
+    /// (close_range(3, ~0, CLOSE_RANGE_CLOEXEC)), so that no fd of the
+    /// launcher, such as a host directory it had open, reaches the command.
+    /// On by default; off only for the escape lab's leaked-fd lesson.
+    pub close_fds: bool,
+    /// Apply the devices cgroup allowlist ([`crate::runtime::devices`])
+    /// where the host supports it. On by default; off only for the escape
+    /// lab's mknod lesson.
+    pub device_allowlist: bool,
+    /// Stack [`crate::runtime::tty_filter`] on the seccomp filter: `ioctl`
+    /// `TIOCSTI`/`TIOCLINUX` refused, so the command cannot type into the
+    /// terminal it was started from. On by default (it needs
+    /// `no_new_privs`, as any filter installed without `CAP_SYS_ADMIN`);
+    /// off only for the escape lab's terminal lesson.
+    pub deny_tiocsti: bool,
 }
 
 impl ContainerConfig {
@@ -410,6 +425,9 @@ impl ContainerConfig {
             no_new_privs: true,
             cgroup_path: None,
             sysctl: Vec::new(),
+            close_fds: true,
+            device_allowlist: true,
+            deny_tiocsti: true,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! | `--security-opt no-new-privileges[=true\|false]` | no_new_privs (virtlab's default is on) |
 //! | `--security-opt systempaths=unconfined` | no masked or read-only paths in /proc |
 //! | `--cap-add CAP`, `--cap-drop CAP` | Docker's default capabilities changed (`ALL` for every one) |
-//! | `--privileged` | every capability, no filter, no masked or read-only paths, /sys writable |
+//! | `--privileged` | every capability, no filter, no masked or read-only paths, /sys writable, no devices allowlist |
 //!
 //! A user namespace stays in every case: `--privileged` root is still an
 //! unprivileged user of the host.
@@ -287,6 +287,7 @@ impl Defences {
             cfg.readonly_paths = Some(Vec::new());
         }
         cfg.sys_writable = self.privileged;
+        cfg.device_allowlist = !self.privileged;
         Ok(())
     }
 }
@@ -336,6 +337,14 @@ pub fn describe(cfg: &ContainerConfig) -> Vec<String> {
     if cfg.namespaces.mnt && cfg.mounts.is_none() {
         lines.push(format!("/sys: {}", if cfg.sys_writable { "read-write (privileged)" } else { "read-only" }));
     }
+    lines.push(format!(
+        "devices: {}",
+        if cfg.device_allowlist { "Docker's allowlist (devices cgroup)" } else { "OFF (any device node may be opened)" }
+    ));
+    lines.push(format!(
+        "terminal input (TIOCSTI): {}",
+        if cfg.deny_tiocsti { "refused by a second filter" } else { "OFF" }
+    ));
     lines.push(format!(
         "user namespace: {}",
         if cfg.namespaces.user { "on (container root is an unprivileged host uid)" } else { "OFF" }
@@ -406,7 +415,7 @@ mod tests {
         let d = Defences::parse(&[], &[], &[], true, no_file).unwrap();
         let mut cfg = ContainerConfig::new("/r", vec!["true".into()]);
         d.apply(&mut cfg).unwrap();
-        assert!(!cfg.seccomp && cfg.sys_writable);
+        assert!(!cfg.seccomp && cfg.sys_writable && !cfg.device_allowlist);
         assert_eq!(cfg.capabilities, Some(all_caps()));
         assert_eq!(cfg.masked_paths, Some(vec![]));
         assert!(cfg.namespaces.user);

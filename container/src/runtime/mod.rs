@@ -12,6 +12,7 @@
 //! | `seccomp_profile` | Docker's JSON seccomp profiles, compiled to BPF |
 //! | `syscall_table` | x86_64 system call names and numbers |
 //! | `defences` | `--security-opt`, `--cap-add`/`--cap-drop`, `--privileged` |
+//! | `tty_filter` | the filter stacked on it: no faked terminal input (`TIOCSTI`) |
 //! | `plan`     | the child's set-up as data, and `run_plan` |
 //! | `sys`      | the system calls of the set-up, behind a trait |
 //! | `channel`  | the parent/child channel |
@@ -38,3 +39,4 @@ pub mod seccomp_profile;
 pub mod sentinel;
 pub mod sys;
 pub mod syscall_table;
+pub mod tty_filter;

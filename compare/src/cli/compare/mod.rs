@@ -256,6 +256,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     if !report.scale.is_empty() {
         say(json_to_stdout, &report::scale_table(&report));
     }
+    say(json_to_stdout, &super::lab::exposure_section());
     if interrupted {
         eprintln!("virtlab compare: interrupted; the figures above are from the runs that finished");
     }

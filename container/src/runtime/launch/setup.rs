@@ -31,6 +31,9 @@ pub(super) fn make_cgroup(cfg: &ContainerConfig, root: bool, id: &str) -> Result
         cgroup::cleanup_stale(&cfg.cgroup_root, mode);
         match &cfg.cgroup_path {
             Some(path) => Ok(Some(Cgroup::create_at(&cfg.cgroup_root, mode, path, &cfg.limits)?)),
+            None if !cfg.device_allowlist => {
+                Ok(Some(Cgroup::create_without_devices(&cfg.cgroup_root, mode, id, &cfg.limits)?))
+            }
             None => Ok(Some(Cgroup::create(&cfg.cgroup_root, mode, id, &cfg.limits)?)),
         }
     } else if cfg.limits != Limits::default() {

@@ -96,7 +96,7 @@ impl Plan {
     /// `ops` with the command of `cfg` ready for execve.
     fn with_command(ops: Ops, cfg: &ContainerConfig) -> Result<Plan, ConfigError> {
         let command::Command { candidates, argv, envp, exec } = command::prepare(cfg)?;
-        Ok(Plan { ops, candidates, _argv: argv, _envp: envp, exec })
+        Ok(Plan { ops, candidates, _argv: argv, _envp: envp, exec, close_fds: cfg.close_fds })
     }
 }
 
@@ -116,11 +116,13 @@ fn process_steps(ops: &mut Ops, cfg: &ContainerConfig, stdio: &StdioFds, host: P
     let filter_first = !cfg.no_new_privs;
     if filter_first {
         security::lock_down(ops, cfg, host);
+        tty_filter(ops, cfg);
     }
     security::capabilities(ops, cfg, host);
     identity::user(ops, cfg.user, cfg.namespaces.user);
     if !filter_first {
         security::lock_down(ops, cfg, host);
+        tty_filter(ops, cfg);
     }
     ops.push((Step::Workdir, Op::Chdir(path_c(&cfg.workdir, "workdir")?)));
     for (fd, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
@@ -133,6 +135,14 @@ fn process_steps(ops: &mut Ops, cfg: &ContainerConfig, stdio: &StdioFds, host: P
     }
     ops.push((Step::Exec, Op::Exec));
     Ok(())
+}
+
+/// The second, small filter: no faked terminal input (`TIOCSTI`), stacked
+/// right after the main one (see [`crate::runtime::tty_filter`]).
+fn tty_filter(ops: &mut Ops, cfg: &ContainerConfig) {
+    if cfg.deny_tiocsti {
+        ops.push((Step::Seccomp, Op::Seccomp(crate::runtime::tty_filter::program())));
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +252,24 @@ mod tests {
         assert!(calls(&c).contains(&"mount sysfs sys sysfs".to_string()));
         let v = calls(&cfg(Namespaces::parse("user,mnt,pid").unwrap()));
         assert!(pos(&v, "mount sysfs").is_none(), "{v:#?}");
+    }
+
+    #[test]
+    fn close_fds_off_leaves_the_fds_open_across_execve() {
+        let record = |close_fds: bool| {
+            let mut c = cfg(Namespaces::ALL);
+            c.close_fds = close_fds;
+            let plan = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[], host()).unwrap();
+            let sys = Recorder::default();
+            run_plan(&sys, &plan, Received::default(), &mut Steps::default());
+            sys.calls.into_inner()
+        };
+        let on = record(true);
+        let at = on.iter().position(|c| c == "cloexec_from_3").expect("close_range before exec");
+        assert!(on[at + 1].starts_with("execve"), "{on:#?}");
+        let off = record(false);
+        assert!(!off.iter().any(|c| c == "cloexec_from_3"), "{off:#?}");
+        assert!(off.last().is_some_and(|c| c.starts_with("execve")), "{off:#?}");
     }
 
     #[test]

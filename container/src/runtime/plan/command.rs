@@ -74,11 +74,14 @@ pub(super) fn prepare(cfg: &ContainerConfig) -> Result<Command, ConfigError> {
 }
 
 /// [`Op::Exec`](super::model::Op::Exec): every fd from 3 up marked
-/// close-on-exec, then execve of each candidate in turn. Returns only on
-/// failure, with the most telling error across the candidates.
-pub(super) fn exec<S: Sys>(sys: &S, candidates: &[CString], args: &ExecArgs) -> Errno {
-    if let Err(e) = sys.cloexec_from_3() {
-        return e;
+/// close-on-exec (unless `close_fds` is off), then execve of each candidate
+/// in turn. Returns only on failure, with the most telling error across the
+/// candidates.
+pub(super) fn exec<S: Sys>(sys: &S, candidates: &[CString], args: &ExecArgs, close_fds: bool) -> Errno {
+    if close_fds {
+        if let Err(e) = sys.cloexec_from_3() {
+            return e;
+        }
     }
     let mut err = Errno::ENOENT;
     for c in candidates {

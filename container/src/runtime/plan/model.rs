@@ -144,6 +144,8 @@ pub struct Plan {
     pub(super) _envp: Vec<CString>,
     /// Pointer arrays for execve.
     pub exec: ExecArgs,
+    /// Mark every fd above 2 close-on-exec before execve.
+    pub close_fds: bool,
 }
 
 impl Plan {

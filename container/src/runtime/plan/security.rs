@@ -109,11 +109,11 @@ pub(super) fn proc_masks(ops: &mut Ops, cfg: &ContainerConfig) -> Result<(), Con
 
 /// The bounding set cut to the kept set, the ambient set cleared, then
 /// capset; while still uid 0, as dropping bounding capabilities needs
-/// `CAP_SETPCAP`. `CAP_MKNOD` stays only where a devices allowlist confines
-/// the container.
+/// `CAP_SETPCAP`. Of the default set, `CAP_MKNOD` stays only where a devices
+/// allowlist confines the container; a set given explicitly is kept as is.
 pub(super) fn capabilities(ops: &mut Ops, cfg: &ContainerConfig, host: PlanHost) {
     let mut keep = cfg.capabilities.unwrap_or_else(default_cap_mask);
-    if !host.devices_allowlist {
+    if !host.devices_allowlist && cfg.capabilities.is_none() {
         keep &= !(1u64 << cap::MKNOD);
     }
     ops.push((Step::Capabilities, Op::DropBounding { keep, last: host.last_cap }));
