@@ -208,6 +208,8 @@ fn the_exposure_table_counts_the_filter_and_the_vmm() {
     assert!(host > 350, "{rows}");
     assert!(container < host && container > 300, "{rows}");
     assert!(vm < 30, "a VM guest reaches a handful of exit handlers: {rows}");
+    let vmm = entries("virtlab VMM process (its filter)");
+    assert!(vmm > 0 && vmm < container / 4, "the VMM's own filter allows a handful of calls: {rows}");
 }
 
 #[test]

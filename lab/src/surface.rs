@@ -107,6 +107,11 @@ pub struct VmmSurface {
     pub exit_reasons: Vec<&'static str>,
     /// Port devices on the Linux guest's bus, with their port counts.
     pub devices: Vec<(&'static str, u16)>,
+    /// System calls the VMM's own seccomp filters let its threads make
+    /// while a Linux guest runs.
+    pub vmm_syscalls: usize,
+    /// Of the `ioctl` requests, those allowed on KVM's fds.
+    pub vmm_kvm_ioctls: usize,
 }
 
 /// The table: a native process, a container (with and without the
@@ -151,6 +156,16 @@ pub fn table(vmm: &VmmSurface) -> Vec<Exposure> {
             ),
             host_interfaces:
                 "none directly: guest RAM and the VMM's devices; the host kernel only through KVM's ioctls",
+        },
+        Exposure {
+            environment: "virtlab VMM process (its filter)",
+            kernel: "the host kernel",
+            entry_points: vmm.vmm_syscalls,
+            entry_points_are: format!(
+                "host system calls the VMM's threads may make while the guest runs ({} of {known}; ioctl: {} KVM requests)",
+                vmm.vmm_syscalls, vmm.vmm_kvm_ioctls
+            ),
+            host_interfaces: "its console, /dev/kvm's fds; what a guest that broke out of KVM would find",
         },
     ]
 }

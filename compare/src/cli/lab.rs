@@ -148,9 +148,12 @@ fn print_table(runs: &[LabRun]) {
 /// What the VMM hands a Linux guest: the exit reasons its dispatch handles
 /// and the devices on its bus.
 pub fn vmm_surface() -> surface::VmmSurface {
+    let sandbox = virtlab_vmm::sandbox::SandboxReport::of_default_run(true);
     surface::VmmSurface {
         exit_reasons: virtlab_vmm::exit::Exit::REASONS.to_vec(),
         devices: virtlab_vmm::linux::run::guest_devices(),
+        vmm_syscalls: sandbox.allowed_syscalls,
+        vmm_kvm_ioctls: sandbox.kvm_ioctls,
     }
 }
 
@@ -221,6 +224,7 @@ fn escape_in_vm(args: &EscapeArgs) -> anyhow::Result<u8> {
             timeout: Some(std::time::Duration::from_secs(600)),
             snapshot: None,
             interactive: false,
+            seccomp: true,
         };
         let console = Arc::new(Mutex::new(Vec::<u8>::new()));
         #[derive(Debug)]

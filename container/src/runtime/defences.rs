@@ -339,7 +339,11 @@ pub fn describe(cfg: &ContainerConfig) -> Vec<String> {
     }
     lines.push(format!(
         "devices: {}",
-        if cfg.device_allowlist { "Docker's allowlist (devices cgroup)" } else { "OFF (any device node may be opened)" }
+        if cfg.device_allowlist {
+            "Docker's allowlist (devices cgroup)"
+        } else {
+            "OFF (any device node may be opened)"
+        }
     ));
     lines.push(format!(
         "terminal input (TIOCSTI): {}",
