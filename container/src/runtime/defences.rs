@@ -3,7 +3,7 @@
 //!
 //! | switch | what it changes |
 //! | ------ | --------------- |
-//! | `--security-opt seccomp=unconfined` | no seccomp filter |
+//! | `--security-opt seccomp=unconfined` | no seccomp filter (nor the TIOCSTI one) |
 //! | `--security-opt seccomp=PROFILE.json` | a filter compiled from a profile in Docker's JSON format ([`crate::runtime::seccomp_profile`]) |
 //! | `--security-opt no-new-privileges[=true\|false]` | no_new_privs (virtlab's default is on) |
 //! | `--security-opt systempaths=unconfined` | no masked or read-only paths in /proc |
@@ -279,6 +279,9 @@ impl Defences {
         cfg.capabilities = (self.caps != default_cap_mask()).then_some(self.caps);
         cfg.seccomp = !self.privileged && self.seccomp != SeccompChoice::Unconfined;
         cfg.seccomp_profile = self.compile()?.map(Arc::new);
+        // Unconfined means no filter at all, as in Docker: the small
+        // TIOCSTI filter goes with the main one.
+        cfg.deny_tiocsti = cfg.deny_tiocsti && cfg.seccomp;
         if let Some(n) = self.no_new_privs {
             cfg.no_new_privs = n;
         }
@@ -419,7 +422,7 @@ mod tests {
         let d = Defences::parse(&[], &[], &[], true, no_file).unwrap();
         let mut cfg = ContainerConfig::new("/r", vec!["true".into()]);
         d.apply(&mut cfg).unwrap();
-        assert!(!cfg.seccomp && cfg.sys_writable && !cfg.device_allowlist);
+        assert!(!cfg.seccomp && cfg.sys_writable && !cfg.device_allowlist && !cfg.deny_tiocsti);
         assert_eq!(cfg.capabilities, Some(all_caps()));
         assert_eq!(cfg.masked_paths, Some(vec![]));
         assert!(cfg.namespaces.user);
