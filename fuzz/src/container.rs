@@ -113,29 +113,27 @@ pub fn layer_raw(data: &[u8]) {
     let _ = unpack_layer(data);
 }
 
-/// Names and link targets a hostile layer is made of: parents, absolute
-/// paths, whiteouts, the opaque marker, and names that collide.
-pub fn hostile_names(outside: &Path) -> Vec<String> {
-    let outside = outside.display().to_string();
+/// Entry names of a hostile layer: the first six are harmless alone and
+/// combine (generators pick them more often), the rest are refused
+/// outright (parents, absolute paths, whiteouts of nothing).
+pub fn hostile_names() -> Vec<String> {
     [
         "a",
-        "b",
+        "a/b/.wh..wh..opq",
         "a/b",
         "a/b/c",
+        "a/.wh.b",
+        "b",
         "./a",
         "a/../b",
         "..",
         "../b",
         "../outside",
         "../outside/secret",
-        "../../box",
         "/",
         "/a",
         ".wh.a",
-        "a/.wh.b",
         ".wh..wh..opq",
-        "a/.wh..wh..opq",
-        "a/b/.wh..wh..opq",
         ".wh..",
         ".wh.",
         "c/d",
@@ -144,24 +142,33 @@ pub fn hostile_names(outside: &Path) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([outside.clone(), format!("{outside}/sub"), format!("{outside}/secret")])
     .collect()
 }
 
+/// Link targets of a hostile layer: the sandbox's outside directory (by
+/// absolute path and through `..`), then names inside.
+pub fn hostile_links(outside: &Path) -> Vec<String> {
+    let outside = outside.display().to_string();
+    [outside.clone(), format!("{outside}/sub"), "../outside".into(), "a".into(), "a/b".into(), "../../box".into()]
+        .into_iter()
+        .chain(["/", "..", "b", format!("{outside}/secret").as_str(), "../outside/secret"].map(String::from))
+        .collect()
+}
+
 /// A layer decoded from fuzz bytes as a list of entries built from
-/// [`hostile_names`] (and a few raw names), unpacked into a sandbox.
+/// [`hostile_names`] and [`hostile_links`] (and a few raw names), unpacked into a sandbox.
 pub fn layer_entries(data: &[u8]) {
     let sandbox = Sandbox::new();
-    let names = hostile_names(&sandbox.outside);
+    let (names, links) = (hostile_names(), hostile_links(&sandbox.outside));
     let mut b = Bytes::new(data);
     let mut entries = Vec::new();
     while !b.is_empty() && entries.len() < 32 {
         let op = b.u8();
-        let pick = |i: u8| names[usize::from(i) % names.len()].clone().into_bytes();
+        let pick = |list: &[String], i: u8| list[usize::from(i) % list.len()].clone().into_bytes();
         let kind =
             [Kind::File, Kind::Dir, Kind::Symlink, Kind::HardLink, Kind::Fifo, Kind::CharDev][usize::from(op % 6)];
-        let name = if op & 0x80 != 0 { b.piece().to_vec() } else { pick(b.u8()) };
-        let link = pick(b.u8());
+        let name = if op & 0x80 != 0 { b.piece().to_vec() } else { pick(&names, b.u8()) };
+        let link = pick(&links, b.u8());
         let mode = u32::from(b.u16());
         let data = b.piece().to_vec();
         entries.push(TarEntry { name, kind, link, mode, data });

@@ -76,3 +76,25 @@ fn the_sandbox_sees_a_write_outside() {
     std::fs::write(sandbox.outside.join("planted"), b"x").expect("write beside the destination");
     sandbox.check_untouched("this test");
 }
+
+/// An opaque-directory marker under `a/b`, then `a` made a symbolic link
+/// to a directory outside: the opaque directories were created after every
+/// entry, through the link, outside the layer's directory.
+#[test]
+fn an_opaque_directory_behind_a_later_link_stays_inside() {
+    use virtlab_fuzz::tarball::{self, Kind, TarEntry};
+    let sandbox = container::Sandbox::new();
+    let entry = |name: &str, kind, link: &str| TarEntry {
+        name: name.as_bytes().to_vec(),
+        kind,
+        link: link.as_bytes().to_vec(),
+        mode: 0o755,
+        data: Vec::new(),
+    };
+    let outside = sandbox.outside.display().to_string();
+    let tar = tarball::build(&[entry("a/b/.wh..wh..opq", Kind::File, ""), entry("a", Kind::Symlink, &outside)]);
+    let result = virtlab_container::image::layer::unpack(&tar[..], None, &sandbox.dest);
+    sandbox.check_untouched("a layer");
+    let e = result.expect_err("the opaque directory lies behind a link");
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+}
