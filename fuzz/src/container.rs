@@ -230,7 +230,14 @@ pub fn oci_config(data: &[u8]) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     std::fs::create_dir(dir.path().join("rootfs")).expect("a root file system directory");
     if let Ok(b) = bundle::convert(dir.path(), &spec) {
-        assert!(!b.config.argv.is_empty(), "a converted bundle runs something");
+        let c = &b.config;
+        assert!(!c.argv.is_empty(), "a converted bundle runs something");
+        if let Some(p) = &c.cgroup_path {
+            assert!(!p.starts_with('/') && !p.split('/').any(|part| part == ".."), "cgroup path {p:?}");
+        }
+        for (key, _) in &c.sysctl {
+            assert!(!key.is_empty() && key.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '.'));
+        }
     }
     // The whole path too: the file read by oci-spec, then converted.
     std::fs::write(dir.path().join("config.json"), data).expect("write config.json");

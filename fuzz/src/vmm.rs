@@ -348,3 +348,20 @@ pub fn snapshot_files(manifest: &[u8], state: &[u8], memory: &[u8]) {
         assert_eq!(i.manifest.mem_size, memory.len() as u64);
     }
 }
+
+/// The result line a workload prints on the guest's console (which
+/// `virtlab compare` reads): a parsed line, printed again, parses to the
+/// same result; `find` never panics on any output.
+pub fn workload_result(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = virtlab_workload::WorkloadResult::find(&text);
+    let Ok(r) = virtlab_workload::WorkloadResult::parse(&text) else { return };
+    let mut line = format!("virtlab.result mode={}", r.mode);
+    for (k, v) in &r.fields {
+        line.push_str(&format!(" {k}={v}"));
+    }
+    assert_eq!(virtlab_workload::WorkloadResult::parse(&line).expect("a printed result parses"), r);
+    for k in r.fields.keys() {
+        let _ = r.get_u64(k);
+    }
+}

@@ -259,6 +259,11 @@ proptest! {
     }
 
     #[test]
+    fn a_workload_result_line_reads_back(line in "(virtlab.result)?( [a-z_=]{0,6}=[a-z0-9=.]{0,6}| mode=[a-z]{0,5}| ){0,6}") {
+        vmm::workload_result(line.as_bytes());
+    }
+
+    #[test]
     fn hex_in_a_snapshot_takes_any_string(s in ".{0,12}") {
         vmm::snapshot_json(&serde_json::to_vec(&s).expect("a string serializes"));
         let state = format!(r#"{{"vcpus":[],"clock":{},"irqchip":null,"pit":null,"devices":{{}},"mini":null,"quirks":[]}}"#,
