@@ -1,6 +1,7 @@
 //! The VMM's parsers and the devices a guest drives: each function takes
 //! untrusted bytes and panics only when a property of virtlab fails.
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use virtlab_minikernel::abi::{BootInfo, BOOT_INFO_ADDR, USER_BASE};
@@ -10,6 +11,7 @@ use virtlab_vmm::devices::command_port::CommandPort;
 use virtlab_vmm::devices::exit_port::{ExitPort, FaultPort};
 use virtlab_vmm::devices::i8042::I8042;
 use virtlab_vmm::devices::pv_console::PvConsole;
+use virtlab_vmm::devices::serial::{IrqLine, Serial, SerialState};
 use virtlab_vmm::devices::uart::{Uart, UartState};
 use virtlab_vmm::devices::{DeviceContext, PortBus, PortDevice};
 use virtlab_vmm::elf::ElfHeader;
@@ -159,8 +161,13 @@ pub fn command_file(data: &[u8]) {
 /// memory and a captured console.
 #[derive(Debug)]
 pub struct DeviceRig {
-    /// The devices, at their ports.
+    /// The minikernel's devices, at their ports.
     pub bus: PortBus,
+    /// A Linux guest's UART, the one with an interrupt line (on a bus of its
+    /// own: it saves under the same name as the other UART).
+    pub linux_bus: PortBus,
+    /// That UART's state.
+    pub serial: Arc<Mutex<SerialState>>,
     /// 16 MiB of guest memory.
     pub mem: GuestMemoryMmap,
     /// What the guest wrote to its consoles.
@@ -171,9 +178,23 @@ pub struct DeviceRig {
 
 /// The port of the UART on the rig.
 pub const UART: u16 = 0x3f8;
-/// The ports of the other devices on the rig: pv console, boot timer, exit,
-/// fault, command, i8042 (base, length).
-pub const PORTS: [(u16, u16); 7] = [(UART, 8), (0x510, 1), (0x440, 1), (0x501, 1), (0x502, 1), (0x506, 1), (0x60, 5)];
+/// The port of the UART with an interrupt line.
+pub const SERIAL: u16 = 0x2f8;
+/// The ports of the devices on the rig (base, length): the UART, pv
+/// console, boot timer, exit, fault, command and i8042 ports, and the UART
+/// with an interrupt line.
+pub const PORTS: [(u16, u16); 8] =
+    [(UART, 8), (0x510, 1), (0x440, 1), (0x501, 1), (0x502, 1), (0x506, 1), (0x60, 5), (SERIAL, 8)];
+
+/// An interrupt line that goes nowhere (the serial device's edges).
+#[derive(Debug, Default)]
+pub struct NoLine;
+
+impl IrqLine for NoLine {
+    fn trigger(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 impl DeviceRig {
     /// Every device at its port; the command port holds `command`.
@@ -191,8 +212,14 @@ impl DeviceRig {
         for ((base, len), d) in PORTS.into_iter().zip(devices) {
             bus.insert(base, len, d).expect("the rig's ports do not overlap");
         }
+        let serial = Serial::new(Arc::new(NoLine));
+        let (state, _) = serial.handle();
+        let mut linux_bus = PortBus::new();
+        linux_bus.insert(SERIAL, 8, Box::new(serial)).expect("an empty bus");
         DeviceRig {
             bus,
+            linux_bus,
+            serial: state,
             mem: guest_memory(16 << 20),
             console: Console::new(ConsoleSink::Capture),
             milestones: Vec::new(),
@@ -202,7 +229,10 @@ impl DeviceRig {
     /// One port access of `data.len()` bytes; None for a port no device
     /// owns, else what the device said (a read's bytes are in `data`).
     pub fn access(&mut self, port: u16, write: bool, data: &mut [u8]) -> Option<Option<GuestStop>> {
-        let (device, offset) = self.bus.find(port)?;
+        let (device, offset) = match self.bus.find(port) {
+            Some(found) => found,
+            None => self.linux_bus.find(port)?,
+        };
         let mut ctx = DeviceContext { mem: &self.mem, console: &mut self.console, milestones: &mut self.milestones };
         Some(if write {
             device.write(offset, data, &mut ctx)
@@ -212,10 +242,18 @@ impl DeviceRig {
         })
     }
 
-    /// The UART's registers (through its snapshot state).
-    pub fn uart(&self) -> UartState {
+    /// The registers of the UART at `base` ([`UART`] or [`SERIAL`]).
+    pub fn uart_at(&self, base: u16) -> UartState {
+        if base == SERIAL {
+            return self.serial.lock().unwrap_or_else(|p| p.into_inner()).uart.state();
+        }
         let saved = self.bus.save().remove("uart").expect("the rig has a UART");
         serde_json::from_value(saved).expect("the UART's saved state reads back")
+    }
+
+    /// The registers of the UART at [`UART`].
+    pub fn uart(&self) -> UartState {
+        self.uart_at(UART)
     }
 }
 
@@ -242,17 +280,18 @@ pub fn devices(data: &[u8]) {
         let width = usize::from(b.u8() % 9);
         let mut buf = b.take(width).to_vec();
         buf.resize(width, 0);
-        let before = rig.uart();
+        let uart = [UART, SERIAL].into_iter().find(|&u| port.wrapping_sub(u) < 8);
+        let before = uart.map(|u| rig.uart_at(u));
         let value = buf.first().copied();
         let stop = rig.access(port, write, &mut buf);
-        let after = rig.uart();
-        if port.wrapping_sub(UART) < 8 {
-            check_uart(port - UART, write, value, &buf, &before, &after);
+        if let (Some(u), Some(before)) = (uart, &before) {
+            let after = rig.uart_at(u);
+            check_uart(port - u, write, value, &buf, before, &after);
+            assert!(after.input.len() <= UART_FIFO, "the guest grew the UART's FIFO to {} bytes", after.input.len());
         }
         if let Some(Some(stop)) = stop {
             let _ = (stop.describe(), stop.exit_status());
         }
-        assert!(after.input.len() <= UART_FIFO, "the guest grew the UART's FIFO to {} bytes", after.input.len());
     }
 }
 
@@ -297,17 +336,31 @@ fn check_uart(offset: u16, write: bool, value: Option<u8>, data: &[u8], before: 
 }
 
 /// A UART restored from any snapshot state, then driven by the guest: no
-/// panic (a snapshot's state is read back with serde, then used as is).
+/// panic (a snapshot's device state is read back with serde, then used as
+/// it is), for the plain UART and for the one with an interrupt line.
 pub fn uart_state(data: &[u8]) {
-    let Ok(state) = serde_json::from_slice::<UartState>(data) else { return };
-    let mut uart = Uart::from_state(state.clone());
-    assert_eq!(uart.state(), state, "from_state keeps every register");
     let mut rig = DeviceRig::new(Vec::new());
     let mut ctx = DeviceContext { mem: &rig.mem, console: &mut rig.console, milestones: &mut rig.milestones };
-    for offset in 0..8 {
-        let mut b = [0u8; 1];
-        uart.read(offset, &mut b, &mut ctx);
-        uart.write(offset, &b, &mut ctx);
+    let mut devices: Vec<Box<dyn PortDevice>> = Vec::new();
+    if let Ok(state) = serde_json::from_slice::<UartState>(data) {
+        let uart = Uart::from_state(state.clone());
+        assert_eq!(uart.state(), state, "from_state keeps every register");
+        devices.push(Box::new(uart));
+    }
+    let saved = serde_json::from_slice::<serde_json::Value>(data).unwrap_or_default();
+    let wrapped = serde_json::json!({ "uart": saved, "out2": true, "dlab": false, "line_high": true });
+    for value in [&saved, &wrapped] {
+        let serial = Serial::new(Arc::new(NoLine));
+        if serial.restore(value).is_ok() {
+            devices.push(Box::new(serial));
+        }
+    }
+    for mut device in devices {
+        for offset in 0..8 {
+            let mut b = [0u8; 1];
+            device.read(offset, &mut b, &mut ctx);
+            device.write(offset, &b, &mut ctx);
+        }
     }
 }
 
