@@ -9,8 +9,9 @@ use virtlab_vmm::elf::tiny_executable;
 use virtlab_vmm::linux::boot::zp;
 use virtlab_vmm::linux::command::{self, format, CommandError};
 use virtlab_vmm::linux::initramfs::CpioWriter;
+use virtlab_vmm::snapshot::error::SnapshotError;
 use virtlab_vmm::snapshot::format::{self as snap, FileEntry, GuestKind, Hex, Manifest, State, VcpuState};
-use virtlab_vmm::snapshot::memory;
+use virtlab_vmm::snapshot::{memory, vcpu};
 
 /// 256 cases (PROPTEST_CASES overrides it, for a longer run); failures
 /// are kept as regression tests in `regressions.rs`, not in files.
@@ -290,6 +291,52 @@ proptest! {
             _ => {}
         }
         vmm::snapshot_files(&manifest, &state, &memory);
+    }
+
+    #[test]
+    fn a_state_blob_of_the_wrong_size_is_refused(len in 0usize..1200, byte in any::<u8>()) {
+        let h = Hex(vec![byte; len]);
+        let want = std::mem::size_of::<kvm_bindings::kvm_regs>();
+        match vcpu::from_hex::<kvm_bindings::kvm_regs>(&h) {
+            Ok(regs) => {
+                prop_assert_eq!(len, want);
+                prop_assert_eq!(&vcpu::to_hex(&regs), &h);
+            }
+            Err(SnapshotError::StateSize { found, expected, .. }) => prop_assert_eq!((found, expected), (len, want)),
+            Err(other) => prop_assert!(false, "unexpected {other}"),
+        }
+        prop_assert_eq!(vcpu::from_hex::<kvm_bindings::kvm_fpu>(&h).is_ok(), len == std::mem::size_of::<kvm_bindings::kvm_fpu>());
+    }
+
+    #[test]
+    fn an_initramfs_of_a_tree_holds_the_tree(
+        paths in prop::collection::btree_map("[a-z]{1,4}(/[a-z]{1,4}){0,2}", (0u8..3, "[ -~]{0,20}"), 0..10),
+    ) {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let mut want = std::collections::BTreeMap::new();
+        for (path, (kind, content)) in &paths {
+            let at = root.path().join(path);
+            // A path under an earlier file or link cannot be made: skip it.
+            if at.ancestors().skip(1).any(|a| a.symlink_metadata().is_ok_and(|m| !m.is_dir())) || at.symlink_metadata().is_ok() {
+                continue;
+            }
+            std::fs::create_dir_all(at.parent().expect("a parent")).expect("create the parents");
+            match kind {
+                0 => { std::fs::create_dir(&at).expect("a directory"); }
+                1 => { std::fs::write(&at, content).expect("a file"); want.insert(path.clone(), content.clone().into_bytes()); }
+                _ => { std::os::unix::fs::symlink(if content.is_empty() { "x" } else { content }, &at).expect("a link"); }
+            }
+        }
+        let mut w = CpioWriter::new();
+        w.tree(root.path()).expect("a tree of UTF-8 names");
+        let entries = cpio::read(&w.finish()).expect("the archive reads back");
+        let files: std::collections::BTreeMap<String, Vec<u8>> =
+            entries.iter().filter(|e| e.mode & 0o170000 == 0o100000).map(|e| (e.name.clone(), e.data.clone())).collect();
+        prop_assert_eq!(files, want);
+        let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        let all = names.len();
+        names.dedup();
+        prop_assert_eq!(names.len(), all, "each path once");
     }
 
     #[test]
