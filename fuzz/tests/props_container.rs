@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use virtlab_container::config::{self, Namespaces, User};
 use virtlab_container::engine::events::{self, Actor, Event, Filter};
 use virtlab_container::idmap;
+use virtlab_container::image::dockerfile::{self, Command, Kind as Instruction};
 use virtlab_container::image::{layer, Store};
 use virtlab_container::runtime::log::{self, LogWriter, Stream};
 use virtlab_container::time;
@@ -289,6 +290,28 @@ proptest! {
     #[test]
     fn a_dockerfile_parses_or_names_its_line(text in dockerfile_text()) {
         container::dockerfile(text.as_bytes());
+    }
+
+    #[test]
+    fn exec_form_commands_read_back(
+        runs in prop::collection::vec(prop::collection::vec("[ -~é]{0,8}", 1..4), 1..5),
+        keyword in prop::sample::select(vec!["RUN", "run", "CMD", "Entrypoint"]),
+    ) {
+        let mut text = "FROM scratch\n".to_string();
+        for args in &runs {
+            // JSON's escapes keep every word whole; a line never ends in `\`.
+            let json = serde_json::to_string(args).expect("JSON");
+            text.push_str(&format!("{keyword} {json}\n"));
+        }
+        let parsed = dockerfile::parse(&text).expect("a valid Dockerfile");
+        prop_assert_eq!(parsed.len(), runs.len() + 1);
+        for (i, args) in parsed[1..].iter().zip(&runs) {
+            let got = match &i.kind {
+                Instruction::Run(c) | Instruction::Cmd(c) | Instruction::Entrypoint(c) => c.clone(),
+                other => return Err(TestCaseError::fail(format!("{other:?}"))),
+            };
+            prop_assert_eq!(got, Command::Exec(args.clone()));
+        }
     }
 
     #[test]
