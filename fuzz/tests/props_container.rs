@@ -259,35 +259,6 @@ proptest! {
     }
 
     #[test]
-    fn a_layer_of_plain_entries_unpacks_them(names in prop::collection::btree_set("[a-z]{1,6}", 1..6), gzip in any::<bool>()) {
-        let entries: Vec<TarEntry> = names.iter().map(|n| file(n, n.as_bytes())).collect();
-        let tar = tarball::build(&entries);
-        let sandbox = Sandbox::new();
-        let blob = if gzip {
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            gz.write_all(&tar).expect("gzip into memory");
-            gz.finish().expect("gzip into memory")
-        } else {
-            tar.clone()
-        };
-        let u = layer::unpack(&blob[..], Some(&sha256(&tar)), &sandbox.dest).expect("a plain layer unpacks");
-        prop_assert_eq!(u.content_size, names.iter().map(|n| n.len() as u64).sum::<u64>());
-        for n in &names {
-            prop_assert_eq!(std::fs::read(sandbox.dest.join(n)).expect("an unpacked file"), n.as_bytes());
-        }
-        sandbox.check_untouched("a plain layer");
-    }
-
-    #[test]
-    fn a_changed_layer_is_refused_or_unpacked_inside(
-        names in prop::collection::btree_set("[a-z]{1,6}", 1..4),
-        edits in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4),
-    ) {
-        let entries: Vec<TarEntry> = names.iter().map(|n| file(n, b"data")).collect();
-        container::layer_raw(&mutate(tarball::build(&entries), &edits));
-    }
-
-    #[test]
     fn a_dockerfile_parses_or_names_its_line(text in dockerfile_text()) {
         container::dockerfile(text.as_bytes());
     }
@@ -456,6 +427,35 @@ proptest! {
 
 proptest! {
     #![proptest_config(config_fs())]
+
+    #[test]
+    fn a_layer_of_plain_entries_unpacks_them(names in prop::collection::btree_set("[a-z]{1,6}", 1..6), gzip in any::<bool>()) {
+        let entries: Vec<TarEntry> = names.iter().map(|n| file(n, n.as_bytes())).collect();
+        let tar = tarball::build(&entries);
+        let sandbox = Sandbox::new();
+        let blob = if gzip {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&tar).expect("gzip into memory");
+            gz.finish().expect("gzip into memory")
+        } else {
+            tar.clone()
+        };
+        let u = layer::unpack(&blob[..], Some(&sha256(&tar)), &sandbox.dest).expect("a plain layer unpacks");
+        prop_assert_eq!(u.content_size, names.iter().map(|n| n.len() as u64).sum::<u64>());
+        for n in &names {
+            prop_assert_eq!(std::fs::read(sandbox.dest.join(n)).expect("an unpacked file"), n.as_bytes());
+        }
+        sandbox.check_untouched("a plain layer");
+    }
+
+    #[test]
+    fn a_changed_layer_is_refused_or_unpacked_inside(
+        names in prop::collection::btree_set("[a-z]{1,6}", 1..4),
+        edits in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+    ) {
+        let entries: Vec<TarEntry> = names.iter().map(|n| file(n, b"data")).collect();
+        container::layer_raw(&mutate(tarball::build(&entries), &edits));
+    }
 
     #[test]
     fn a_hostile_image_archive_loads_only_into_the_store(
