@@ -3,6 +3,7 @@
 //! subuid/subgid, image names, times and the command line's units.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -13,6 +14,8 @@ use virtlab_container::image::{archive, dockerfile, layer, ImageError, ImageName
 use virtlab_container::oci::{bundle, OciError};
 use virtlab_container::runtime::log;
 use virtlab_container::time;
+
+use sha2::{Digest, Sha256};
 
 use crate::tarball::{self, Kind, TarEntry};
 use crate::{tree, Bytes};
@@ -360,4 +363,63 @@ pub fn units(data: &[u8]) {
         assert!(!d.is_zero(), "a timeout is positive");
     }
     let _ = cli_units::parse_timeout_or_none(text);
+}
+
+/// The hex SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A regular file entry of a tar.
+pub fn file(name: &str, data: &[u8]) -> TarEntry {
+    TarEntry { name: name.as_bytes().to_vec(), kind: Kind::File, link: Vec::new(), mode: 0o644, data: data.to_vec() }
+}
+
+/// An OCI archive of one image whose one layer is `layer` (a tar), named
+/// `fuzz:1`; `digests` replaces, in order, the manifest's digest in the
+/// index, the config's and the layer's in the manifest, and the layer's
+/// diff ID in the config (None: the right one).
+pub fn oci_archive(layer: &[u8], digests: [Option<String>; 4], gzip: bool) -> Vec<u8> {
+    let layer = if gzip {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(layer).expect("gzip into memory");
+        gz.finish().expect("gzip into memory")
+    } else {
+        layer.to_vec()
+    };
+    let [index_digest, config_digest, layer_digest, diff_id] = digests;
+    let diff_id = diff_id.unwrap_or(format!("sha256:{}", sha256(&tarball_plain(&layer, gzip))));
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    let layer_type = if gzip { "tar+gzip" } else { "tar" };
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.{layer_type}","digest":"{}","size":{}}}]}}"#,
+        config_digest.unwrap_or(format!("sha256:{}", sha256(config.as_bytes()))),
+        config.len(),
+        layer_digest.unwrap_or(format!("sha256:{}", sha256(&layer))),
+        layer.len()
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"localhost/fuzz:1"}}}}]}}"#,
+        index_digest.unwrap_or(format!("sha256:{}", sha256(manifest.as_bytes()))),
+        manifest.len()
+    );
+    tarball::build(&[
+        file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+        file("index.json", index.as_bytes()),
+        file(&format!("blobs/sha256/{}", sha256(manifest.as_bytes())), manifest.as_bytes()),
+        file(&format!("blobs/sha256/{}", sha256(config.as_bytes())), config.as_bytes()),
+        file(&format!("blobs/sha256/{}", sha256(&layer)), &layer),
+    ])
+}
+
+/// `layer` gunzipped when `gzip`.
+pub fn tarball_plain(layer: &[u8], gzip: bool) -> Vec<u8> {
+    if !gzip {
+        return layer.to_vec();
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(layer), &mut out).expect("gunzip");
+    out
 }

@@ -7,7 +7,6 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use sha2::{Digest, Sha256};
 use virtlab_container::config::{self, Namespaces, User};
 use virtlab_container::engine::events::{self, Actor, Event, Filter};
 use virtlab_container::idmap;
@@ -15,7 +14,7 @@ use virtlab_container::image::dockerfile::{self, Command, Kind as Instruction};
 use virtlab_container::image::{layer, Store};
 use virtlab_container::runtime::log::{self, LogWriter, Stream};
 use virtlab_container::time;
-use virtlab_fuzz::container::{self, cli_units, Sandbox};
+use virtlab_fuzz::container::{self, cli_units, file, oci_archive, sha256, Sandbox};
 use virtlab_fuzz::mutate;
 use virtlab_fuzz::tarball::{self, Kind, TarEntry};
 
@@ -55,61 +54,6 @@ fn encode_ops(ops: Vec<[Vec<u8>; 2]>) -> Vec<u8> {
     out
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn file(name: &str, data: &[u8]) -> TarEntry {
-    TarEntry { name: name.as_bytes().to_vec(), kind: Kind::File, link: Vec::new(), mode: 0o644, data: data.to_vec() }
-}
-
-/// An OCI archive of one image whose one layer is `layer` (a tar), named
-/// `fuzz:1`; `digests` replaces, in order, the manifest's digest in the
-/// index, the config's and the layer's in the manifest (None: the right one).
-fn oci_archive(layer: &[u8], digests: [Option<String>; 3], gzip: bool) -> Vec<u8> {
-    let layer = if gzip {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(layer).expect("gzip into memory");
-        gz.finish().expect("gzip into memory")
-    } else {
-        layer.to_vec()
-    };
-    let diff_id = sha256(&tarball_plain(&layer, gzip));
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#
-    );
-    let [index_digest, config_digest, layer_digest] = digests;
-    let layer_type = if gzip { "tar+gzip" } else { "tar" };
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.{layer_type}","digest":"{}","size":{}}}]}}"#,
-        config_digest.unwrap_or(format!("sha256:{}", sha256(config.as_bytes()))),
-        config.len(),
-        layer_digest.unwrap_or(format!("sha256:{}", sha256(&layer))),
-        layer.len()
-    );
-    let index = format!(
-        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"localhost/fuzz:1"}}}}]}}"#,
-        index_digest.unwrap_or(format!("sha256:{}", sha256(manifest.as_bytes()))),
-        manifest.len()
-    );
-    tarball::build(&[
-        file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
-        file("index.json", index.as_bytes()),
-        file(&format!("blobs/sha256/{}", sha256(manifest.as_bytes())), manifest.as_bytes()),
-        file(&format!("blobs/sha256/{}", sha256(config.as_bytes())), config.as_bytes()),
-        file(&format!("blobs/sha256/{}", sha256(&layer)), &layer),
-    ])
-}
-
-fn tarball_plain(layer: &[u8], gzip: bool) -> Vec<u8> {
-    if !gzip {
-        return layer.to_vec();
-    }
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(layer), &mut out).expect("gunzip");
-    out
-}
-
 /// A digest an attacker would write: wrong, of another algorithm, or
 /// shaped like a path.
 fn hostile_digest() -> impl Strategy<Value = Option<String>> {
@@ -120,6 +64,8 @@ fn hostile_digest() -> impl Strategy<Value = Option<String>> {
         1 => Just(Some(format!("sha256:../{}", "a".repeat(61)))),
         1 => Just(Some("sha512:abc".to_string())),
         1 => Just(Some("md5:..".to_string())),
+        1 => Just(Some("sha256:abc".to_string())),
+        1 => Just(Some(format!("sha256:{}", "é".repeat(8)))),
         1 => "[a-z0-9:./+_-]{0,20}".prop_map(Some),
     ]
 }
@@ -460,7 +406,7 @@ proptest! {
     #[test]
     fn a_hostile_image_archive_loads_only_into_the_store(
         ops in prop::collection::vec(layer_op(), 0..6),
-        digests in prop::array::uniform3(hostile_digest()),
+        digests in prop::array::uniform4(hostile_digest()),
         gzip in any::<bool>(),
         edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..2),
     ) {
@@ -475,8 +421,18 @@ proptest! {
             entries.push(TarEntry { name, kind, link, mode: u32::from(head[3]) | 0o700, data });
         }
         let archive = mutate(oci_archive(&tarball::build(&entries), digests, gzip), &edits);
-        let store = Store::open(sandbox.dest.join("store")).expect("an empty store");
-        let _ = virtlab_container::image::archive::load(&store, &archive[..]);
+        let root = sandbox.dest.join("store");
+        let store = Store::open(&root).expect("an empty store");
+        if let Ok(images) = virtlab_container::image::archive::load(&store, &archive[..]) {
+            for image in &images {
+                for d in image.diff_ids() {
+                    prop_assert!(d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()), "diff ID {}", d);
+                }
+                for dir in store.layer_dirs(image).expect("a loaded image's layers") {
+                    prop_assert!(dir.starts_with(root.join("layers")), "layer {}", dir.display());
+                }
+            }
+        }
         let _ = store.images();
         sandbox.check_untouched("an image archive");
     }
@@ -498,7 +454,7 @@ fn a_well_formed_archive_loads() {
     for gzip in [false, true] {
         let store = Store::open(sandbox.dest.join(format!("store-{gzip}"))).expect("an empty store");
         let images =
-            virtlab_container::image::archive::load(&store, &oci_archive(&layer, [None, None, None], gzip)[..])
+            virtlab_container::image::archive::load(&store, &oci_archive(&layer, [None, None, None, None], gzip)[..])
                 .expect("a well-formed archive loads");
         assert_eq!(images.len(), 1);
         assert_eq!(store.images().expect("the store's images").len(), 1);

@@ -98,3 +98,22 @@ fn an_opaque_directory_behind_a_later_link_stays_inside() {
     let e = result.expect_err("the opaque directory lies behind a link");
     assert!(e.to_string().contains("symbolic link"), "{e}");
 }
+
+/// An image archive whose config gives a layer a diff ID that is not a
+/// SHA-256 (`sha512:abc`, or `sha256:../..`): `image load` cut it to 12
+/// bytes for a directory name (a panic on a shorter one), and used it as a
+/// path in the store (`layers/DIFF_ID`) before checking the layer's hash.
+#[test]
+fn an_archive_with_a_diff_id_that_is_no_sha256_is_refused() {
+    use virtlab_container::image::{archive, ImageError, Store};
+    let sandbox = container::Sandbox::new();
+    let layer = virtlab_fuzz::tarball::build(&[container::file("hello", b"hi\n")]);
+    for bad in ["sha512:abc", "abc", "sha256:../../../outside", &format!("sha256:{}", "é".repeat(32))] {
+        let store = Store::open(sandbox.dest.join("store")).expect("an empty store");
+        let tar = container::oci_archive(&layer, [None, None, None, Some(bad.to_string())], false);
+        let e = archive::load(&store, &tar[..]).expect_err(bad);
+        assert!(matches!(&e, ImageError::Corrupt { reason, .. } if reason.contains("diff ID")), "{bad}: {e}");
+        assert!(store.images().expect("the store's images").is_empty());
+    }
+    sandbox.check_untouched("an image archive");
+}
