@@ -20,6 +20,7 @@ use virtlab_vmm::linux::command::{self, format};
 use virtlab_vmm::linux::kernel::{self, Format, Image};
 use virtlab_vmm::loader::{self, LoadError};
 use virtlab_vmm::snapshot::format::{self as snap, Hex, Manifest, State};
+use virtlab_vmm::snapshot::SnapshotAt;
 use virtlab_vmm::stop::GuestStop;
 use vm_memory::{Bytes as _, GuestAddress, GuestMemoryMmap};
 
@@ -417,4 +418,19 @@ pub fn workload_result(data: &[u8]) {
     for k in r.fields.keys() {
         let _ = r.get_u64(k);
     }
+}
+
+/// `--snapshot-at`: `ready`, `init` or a duration; a duration it prints
+/// (in whole milliseconds) parses back to itself.
+pub fn snapshot_at(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(at) = SnapshotAt::parse(&text) else { return };
+    let name = at.name();
+    if let SnapshotAt::After(d) = at {
+        if d.as_millis() > u128::from(u64::MAX) {
+            return; // printed in milliseconds, it no longer fits the parser's u64
+        }
+    }
+    let again = SnapshotAt::parse(&name).expect("a printed snapshot point parses");
+    assert_eq!(again.name(), name);
 }

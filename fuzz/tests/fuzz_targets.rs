@@ -33,6 +33,7 @@ target!(command_file, vmm::command_file, QUICK);
 target!(devices, vmm::devices, QUICK);
 target!(uart_state, vmm::uart_state, QUICK);
 target!(workload_result, vmm::workload_result, QUICK);
+target!(snapshot_at, vmm::snapshot_at, QUICK);
 target!(snapshot_json, vmm::snapshot_json, QUICK);
 target!(snapshot_dir, vmm::snapshot_dir, QUICK_FS);
 target!(layer_raw, container::layer_raw, QUICK_FS);

@@ -268,6 +268,11 @@ proptest! {
     }
 
     #[test]
+    fn a_snapshot_point_reads_back(text in "ready|init|[0-9]{1,22}(ms|s|m|)|[a-z0-9 ]{0,6}") {
+        vmm::snapshot_at(text.as_bytes());
+    }
+
+    #[test]
     fn hex_in_a_snapshot_takes_any_string(s in ".{0,12}") {
         vmm::snapshot_json(&serde_json::to_vec(&s).expect("a string serializes"));
         let state = format!(r#"{{"vcpus":[],"clock":{},"irqchip":null,"pit":null,"devices":{{}},"mini":null,"quirks":[]}}"#,

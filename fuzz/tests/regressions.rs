@@ -117,3 +117,15 @@ fn an_archive_with_a_diff_id_that_is_no_sha256_is_refused() {
     }
     sandbox.check_untouched("an image archive");
 }
+
+/// A positive duration below a nanosecond (`.000…01`, found by libFuzzer):
+/// `parse_duration` (`events --since`) gave a zero duration, where the
+/// command line's own `--timeout` parser says "no time at all".
+#[test]
+fn a_duration_below_a_nanosecond_is_refused() {
+    let text = format!(".{}1", "0".repeat(100));
+    assert!(virtlab_container::config::parse_duration(&text).is_err());
+    assert!(virtlab_container::config::parse_duration("1e-10s").is_err());
+    assert_eq!(virtlab_container::config::parse_duration("1e-9s").ok(), Some(std::time::Duration::from_nanos(1)));
+    container::units(text.as_bytes());
+}
