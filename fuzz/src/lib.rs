@@ -104,3 +104,26 @@ pub fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8)]) -> Vec<u8> {
     }
     bytes
 }
+
+/// Whether this test can do what only root can (give unpacked files their
+/// owner uid 0, make whiteout device nodes). When not root it says so on
+/// standard error and returns false (once per test), or fails under
+/// `VIRTLAB_REQUIRE_ROOT=1`, as CI sets it.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let must = std::env::var("VIRTLAB_REQUIRE_ROOT").is_ok_and(|v| v == "1");
+    assert!(!must, "{test}: needs root, and VIRTLAB_REQUIRE_ROOT=1 forbids skipping");
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    if !said.iter().any(|t| t == test) {
+        // Past the test harness's capture, so that it shows.
+        use std::io::Write;
+        let why = "unpacking a layer with its owners needs root; run as root (CI sets VIRTLAB_REQUIRE_ROOT=1)";
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+        said.push(test.to_string());
+    }
+    false
+}

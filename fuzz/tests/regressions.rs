@@ -96,7 +96,10 @@ fn an_opaque_directory_behind_a_later_link_stays_inside() {
     let result = virtlab_container::image::layer::unpack(&tar[..], None, &sandbox.dest);
     sandbox.check_untouched("a layer");
     let e = result.expect_err("the opaque directory lies behind a link");
-    assert!(e.to_string().contains("symbolic link"), "{e}");
+    // Without root the link's owner cannot be set, an earlier error.
+    if virtlab_fuzz::root_or_skip("an_opaque_directory_behind_a_later_link_stays_inside") {
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    }
 }
 
 /// An image archive whose config gives a layer a diff ID that is not a
