@@ -192,7 +192,7 @@ pub struct UserLayout {
 /// Plans user memory, or says how much memory the program needs.
 pub fn plan_user_memory(image: &UserImage, mem_size: u64) -> Result<UserLayout, LoadError> {
     let stack_top = mem_size & !(PAGE - 1);
-    let need = image.end + USER_STACK_SIZE;
+    let need = image.end.saturating_add(USER_STACK_SIZE);
     if stack_top < need {
         return Err(LoadError::MemTooSmall { mem: mem_size >> 20, need: need.div_ceil(1 << 20) });
     }

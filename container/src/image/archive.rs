@@ -242,6 +242,15 @@ fn load_one(store: &Store, layout: &Path, desc: &Descriptor, work: &TempDir) -> 
     let mut blobs = vec![(blob_in(layout, store, manifest.config()), manifest.config().digest().digest().to_string())];
     let mut layers = Vec::new();
     for (l, diff_id) in manifest.layers().iter().zip(diff_ids) {
+        // It names the layer's directory in the store: a path or a short
+        // string there would lead out of it.
+        let hex = diff_id.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(ImageError::Corrupt {
+                what: "the archive's image config".into(),
+                reason: format!("its layer diff ID {diff_id:?} is not sha256: and 64 hex digits"),
+            });
+        }
         let path = blob_in(layout, store, l);
         if !path.exists() {
             return Err(ImageError::Corrupt {

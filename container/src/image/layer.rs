@@ -365,6 +365,9 @@ pub fn unpack(blob: impl Read, diff_id: Option<&str>, dest: &Path) -> Result<Unp
         }
     }
     for dir in opaque {
+        // Checked again: a later entry may have made a part of the path a
+        // symbolic link, which create_dir_all would follow out of `dest`.
+        no_links_on_the_way(dest, &dir, &dir.join(OPAQUE_MARKER))?;
         let at = dest.join(&dir);
         fs::create_dir_all(&at).map_err(io_err(format!("create {}", at.display())))?;
         set_xattr(&at, OVERLAY_OPAQUE_XATTR, b"y")

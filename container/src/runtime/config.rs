@@ -529,7 +529,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
     if !v.is_finite() || v <= 0.0 || v * scale > 1e9 {
         return Err(bad());
     }
-    Ok(Duration::from_secs_f64(v * scale))
+    // A positive number below a nanosecond is no duration either.
+    Some(Duration::from_secs_f64(v * scale)).filter(|d| !d.is_zero()).ok_or_else(bad)
 }
 
 /// Parses `KEY=VALUE`.

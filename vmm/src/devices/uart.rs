@@ -31,6 +31,8 @@ const IIR_THRE: u8 = 0x02;
 const IIR_RX: u8 = 0x04;
 const IIR_FIFO: u8 = 0xc0;
 const MCR_LOOP: u8 = 0x10;
+/// The 16550A's receive FIFO, in bytes.
+const RX_FIFO: usize = 16;
 /// DCD, DSR, CTS asserted: a terminal is attached.
 const MSR_CONNECTED: u8 = 0xb0;
 
@@ -208,7 +210,11 @@ impl PortDevice for Uart {
             DATA if dlab => self.divisor = (self.divisor & 0xff00) | u16::from(v),
             DATA => {
                 if self.mcr & MCR_LOOP != 0 {
-                    self.input.push_back(v);
+                    // The receive FIFO holds 16 bytes; a byte that finds it
+                    // full is lost (an overrun), so a guest cannot grow it.
+                    if self.input.len() < RX_FIFO {
+                        self.input.push_back(v);
+                    }
                 } else {
                     self.tx_bytes += 1;
                     ctx.console.write(&[v]);

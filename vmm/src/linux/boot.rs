@@ -88,7 +88,7 @@ pub fn place_initrd(mem_size: u64, kernel_end: u64, size: u64, addr_max: u64) ->
     let limit = mem_size.min(addr_max.saturating_add(1));
     let fail = BootError::InitrdDoesNotFit { size, kernel_end, limit };
     let at = limit.checked_sub(size).ok_or(fail.clone())? & !0xfff;
-    if at < kernel_end.div_ceil(0x1000) * 0x1000 {
+    if at < kernel_end.div_ceil(0x1000).saturating_mul(0x1000) {
         return Err(fail);
     }
     Ok(at)

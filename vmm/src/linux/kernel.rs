@@ -270,7 +270,7 @@ fn check_fits(end: u64, mem_size: u64) -> Result<(), KernelError> {
     if end.saturating_add(SLACK) > mem_size {
         return Err(KernelError::DoesNotFit {
             end,
-            need_mib: (end + SLACK).div_ceil(1 << 20),
+            need_mib: end.saturating_add(SLACK).div_ceil(1 << 20),
             mem_mib: mem_size >> 20,
         });
     }

@@ -104,6 +104,11 @@ impl<'de> Deserialize<'de> for Hex {
         if t.len() % 2 != 0 {
             return Err(serde::de::Error::custom("hex string of odd length"));
         }
+        // Checked first: slicing a string with other characters could cut
+        // one in two, and from_str_radix would take a '+' sign.
+        if !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(serde::de::Error::custom("hex string with a character that is not a hex digit"));
+        }
         (0..t.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(serde::de::Error::custom))
