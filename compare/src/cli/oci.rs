@@ -4,8 +4,15 @@
 //! makes the container and leaves its process waiting before execve,
 //! `start` lets it run (the two steps an engine takes); `run` is both, to
 //! the process's end (as `runc run`); `state`, `list`, `kill` and `delete`
-//! act on the runtime's record; `features` says what this runtime
-//! supports.
+//! act on the runtime's record; `exec` adds a process to a running
+//! container (through the engine's own `exec`); `features` says what this
+//! runtime supports.
+//!
+//! A terminal (`process.terminal: true`) comes as runc gives one: with
+//! `--console-socket`, the container's process makes a pseudo-terminal
+//! pair from its own devpts and sends the master end over that unix
+//! socket (the engine's monitor, conmon, holds it); without one (`run`,
+//! a non-detached `exec`), the process shares the caller's terminal.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -61,6 +68,9 @@ pub enum OciCommand {
         /// Write the container's PID (as the host sees it) here once it runs
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
+        /// A unix socket to send the terminal's master end to (process.terminal)
+        #[arg(long, value_name = "SOCKET")]
+        console_socket: Option<PathBuf>,
         /// The container's ID
         id: String,
     },
@@ -74,7 +84,7 @@ pub enum OciCommand {
         /// Write the container's PID (as the host sees it) here
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
-        /// A socket to send the terminal's master fd to (process.terminal; not supported yet)
+        /// A unix socket to send the terminal's master end to (needed with process.terminal)
         #[arg(long, value_name = "SOCKET")]
         console_socket: Option<PathBuf>,
         /// The container's ID
@@ -82,6 +92,10 @@ pub enum OciCommand {
     },
     /// Start a created container: its process runs the bundle's program
     Start { id: String },
+    /// Run one more process in a running container (its namespaces,
+    /// cgroup, capabilities, seccomp filter); without -d its exit status
+    /// is the command's
+    Exec(ExecArgs),
     /// Print a container's state (runtime-spec JSON: ociVersion, id,
     /// status, pid, bundle)
     State { id: String },
@@ -108,6 +122,44 @@ pub enum OciCommand {
     Features,
 }
 
+/// `oci exec`'s options (runc's).
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The process to run, as runtime-spec JSON (`process` of config.json);
+    /// without it: the bundle's process with COMMAND and the options below
+    #[arg(short, long, value_name = "FILE")]
+    process: Option<PathBuf>,
+    /// A unix socket to send the terminal's master end to (with a terminal)
+    #[arg(long, value_name = "SOCKET")]
+    console_socket: Option<PathBuf>,
+    /// Write the process's PID (as the host sees it) here
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Return once the process runs, leaving it to the caller's subreaper
+    #[arg(short, long)]
+    detach: bool,
+    /// Give the process a terminal
+    #[arg(short, long)]
+    tty: bool,
+    /// Working directory inside the container
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+    /// Set an environment variable (repeatable)
+    #[arg(short, long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Run as this user: UID[:GID]
+    #[arg(short, long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Keep this many fds above 2 open for the process (only 0 is supported)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
+    /// The container's ID
+    id: String,
+    /// The command and its arguments (without --process)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
 /// Runs an `oci` subcommand.
 pub fn run(args: OciArgs) -> anyhow::Result<u8> {
     let result = dispatch(&args);
@@ -127,11 +179,14 @@ fn dispatch(args: &OciArgs) -> anyhow::Result<u8> {
     let root = &args.root;
     match &args.command {
         OciCommand::Spec { bundle } => spec(bundle),
-        OciCommand::Run { bundle, pid_file, id } => run_bundle(root, bundle, pid_file.as_deref(), id),
+        OciCommand::Run { bundle, pid_file, console_socket, id } => {
+            run_bundle(root, bundle, pid_file.as_deref(), console_socket.as_deref(), id)
+        }
         OciCommand::Create { bundle, pid_file, console_socket, id } => {
             create(root, bundle, pid_file.as_deref(), console_socket.as_deref(), id)
         }
         OciCommand::Start { id } => start(root, id),
+        OciCommand::Exec(a) => exec(root, a),
         OciCommand::State { id } => {
             println!("{}", serde_json::to_string_pretty(&State::load(root, id)?)?);
             Ok(0)
@@ -169,10 +224,18 @@ fn spec(bundle: &Path) -> anyhow::Result<u8> {
 
 /// `run`: the bundle's process in a new container, to its end; the record
 /// says `running` meanwhile and goes at the end, as with `runc run`.
-fn run_bundle(root: &Path, bundle: &Path, pid_file: Option<&Path>, id: &str) -> anyhow::Result<u8> {
+fn run_bundle(
+    root: &Path,
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    console: Option<&Path>,
+    id: &str,
+) -> anyhow::Result<u8> {
     let b = oci::load(bundle)?;
     let mut cfg = b.config.clone();
-    if b.terminal && !std::io::stdin().is_terminal() {
+    check_terminal(b.terminal, console)?;
+    cfg.console_socket = console.map(Path::to_path_buf);
+    if b.terminal && console.is_none() && !std::io::stdin().is_terminal() {
         return Err(OciError::Unsupported {
             field: "process.terminal".into(),
             why: "true, but standard input is not a terminal: run from one (virtlab shares it with the process), or set it to false".into(),
@@ -224,16 +287,12 @@ fn run_bundle(root: &Path, bundle: &Path, pid_file: Option<&Path>, id: &str) -> 
 /// `create`: everything up to execve, the process left waiting on
 /// `ROOT/ID/exec.fifo`, the record `created`.
 fn create(root: &Path, bundle: &Path, pid_file: Option<&Path>, console: Option<&Path>, id: &str) -> anyhow::Result<u8> {
-    if console.is_some() {
-        bail!("--console-socket is not supported yet: virtlab cannot hand a container a terminal of its own when it is created (run the engine without -t)");
-    }
     let b = oci::load(bundle)?;
-    if b.terminal {
+    check_terminal(b.terminal, console)?;
+    if b.terminal && console.is_none() {
         return Err(OciError::Unsupported {
             field: "process.terminal".into(),
-            why:
-                "true: a created container needs --console-socket for its terminal, which virtlab does not support yet"
-                    .into(),
+            why: "true, but no --console-socket: a created container outlives this command, so its terminal goes to the engine through that socket (give one, or set terminal to false)".into(),
         }
         .into());
     }
@@ -245,6 +304,7 @@ fn create(root: &Path, bundle: &Path, pid_file: Option<&Path>, console: Option<&
         let mut cfg = b.config.clone();
         cfg.stdio = Stdio::Inherit;
         cfg.pid_file = pid_file.map(Path::to_path_buf);
+        cfg.console_socket = console.map(Path::to_path_buf);
         // Named after the runtime's root too: two roots may hold the same ID.
         let root_tag = &virtlab_container::image::digest::sha256_hex(root.to_string_lossy().as_bytes())[..8];
         let created = virtlab_container::launch::create(&cfg, &format!("{root_tag}-{id}"), &fifo)?;
@@ -261,6 +321,101 @@ fn create(root: &Path, bundle: &Path, pid_file: Option<&Path>, console: Option<&
         Err(e) => {
             let _ = State::remove(root, id);
             Err(e)
+        }
+    }
+}
+
+/// A console socket is for a process with a terminal only (runc refuses
+/// it too).
+fn check_terminal(terminal: bool, console: Option<&Path>) -> anyhow::Result<()> {
+    if let (false, Some(path)) = (terminal, console) {
+        bail!(
+            "--console-socket {} given, but the process has no terminal (process.terminal is false): set it to true, or leave the socket out",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `exec`: one more process in a running container, joined through the
+/// engine's exec (setns into its namespaces, its cgroup, the same last
+/// steps as its first process).
+fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
+    let s = State::load(root, &a.id)?;
+    if s.status != "running" && s.status != "created" {
+        bail!("container {} is {}: a process can only be added to a running container", a.id, s.status);
+    }
+    if a.preserve_fds != 0 {
+        bail!(
+            "--preserve-fds {}: virtlab passes no fds beyond stdin, stdout and stderr (leave it out)",
+            a.preserve_fds
+        );
+    }
+    let process = match &a.process {
+        Some(path) => {
+            if !a.command.is_empty() {
+                bail!("give the command either in --process or after the ID, not both");
+            }
+            let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_slice::<oci_spec::runtime::Process>(&text)
+                .with_context(|| format!("{} is not a runtime-spec process (JSON)", path.display()))?
+        }
+        None => {
+            if a.command.is_empty() {
+                bail!("no command: give one after the ID, or --process FILE.json");
+            }
+            let mut p = oci::bundle::own_process(&s.bundle)?;
+            p.set_args(Some(a.command.clone()));
+            p.set_terminal(Some(a.tty));
+            if let Some(cwd) = &a.cwd {
+                p.set_cwd(cwd.into());
+            }
+            let mut env = p.env().clone().unwrap_or_default();
+            for e in &a.env {
+                let (k, _) = virtlab_container::config::parse_env(e)?;
+                env.retain(|x| !x.starts_with(&format!("{k}=")));
+                env.push(e.clone());
+            }
+            p.set_env(Some(env));
+            if let Some(u) = &a.user {
+                let parsed = virtlab_container::config::User::parse(u)?;
+                let mut user = p.user().clone();
+                user.set_uid(parsed.uid);
+                user.set_gid(parsed.gid);
+                p.set_user(user);
+            }
+            p
+        }
+    };
+    let (cfg, terminal) = oci::bundle::exec_config(&s.bundle, &process)?;
+    let console = a.console_socket.as_deref();
+    check_terminal(terminal, console)?;
+    if terminal && console.is_none() && (a.detach || !std::io::stdin().is_terminal()) {
+        bail!("the process wants a terminal, but there is no --console-socket and {}: give a console socket, or no terminal", if a.detach { "it is detached" } else { "standard input is not one" });
+    }
+    let socket = console
+        .map(|p| {
+            std::os::unix::net::UnixStream::connect(p)
+                .with_context(|| format!("cannot connect to the console socket {}", p.display()))
+        })
+        .transpose()?;
+    let pid =
+        virtlab_container::engine::exec::start_in(s.pid, &cfg, socket.as_ref().map(std::os::fd::AsRawFd::as_raw_fd))
+            .map_err(|e| anyhow::anyhow!(e).context(format!("cannot exec in container {}", a.id)))?;
+    drop(socket);
+    if let Some(f) = &a.pid_file {
+        std::fs::write(f, format!("{pid}")).with_context(|| format!("cannot write {}", f.display()))?;
+    }
+    if a.detach {
+        return Ok(0);
+    }
+    loop {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code as u8),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128u8.wrapping_add(sig as u8)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => bail!("cannot wait for the process: {e}"),
         }
     }
 }

@@ -180,6 +180,15 @@ pub enum ExecError {
         /// The set this virtlab would give.
         expected: u64,
     },
+    /// The new process asks for capabilities the container's first
+    /// process does not have (an OCI `exec`'s process.capabilities).
+    #[error("the process asks for capabilities {asked:#x} beyond the container's bounding set {bounding:#x}: ask for no more than the container has")]
+    CapabilitiesBeyond {
+        /// The mask asked for.
+        asked: u64,
+        /// CapBnd of the container's first process.
+        bounding: u64,
+    },
     /// The command is not in the container (the shell's 127).
     #[error("exec: {cmd:?}: executable file not found in $PATH (looked for {searched})")]
     NotFound {
@@ -318,6 +327,37 @@ pub fn start(root: &Path, name: &str, spec: &ExecSpec) -> Result<Exec, EngineErr
             Err(e.into())
         }
     }
+}
+
+/// Starts `cfg` as one more process of the running container whose first
+/// process is `pid` on the host, as an OCI runtime's `exec` does: `cfg`
+/// is the container's own configuration (its bundle's, for the seccomp
+/// filter and the defences) with the new process's command, environment,
+/// working directory, user, capabilities and rlimits. Its standard streams
+/// are the caller's, or with `console` (a connected console socket) a
+/// terminal of the container's own. Returns its host PID once execve
+/// succeeded; it is the caller's child.
+pub fn start_in(pid: i32, cfg: &ContainerConfig, console: Option<std::os::fd::RawFd>) -> Result<Pid, ExecError> {
+    let target = Target::open(pid)?;
+    let mut cfg = cfg.clone();
+    cfg.namespaces = crate::runtime::config::Namespaces {
+        user: target.user_ns.is_some(),
+        ..crate::runtime::config::Namespaces::NONE
+    };
+    let host = crate::runtime::plan::PlanHost {
+        await_start: None,
+        last_cap: crate::runtime::plan::last_cap(),
+        devices_allowlist: target.bounding & (1 << crate::runtime::plan::cap::MKNOD) != 0,
+        seccomp: crate::runtime::seccomp::for_config(&cfg)?,
+    };
+    // No capability the container's first process lacks.
+    let kept = cfg.capabilities.unwrap_or_else(crate::runtime::plan::default_cap_mask);
+    if kept & !target.bounding != 0 {
+        return Err(ExecError::CapabilitiesBeyond { asked: kept, bounding: target.bounding });
+    }
+    let stdio = StdioFds { console, ..StdioFds::default() };
+    let plan = Plan::build_exec(&cfg, stdio, host)?;
+    join::spawn(&target, &plan).map_err(|e| e.explained(&cfg))
 }
 
 /// A failure to open `/proc/PID/...` because the process is gone means

@@ -80,6 +80,33 @@ pub fn convert(dir: &Path, spec: &Spec) -> Result<Bundle, OciError> {
     Ok(Bundle { dir: dir.to_path_buf(), config: cfg, terminal: process.terminal().unwrap_or(false) })
 }
 
+/// One more process of the bundle's container (an OCI `exec`): the
+/// bundle's configuration (its seccomp filter, rlimits, defences) with
+/// `process` (a `process.json`, or the bundle's own process with another
+/// command) in place of the bundle's own. With it, whether that process
+/// wants a terminal.
+pub fn exec_config(dir: &Path, process: &Process) -> Result<(ContainerConfig, bool), OciError> {
+    let mut cfg = load(dir)?.config;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(unsupported("process.args", "empty: name the program to run"));
+    }
+    cfg.argv = args;
+    cfg.env.clear();
+    cfg.user = None;
+    cfg.pid_file = None;
+    cfg.console_socket = None;
+    process_part(&mut cfg, process)?;
+    Ok((cfg, process.terminal().unwrap_or(false)))
+}
+
+/// The bundle's own `process`, to start an `exec` from.
+pub fn own_process(dir: &Path) -> Result<Process, OciError> {
+    let path = dir.join("config.json");
+    let spec = Spec::load(&path).map_err(|e| OciError::BadConfig { path: path.clone(), cause: e.to_string() })?;
+    spec.process().clone().ok_or_else(|| unsupported("process", "missing: say what to run"))
+}
+
 fn process_part(cfg: &mut ContainerConfig, p: &Process) -> Result<(), OciError> {
     for e in p.env().iter().flatten() {
         let (k, v) = e.split_once('=').ok_or_else(|| unsupported("process.env", format!("{e:?} is not KEY=VALUE")))?;

@@ -388,6 +388,10 @@ pub struct ContainerConfig {
     /// `no_new_privs`, as any filter installed without `CAP_SYS_ADMIN`);
     /// off only for the escape lab's terminal lesson.
     pub deny_tiocsti: bool,
+    /// Give the command a terminal of the container's own and send its
+    /// master end to the unix socket at this path (an OCI runtime's
+    /// `--console-socket`, see [`crate::runtime::sys::Sys::console`]).
+    pub console_socket: Option<PathBuf>,
 }
 
 impl ContainerConfig {
@@ -417,6 +421,7 @@ impl ContainerConfig {
             id_ranges: None,
             layers: None,
             pid_file: None,
+            console_socket: None,
             log: None,
             mounts: None,
             masked_paths: None,

@@ -63,6 +63,14 @@ pub trait Sys {
     /// Opens the FIFO behind the `O_PATH` fd `fd` for writing, which
     /// blocks until a reader opens it (`start`), writes one byte, closes it.
     fn await_start(&self, fd: RawFd) -> Result<(), Errno>;
+    /// The process's terminal, as runc gives one with `--console-socket`:
+    /// a pseudo-terminal pair from the container's own `/dev/ptmx` (its
+    /// devpts instance), `/dev/console` bound to the slave if
+    /// `bind_console`, the master sent over the connected unix socket
+    /// `socket` (SCM_RIGHTS, the payload naming it) and then closed here;
+    /// a new session whose controlling terminal is the slave, which
+    /// becomes stdin, stdout and stderr.
+    fn console(&self, socket: RawFd, bind_console: bool) -> Result<(), Errno>;
     /// Opens `path` for writing (no creation) and writes `bytes` whole.
     fn write_file(&self, path: &CStr, bytes: &[u8]) -> Result<(), Errno>;
     /// sethostname(2).
@@ -194,6 +202,45 @@ impl Sys for RealSys {
         let r = self.write_fd(w, b"0");
         let _ = nix::unistd::close(w);
         r
+    }
+
+    fn console(&self, socket: RawFd, bind_console: bool) -> Result<(), Errno> {
+        use nix::fcntl::{open, OFlag};
+        let master = open(c"/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK reads one int from the pointer, which points
+        // to a live local (ioctl_tty(2)); `master` is a pty master.
+        Errno::result(unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &unlock) })?;
+        // SAFETY: TIOCGPTPEER takes open(2) flags by value and returns a
+        // new fd of the slave (Linux 4.13, ioctl_tty(2)).
+        let slave = Errno::result(unsafe {
+            libc::ioctl(master, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+        })?;
+        if bind_console {
+            let mut n: libc::c_uint = 0;
+            // SAFETY: TIOCGPTN writes one unsigned int to the pointer,
+            // which points to a live local (ioctl_tty(2)).
+            Errno::result(unsafe { libc::ioctl(master, libc::TIOCGPTN, &mut n) })?;
+            let mut path = [0u8; 32];
+            let text = b"/dev/pts/";
+            path[..text.len()].copy_from_slice(text);
+            let len = text.len() + decimal(n, &mut path[text.len()..]);
+            let slave_path = CStr::from_bytes_until_nul(&path[..=len]).map_err(|_| Errno::EINVAL)?;
+            self.touch(c"/dev/console")?;
+            self.mount(Some(slave_path), c"/dev/console", None, MsFlags::MS_BIND, None)?;
+        }
+        send_fd(socket, master, b"/dev/ptmx")?;
+        let _ = nix::unistd::close(master);
+        let _ = nix::unistd::close(socket);
+        nix::unistd::setsid()?;
+        // SAFETY: TIOCSCTTY takes an int by value; this process has just
+        // become a session leader without a controlling terminal.
+        Errno::result(unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) })?;
+        for to in 0..3 {
+            self.dup2(slave, to)?;
+        }
+        let _ = nix::unistd::close(slave);
+        Ok(())
     }
 
     fn write_file(&self, path: &CStr, bytes: &[u8]) -> Result<(), Errno> {
@@ -377,4 +424,59 @@ impl Sys for RealSys {
         unsafe { libc::execve(path.as_ptr(), args.argv.as_ptr(), args.envp.as_ptr()) };
         Errno::last()
     }
+}
+
+/// Writes `n` in decimal at the start of `out`; how many digits.
+fn decimal(n: u32, out: &mut [u8]) -> usize {
+    let mut digits = [0u8; 10];
+    let (mut v, mut d) = (n, digits.len());
+    loop {
+        d -= 1;
+        digits[d] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - d;
+    out[..len].copy_from_slice(&digits[d..]);
+    len
+}
+
+/// sendmsg(2) of `fd` over the unix socket `socket` (one SCM_RIGHTS
+/// control message) with `name` as the data, without allocating.
+fn send_fd(socket: RawFd, fd: RawFd, name: &[u8]) -> Result<(), Errno> {
+    // Room for one control message carrying one int, aligned for cmsghdr.
+    let mut control = [0u64; 4];
+    // SAFETY: CMSG_SPACE is a pure computation on its argument.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    if space > std::mem::size_of_val(&control) {
+        return Err(Errno::EINVAL);
+    }
+    let mut iov = libc::iovec { iov_base: name.as_ptr() as *mut libc::c_void, iov_len: name.len() };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points to `space` zeroed, aligned bytes, enough
+    // for one header and an int (checked above), so CMSG_FIRSTHDR is
+    // non-null and CMSG_DATA points inside the buffer (cmsg(3)).
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(Errno::EINVAL);
+        }
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
+    }
+    // SAFETY: msg and everything it points to live until sendmsg returns.
+    let sent = Errno::result(unsafe { libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL) })?;
+    if (sent as usize) < name.len() {
+        return Err(Errno::EIO);
+    }
+    Ok(())
 }

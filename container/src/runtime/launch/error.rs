@@ -89,6 +89,15 @@ pub enum LaunchError {
         #[source]
         source: io::Error,
     },
+    /// The console socket could not be connected to.
+    #[error("cannot connect to the console socket {path}: the engine listens there for the terminal (check the path, and that it is a listening unix socket)")]
+    ConsoleSocket {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The log file could not be opened or written.
     #[error("cannot write the container's log {path}")]
     Log {
@@ -188,6 +197,10 @@ fn hint_for(step: Step, errno: Errno, cfg: &ContainerConfig) -> String {
             "that uid/gid is not mapped in the user namespace (without root only uid 0 is mapped)"
         }
         (Step::Workdir, Errno::ENOENT | Errno::ENOTDIR) => "the working directory does not exist in the rootfs",
+        (Step::Console, Errno::ENOENT) => {
+            "the container has no /dev/ptmx: mount a devpts at /dev/pts (config.json mounts) for its terminal"
+        }
+        (Step::Console, Errno::ENOTTY) => "the kernel has no TIOCGPTPEER (Linux 4.13 or later is needed)",
         (Step::Hostname, Errno::EINVAL) => "the hostname is too long (64 bytes at most)",
         (_, Errno::EPERM) if !ns.user => "the launcher lacks a privilege: run as root",
         _ => "",

@@ -37,12 +37,21 @@ pub(super) struct Pipes {
     err: Option<(OwnedFd, OwnedFd)>,
     devnull: Option<OwnedFd>,
     tty: Option<PathBuf>,
+    console: Option<OwnedFd>,
 }
 
 impl Pipes {
     /// Opens what `cfg.stdio` asks for.
     pub(super) fn open(cfg: &ContainerConfig) -> Result<Pipes, LaunchError> {
-        let mut pipes = Pipes { out: None, err: None, devnull: None, tty: None };
+        let mut pipes = Pipes { out: None, err: None, devnull: None, tty: None, console: None };
+        if let Some(path) = &cfg.console_socket {
+            // The command's terminal is its own: the socket, for the child to
+            // send the master end to.
+            let stream = std::os::unix::net::UnixStream::connect(path)
+                .map_err(|source| LaunchError::ConsoleSocket { path: path.clone(), source })?;
+            pipes.console = Some(OwnedFd::from(stream));
+            return Ok(pipes);
+        }
         if cfg.stdio != Stdio::Inherit || cfg.log.is_some() {
             pipes.out = Some(pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe2", ""))?);
             pipes.err = Some(pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe2", ""))?);
@@ -68,6 +77,7 @@ impl Pipes {
             stdout: self.out.as_ref().map(|p| p.1.as_raw_fd()),
             stderr: self.err.as_ref().map(|p| p.1.as_raw_fd()),
             tty: self.tty.clone(),
+            console: self.console.as_ref().map(|f| f.as_raw_fd()),
         }
     }
 

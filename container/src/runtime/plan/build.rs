@@ -74,7 +74,7 @@ impl Plan {
         if ns.net {
             ops.push((Step::Loopback, Op::LoopbackUp));
         }
-        process_steps(&mut ops, cfg, &stdio, host)?;
+        process_steps(&mut ops, cfg, &stdio, host, true)?;
         Plan::with_command(ops, cfg)
     }
 
@@ -89,7 +89,7 @@ impl Plan {
     pub fn build_exec(cfg: &ContainerConfig, stdio: StdioFds, host: PlanHost) -> Result<Plan, ConfigError> {
         let mut ops: Ops = Vec::new();
         identity::ns_root(&mut ops, cfg.namespaces.user);
-        process_steps(&mut ops, cfg, &stdio, host)?;
+        process_steps(&mut ops, cfg, &stdio, host, false)?;
         Plan::with_command(ops, cfg)
     }
 
@@ -105,7 +105,18 @@ impl Plan {
 /// and each one `exec` adds. rlimits, capabilities (while still root),
 /// the user switch, no_new_privs and seccomp, the working directory, stdio,
 /// execve.
-fn process_steps(ops: &mut Ops, cfg: &ContainerConfig, stdio: &StdioFds, host: PlanHost) -> Result<(), ConfigError> {
+fn process_steps(
+    ops: &mut Ops,
+    cfg: &ContainerConfig,
+    stdio: &StdioFds,
+    host: PlanHost,
+    first: bool,
+) -> Result<(), ConfigError> {
+    // While the process may still mount (/dev/console) and before the
+    // filter: its terminal.
+    if let Some(socket) = stdio.console {
+        ops.push((Step::Console, Op::Console { socket, bind_console: first && cfg.namespaces.mnt }));
+    }
     for r in &cfg.rlimits {
         ops.push((Step::Rlimits, Op::Rlimit(*r)));
     }
@@ -126,7 +137,7 @@ fn process_steps(ops: &mut Ops, cfg: &ContainerConfig, stdio: &StdioFds, host: P
     }
     ops.push((Step::Workdir, Op::Chdir(path_c(&cfg.workdir, "workdir")?)));
     for (fd, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
-        if let Some(fd) = fd {
+        if let (Some(fd), None) = (fd, stdio.console) {
             ops.push((Step::Stdio, Op::Dup2(fd, to)));
         }
     }

@@ -78,6 +78,9 @@ impl Sys for Recorder {
     fn await_start(&self, fd: RawFd) -> Result<(), Errno> {
         self.rec(format!("await_start {fd}"))
     }
+    fn console(&self, socket: RawFd, bind: bool) -> Result<(), Errno> {
+        self.rec(format!("console {socket} {bind}"))
+    }
     fn touch(&self, p: &CStr) -> Result<(), Errno> {
         self.rec(format!("touch {}", s(p)))
     }

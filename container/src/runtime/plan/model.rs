@@ -90,6 +90,15 @@ pub enum Op {
         /// What to write.
         value: CString,
     },
+    /// The container's terminal (see [`crate::runtime::sys::Sys::console`]):
+    /// its master sent over this connected unix socket, `/dev/console`
+    /// bound to the slave if `bind_console`.
+    Console {
+        /// The console socket, connected by the launcher.
+        socket: RawFd,
+        /// Bind the slave on `/dev/console` (the first process, not an exec).
+        bind_console: bool,
+    },
     /// Wait for `start`: the exec FIFO behind this `O_PATH` fd opened for
     /// writing (see [`crate::runtime::sys::Sys::await_start`]).
     AwaitStart(RawFd),
@@ -189,6 +198,9 @@ pub struct StdioFds {
     /// The terminal the command inherits (e.g. `/dev/pts/3`), bind-mounted
     /// to the same path inside so that `tty` and job control find it.
     pub tty: Option<PathBuf>,
+    /// A connected console socket: the command gets a terminal of the
+    /// container's own instead (`stdin`, `stdout`, `stderr` are then unused).
+    pub console: Option<RawFd>,
 }
 
 /// What the child does around each step: narrate, pause, report the time.

@@ -68,6 +68,7 @@ fn run_op<S: Sys>(sys: &S, plan: &Plan, received: Received, op: &Op) -> Result<(
         Op::Symlink { target, link } => sys.symlink(target, link),
         Op::Chdir(p) => sys.chdir(p),
         Op::AwaitStart(fd) => sys.await_start(*fd),
+        Op::Console { socket, bind_console } => sys.console(*socket, *bind_console),
         Op::WriteFile { path, value } => sys.write_file(path, value.as_bytes()),
         Op::PivotRoot => sys.pivot_root(dot, dot),
         Op::DetachOldRoot => sys.umount2(dot, MntFlags::MNT_DETACH),

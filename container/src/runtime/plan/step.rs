@@ -45,6 +45,9 @@ pub enum Step {
     Hostname,
     /// Loopback interface up.
     Loopback,
+    /// The container's terminal: a pty pair from its /dev/ptmx, the master
+    /// sent to the console socket, the slave its controlling terminal.
+    Console,
     /// setrlimit.
     Rlimits,
     /// Capabilities dropped.
@@ -72,7 +75,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 30] = [
+    pub const ALL: [Step; 31] = [
         Step::Clone,
         Step::UserMaps,
         Step::Cgroup,
@@ -92,6 +95,7 @@ impl Step {
         Step::ReadOnly,
         Step::Hostname,
         Step::Loopback,
+        Step::Console,
         Step::Rlimits,
         Step::Capabilities,
         Step::User,
@@ -132,6 +136,7 @@ impl Step {
             Step::ReadOnly => "read_only",
             Step::Hostname => "hostname",
             Step::Loopback => "loopback",
+            Step::Console => "console",
             Step::Rlimits => "rlimits",
             Step::Capabilities => "capabilities",
             Step::User => "user",
