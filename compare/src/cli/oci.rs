@@ -399,9 +399,17 @@ fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
                 .with_context(|| format!("cannot connect to the console socket {}", p.display()))
         })
         .transpose()?;
-    let pid =
-        virtlab_container::engine::exec::start_in(s.pid, &cfg, socket.as_ref().map(std::os::fd::AsRawFd::as_raw_fd))
-            .map_err(|e| anyhow::anyhow!(e).context(format!("cannot exec in container {}", a.id)))?;
+    let socket_fd = socket.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    let pid = match virtlab_container::engine::exec::start_in(s.pid, &cfg, socket_fd) {
+        Ok(pid) => pid,
+        // 127 not found, 126 not executable, 125 virtlab failed.
+        Err(e) => {
+            let code = e.exit_code();
+            let e = anyhow::Error::new(e).context(format!("cannot exec in container {}", a.id));
+            eprintln!("virtlab: error: {e:#}");
+            return Ok(code);
+        }
+    };
     drop(socket);
     if let Some(f) = &a.pid_file {
         std::fs::write(f, format!("{pid}")).with_context(|| format!("cannot write {}", f.display()))?;
