@@ -264,3 +264,162 @@ fn create_then_start_as_an_engine_drives_it() {
     assert_eq!(lab.oci(&["state", "e1"]).status.code(), Some(125));
     assert_eq!(runtime(&["start", "nosuch"]).status.code(), Some(125));
 }
+
+/// Waits until container `id`'s state says `status`.
+fn wait_for_status(lab: &Lab, id: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = lab.oci(&["state", id]);
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if state["status"] == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} never became {status}: {state} {}", err(&out));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One fd received over `stream` (SCM_RIGHTS), and the message's bytes.
+fn receive_fd(stream: &std::os::unix::net::UnixStream) -> (std::os::fd::OwnedFd, Vec<u8>) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut data = [0u8; 256];
+    let mut space = nix::cmsg_space!(std::os::fd::RawFd);
+    let mut iov = [std::io::IoSliceMut::new(&mut data)];
+    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+    let fd = msg
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .expect("the runtime sent no fd");
+    let len = msg.bytes;
+    // SAFETY: recvmsg(2) just installed this fd in this process; nothing else owns it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    (fd, data[..len].to_vec())
+}
+
+#[test]
+fn create_with_a_console_socket_hands_the_terminal_to_the_engine() {
+    let Some(lab) = Lab::new("create_with_a_console_socket_hands_the_terminal_to_the_engine") else { return };
+    let bundle = lab.bundle("console", |c| {
+        c["process"]["args"] = serde_json::json!(["sh", "-c", "tty; ls /dev/console; read line; echo got $line"]);
+    });
+    let socket = lab.dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let (b, s) = (bundle.to_str().unwrap(), socket.to_str().unwrap());
+    // A terminal without a socket, and a socket without a terminal: refused,
+    // nothing left.
+    let no_socket = lab.oci(&["create", "--bundle", b, "t0"]);
+    assert_eq!(no_socket.status.code(), Some(125));
+    assert!(err(&no_socket).contains("--console-socket"), "{}", err(&no_socket));
+    let plain = lab.bundle("plain", |c| not_a_terminal(c, &["true"]));
+    let no_terminal = lab.oci(&["create", "--bundle", plain.to_str().unwrap(), "--console-socket", s, "t0"]);
+    assert_eq!(no_terminal.status.code(), Some(125));
+    assert!(err(&no_terminal).contains("process.terminal"), "{}", err(&no_terminal));
+    assert_eq!(String::from_utf8_lossy(&lab.oci(&["list", "--format", "json"]).stdout).trim(), "[]");
+    let missing = lab.oci(&["create", "--bundle", b, "--console-socket", "/nonexistent/sock", "t0"]);
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(err(&missing).contains("console socket"), "{}", err(&missing));
+    assert_eq!(String::from_utf8_lossy(&lab.oci(&["list", "--format", "json"]).stdout).trim(), "[]");
+
+    // As conmon does: listen, let the runtime create, take the master.
+    let created = lab.oci(&["create", "--bundle", b, "--console-socket", s, "t1"]);
+    assert!(created.status.success(), "{}", err(&created));
+    let (stream, _) = listener.accept().unwrap();
+    let (master, payload) = receive_fd(&stream);
+    assert!(!payload.is_empty(), "runc names the fd in the message");
+    assert!(nix::unistd::isatty(std::os::fd::AsRawFd::as_raw_fd(&master)).unwrap(), "the fd is a terminal");
+    let mut term = std::fs::File::from(master);
+    assert!(lab.oci(&["start", "t1"]).status.success());
+    use std::io::{Read, Write};
+    term.write_all(b"hello\n").unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    // EIO once the process, the slave's last holder, is gone.
+    while let Ok(n @ 1..) = term.read(&mut buf) {
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("/dev/pts/0"), "the process's stdin is the container's own pty: {text}");
+    assert!(text.contains("/dev/console"), "the slave is bound on /dev/console: {text}");
+    assert!(text.contains("got hello"), "input reaches it through the master: {text}");
+    wait_for_status(&lab, "t1", "stopped");
+    assert!(lab.oci(&["delete", "t1"]).status.success());
+}
+
+#[test]
+fn exec_adds_a_process_to_a_running_container() {
+    let Some(lab) = Lab::new("exec_adds_a_process_to_a_running_container") else { return };
+    let bundle = lab.bundle("execs", |c| not_a_terminal(c, &["sleep", "60"]));
+    let runtime = |args: &[&str]| {
+        let root = lab.state_root();
+        let mut all = vec!["oci", "--root", root.as_str()];
+        all.extend(args);
+        // Files, not pipes: the container's process keeps what it inherits.
+        let (out, errf) = (lab.dir.path().join("out"), lab.dir.path().join("err"));
+        let status = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+            .args(&all)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&errf).unwrap())
+            .status()
+            .unwrap();
+        Output { status, stdout: std::fs::read(&out).unwrap(), stderr: std::fs::read(&errf).unwrap() }
+    };
+    assert!(runtime(&["create", "--bundle", bundle.to_str().unwrap(), "x1"]).status.success());
+    assert!(runtime(&["start", "x1"]).status.success());
+    wait_for_status(&lab, "x1", "running");
+    // A command after the ID: its output, its status, its PID namespace.
+    let out = runtime(&["exec", "x1", "sh", "-c", "echo $$ $(hostname); exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{}", err(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(words.len(), 2, "{text}");
+    assert_ne!(words[0], "1", "not the first process");
+    assert!(words[0].parse::<u32>().unwrap() < 100, "a PID of the container's namespace: {text}");
+    assert_eq!(words[1], "runc", "the bundle's hostname");
+    // As podman's conmon calls it: a process.json, detached, a pid file.
+    let process = lab.dir.path().join("process.json");
+    std::fs::write(
+        &process,
+        serde_json::to_vec(&serde_json::json!({
+            "terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/tmp",
+            "args": ["sh", "-c", "echo $GREETING $(pwd) > /dev/null"], "env": ["GREETING=hi", "PATH=/bin"],
+            "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let pid_file = lab.dir.path().join("exec.pid");
+    let (p, f) = (process.to_str().unwrap(), pid_file.to_str().unwrap());
+    let detached = runtime(&["exec", "--process", p, "--detach", "--pid-file", f, "x1"]);
+    assert!(detached.status.success(), "{}", err(&detached));
+    assert!(std::fs::read_to_string(&pid_file).unwrap().trim().parse::<u32>().is_ok());
+    let attached = runtime(&["exec", "--process", p, "x1"]);
+    assert_eq!(attached.status.code(), Some(0), "{}", err(&attached));
+    // More capabilities than the container has are refused.
+    std::fs::write(
+        &process,
+        serde_json::to_vec(&serde_json::json!({
+            "user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["true"],
+            "capabilities": {"bounding": ["CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"], "permitted": ["CAP_SYS_ADMIN"]}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let beyond = runtime(&["exec", "--process", p, "x1"]);
+    assert_eq!(beyond.status.code(), Some(125));
+    assert!(err(&beyond).contains("bounding set"), "{}", err(&beyond));
+    // The shell's statuses, and the errors of a bad call.
+    assert_eq!(runtime(&["exec", "x1", "/no/such/program"]).status.code(), Some(127));
+    let tty = runtime(&["exec", "-t", "-d", "x1", "sh"]);
+    assert_eq!(tty.status.code(), Some(125));
+    assert!(err(&tty).contains("--console-socket"), "{}", err(&tty));
+    assert_eq!(runtime(&["exec", "nosuch", "true"]).status.code(), Some(125));
+    assert!(runtime(&["delete", "--force", "x1"]).status.success());
+    let stopped = runtime(&["exec", "x1", "true"]);
+    assert_eq!(stopped.status.code(), Some(125));
+}

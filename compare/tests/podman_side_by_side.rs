@@ -71,6 +71,41 @@ impl Both {
             .unwrap()
     }
 
+    /// `virtlab-runc`: the name an engine is pointed at.
+    fn virtlab_runtime(&self) -> std::path::PathBuf {
+        let runtime = self.dir.path().join("virtlab-runc");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_virtlab"), &runtime).unwrap();
+        runtime
+    }
+
+    /// podman with `runtime`: `run` gets the runtime, a cgroup parent of
+    /// the test's own, no network, these hosts' ulimits and `extra`;
+    /// `input` is its standard input.
+    fn podman_on(
+        &self,
+        runtime: &std::path::Path,
+        parent: &str,
+        args: &[&str],
+        extra: &[&str],
+        input: &[u8],
+    ) -> Output {
+        use std::io::Write;
+        let mut cmd = virtlab_compare::podman::podman(&self.podman);
+        let (sub, rest) = args.split_first().unwrap();
+        cmd.arg(sub);
+        if *sub == "run" {
+            cmd.arg("--runtime").arg(runtime).args(["--cgroup-parent", &format!("/{parent}")]);
+            cmd.args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "none"]);
+            cmd.args(extra);
+        }
+        let mut child =
+            cmd.args(rest).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
     fn virtlab_ok(&self, args: &[&str]) {
         let out = self.virtlab(args);
         assert!(out.status.success(), "virtlab {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -189,20 +224,11 @@ fn virtlab_and_podman_agree_on_a_containers_life() {
 #[test]
 fn podman_drives_virtlab_as_its_runtime() {
     let Some(lab) = Both::new("podman_drives_virtlab_as_its_runtime") else { return };
-    let runtime = lab.dir.path().join("virtlab-runc");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_virtlab"), &runtime).unwrap();
+    let runtime = lab.virtlab_runtime();
     // Our containers' cgroups go under a parent of this test's own.
     let parent = format!("virtlab-podman-test-{}", std::process::id());
     let podman = |args: &[&str]| -> Output {
-        let mut cmd = virtlab_compare::podman::podman(&lab.podman);
-        let (sub, rest) = args.split_first().unwrap();
-        cmd.arg(sub);
-        if *sub == "run" {
-            cmd.arg("--runtime").arg(&runtime).args(["--cgroup-parent", &format!("/{parent}")]);
-            cmd.args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]);
-            cmd.args(["--network", "none", "--security-opt", "seccomp=unconfined"]);
-        }
-        cmd.args(rest).stdin(Stdio::null()).output().unwrap()
+        lab.podman_on(&runtime, &parent, args, &["--security-opt", "seccomp=unconfined"], b"")
     };
     let text = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
     let image = "localhost/busybox:latest";
@@ -241,15 +267,20 @@ fn podman_drives_virtlab_as_its_runtime() {
         .output()
         .unwrap();
     assert_eq!(text(&seccomp), "Seccomp:\t2\n", "{}", String::from_utf8_lossy(&seccomp.stderr));
+    no_container_cgroups_left(&parent);
+}
+
+/// The containers' cgroups under `parent` are gone (podman's own
+/// `conmon` cgroup stays, and goes here with the parent).
+fn no_container_cgroups_left(parent: &str) {
     let parents: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
         .unwrap()
         .flatten()
-        .map(|c| c.path().join(&parent))
+        .map(|c| c.path().join(parent))
         .filter(|p| p.is_dir())
         .collect();
     assert!(!parents.is_empty(), "the containers had no cgroups under {parent}");
     for p in &parents {
-        // podman's own `conmon` cgroup stays; the containers' must not.
         let children: Vec<_> = std::fs::read_dir(p)
             .unwrap()
             .flatten()
@@ -259,4 +290,41 @@ fn podman_drives_virtlab_as_its_runtime() {
         let _ = std::fs::remove_dir(p.join("conmon"));
         let _ = std::fs::remove_dir(p);
     }
+}
+
+/// podman with virtlab as its runtime, through a terminal: `run -t` (the
+/// runtime makes the pty in the container and hands its master to conmon
+/// over `--console-socket`), `run -it` fed a shell's input, and `exec`
+/// (conmon's `exec --process FILE --detach`), with and without `-t`.
+/// With podman's own seccomp profile.
+#[test]
+fn podman_gets_terminals_and_execs_from_virtlab() {
+    let Some(lab) = Both::new("podman_gets_terminals_and_execs_from_virtlab") else { return };
+    let runtime = lab.virtlab_runtime();
+    let parent = format!("virtlab-podman-tty-test-{}", std::process::id());
+    let podman = |args: &[&str], input: &[u8]| lab.podman_on(&runtime, &parent, args, &[], input);
+    let text = |o: &Output| String::from_utf8_lossy(&o.stdout).replace('\r', "");
+    let image = "localhost/busybox:latest";
+    // Standard input is not a terminal here; -t still gives the process one.
+    let tty = podman(&["run", "--rm", "-t", image, "tty"], b"");
+    assert_eq!(tty.status.code(), Some(0), "{}", String::from_utf8_lossy(&tty.stderr));
+    assert!(text(&tty).starts_with("/dev/pts/"), "{}", text(&tty));
+    let shell = podman(&["run", "--rm", "-i", "-t", image, "sh"], b"echo hi-$((40+2)); exit 3\n");
+    assert_eq!(shell.status.code(), Some(3), "{}", String::from_utf8_lossy(&shell.stderr));
+    assert!(text(&shell).contains("hi-42"), "{}", text(&shell));
+    let id = podman(&["run", "-d", "--name", "ex", image, "sleep", "60"], b"");
+    assert!(id.status.success(), "{}", String::from_utf8_lossy(&id.stderr));
+    let hi = podman(&["exec", "ex", "echo", "hi"], b"");
+    assert_eq!((hi.status.code(), text(&hi)), (Some(0), "hi\n".into()), "{}", String::from_utf8_lossy(&hi.stderr));
+    assert_eq!(podman(&["exec", "ex", "sh", "-c", "exit 4"], b"").status.code(), Some(4));
+    assert_eq!(podman(&["exec", "ex", "/no/such/program"], b"").status.code(), Some(127));
+    let exec_tty = podman(&["exec", "-t", "ex", "tty"], b"");
+    assert!(text(&exec_tty).starts_with("/dev/pts/"), "{}", String::from_utf8_lossy(&exec_tty.stderr));
+    let exec_shell = podman(&["exec", "-i", "-t", "ex", "sh"], b"echo in-exec; exit 6\n");
+    assert_eq!(exec_shell.status.code(), Some(6), "{}", String::from_utf8_lossy(&exec_shell.stderr));
+    assert!(text(&exec_shell).contains("in-exec"), "{}", text(&exec_shell));
+    let ps = text(&podman(&["exec", "ex", "ps"], b""));
+    assert!(ps.lines().any(|l| l.trim_start().starts_with("1 ") && l.contains("sleep 60")), "{ps}");
+    assert!(podman(&["rm", "-f", "-t", "0", "ex"], b"").status.success());
+    no_container_cgroups_left(&parent);
 }
