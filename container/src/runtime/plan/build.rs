@@ -308,4 +308,27 @@ mod tests {
         assert!(!exec.iter().any(|c| c.starts_with("mount") || c.starts_with("pivot_root") || c.starts_with("write")));
         assert!(!exec.iter().any(|c| c.starts_with("sethostname") || c.starts_with("unshare")));
     }
+
+    #[test]
+    fn a_console_comes_before_the_lockdown_and_replaces_the_dup2s() {
+        let c = cfg(Namespaces::ALL);
+        let program = crate::runtime::seccomp::default_program().unwrap();
+        let h = PlanHost { seccomp: Some(program), await_start: Some(11), ..host() };
+        let stdio = StdioFds { stdout: Some(7), console: Some(8), ..Default::default() };
+        let record = |plan: &Plan| {
+            let sys = Recorder::default();
+            run_plan(&sys, plan, Received::default(), &mut Steps::default());
+            sys.calls.into_inner()
+        };
+        let first = record(&Plan::build(&c, Path::new("/r"), stdio.clone(), &[9], h).unwrap());
+        let at = |calls: &[String], prefix: &str| calls.iter().position(|x| x.starts_with(prefix));
+        let console = at(&first, "console 8 true").expect("the console, bound on /dev/console");
+        assert!(console > at(&first, "pivot_root").unwrap(), "inside the container's root: {first:#?}");
+        assert!(console < at(&first, "capset").unwrap() && console < at(&first, "seccomp").unwrap(), "{first:#?}");
+        assert!(console < at(&first, "await_start").unwrap(), "the engine has the master at create: {first:#?}");
+        assert!(!first.iter().any(|x| x.starts_with("dup2")), "the terminal is stdin, stdout, stderr: {first:#?}");
+        // An exec's terminal: /dev/console stays the first process's.
+        let exec = record(&Plan::build_exec(&c, stdio, h).unwrap());
+        assert!(exec.iter().any(|x| x == "console 8 false"), "{exec:#?}");
+    }
 }
