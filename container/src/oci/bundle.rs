@@ -527,4 +527,30 @@ mod tests {
         spec.set_root(Some(root));
         assert!(matches!(convert(dir.path(), &spec), Err(OciError::Root { .. })));
     }
+
+    #[test]
+    fn an_exec_process_replaces_the_bundles_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = runc_default(dir.path());
+        spec.save(dir.path().join("config.json")).unwrap();
+        let process: Process = serde_json::from_value(serde_json::json!({
+            "terminal": true, "user": {"uid": 1000, "gid": 100}, "cwd": "/tmp",
+            "args": ["sh", "-c", "id"], "env": ["ONLY=this"],
+            "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}
+        }))
+        .unwrap();
+        let (c, terminal) = exec_config(dir.path(), &process).unwrap();
+        assert!(terminal);
+        assert_eq!(c.argv, ["sh", "-c", "id"]);
+        assert_eq!(c.env, [("ONLY".to_string(), "this".to_string())], "not added to the bundle's");
+        assert_eq!(c.user, Some(User { uid: 1000, gid: 100 }));
+        assert_eq!(c.workdir, Path::new("/tmp"));
+        assert_eq!(c.capabilities, Some(1 << 5));
+        assert_eq!(c.hostname, spec.hostname().clone().unwrap(), "the rest is the bundle's");
+        let own = own_process(dir.path()).unwrap();
+        assert_eq!(own.args().as_deref(), Some(&["sh".to_string()][..]));
+        let mut empty = process.clone();
+        empty.set_args(Some(Vec::new()));
+        assert!(exec_config(dir.path(), &empty).unwrap_err().to_string().contains("process.args"));
+    }
 }
