@@ -537,7 +537,8 @@ fn a_snapshot_at_a_time_resumes_mid_run() {
         let line = stdout.lines().find(|l| l.starts_with("virtlab.result")).unwrap_or_default().to_string();
         line.split(' ').filter(|w| !w.starts_with("ns=")).collect::<Vec<_>>().join(" ")
     };
-    let cold = virtlab(&["vm", "run", "--explain", "--snapshot-at", "20ms", "--snapshot", dir_s, "--", "cpu", "100000000"]);
+    let cold =
+        virtlab(&["vm", "run", "--explain", "--snapshot-at", "20ms", "--snapshot", dir_s, "--", "cpu", "100000000"]);
     assert_eq!(cold.status.code(), Some(0), "{}", text(&cold.stderr));
     let err = text(&cold.stderr);
     assert!(err.contains("20 ms after its first instruction") && err.contains("seccomp filter"), "{err}");
@@ -550,7 +551,7 @@ fn a_snapshot_at_a_time_resumes_mid_run() {
     assert_eq!(result(&back), result(&cold), "the restored run ends as the cold one did");
     let out = virtlab(&["vm", "restore", dir_s, "--", "cpu", "5"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(text(&out.stderr).contains("mid-run (--snapshot-at 20ms)"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("taken at a time (--snapshot-at 20ms)"), "{}", text(&out.stderr));
 
     let late = tmp.path().join("late");
     let out = virtlab(&["vm", "run", "--snapshot-at", "30s", "--snapshot", late.to_str().unwrap(), "--", "ready"]);

@@ -78,7 +78,9 @@ pub struct VmRestoreArgs {
     /// The guest memory you expect (an error if the snapshot has another).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     mem: Option<u64>,
-    /// Stop the guest after this long (default 60s), or `none`.
+    /// Stop the guest after this long (default 60s; 10m for a Linux
+    /// snapshot taken at a time, which may still have to finish its boot),
+    /// or `none`.
     #[arg(long, value_name = "DUR", value_parser = parse_timeout_or_none)]
     timeout: Option<Duration>,
     /// Narrate each step of the restore on stderr.
@@ -291,14 +293,18 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
 fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
     // A Linux guest runs a program of its initramfs: a workload mode is
     // the built-in workload's, as in `vm run`.
-    let linux = virtlab_vmm::snapshot::format::read_manifest(&args.dir)
-        .is_ok_and(|m| m.guest == virtlab_vmm::snapshot::GuestKind::Linux);
+    let manifest = virtlab_vmm::snapshot::format::read_manifest(&args.dir).ok();
+    let linux = manifest.as_ref().is_some_and(|m| m.guest == virtlab_vmm::snapshot::GuestKind::Linux);
+    // A Linux guest saved at a time may be mid-boot: the rest of its boot
+    // gets a boot's default timeout.
+    let mid_boot = linux && manifest.is_some_and(|m| SnapshotAt::parse(&m.taken_at).is_ok_and(|at| at.is_time()));
     let words = if linux && args.args.first().is_some_and(|w| is_builtin_mode(w)) {
         std::iter::once(virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string()).chain(args.args.clone()).collect()
     } else {
         args.args.clone()
     };
-    let timeout = args.timeout.unwrap_or(virtlab_vmm::config::DEFAULT_TIMEOUT);
+    let default_timeout = if mid_boot { Duration::from_secs(600) } else { virtlab_vmm::config::DEFAULT_TIMEOUT };
+    let timeout = args.timeout.unwrap_or(default_timeout);
     let config = RestoreConfig {
         args: words,
         env: args.env.clone(),
@@ -535,7 +541,12 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
             eprintln!("  | {l}");
         }
     }
-    snapshot_outcome(report.run.snapshot.as_ref(), args.snapshot_at.zip(args.snapshot.as_deref()), args.json, &report.run)?;
+    snapshot_outcome(
+        report.run.snapshot.as_ref(),
+        args.snapshot_at.zip(args.snapshot.as_deref()),
+        args.json,
+        &report.run,
+    )?;
     Ok(report.run.exit_status.clamp(0, 255) as u8)
 }
 

@@ -51,9 +51,7 @@ pub(crate) fn restore(
     let command = if config.args.is_empty() {
         CommandPort::default()
     } else {
-        CommandPort::with(
-            encode(&config.args, &config.env, config.workdir.as_deref()).map_err(SnapshotError::Command)?,
-        )
+        CommandPort::with(encode(&config.args, &config.env, config.workdir.as_deref()).map_err(SnapshotError::Command)?)
     };
     let kvm = kvm::open_kvm(&mut clock, "")?;
     clock.before(Step::CreateVm);

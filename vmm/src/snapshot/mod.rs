@@ -158,8 +158,9 @@ pub(crate) fn check_request(guest: GuestKind, taken_at: &str, config: &RestoreCo
         return Err(SnapshotError::NotForSnapshot {
             what: "a command, environment or working directory (`-- ARGS`, -e, -w)",
             why: format!(
-                "it was taken mid-run (--snapshot-at {taken_at}), at no point where the guest reads a command: it resumes \
-                 where it was; restore it with no arguments, or take a snapshot at `ready` to run other commands"
+                "it was taken at a time (--snapshot-at {taken_at}), mid-boot or mid-run, not where the guest reads a \
+                 command: it resumes where it was; restore it with no arguments, or take a snapshot at `ready` to run \
+                 other commands"
             ),
         });
     }
