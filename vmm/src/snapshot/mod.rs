@@ -12,7 +12,14 @@
 //! MSRs are loaded and it is about to read the workload's entry and stack
 //! from the boot-info page. A restore rebuilds that stack with the
 //! arguments it is given (host-side, as a boot does), so one snapshot runs
-//! any workload mode. See `DESIGN.md`, "Snapshots", for the files.
+//! any workload mode. A Linux guest is paused where its init is about to
+//! ask for its command (program, arguments, environment, directory).
+//!
+//! A guest can also be paused at a time ([`SnapshotAt::After`]): a timer
+//! kicks the vCPU out of `KVM_RUN` wherever it is, mid-boot or mid-run.
+//! Its restore rewrites nothing and takes no command: the guest resumes
+//! exactly where it was ([`check_request`] refuses the rest). See
+//! `DESIGN.md`, "Snapshots", for the files.
 //!
 //! ```no_run
 //! use virtlab_vmm::snapshot::{self, RestoreConfig, SnapshotAt, SnapshotRequest};
@@ -152,7 +159,7 @@ impl Default for RestoreConfig {
 /// guest is past the point where it reads a command), an environment or a
 /// working directory for the minikernel (which has neither), an
 /// environment or directory without the program they are for.
-pub(crate) fn check_request(guest: GuestKind, taken_at: &str, config: &RestoreConfig) -> Result<(), SnapshotError> {
+pub fn check_request(guest: GuestKind, taken_at: &str, config: &RestoreConfig) -> Result<(), SnapshotError> {
     let given = !config.args.is_empty() || !config.env.is_empty() || config.workdir.is_some();
     if given && SnapshotAt::parse(taken_at).is_ok_and(|at| at.is_time()) {
         return Err(SnapshotError::NotForSnapshot {
