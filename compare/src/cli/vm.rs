@@ -297,7 +297,8 @@ fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
     let linux = manifest.as_ref().is_some_and(|m| m.guest == virtlab_vmm::snapshot::GuestKind::Linux);
     // A Linux guest saved at a time may be mid-boot: the rest of its boot
     // gets a boot's default timeout.
-    let mid_boot = linux && manifest.is_some_and(|m| SnapshotAt::parse(&m.taken_at).is_ok_and(|at| at.is_time()));
+    let timed = manifest.is_some_and(|m| SnapshotAt::parse(&m.taken_at).is_ok_and(|at| at.is_time()));
+    let mid_boot = linux && timed;
     let words = if linux && args.args.first().is_some_and(|w| is_builtin_mode(w)) {
         std::iter::once(virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string()).chain(args.args.clone()).collect()
     } else {
@@ -327,10 +328,15 @@ fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
         eprintln!("virtlab: {}", report.summary);
     }
     if args.explain {
+        let start = if timed {
+            "nothing booted and nothing was rewritten (the snapshot was taken at a time, mid-boot or mid-run)"
+        } else {
+            "no kernel booted"
+        };
         eprintln!(
-            "\n[vm] restore: no kernel booted. The VM is its memory (mapped from the snapshot's file, read page by \
-             page as the\n     guest touches it, copied only when it writes), its registers and its devices; set \
-             back, the vCPU\n     simply ran on from the instruction after the one it was paused at."
+            "\n[vm] restore: {start}. The VM is its memory (mapped from the snapshot's file, read page by page as \
+             the\n     guest touches it, copied only when it writes), its registers and its devices; set back, the \
+             vCPU\n     simply ran on from where it was paused."
         );
     }
     Ok(report.exit_status.clamp(0, 255) as u8)
