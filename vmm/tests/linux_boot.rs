@@ -246,3 +246,48 @@ fn busybox_root(under: &std::path::Path, test: &str) -> Option<PathBuf> {
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
     Some(root)
 }
+
+/// A Linux guest saved at a time, early in its boot: the restore goes on
+/// booting from there, runs the init and its command, and takes no other.
+#[test]
+fn a_linux_guest_saved_mid_boot_finishes_its_boot_when_restored() {
+    let name = "a_linux_guest_saved_mid_boot_finishes_its_boot_when_restored";
+    if !common::kvm_or_skip(name) {
+        return;
+    }
+    let Some(kernel) = provision::test_kernel_or_skip(name, &[provision::Origin::Minimal, provision::Origin::Explicit])
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mid-boot");
+    let mut c = config(kernel, &["/virtlab/workload", "cpu", "1000"]);
+    c.timeout = Some(Duration::from_secs(600));
+    c.snapshot = Some(SnapshotRequest { at: SnapshotAt::parse("300ms").unwrap(), dir: dir.clone() });
+    let r = run_linux(&c, ConsoleSink::Capture, &mut Quiet).unwrap();
+    assert_eq!(r.run.stop, GuestStop::Exited(0), "{}", r.summary());
+    let Some(saved) = r.run.snapshot else {
+        // A host that boots this kernel in under 300 ms: the point was
+        // past the end, and nothing may be left.
+        assert!(!dir.exists(), "no snapshot, and no directory");
+        eprintln!("{name}: the guest ended before 300 ms; only the no-snapshot case was checked");
+        return;
+    };
+    eprintln!("linux mid-boot snapshot: {} KiB of data", saved.memory_data_bytes >> 10);
+    let e = snapshot::restore(
+        &dir,
+        &RestoreConfig { args: vec!["/virtlab/workload".into(), "ready".into()], ..Default::default() },
+        ConsoleSink::Discard,
+        &mut Quiet,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("at a time"), "{e}");
+
+    let restore = RestoreConfig { timeout: Some(Duration::from_secs(600)), ..Default::default() };
+    let back = snapshot::restore(&dir, &restore, ConsoleSink::Capture, &mut Quiet).unwrap();
+    let out = back.output.clone().unwrap_or_default();
+    assert_eq!(back.stop, GuestStop::Exited(0), "{}\n{out}", back.summary);
+    assert!(out.contains("Run /virtlab/init as init process"), "the boot went on in the restored VM:\n{out}");
+    assert!(out.contains("virtlab.result mode=cpu n=1000 "), "output:\n{out}");
+    assert!(back.at(Step::KernelReady).is_some(), "the init started in the restored VM");
+}
