@@ -1,8 +1,10 @@
 //! Snapshots: the minikernel from launch to the workload's ready line,
 //! booted cold and restored from a snapshot (taken once, outside the
 //! timing). Both measure the report's own clock, from the first host step
-//! to the ready marker on the console. Run with `cargo bench --bench
-//! snapshot`. Without /dev/kvm these benchmarks say so and measure nothing.
+//! to the ready marker on the console. A second group runs a `cpu` loop to
+//! its exit, cold and resumed from a snapshot taken 10 ms into it
+//! (`--snapshot-at 10ms`). Run with `cargo bench --bench snapshot`. Without
+//! /dev/kvm these benchmarks say so and measure nothing.
 
 use std::time::Duration;
 
@@ -57,5 +59,43 @@ fn cold_vs_restore(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cold_vs_restore);
+/// Launch to the workload's exit, from a report.
+fn to_exit(r: &RunReport) -> Duration {
+    assert_eq!(r.stop, GuestStop::Exited(0), "{}", r.summary);
+    Duration::from_secs_f64(r.total_us / 1e6)
+}
+
+fn cold_vs_mid_run_restore(c: &mut Criterion) {
+    if !kvm_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("mid-run");
+    let mut config = VmConfig::builtin_workload(&["cpu", "20000000"]);
+    config.snapshot = Some(SnapshotRequest { at: SnapshotAt::After(Duration::from_millis(10)), dir: dir.clone() });
+    let taken = run(&config, ConsoleSink::Discard, &mut Quiet).expect("the snapshot run runs");
+    assert!(taken.snapshot.is_some(), "the loop ran past 10 ms, so the snapshot was taken");
+    config.snapshot = None;
+    let restore = RestoreConfig::default();
+
+    let mut g = c.benchmark_group("minikernel cpu 20000000: launch to exit");
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("cold", |b| {
+        b.iter_custom(|n| {
+            (0..n).map(|_| to_exit(&run(&config, ConsoleSink::Discard, &mut Quiet).expect("the VM runs"))).sum()
+        })
+    });
+    g.bench_function("restore at 10 ms", |b| {
+        b.iter_custom(|n| {
+            (0..n)
+                .map(|_| {
+                    to_exit(&snapshot::restore(&dir, &restore, ConsoleSink::Discard, &mut Quiet).expect("it restores"))
+                })
+                .sum()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, cold_vs_restore, cold_vs_mid_run_restore);
 criterion_main!(benches);

@@ -239,7 +239,7 @@ fn launch_restore(workload: &Workload, ctx: &Context, linux: bool) -> Result<Sam
         args.insert(0, WORKLOAD_PATH.to_string());
     }
     let timeout = Some(if linux { ctx.linux_timeout } else { ctx.timeout });
-    let config = RestoreConfig { args, mem_size: None, timeout, seccomp: true };
+    let config = RestoreConfig { args, timeout, ..RestoreConfig::default() };
     let r = snapshot::restore(&dir, &config, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
     // Pages of the snapshot's file the guest touched are shared between
     // restores; the memory estimate counts them whole: an upper bound.

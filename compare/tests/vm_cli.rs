@@ -510,10 +510,53 @@ fn a_snapshot_is_saved_inspected_and_restored() {
     assert!(text(&out.stderr).contains("64 MiB"), "{}", text(&out.stderr));
     let out = virtlab(&["vm", "run", "--snapshot-at", "ready", "--snapshot", dir_s]);
     assert!(text(&out.stderr).contains("exists already"), "{}", text(&out.stderr));
-    let out = virtlab(&["vm", "run", "--snapshot-at", "2s", "--snapshot", tmp.path().join("t").to_str().unwrap()]);
-    assert!(text(&out.stderr).contains("only at `ready`"), "{}", text(&out.stderr));
+    let out = virtlab(&["vm", "run", "--snapshot-at", "init", "--snapshot", tmp.path().join("t").to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("has no init"), "{}", text(&out.stderr));
+    let out = virtlab(&["vm", "restore", dir_s, "-e", "X=1", "--", "ready"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("minikernel runs one workload"), "{}", text(&out.stderr));
     let out = virtlab(&["vm", "run", "--snapshot-at", "soon", "--snapshot", "x"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
     let out = virtlab(&["vm", "run", "--snapshot", "x"]);
     assert_eq!(out.status.code(), Some(2), "--snapshot needs --snapshot-at");
+}
+
+/// A snapshot at a time: saved mid-run, restored to the same result, and
+/// refused arguments; a time past the guest's end is an error that leaves
+/// nothing behind.
+#[test]
+fn a_snapshot_at_a_time_resumes_mid_run() {
+    if !kvm_or_skip("a_snapshot_at_a_time_resumes_mid_run") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mid");
+    let dir_s = dir.to_str().unwrap();
+    let result = |out: &Output| {
+        let stdout = text(&out.stdout);
+        let line = stdout.lines().find(|l| l.starts_with("virtlab.result")).unwrap_or_default().to_string();
+        line.split(' ').filter(|w| !w.starts_with("ns=")).collect::<Vec<_>>().join(" ")
+    };
+    let cold =
+        virtlab(&["vm", "run", "--explain", "--snapshot-at", "20ms", "--snapshot", dir_s, "--", "cpu", "100000000"]);
+    assert_eq!(cold.status.code(), Some(0), "{}", text(&cold.stderr));
+    let err = text(&cold.stderr);
+    assert!(err.contains("20 ms after its first instruction") && err.contains("seccomp filter"), "{err}");
+    assert!(result(&cold).contains("mode=cpu n=100000000 checksum="), "{}", text(&cold.stdout));
+
+    let out = virtlab(&["vm", "snapshot", "inspect", dir_s]);
+    assert!(text(&out.stdout).contains("paused at `20ms`"), "{}", text(&out.stdout));
+    let back = virtlab(&["vm", "restore", dir_s]);
+    assert_eq!(back.status.code(), Some(0), "{}", text(&back.stderr));
+    assert_eq!(result(&back), result(&cold), "the restored run ends as the cold one did");
+    let out = virtlab(&["vm", "restore", dir_s, "--", "cpu", "5"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("taken at a time (--snapshot-at 20ms)"), "{}", text(&out.stderr));
+
+    let late = tmp.path().join("late");
+    let out = virtlab(&["vm", "run", "--snapshot-at", "30s", "--snapshot", late.to_str().unwrap(), "--", "ready"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(err.contains("the guest stopped after") && err.contains("before the snapshot point 30000ms"), "{err}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "only the mid-run snapshot is there");
 }

@@ -61,10 +61,11 @@ const NARRATION: Narration = Narration {
 pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) -> Result<RunReport, VmError> {
     check_mem_size(config.mem_size)?;
     if let Some(req) = &config.snapshot {
-        if req.at != SnapshotAt::Ready {
+        if req.at == SnapshotAt::Init {
             return Err(VmError::Snapshot(Box::new(SnapshotError::Point(
                 req.at.name(),
-                "the minikernel pauses only at `ready` (kernel ready, before the workload starts)",
+                "the minikernel has no init: it pauses at `ready` (kernel ready, before the workload starts) or at \
+                 a time such as 5ms (mid-run)",
             ))));
         }
     }
@@ -126,7 +127,9 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
     let plan = Plan {
         vcpu_fd: vcpu.as_raw_fd(),
         console: sink.fd(),
-        timeout: config.timeout.is_some(),
+        // A timed snapshot's timer signals the vCPU thread as the timeout's
+        // does, and one of its signals may land after the filter is on.
+        timeout: config.timeout.is_some() || config.snapshot.as_ref().is_some_and(|r| r.at.is_time()),
         fixups: false,
         irq_fd: None,
         interactive: false,
@@ -149,10 +152,10 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
                 saved = Some(s);
                 Ok(())
             };
-            let pause = Some((abi::marker::KERNEL_READY, &mut save as PauseHook<'_>));
+            let pause = Some((req.at.pause_point(abi::marker::KERNEL_READY), &mut save as PauseHook<'_>));
             let stopped = guest.run_pausing(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION, pause)?;
             if let Some(s) = &saved {
-                clock.observer.note(&save_story(s));
+                clock.observer.note(&save_story(s, req.at, "when the kernel reported ready"));
             }
             stopped
         }
@@ -178,12 +181,23 @@ pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) ->
 }
 
 /// What `--explain` says about a snapshot that was saved.
-fn save_story(s: &Saved) -> String {
+/// `milestone`: when a `ready`/`init` pause happened, in words.
+pub(crate) fn save_story(s: &Saved, at: SnapshotAt, milestone: &str) -> String {
+    let paused = match at {
+        SnapshotAt::After(d) => format!(
+            "{} ms after its first instruction, wherever the workload was: a kernel timer signalled the vCPU \
+             thread, which interrupted KVM_RUN (EINTR), and any exit in progress was completed (KVM_RUN with \
+             immediate_exit)",
+            d.as_millis()
+        ),
+        _ => format!("{milestone}, its `out` completed (KVM_RUN with immediate_exit)"),
+    };
     let mut t = format!(
-        "snapshot: the vCPU was paused when the kernel reported ready, its `out` completed (KVM_RUN with \
-         immediate_exit), and the VM written to {} in {:.1} ms: registers, special registers, FPU, MSRs, events \
-         (KVM_GET_*), the KVM clock, the UART and PV console state, and {} MiB of guest memory as a sparse file \
-         holding {} KiB of data. A VM is that and nothing more; then the guest ran on.",
+        "snapshot: the vCPU was paused {paused}, and the VM written to {} in {:.1} ms: registers, special \
+         registers, FPU, MSRs, events (KVM_GET_*), the KVM clock, the devices' state, and {} MiB of \
+         guest memory as a sparse file holding {} KiB of data. A VM is that and nothing more; then the guest ran \
+         on, and only now did the vCPU thread enter its seccomp filter (saving opens files and builds a scratch \
+         VM, which the filter forbids).",
         s.dir.display(),
         s.took_us / 1e3,
         s.mem_size >> 20,

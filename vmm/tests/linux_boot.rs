@@ -170,6 +170,11 @@ fn a_linux_guest_is_saved_at_its_init_and_restored_without_a_boot() {
     let dir = tmp.path().join("snap");
     let mut c = config(kernel, &["/virtlab/workload", "cpu", "1000"]);
     c.timeout = Some(Duration::from_secs(420));
+    // busybox in the initramfs, for a shell command given at restore.
+    let shell = busybox_root(tmp.path(), name);
+    if let Some(root) = &shell {
+        c.initrd = InitrdSource::Build { rootfs: Some(root.clone()) };
+    }
     c.snapshot = Some(SnapshotRequest { at: SnapshotAt::Init, dir: dir.clone() });
     let r = run_linux(&c, ConsoleSink::Capture, &mut Quiet).unwrap();
     assert_eq!(r.run.stop, GuestStop::Exited(0), "{}", r.summary());
@@ -199,7 +204,90 @@ fn a_linux_guest_is_saved_at_its_init_and_restored_without_a_boot() {
     let out = back.output.clone().unwrap_or_default();
     assert_eq!(back.stop, GuestStop::Exited(0), "{}\n{out}", back.summary);
     assert!(out.contains("virtlab.result mode=syscall n=7 "), "output:\n{out}");
-    let missing = RestoreConfig { args: vec!["/no/such/program".into()], ..other };
+    let missing = RestoreConfig { args: vec!["/no/such/program".into()], ..other.clone() };
     let back = snapshot::restore(&dir, &missing, ConsoleSink::Capture, &mut Quiet).unwrap();
     assert_eq!(back.exit_status, 127, "{:?}", back.output);
+
+    // An environment and a working directory go with the command.
+    let bare = RestoreConfig { args: Vec::new(), env: vec!["X=1".into()], ..other.clone() };
+    let e = snapshot::restore(&dir, &bare, ConsoleSink::Discard, &mut Quiet).unwrap_err();
+    assert!(e.to_string().contains("without a program"), "{e}");
+    if shell.is_some() {
+        let sh = RestoreConfig {
+            args: vec!["sh".into(), "-c".into(), "echo $X; pwd".into()],
+            env: vec!["X=1".into()],
+            workdir: Some("/tmp".into()),
+            ..other
+        };
+        let back = snapshot::restore(&dir, &sh, ConsoleSink::Capture, &mut Quiet).unwrap();
+        let out = back.output.clone().unwrap_or_default();
+        assert_eq!(back.stop, GuestStop::Exited(0), "{}\n{out}", back.summary);
+        let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
+        let at = lines.iter().position(|l| *l == "1").unwrap_or_else(|| panic!("no `1` line (echo $X):\n{out}"));
+        assert_eq!(lines.get(at + 1), Some(&"/tmp"), "pwd after echo:\n{out}");
+    }
+}
+
+/// A root file system of busybox alone (`/bin/busybox`, `/bin/sh`), or
+/// None after a loud skip (a failure under VIRTLAB_REQUIRE_ROOT=1, as the
+/// other busybox tests).
+fn busybox_root(under: &std::path::Path, test: &str) -> Option<PathBuf> {
+    let busybox = std::path::Path::new("/bin/busybox");
+    if !busybox.exists() {
+        if std::env::var("VIRTLAB_REQUIRE_ROOT").as_deref() == Ok("1") {
+            panic!("{test}: /bin/busybox is missing (apt-get install busybox-static)");
+        }
+        eprintln!("SKIPPED part of {test}: /bin/busybox is missing (apt-get install busybox-static)");
+        return None;
+    }
+    let root = under.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    Some(root)
+}
+
+/// A Linux guest saved at a time, early in its boot: the restore goes on
+/// booting from there, runs the init and its command, and takes no other.
+#[test]
+fn a_linux_guest_saved_mid_boot_finishes_its_boot_when_restored() {
+    let name = "a_linux_guest_saved_mid_boot_finishes_its_boot_when_restored";
+    if !common::kvm_or_skip(name) {
+        return;
+    }
+    let Some(kernel) = provision::test_kernel_or_skip(name, &[provision::Origin::Minimal, provision::Origin::Explicit])
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mid-boot");
+    let mut c = config(kernel, &["/virtlab/workload", "cpu", "1000"]);
+    c.timeout = Some(Duration::from_secs(600));
+    c.snapshot = Some(SnapshotRequest { at: SnapshotAt::parse("300ms").unwrap(), dir: dir.clone() });
+    let r = run_linux(&c, ConsoleSink::Capture, &mut Quiet).unwrap();
+    assert_eq!(r.run.stop, GuestStop::Exited(0), "{}", r.summary());
+    let Some(saved) = r.run.snapshot else {
+        // A host that boots this kernel in under 300 ms: the point was
+        // past the end, and nothing may be left.
+        assert!(!dir.exists(), "no snapshot, and no directory");
+        eprintln!("{name}: the guest ended before 300 ms; only the no-snapshot case was checked");
+        return;
+    };
+    eprintln!("linux mid-boot snapshot: {} KiB of data", saved.memory_data_bytes >> 10);
+    let e = snapshot::restore(
+        &dir,
+        &RestoreConfig { args: vec!["/virtlab/workload".into(), "ready".into()], ..Default::default() },
+        ConsoleSink::Discard,
+        &mut Quiet,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("at a time"), "{e}");
+
+    let restore = RestoreConfig { timeout: Some(Duration::from_secs(600)), ..Default::default() };
+    let back = snapshot::restore(&dir, &restore, ConsoleSink::Capture, &mut Quiet).unwrap();
+    let out = back.output.clone().unwrap_or_default();
+    assert_eq!(back.stop, GuestStop::Exited(0), "{}\n{out}", back.summary);
+    assert!(out.contains("Run /virtlab/init as init process"), "the boot went on in the restored VM:\n{out}");
+    assert!(out.contains("virtlab.result mode=cpu n=1000 "), "output:\n{out}");
+    assert!(back.at(Step::KernelReady).is_some(), "the init started in the restored VM");
 }

@@ -1,5 +1,6 @@
-//! Snapshots of the minikernel: saved at "kernel ready", restored with
-//! other arguments, and every kind of bad snapshot refused with its reason.
+//! Snapshots of the minikernel: saved at "kernel ready" and restored with
+//! other arguments, saved mid-run and resumed, and every kind of bad
+//! snapshot or restore refused with its reason.
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up fails, which is what unwrap does
 
@@ -146,4 +147,77 @@ fn bad_snapshots_are_refused_with_their_reason() {
     let e = run(&c, ConsoleSink::Discard, &mut Quiet).unwrap_err();
     assert!(format!("{e:?}").contains("Point"), "{e:?}");
     assert!(!tmp.path().join("init").exists());
+}
+
+/// The result line without its `ns=` field (a time, which differs).
+fn result_line(output: &str) -> String {
+    let line = output.lines().find(|l| l.starts_with("virtlab.result")).unwrap_or_default();
+    line.split(' ').filter(|w| !w.starts_with("ns=")).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn a_minikernel_saved_mid_run_resumes_where_it_was() {
+    if !kvm_or_skip("a_minikernel_saved_mid_run_resumes_where_it_was") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mid-run");
+    // A workload of a few hundred ms, paused 20 ms after the first
+    // instruction: somewhere in its loop (where exactly is not asserted).
+    let mut c = VmConfig::builtin_workload(&["cpu", "100000000"]);
+    c.snapshot = Some(SnapshotRequest { at: SnapshotAt::parse("20ms").unwrap(), dir: dir.clone() });
+    let cold = run(&c, ConsoleSink::Capture, &mut Quiet).expect("the VM runs and saves");
+    assert_eq!(cold.stop, GuestStop::Exited(0), "{:?}", cold.output);
+    assert!(cold.snapshot.is_some(), "the guest ran past 20 ms, so the snapshot was saved");
+    let expected = result_line(cold.output.as_deref().unwrap_or_default());
+    assert!(expected.contains("mode=cpu n=100000000 checksum="), "{expected}");
+    assert_eq!(snapshot::inspect(&dir).unwrap().manifest.taken_at, "20ms");
+
+    // Restored twice from the one snapshot: each run finishes the loop and
+    // prints what the cold run printed.
+    for _ in 0..2 {
+        let back = restore(&dir, &[]).unwrap();
+        assert_eq!(back.stop, GuestStop::Exited(0), "{:?}", back.output);
+        assert_eq!(result_line(back.output.as_deref().unwrap_or_default()), expected);
+    }
+
+    // Its workload has read its arguments: new ones, an environment or a
+    // directory are refused, and say what to do.
+    let e = restore(&dir, &["cpu", "5"]).unwrap_err();
+    assert!(matches!(e, SnapshotError::NotForSnapshot { .. }) && e.to_string().contains("at a time"), "{e}");
+    let env = RestoreConfig { env: vec!["X=1".into()], ..Default::default() };
+    let e = snapshot::restore(&dir, &env, ConsoleSink::Discard, &mut Quiet).unwrap_err();
+    assert!(e.to_string().contains("no arguments"), "{e}");
+}
+
+#[test]
+fn a_time_past_the_guest_s_end_saves_nothing() {
+    if !kvm_or_skip("a_time_past_the_guest_s_end_saves_nothing") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = VmConfig::builtin_workload(&["ready"]);
+    c.snapshot = Some(SnapshotRequest { at: SnapshotAt::parse("30s").unwrap(), dir: tmp.path().join("late") });
+    let r = run(&c, ConsoleSink::Capture, &mut Quiet).expect("the guest runs to its end");
+    assert_eq!(r.stop, GuestStop::Exited(0), "{:?}", r.output);
+    assert!(r.snapshot.is_none(), "the guest ended before 30 s");
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0, "nothing was left behind");
+}
+
+#[test]
+fn a_minikernel_snapshot_takes_no_environment_or_directory() {
+    if !kvm_or_skip("a_minikernel_snapshot_takes_no_environment_or_directory") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ready");
+    take(&dir, &["ready"]);
+    for config in [
+        RestoreConfig { env: vec!["X=1".into()], ..Default::default() },
+        RestoreConfig { workdir: Some("/tmp".into()), args: vec!["cpu".into(), "5".into()], ..Default::default() },
+    ] {
+        let e = snapshot::restore(&dir, &config, ConsoleSink::Discard, &mut Quiet).unwrap_err();
+        assert!(matches!(e, SnapshotError::NotForSnapshot { .. }), "{e}");
+        assert!(e.to_string().contains("minikernel") && e.to_string().contains("-e, -w"), "{e}");
+    }
 }

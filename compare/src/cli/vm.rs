@@ -37,12 +37,19 @@ pub enum VmCommand {
     /// as with Docker.
     #[command(verbatim_doc_comment)]
     Run(VmRunArgs),
-    /// Build a VM from a snapshot (`vm run --snapshot-at ready --snapshot
+    /// Build a VM from a snapshot (`vm run --snapshot-at POINT --snapshot
     /// DIR`) and run it on: no boot, its memory mapped from the snapshot's
-    /// file (copy-on-write, so many restores share it). The words after
-    /// `--` are the workload's arguments (default: the snapshot's own):
+    /// file (copy-on-write, so many restores share it). For a snapshot at
+    /// `ready` or `init`, the words after `--` are the workload's arguments
+    /// (default: the snapshot's own); for a Linux one, a program of its
+    /// initramfs with -e/-w as in `vm run`:
     ///   virtlab vm run --snapshot-at ready --snapshot /tmp/snap
     ///   virtlab vm restore /tmp/snap -- cpu 1000000
+    ///   virtlab vm run --rootfs DIR --snapshot-at init --snapshot /tmp/lx
+    ///   virtlab vm restore /tmp/lx -e X=1 -w /tmp -- sh -c 'echo $X; pwd'
+    /// A snapshot taken at a time (--snapshot-at 5ms) resumes mid-run,
+    /// where the guest was, and takes no arguments: its workload has read
+    /// them already.
     #[command(verbatim_doc_comment)]
     Restore(VmRestoreArgs),
     /// Look at snapshots.
@@ -71,7 +78,9 @@ pub struct VmRestoreArgs {
     /// The guest memory you expect (an error if the snapshot has another).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     mem: Option<u64>,
-    /// Stop the guest after this long (default 60s), or `none`.
+    /// Stop the guest after this long (default 60s; 10m for a Linux
+    /// snapshot taken at a time, which may still have to finish its boot),
+    /// or `none`.
     #[arg(long, value_name = "DUR", value_parser = parse_timeout_or_none)]
     timeout: Option<Duration>,
     /// Narrate each step of the restore on stderr.
@@ -87,9 +96,17 @@ pub struct VmRestoreArgs {
     /// `vm run --no-seccomp`).
     #[arg(long)]
     no_seccomp: bool,
+    /// Linux `ready`/`init` snapshots: set an environment variable for the
+    /// program after `--` (repeatable; as `vm run -e`).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Linux `ready`/`init` snapshots: the working directory of the program
+    /// after `--` (an absolute path, made if missing; default /).
+    #[arg(short = 'w', long, value_name = "DIR")]
+    workdir: Option<String>,
     /// The workload's arguments (default: those the snapshot was taken
     /// with); for a Linux snapshot, a program of its initramfs and its
-    /// arguments, or a workload mode.
+    /// arguments, or a workload mode. None for a snapshot taken at a time.
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
 }
@@ -169,7 +186,9 @@ pub struct VmRunArgs {
     /// Pause the guest at this point and save it (with --snapshot): the
     /// minikernel at `ready` ("kernel ready", before the workload starts);
     /// a Linux guest at `init` or `ready` (its init has started, before it
-    /// reads its command). A time (500ms, 2s) is not implemented yet.
+    /// reads its command); either at a time (5ms, 500ms, 2s) after its
+    /// first instruction, mid-boot or mid-run, wherever it is then. A guest
+    /// that stops before the point is an error, and no snapshot is left.
     #[arg(long, value_name = "POINT", value_parser = SnapshotAt::parse, requires = "snapshot")]
     snapshot_at: Option<SnapshotAt>,
     /// The directory to save the snapshot in (it must not exist yet); the
@@ -267,23 +286,30 @@ fn vm_run(args: VmRunArgs) -> anyhow::Result<u8> {
     if args.explain || args.step {
         eprintln!("{}", syscall_story(&report));
     }
-    snapshot_outcome(report.snapshot.as_ref(), args.snapshot.as_deref(), args.json, &report.summary)?;
+    snapshot_outcome(report.snapshot.as_ref(), args.snapshot_at.zip(args.snapshot.as_deref()), args.json, &report)?;
     Ok(report.exit_status.clamp(0, 255) as u8)
 }
 
 fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
     // A Linux guest runs a program of its initramfs: a workload mode is
     // the built-in workload's, as in `vm run`.
-    let linux = virtlab_vmm::snapshot::format::read_manifest(&args.dir)
-        .is_ok_and(|m| m.guest == virtlab_vmm::snapshot::GuestKind::Linux);
+    let manifest = virtlab_vmm::snapshot::format::read_manifest(&args.dir).ok();
+    let linux = manifest.as_ref().is_some_and(|m| m.guest == virtlab_vmm::snapshot::GuestKind::Linux);
+    // A Linux guest saved at a time may be mid-boot: the rest of its boot
+    // gets a boot's default timeout.
+    let timed = manifest.is_some_and(|m| SnapshotAt::parse(&m.taken_at).is_ok_and(|at| at.is_time()));
+    let mid_boot = linux && timed;
     let words = if linux && args.args.first().is_some_and(|w| is_builtin_mode(w)) {
         std::iter::once(virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string()).chain(args.args.clone()).collect()
     } else {
         args.args.clone()
     };
-    let timeout = args.timeout.unwrap_or(virtlab_vmm::config::DEFAULT_TIMEOUT);
+    let default_timeout = if mid_boot { Duration::from_secs(600) } else { virtlab_vmm::config::DEFAULT_TIMEOUT };
+    let timeout = args.timeout.unwrap_or(default_timeout);
     let config = RestoreConfig {
         args: words,
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
         mem_size: args.mem,
         timeout: (!timeout.is_zero()).then_some(timeout),
         seccomp: !args.no_seccomp,
@@ -302,10 +328,15 @@ fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
         eprintln!("virtlab: {}", report.summary);
     }
     if args.explain {
+        let start = if timed {
+            "nothing booted and nothing was rewritten (the snapshot was taken at a time, mid-boot or mid-run)"
+        } else {
+            "no kernel booted"
+        };
         eprintln!(
-            "\n[vm] restore: no kernel booted. The VM is its memory (mapped from the snapshot's file, read page by \
-             page as the\n     guest touches it, copied only when it writes), its registers and its devices; set \
-             back, the vCPU\n     simply ran on from the instruction after the one it was paused at."
+            "\n[vm] restore: {start}. The VM is its memory (mapped from the snapshot's file, read page by page as \
+             the\n     guest touches it, copied only when it writes), its registers and its devices; set back, the \
+             vCPU\n     simply ran on from where it was paused."
         );
     }
     Ok(report.exit_status.clamp(0, 255) as u8)
@@ -516,7 +547,12 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
             eprintln!("  | {l}");
         }
     }
-    snapshot_outcome(report.run.snapshot.as_ref(), args.snapshot.as_deref(), args.json, &report.run.summary)?;
+    snapshot_outcome(
+        report.run.snapshot.as_ref(),
+        args.snapshot_at.zip(args.snapshot.as_deref()),
+        args.json,
+        &report.run,
+    )?;
     Ok(report.run.exit_status.clamp(0, 255) as u8)
 }
 
@@ -524,9 +560,9 @@ fn linux_run(args: VmRunArgs) -> anyhow::Result<u8> {
 /// when one was asked for and the guest never reached its point.
 fn snapshot_outcome(
     saved: Option<&virtlab_vmm::snapshot::Saved>,
-    asked: Option<&std::path::Path>,
+    asked: Option<(SnapshotAt, &std::path::Path)>,
     json: bool,
-    summary: &str,
+    report: &RunReport,
 ) -> anyhow::Result<()> {
     match (saved, asked) {
         (Some(s), _) if !json => {
@@ -542,9 +578,13 @@ fn snapshot_outcome(
             }
             Ok(())
         }
-        (None, Some(dir)) => anyhow::bail!(
-            "no snapshot was saved in {}: the guest stopped before it reached the snapshot point ({summary})",
-            dir.display()
+        (None, Some((at, dir))) => anyhow::bail!(
+            "the guest stopped after {}, before the snapshot point {} ({}): no snapshot was saved in {}; {}",
+            fmt_duration(Duration::from_secs_f64(report.guest_run_us / 1e6)),
+            at.name(),
+            report.summary,
+            dir.display(),
+            if at.is_time() { "give an earlier time" } else { "check that the guest reaches that point" }
         ),
         _ => Ok(()),
     }

@@ -36,7 +36,7 @@ use crate::input::{self, FileRole};
 use crate::observe::{Observer, Step};
 use crate::report::RunReport;
 use crate::sandbox::{Plan, Sandbox, ThreadKind};
-use crate::snapshot::{self, Extra, GuestKind, Live, SnapshotAt, SnapshotError, SnapshotRequest};
+use crate::snapshot::{self, Extra, GuestKind, Live};
 use crate::vstate::clock::{us, Clock};
 use crate::vstate::error::VmError;
 use crate::vstate::exit_loop::{Narration, PauseHook, VcpuLoop};
@@ -72,13 +72,6 @@ pub fn run_linux(
     sink: ConsoleSink,
     observer: &mut dyn Observer,
 ) -> Result<LinuxReport, LinuxError> {
-    if let Some(SnapshotRequest { at: at @ SnapshotAt::After(_), .. }) = &config.snapshot {
-        return Err(VmError::Snapshot(Box::new(SnapshotError::Point(
-            at.name(),
-            "Linux guests pause at `ready` or `init` (the init's user-space mark); a time is not implemented",
-        )))
-        .into());
-    }
     let Prepared { kernel_name, mut image, initrd, mut quirks, cmdline } = prepare(config)?;
 
     let mut clock = Clock::new(observer);
@@ -106,7 +99,9 @@ pub fn run_linux(
     let plan = Plan {
         vcpu_fd: vcpu.as_raw_fd(),
         console: sink.fd(),
-        timeout: config.timeout.is_some(),
+        // A timed snapshot's timer signals the vCPU thread as the timeout's
+        // does, and one of its signals may land after the filter is on.
+        timeout: config.timeout.is_some() || config.snapshot.as_ref().is_some_and(|r| r.at.is_time()),
         fixups: true,
         irq_fd: Some(uart_line.as_raw_fd()),
         interactive: config.interactive,
@@ -151,8 +146,13 @@ pub fn run_linux(
                 saved = Some(s);
                 Ok(())
             };
-            let pause = Some((MARKER_USER_SPACE, &mut save as PauseHook<'_>));
-            guest.run_pausing(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION, pause)?
+            let pause = Some((req.at.pause_point(MARKER_USER_SPACE), &mut save as PauseHook<'_>));
+            let stopped = guest.run_pausing(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION, pause)?;
+            if let Some(s) = &saved {
+                let story = crate::vm::save_story(s, req.at, "when the init marked user space on the boot timer");
+                clock.observer.note(&story);
+            }
+            stopped
         }
     };
     drop(kicker);

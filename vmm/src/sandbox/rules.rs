@@ -54,7 +54,9 @@ pub struct Plan {
     pub vcpu_fd: RawFd,
     /// Where the guest's console goes.
     pub console: ConsoleFd,
-    /// The run has a timeout: a timer signals the vCPU thread.
+    /// The run has a timeout, or a snapshot at a time: a timer signals the
+    /// vCPU thread (the snapshot's is deleted before the filter goes on,
+    /// but a signal it queued may still arrive).
     pub timeout: bool,
     /// The Linux run's fix-ups (`KVM_EXIT_INTERNAL_ERROR` repaired with
     /// register, FPU and event ioctls); the minikernel needs `KVM_RUN` only.
@@ -208,7 +210,10 @@ pub fn rules(kind: ThreadKind, plan: &Plan) -> Vec<Rule> {
             ]);
             if plan.timeout {
                 r.extend([
-                    rule("rt_sigreturn", "return from the timeout's signal, which interrupts KVM_RUN"),
+                    rule(
+                        "rt_sigreturn",
+                        "return from the timeout's (or a timed snapshot's) signal, which interrupts KVM_RUN",
+                    ),
                     rule("timer_delete", "the timeout's timer is deleted when the loop ends"),
                 ]);
             }

@@ -76,6 +76,14 @@ pub enum SnapshotError {
     /// The snapshot point is not one this guest has.
     #[error("--snapshot-at {0}: {1}")]
     Point(String, &'static str),
+    /// The restore gives something this snapshot cannot take.
+    #[error("{what} cannot be given to this snapshot: {why}")]
+    NotForSnapshot {
+        /// What was given.
+        what: &'static str,
+        /// Why not, and what to do instead.
+        why: String,
+    },
     /// A piece of saved state has the wrong size.
     #[error("saved {what} is {found} bytes, expected {expected}: the snapshot is damaged")]
     StateSize {

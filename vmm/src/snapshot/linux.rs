@@ -6,7 +6,10 @@
 //! The init was paused right after marking "user space" on the boot timer,
 //! just before it asks the command port for a command (and reads its
 //! command file when there is none): a restore given arguments hands them
-//! over there, so one booted snapshot runs any program of its initramfs.
+//! over there, with an environment and a working directory if asked (the
+//! command file's own `virtlab-exec/1` format), so one booted snapshot runs
+//! any program of its initramfs. A snapshot taken at a time resumes where
+//! the guest was, booting or running, and takes no command.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -48,7 +51,7 @@ pub(crate) fn restore(
     let command = if config.args.is_empty() {
         CommandPort::default()
     } else {
-        CommandPort::with(encode(&config.args, &[], None).map_err(SnapshotError::Command)?)
+        CommandPort::with(encode(&config.args, &config.env, config.workdir.as_deref()).map_err(SnapshotError::Command)?)
     };
     let kvm = kvm::open_kvm(&mut clock, "")?;
     clock.before(Step::CreateVm);

@@ -9,7 +9,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::error::SnapshotError;
 use super::format::{GuestKind, MiniState, State};
-use super::{vcpu, RestoreConfig};
+use super::{vcpu, RestoreConfig, SnapshotAt};
 use crate::console::{Console, ConsoleSink};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::exit_port::{ExitPort, FaultPort};
@@ -27,7 +27,7 @@ use crate::vstate::exit_loop::{Narration, NoFixups, VcpuLoop};
 use crate::vstate::{kvm, vcpu as vstate_vcpu};
 
 const NARRATION: Narration = Narration {
-    first_entry: "the vCPU runs on from the instruction after the `out` it was paused at",
+    first_entry: "the vCPU runs on from where it was paused (after the `out` of kernel ready, or mid-run)",
     kernel_ready: "(a restored kernel is ready already)",
 };
 
@@ -87,6 +87,9 @@ pub fn restore(
             asked: "1 (virtlab runs one vCPU)".into(),
         });
     }
+    super::check_request(manifest.guest, &manifest.taken_at, config)?;
+    // A snapshot taken at a time resumes mid-run: nothing is rewritten.
+    let mid_run = SnapshotAt::parse(&manifest.taken_at).is_ok_and(|at| at.is_time());
     if manifest.guest == GuestKind::Linux {
         clock.done(Step::Load, &format!("{}: a Linux guest, checksums good", dir.display()));
         return super::linux::restore(clock, dir, manifest, state, mem_file, config, sink);
@@ -132,11 +135,14 @@ pub fn restore(
     clock.before(Step::VcpuSetup);
     let mut vcpu_fd = vstate_vcpu::create_vcpu(&vm)?;
     quirks.extend(vcpu::restore_vcpu(&mut vcpu_fd, &state.vcpus[0])?);
-    // The kernel reads the user entry and stack from the boot-info page
-    // right after the instruction it was paused at: a new argv goes there.
-    let rsp = loader::build_user_stack(&mem, mini.stack_top, &argv).map_err(VmError::from)?;
-    mem.write_obj(rsp, GuestAddress(BOOT_INFO_ADDR + std::mem::offset_of!(BootInfo, user_rsp) as u64))
-        .map_err(VmError::BootInfo)?;
+    // At `ready` the kernel reads the user entry and stack from the
+    // boot-info page right after the instruction it was paused at: a new
+    // argv goes there. Mid-run, the workload's stack is live: left alone.
+    if !mid_run {
+        let rsp = loader::build_user_stack(&mem, mini.stack_top, &argv).map_err(VmError::from)?;
+        mem.write_obj(rsp, GuestAddress(BOOT_INFO_ADDR + std::mem::offset_of!(BootInfo, user_rsp) as u64))
+            .map_err(VmError::BootInfo)?;
+    }
     let plan = Plan {
         vcpu_fd: vcpu_fd.as_raw_fd(),
         console: sink.fd(),
@@ -149,9 +155,13 @@ pub fn restore(
     clock.done(
         Step::VcpuSetup,
         &format!(
-            "registers, special registers, FPU, {} MSRs, events set back; argv {:?} on a new user stack{}",
+            "registers, special registers, FPU, {} MSRs, events set back; {}{}",
             state.vcpus[0].msrs.len(),
-            &argv[1..],
+            if mid_run {
+                format!("the workload resumes mid-run, at {} after its start", manifest.taken_at)
+            } else {
+                format!("argv {:?} on a new user stack", &argv[1..])
+            },
             if quirks.is_empty() { String::new() } else { format!("; host refused: {}", quirks.join("; ")) }
         ),
     );

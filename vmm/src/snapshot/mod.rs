@@ -12,7 +12,14 @@
 //! MSRs are loaded and it is about to read the workload's entry and stack
 //! from the boot-info page. A restore rebuilds that stack with the
 //! arguments it is given (host-side, as a boot does), so one snapshot runs
-//! any workload mode. See `DESIGN.md`, "Snapshots", for the files.
+//! any workload mode. A Linux guest is paused where its init is about to
+//! ask for its command (program, arguments, environment, directory).
+//!
+//! A guest can also be paused at a time ([`SnapshotAt::After`]): a timer
+//! kicks the vCPU out of `KVM_RUN` wherever it is, mid-boot or mid-run.
+//! Its restore rewrites nothing and takes no command: the guest resumes
+//! exactly where it was ([`check_request`] refuses the rest). See
+//! `DESIGN.md`, "Snapshots", for the files.
 //!
 //! ```no_run
 //! use virtlab_vmm::snapshot::{self, RestoreConfig, SnapshotAt, SnapshotRequest};
@@ -74,6 +81,21 @@ impl SnapshotAt {
         }
     }
 
+    /// Whether this is a time (mid-run) rather than a boot milestone.
+    pub fn is_time(&self) -> bool {
+        matches!(self, SnapshotAt::After(_))
+    }
+
+    /// The vCPU loop's pause point: `marker` (the guest's boot-timer mark
+    /// for `ready` and `init`), or the time.
+    pub(crate) fn pause_point(&self, marker: u8) -> crate::vstate::exit_loop::PausePoint {
+        use crate::vstate::exit_loop::PausePoint;
+        match self {
+            SnapshotAt::After(d) => PausePoint::After(*d),
+            SnapshotAt::Ready | SnapshotAt::Init => PausePoint::Marker(marker),
+        }
+    }
+
     /// How it is written on the command line.
     pub fn name(&self) -> String {
         match self {
@@ -107,7 +129,15 @@ pub struct SnapshotRequest {
 #[derive(Debug, Clone)]
 pub struct RestoreConfig {
     /// The workload's arguments (argv[1..]); empty: the snapshot's own.
+    /// A Linux snapshot: the program and its arguments. A snapshot taken
+    /// at a time (mid-run) takes none: its workload has read its own.
     pub args: Vec<String>,
+    /// Linux `ready`/`init` snapshots: the program's environment
+    /// (`KEY=VALUE`; none: the init's default one).
+    pub env: Vec<String>,
+    /// Linux `ready`/`init` snapshots: the program's working directory (an
+    /// absolute path; None: `/`).
+    pub workdir: Option<String>,
     /// Guest memory the caller expects (None: whatever the snapshot has).
     pub mem_size: Option<u64>,
     /// Stop the guest after this long.
@@ -120,8 +150,44 @@ pub struct RestoreConfig {
 impl Default for RestoreConfig {
     /// The snapshot's own arguments and memory, no timeout, sandboxed.
     fn default() -> Self {
-        RestoreConfig { args: Vec::new(), mem_size: None, timeout: None, seccomp: true }
+        RestoreConfig { args: Vec::new(), env: Vec::new(), workdir: None, mem_size: None, timeout: None, seccomp: true }
     }
+}
+
+/// Refuses what `config` gives that a snapshot of `guest` taken at
+/// `taken_at` cannot use: anything at all for a mid-run snapshot (the
+/// guest is past the point where it reads a command), an environment or a
+/// working directory for the minikernel (which has neither), an
+/// environment or directory without the program they are for.
+pub fn check_request(guest: GuestKind, taken_at: &str, config: &RestoreConfig) -> Result<(), SnapshotError> {
+    let given = !config.args.is_empty() || !config.env.is_empty() || config.workdir.is_some();
+    if given && SnapshotAt::parse(taken_at).is_ok_and(|at| at.is_time()) {
+        return Err(SnapshotError::NotForSnapshot {
+            what: "a command, environment or working directory (`-- ARGS`, -e, -w)",
+            why: format!(
+                "it was taken at a time (--snapshot-at {taken_at}), mid-boot or mid-run, not where the guest reads a \
+                 command: it resumes where it was; restore it with no arguments, or take a snapshot at `ready` to run \
+                 other commands"
+            ),
+        });
+    }
+    if guest == GuestKind::Minikernel && (!config.env.is_empty() || config.workdir.is_some()) {
+        return Err(SnapshotError::NotForSnapshot {
+            what: "an environment or working directory (-e, -w)",
+            why: "it is a minikernel snapshot: the minikernel runs one workload, with no environment and no working \
+                  directory; give only the workload's arguments after `--`"
+                .into(),
+        });
+    }
+    if guest == GuestKind::Linux && config.args.is_empty() && (!config.env.is_empty() || config.workdir.is_some()) {
+        return Err(SnapshotError::NotForSnapshot {
+            what: "an environment or working directory (-e, -w) without a program",
+            why: "the snapshot's own command is in its initramfs, where a restore cannot change it; name the program \
+                  after `--` (e.g. -- sh -c 'echo $X')"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// What a written snapshot holds, in sizes.

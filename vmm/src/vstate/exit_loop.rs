@@ -69,6 +69,17 @@ pub(crate) struct VcpuLoop<F> {
 pub(crate) type PauseHook<'h> =
     &'h mut (dyn FnMut(&mut VcpuFd, &GuestMemoryMmap, &PortBus) -> Result<(), VmError> + Send);
 
+/// When [`VcpuLoop::run_pausing`] pauses the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PausePoint {
+    /// When the guest writes this mark to the boot-timer port.
+    Marker(u8),
+    /// This long after the vCPU first enters the guest: a kernel timer
+    /// signals the vCPU thread then (as the timeout's does), which kicks
+    /// it out of `KVM_RUN` wherever the guest is.
+    After(Duration),
+}
+
 /// Finishes the instruction behind the last exit without running the
 /// guest on: after an `out`, KVM moves RIP past it only on the next
 /// `KVM_RUN`, so state read before that would replay the `out` on restore.
@@ -119,9 +130,9 @@ impl<F: Fixups> VcpuLoop<F> {
         self.run_pausing(vcpu, mem, clock, timeout, say, None)
     }
 
-    /// [`VcpuLoop::run`], and when the guest reports the boot milestone
-    /// `pause.0` the vCPU is paused, its pending exit completed, and
-    /// `pause.1` is called with the vCPU, memory and devices (to take a
+    /// [`VcpuLoop::run`], and when the guest reaches `pause.0` (a boot
+    /// milestone, or a time after its first instruction) the vCPU is
+    /// paused, its pending exit completed, and `pause.1` is called with the vCPU, memory and devices (to take a
     /// snapshot); then the guest runs on.
     ///
     /// The loop runs in a thread of its own, the vCPU thread, which enters
@@ -136,7 +147,7 @@ impl<F: Fixups> VcpuLoop<F> {
         clock: &mut Clock<'_>,
         timeout: Option<Duration>,
         say: Narration,
-        pause: Option<(u8, PauseHook<'_>)>,
+        pause: Option<(PausePoint, PauseHook<'_>)>,
     ) -> Result<Stopped, VmError>
     where
         F: Send,
@@ -162,7 +173,7 @@ impl<F: Fixups> VcpuLoop<F> {
         clock: &mut Clock<'_>,
         timeout: Option<Duration>,
         say: Narration,
-        mut pause: Option<(u8, PauseHook<'_>)>,
+        mut pause: Option<(PausePoint, PauseHook<'_>)>,
     ) -> Result<Stopped, VmError> {
         // The timer that signals this thread when the timeout passes.
         let watchdog = match timeout {
@@ -171,6 +182,13 @@ impl<F: Fixups> VcpuLoop<F> {
         };
         let mut filtered = pause.is_none() && self.enter_sandbox(clock)?;
         let entered = Instant::now();
+        // A pause at a time: a second timer, on the same signal as the
+        // timeout's, that kicks the vCPU out of KVM_RUN when it is due (and
+        // every 5 ms after, until the save has been made and drops it).
+        let mut pause_timer = match &pause {
+            Some((PausePoint::After(d), _)) => Some(Watchdog::start(*d).map_err(VmError::Watchdog)?),
+            _ => None,
+        };
         let mut awaiting_first_exit = true;
         let mut reported = 0;
         let stop = loop {
@@ -189,16 +207,25 @@ impl<F: Fixups> VcpuLoop<F> {
             if let Flow::Stop(s) = flow {
                 break s;
             }
-            if let Some((marker, hook)) = &mut pause {
-                if self.milestones.last().is_some_and(|(m, _)| m == marker) {
+            if let Some((point, hook)) = &mut pause {
+                let due = match point {
+                    PausePoint::Marker(marker) => self.milestones.last().is_some_and(|(m, _)| m == marker),
+                    PausePoint::After(_) => pause_timer.as_ref().is_some_and(Watchdog::expired),
+                };
+                if due {
                     complete_pending_exit(vcpu)?;
                     hook(vcpu, mem, &self.bus)?;
                     pause = None;
+                    // Deleted before the filter goes on; a signal it
+                    // queued may still come, so a timed pause's plan
+                    // allows rt_sigreturn (`Plan::timeout`).
+                    pause_timer = None;
                     filtered = self.enter_sandbox(clock)?;
                 }
             }
         };
         let stopped = Instant::now();
+        drop(pause_timer);
         drop(watchdog);
         self.console.flush();
         clock.mark(Step::WorkloadExit, stopped, &stop.describe());
