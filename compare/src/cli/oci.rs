@@ -13,6 +13,12 @@
 //! pair from its own devpts and sends the master end over that unix
 //! socket (the engine's monitor, conmon, holds it); without one (`run`,
 //! a non-detached `exec`), the process shares the caller's terminal.
+//!
+//! With `--explain` (from podman: `podman --runtime-flag explain ...`),
+//! each call adds a line to a trace file: who called, the call, what came
+//! of it; `explain [-f]` prints the trace (see [`explain`]).
+
+mod explain;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -43,6 +49,14 @@ pub struct OciArgs {
     /// Use systemd to manage cgroups (not supported: virtlab writes cgroupfs itself)
     #[arg(long, global = true)]
     systemd_cgroup: bool,
+    /// Add a line per call to a trace (ROOT/explain.log): who called, the
+    /// call, its outcome; `virtlab oci explain -f` shows it (podman:
+    /// `podman --runtime-flag explain ...`)
+    #[arg(long, global = true)]
+    explain: bool,
+    /// The trace file for --explain (implies it) and for `explain`
+    #[arg(long, value_name = "FILE", global = true)]
+    explain_file: Option<PathBuf>,
     #[command(subcommand)]
     command: OciCommand,
 }
@@ -120,6 +134,13 @@ pub enum OciCommand {
     },
     /// Print what this runtime supports (runtime-spec features JSON)
     Features,
+    /// Print the trace of calls made with --explain (switch it on in
+    /// podman with `podman --runtime-flag explain ...`)
+    Explain {
+        /// Keep printing the calls as they come
+        #[arg(short, long)]
+        follow: bool,
+    },
 }
 
 /// `oci exec`'s options (runc's).
@@ -162,7 +183,20 @@ pub struct ExecArgs {
 
 /// Runs an `oci` subcommand.
 pub fn run(args: OciArgs) -> anyhow::Result<u8> {
+    let (at, began) = (std::time::SystemTime::now(), std::time::Instant::now());
     let result = dispatch(&args);
+    let traced = !matches!(args.command, OciCommand::Explain { .. });
+    if traced && (args.explain || args.explain_file.is_some()) {
+        let took = began.elapsed();
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        // `virtlab oci ...` has the word oci before the call; `virtlab-runc ...` not.
+        let call = explain::call_text(argv.strip_prefix(&["oci".to_string()]).unwrap_or(&argv));
+        let line = explain::line(at, &explain::callers(), &call, &outcome(&args, &result), took);
+        let path = explain::log_path(&args.root, args.explain_file.as_deref());
+        if let Err(e) = explain::append(&path, &line) {
+            eprintln!("virtlab: warning: cannot add to the trace {}: {e}", path.display());
+        }
+    }
     result.or_else(|e| {
         eprintln!("virtlab: error: {e:#}");
         if let Some(path) = &args.log {
@@ -170,6 +204,31 @@ pub fn run(args: OciArgs) -> anyhow::Result<u8> {
         }
         Ok(EXIT_TOOL_ERROR)
     })
+}
+
+/// What came of a call, as its trace line says it.
+fn outcome(args: &OciArgs, result: &anyhow::Result<u8>) -> String {
+    let code = match result {
+        Err(e) => return format!("error: {e:#}"),
+        Ok(code) => *code,
+    };
+    let state = |id: &str| State::load(&args.root, id).ok();
+    match &args.command {
+        OciCommand::Create { id, .. } => match state(id) {
+            Some(s) => format!("created, pid {}", s.pid),
+            None => "created".into(),
+        },
+        OciCommand::Start { .. } => "started".into(),
+        OciCommand::State { id } => match state(id) {
+            Some(s) => format!("status {}, pid {}", s.status, s.pid),
+            None => "no such container".into(),
+        },
+        OciCommand::Kill { signal, .. } => format!("sent {signal}"),
+        OciCommand::Delete { .. } => "deleted".into(),
+        OciCommand::Spec { .. } => "config.json written".into(),
+        OciCommand::Run { .. } | OciCommand::Exec(_) => format!("exit status {code}"),
+        OciCommand::List { .. } | OciCommand::Features | OciCommand::Explain { .. } => "printed".into(),
+    }
 }
 
 fn dispatch(args: &OciArgs) -> anyhow::Result<u8> {
@@ -197,6 +256,9 @@ fn dispatch(args: &OciArgs) -> anyhow::Result<u8> {
         OciCommand::Features => {
             println!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
+        }
+        OciCommand::Explain { follow } => {
+            explain::show(&explain::log_path(root, args.explain_file.as_deref()), *follow)
         }
     }
 }
