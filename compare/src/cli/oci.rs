@@ -184,15 +184,18 @@ pub struct ExecArgs {
 /// Runs an `oci` subcommand.
 pub fn run(args: OciArgs) -> anyhow::Result<u8> {
     let (at, began) = (std::time::SystemTime::now(), std::time::Instant::now());
+    let trace = trace_path(&args);
     let result = dispatch(&args);
-    let traced = !matches!(args.command, OciCommand::Explain { .. });
-    if traced && (args.explain || args.explain_file.is_some()) {
+    if let Some(path) = trace {
         let took = began.elapsed();
+        if let (OciCommand::Create { id, .. }, Ok(_)) = (&args.command, &result) {
+            // The container's later calls go to the same trace.
+            let _ = std::fs::write(explain::marker(&args.root, id), path.as_os_str().as_encoded_bytes());
+        }
         let argv: Vec<String> = std::env::args().skip(1).collect();
         // `virtlab oci ...` has the word oci before the call; `virtlab-runc ...` not.
         let call = explain::call_text(argv.strip_prefix(&["oci".to_string()]).unwrap_or(&argv));
         let line = explain::line(at, &explain::callers(), &call, &outcome(&args, &result), took);
-        let path = explain::log_path(&args.root, args.explain_file.as_deref());
         if let Err(e) = explain::append(&path, &line) {
             eprintln!("virtlab: warning: cannot add to the trace {}: {e}", path.display());
         }
@@ -204,6 +207,24 @@ pub fn run(args: OciArgs) -> anyhow::Result<u8> {
         }
         Ok(EXIT_TOOL_ERROR)
     })
+}
+
+/// Where this call's trace line goes, if anywhere: --explain or
+/// --explain-file, or the trace of the container's `create`.
+fn trace_path(args: &OciArgs) -> Option<std::path::PathBuf> {
+    if let OciCommand::Explain { .. } = args.command {
+        return None;
+    }
+    if args.explain || args.explain_file.is_some() {
+        return Some(explain::log_path(&args.root, args.explain_file.as_deref()));
+    }
+    let id = match &args.command {
+        OciCommand::Start { id } | OciCommand::State { id } | OciCommand::Kill { id, .. } => id,
+        OciCommand::Delete { id, .. } => id,
+        OciCommand::Exec(a) => &a.id,
+        _ => return None,
+    };
+    explain::marked(&args.root, id)
 }
 
 /// What came of a call, as its trace line says it.

@@ -59,20 +59,50 @@ fn shorten(arg: &str) -> String {
 }
 
 /// Who called: the parent's name and PID, its parent's, up to three
-/// levels, outermost first (`podman 1234 → conmon 1240 →`).
+/// levels, outermost first (`podman 1234 → conmon 1240 →`). An engine's
+/// monitor detaches from the engine (conmon makes a session of its own
+/// and is left to PID 1); its `--exit-command` still names the engine,
+/// which then heads the chain without a PID (`podman → conmon 1240
+/// (detached) →`).
 pub fn callers() -> String {
     let mut chain = Vec::new();
     let mut pid = std::os::unix::process::parent_id();
     for _ in 0..3 {
         let Some((comm, ppid)) = proc_stat(pid) else { break };
-        chain.push(format!("{comm} {pid}"));
         if ppid <= 1 {
+            match exit_command(pid) {
+                Some(engine) => chain.extend([format!("{comm} {pid} (detached)"), engine]),
+                None => chain.push(format!("{comm} {pid}")),
+            }
             break;
         }
+        chain.push(format!("{comm} {pid}"));
         pid = ppid;
     }
     chain.reverse();
     chain.iter().map(|c| format!("{c} → ")).collect()
+}
+
+/// The program named by `--exit-command` in a process's command line
+/// (conmon's: the engine it runs when the container ends).
+fn exit_command(pid: u32) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned());
+    args.find(|a| a == "--exit-command")?;
+    let program = args.next()?;
+    Some(Path::new(&program).file_name()?.to_string_lossy().into_owned())
+}
+
+/// A created container's own trace: the calls after `create` (engines
+/// pass their runtime flags to some calls only; podman's cleanup passes
+/// none) go to the trace its `create` went to.
+pub fn marker(root: &Path, id: &str) -> PathBuf {
+    root.join(id).join("explain")
+}
+
+/// The trace a container's `create` asked for, if any.
+pub fn marked(root: &Path, id: &str) -> Option<PathBuf> {
+    std::fs::read_to_string(marker(root, id)).ok().map(PathBuf::from)
 }
 
 /// A process's name and parent from `/proc/PID/stat` (proc(5)): the name
