@@ -423,3 +423,59 @@ fn exec_adds_a_process_to_a_running_container() {
     let stopped = runtime(&["exec", "x1", "true"]);
     assert_eq!(stopped.status.code(), Some(125));
 }
+
+/// `--explain`: a line per call in ROOT/explain.log, the calls after
+/// `create` included without the flag (engines pass their runtime flags to
+/// some calls only), nothing added to what the runtime prints, and
+/// `oci explain` prints the trace.
+#[test]
+fn explain_traces_each_call_of_a_containers_life() {
+    let Some(lab) = Lab::new("explain_traces_each_call_of_a_containers_life") else { return };
+    let bundle = lab.bundle("explained", |c| not_a_terminal(c, &["true"]));
+    let none = lab.oci(&["explain"]);
+    assert!(!none.status.success() && err(&none).contains("--runtime-flag explain"), "{}", err(&none));
+    // The container's process inherits the runtime's streams: a file, so
+    // that waiting for `create` is not waiting for the container.
+    let stderr = lab.dir.path().join("explain-create.err");
+    let status = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["oci", "--root", &lab.state_root(), "--explain", "create", "--bundle", bundle.to_str().unwrap(), "x1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&stderr).unwrap());
+    let started = lab.oci(&["start", "x1"]);
+    assert!(started.status.success(), "{}", err(&started));
+    wait_for_status(&lab, "x1", "stopped");
+    // What the runtime prints is the engine's: state's JSON and nothing else.
+    let state = lab.oci(&["state", "x1"]);
+    let json: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    assert_eq!(json["status"], "stopped");
+    assert!(lab.oci(&["delete", "x1"]).status.success());
+    assert_eq!(lab.oci(&["--explain", "start", "nosuch"]).status.code(), Some(125));
+    let shown = lab.oci(&["explain"]);
+    assert!(shown.status.success(), "{}", err(&shown));
+    let text = String::from_utf8(shown.stdout).unwrap();
+    assert_eq!(text, std::fs::read_to_string(Path::new(&lab.state_root()).join("explain.log")).unwrap());
+    let lines: Vec<&str> = text.lines().collect();
+    // create, start, the state calls (waiting, then the one above), delete, the error.
+    assert!(lines.len() >= 6, "{text}");
+    let me = format!(" {} → ", std::process::id());
+    let mut expected = vec![("create --bundle ", "created, pid "), ("start x1", "started")];
+    expected.extend(std::iter::repeat(("state x1", "status ")).take(lines.len() - 5));
+    expected.extend([
+        ("state x1", "status stopped, pid "),
+        ("delete x1", "deleted"),
+        ("start nosuch", "error: container nosuch does not exist"),
+    ]);
+    for (line, (call, outcome)) in lines.iter().zip(expected) {
+        let (head, tail) = line.split_once(" ⇒ ").unwrap();
+        let (callers, called) = head.rsplit_once(" → ").unwrap();
+        assert!(format!("{callers} → ").ends_with(&me), "{line}");
+        assert!(called.starts_with(call), "{line}");
+        assert!(tail.starts_with(outcome) && tail.ends_with(" ms)"), "{line}");
+        assert!(line.as_bytes()[2] == b':' && line.as_bytes()[8] == b'.', "{line}");
+    }
+    assert!(lines[0].contains(" x1 ⇒ "), "{}", lines[0]);
+}
