@@ -328,3 +328,41 @@ fn podman_gets_terminals_and_execs_from_virtlab() {
     assert!(podman(&["rm", "-f", "-t", "0", "ex"], b"").status.success());
     no_container_cgroups_left(&parent);
 }
+
+/// `podman --runtime-flag explain-file=F` (`--runtime-flag explain` for the
+/// runtime's own ROOT/explain.log): the trace shows the engine driving the
+/// runtime, `create` from conmon (which names podman as its engine),
+/// `start` from podman, `delete` from podman's cleanup, in that order.
+#[test]
+fn podman_calls_are_traced_with_explain() {
+    let Some(lab) = Both::new("podman_calls_are_traced_with_explain") else { return };
+    let runtime = lab.virtlab_runtime();
+    let parent = format!("virtlab-podman-explain-test-{}", std::process::id());
+    let trace = lab.dir.path().join("explain.log");
+    let out = virtlab_compare::podman::podman(&lab.podman)
+        .arg("--runtime-flag")
+        .arg(format!("explain-file={}", trace.display()))
+        .args(["run", "--rm", "--runtime"])
+        .arg(&runtime)
+        .args(["--cgroup-parent", &format!("/{parent}"), "--network", "none"])
+        .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--security-opt", "seccomp=unconfined"])
+        .args(["localhost/busybox:latest", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&trace).unwrap();
+    // The call: the last part before the outcome, after the callers.
+    let call = |line: &str| line.split(" ⇒ ").next().unwrap().rsplit(" → ").next().unwrap().to_string();
+    let position = |verb: &str| text.lines().position(|l| call(l).starts_with(verb));
+    let (create, start, delete) = (position("create "), position("start "), position("delete "));
+    assert!(create.is_some() && start.is_some() && delete.is_some(), "{text}");
+    assert!(create < start && start < delete, "{text}");
+    let create_line = text.lines().nth(create.unwrap()).unwrap();
+    let callers = create_line.split(" ⇒ ").next().unwrap();
+    let conmon = callers.find("conmon ").unwrap_or_else(|| panic!("no conmon: {create_line}"));
+    assert!(callers[..conmon].contains("podman"), "{create_line}");
+    assert!(create_line.contains("⇒ created, pid "), "{create_line}");
+    assert!(text.lines().all(|l| !l.contains("⇒ error")), "{text}");
+    no_container_cgroups_left(&parent);
+}
