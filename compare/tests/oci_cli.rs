@@ -463,7 +463,7 @@ fn explain_traces_each_call_of_a_containers_life() {
     assert!(lines.len() >= 6, "{text}");
     let me = format!(" {} → ", std::process::id());
     let mut expected = vec![("create --bundle ", "created, pid "), ("start x1", "started")];
-    expected.extend(std::iter::repeat(("state x1", "status ")).take(lines.len() - 5));
+    expected.extend(std::iter::repeat_n(("state x1", "status "), lines.len() - 5));
     expected.extend([
         ("state x1", "status stopped, pid "),
         ("delete x1", "deleted"),
