@@ -19,7 +19,9 @@
 //! - `rt/mem.rs`: `memcpy`, `memmove`, `memset`, `memcmp`, `bcmp`, `strlen`
 //!   (the compiler emits calls to them) and `rust_eh_personality`;
 //! - `rt/linux.rs`: the `_start` entry of a Linux process, raw system calls,
-//!   `write` and `exit`.
+//!   `write` and `exit`;
+//! - `rt/text.rs`: the process's arguments, a decimal parser and a line
+//!   buffer for output (the workload and the escape lab's attacker).
 //!
 //! They are compiled into each program, not linked as a library: a system
 //! call wrapper is inlined into the workload's measured loops exactly as a

@@ -45,8 +45,12 @@ use core::panic::PanicInfo;
 mod linux;
 #[path = "../../freestanding/rt/mem.rs"]
 mod mem;
+#[path = "../../freestanding/rt/text.rs"]
+#[allow(dead_code)]
+mod text;
 
-use linux::{c_str, syscall6};
+use linux::syscall6;
+use text::{parse_u64, Args, Line};
 
 // Linux x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 const SYS_READ: u64 = 0;
@@ -87,26 +91,8 @@ const CLONE_NEWUSER: u64 = 0x1000_0000;
 /// `sp` is the initial stack pointer of the process (argc, argv..., NULL).
 unsafe extern "C" fn start(sp: *const usize) -> ! {
     // SAFETY: the ABI puts argc at sp[0] and argc argv pointers after it.
-    let args = unsafe { Args { argc: *sp, argv: sp.add(1) as *const *const u8 } };
+    let args = unsafe { Args::from_stack(sp) };
     linux::exit(run(&args) as u64)
-}
-
-struct Args {
-    argc: usize,
-    argv: *const *const u8,
-}
-
-impl Args {
-    fn get(&self, i: usize) -> Option<&'static [u8]> {
-        if i >= self.argc {
-            return None;
-        }
-        // SAFETY: i < argc, so argv[i] is one of the argument pointers.
-        let p = unsafe { *self.argv.add(i) };
-        // SAFETY: a non-NULL argv entry is a NUL-terminated string on the
-        // initial stack, which lives as long as the process.
-        (!p.is_null()).then(|| unsafe { c_str(p) })
-    }
 }
 
 fn run(args: &Args) -> i32 {
@@ -551,88 +537,6 @@ fn reached(name: &[u8], detail: &[u8]) -> i32 {
     l.push(b"virtlab.lab attack=").push(name).push(b" outcome=reached detail=").push(detail).push(b"\n");
     l.flush(1);
     0
-}
-
-fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &c in s {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
-    }
-    Some(n)
-}
-
-/// A line buffer on the stack: no allocator here.
-struct Line {
-    buf: [u8; 384],
-    len: usize,
-}
-
-impl Line {
-    fn new() -> Line {
-        Line { buf: [0; 384], len: 0 }
-    }
-
-    fn push(&mut self, s: &[u8]) -> &mut Line {
-        for &c in s {
-            if self.len < self.buf.len() {
-                self.buf[self.len] = c;
-                self.len += 1;
-            }
-        }
-        self
-    }
-
-    /// Bytes read from somewhere: printable ones as they are, the rest as
-    /// `.`, a trailing newline dropped.
-    fn text(&mut self, s: &[u8]) -> &mut Line {
-        let s = s.strip_suffix(b"\n").unwrap_or(s);
-        for &c in s {
-            self.push(&[if (0x20..0x7f).contains(&c) { c } else { b'.' }]);
-        }
-        self
-    }
-
-    fn num(&mut self, mut n: u64) -> &mut Line {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let mut tmp = [0u8; 20];
-        let len = digits.len() - i;
-        tmp[..len].copy_from_slice(&digits[i..]);
-        self.push(&tmp[..len])
-    }
-
-    fn hex2(&mut self, b: u8) -> &mut Line {
-        let h = b"0123456789abcdef";
-        self.push(&[h[(b >> 4) as usize], h[(b & 15) as usize]])
-    }
-
-    fn flush(&mut self, fd: u64) {
-        let len = self.len;
-        self.len = 0;
-        let copy = self.buf;
-        let mut done = 0;
-        while done < len {
-            let n = linux::write(fd, &copy[done..len]);
-            if n <= 0 {
-                break;
-            }
-            done += n as usize;
-        }
-    }
 }
 
 #[panic_handler]

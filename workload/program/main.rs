@@ -30,8 +30,12 @@ use core::panic::PanicInfo;
 mod linux;
 #[path = "../../freestanding/rt/mem.rs"]
 mod mem;
+#[path = "../../freestanding/rt/text.rs"]
+#[allow(dead_code)]
+mod text;
 
-use linux::{c_str, syscall6};
+use linux::syscall6;
+use text::{parse_u64, Args, Line};
 
 // Linux x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 const SYS_MMAP: u64 = 9;
@@ -53,31 +57,6 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
     let args = unsafe { Args::from_stack(sp) };
     let code = run(&args);
     linux::exit(code as u64)
-}
-
-struct Args {
-    argc: usize,
-    argv: *const *const u8,
-}
-
-impl Args {
-    /// # Safety
-    /// `sp` must point at a process's initial stack.
-    unsafe fn from_stack(sp: *const usize) -> Args {
-        // SAFETY: guaranteed by the caller.
-        unsafe { Args { argc: *sp, argv: sp.add(1) as *const *const u8 } }
-    }
-
-    fn get(&self, i: usize) -> Option<&[u8]> {
-        if i >= self.argc {
-            return None;
-        }
-        // SAFETY: i < argc, so argv[i] is one of the argument pointers.
-        let p = unsafe { *self.argv.add(i) };
-        // SAFETY: a non-NULL argv entry is a NUL-terminated string on the
-        // initial stack, which lives as long as the process.
-        (!p.is_null()).then(|| unsafe { c_str(p) })
-    }
 }
 
 fn run(args: &Args) -> i32 {
@@ -258,79 +237,6 @@ fn write_all(fd: u64, mut buf: &[u8]) -> bool {
         buf = &buf[(r as usize).min(buf.len())..];
     }
     true
-}
-
-fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &c in s {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
-    }
-    Some(n)
-}
-
-/// A small line buffer on the stack: no allocator here.
-struct Line {
-    buf: [u8; 256],
-    len: usize,
-}
-
-impl Line {
-    fn new() -> Line {
-        Line { buf: [0; 256], len: 0 }
-    }
-
-    fn push(&mut self, s: &[u8]) -> &mut Line {
-        for &c in s {
-            if self.len < self.buf.len() {
-                self.buf[self.len] = c;
-                self.len += 1;
-            }
-        }
-        self
-    }
-
-    fn num(&mut self, mut n: u64) -> &mut Line {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push_copy(&digits, i)
-    }
-
-    fn hex(&mut self, mut n: u64) -> &mut Line {
-        let mut digits = [0u8; 16];
-        for d in digits.iter_mut().rev() {
-            *d = b"0123456789abcdef"[(n & 15) as usize];
-            n >>= 4;
-        }
-        self.push(b"0x").push_copy(&digits, 0)
-    }
-
-    fn push_copy(&mut self, digits: &[u8], from: usize) -> &mut Line {
-        let mut tmp = [0u8; 20];
-        let n = digits.len() - from;
-        tmp[..n].copy_from_slice(&digits[from..]);
-        self.push(&tmp[..n])
-    }
-
-    fn flush(&mut self, fd: u64) {
-        let len = self.len;
-        self.len = 0;
-        let copy = self.buf;
-        write_all(fd, &copy[..len]);
-    }
 }
 
 #[panic_handler]
