@@ -333,6 +333,37 @@ fn compile(caps: u64) -> Result<Vec<sock_filter>, SeccompError> {
         .collect()
 }
 
+/// For tests: forks, installs `program` in the child, makes system call
+/// `nr` with `args` there, and returns the errno it got (0 for success),
+/// passed back as the child's exit status.
+#[cfg(test)]
+pub(crate) fn errno_under(program: &[sock_filter], nr: i64, args: [u64; 5]) -> i32 {
+    let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr().cast_mut() };
+    // SAFETY: fork(2); the child only makes raw system calls and _exit(2)s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: prctl with integer arguments; seccomp(2) reads the
+        // sock_fprog above, which points into `program`, alive in this copy
+        // of the address space. The call under test gets integers or
+        // pointers to static strings and fails or has no lasting effect in
+        // this throw-away child.
+        unsafe {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0 {
+                libc::_exit(200);
+            }
+            let r = libc::syscall(nr, args[0], args[1], args[2], args[3], args[4]);
+            libc::_exit(if r < 0 { *libc::__errno_location() } else { 0 });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status), "the child was killed: status {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,36 +425,6 @@ mod tests {
         assert_eq!(eval(p, 0x4000_0003, 1, 0), libc::SECCOMP_RET_KILL_PROCESS);
     }
 
-    /// Forks, installs the filter in the child, makes system call `nr`
-    /// with `args` there, and returns the errno it got (0 for success) as
-    /// the child's exit code.
-    fn errno_under_filter(nr: i64, args: [u64; 5]) -> i32 {
-        let program = default_program().unwrap();
-        let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr().cast_mut() };
-        // SAFETY: fork(2); the child only makes raw system calls and _exit(2)s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            // SAFETY: prctl with integer arguments; seccomp(2) reads the
-            // sock_fprog above, which points into the static program. The
-            // call under test gets integers or pointers to static strings
-            // and fails or has no lasting effect in this throw-away child.
-            unsafe {
-                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0 {
-                    libc::_exit(200);
-                }
-                let r = libc::syscall(nr, args[0], args[1], args[2], args[3], args[4]);
-                libc::_exit(if r < 0 { *libc::__errno_location() } else { 0 });
-            }
-        }
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status), "the child was killed: status {status:#x}");
-        libc::WEXITSTATUS(status)
-    }
-
     #[test]
     fn the_kernel_answers_as_the_filter_says() {
         let ns_user = libc::CLONE_NEWUSER as u64;
@@ -447,7 +448,7 @@ mod tests {
             ("x32 getpid", 0x4000_0000 | libc::SYS_getpid, [0; 5], libc::ENOSYS),
         ];
         for (what, nr, args, want) in cases {
-            assert_eq!(errno_under_filter(nr, args), want, "{what}");
+            assert_eq!(errno_under(default_program().unwrap(), nr, args), want, "{what}");
         }
     }
 

@@ -715,6 +715,7 @@ fn assemble(calls: &[(u32, Vec<Rule>)], default_action: Action) -> Result<Vec<so
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::runtime::seccomp::errno_under;
 
     /// Runs `p` on one call as the kernel would: its answer.
     fn eval(p: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
@@ -903,34 +904,6 @@ mod tests {
         assert!(e.contains("architectures"), "{e}");
     }
 
-    /// Forks, installs `program` in the child, makes call `nr` there with
-    /// `args`: the errno it got (0 for success).
-    fn errno_under(program: &[sock_filter], nr: i64, args: [u64; 3]) -> i32 {
-        let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr().cast_mut() };
-        // SAFETY: fork(2); the child only makes raw system calls and _exit(2)s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            // SAFETY: prctl with integer arguments; seccomp(2) reads the
-            // sock_fprog above, which points into `program`, alive in this
-            // copy of the address space. The call under test gets integers
-            // or pointers to static strings, in a throw-away child.
-            unsafe {
-                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0 {
-                    libc::_exit(200);
-                }
-                let r = libc::syscall(nr, args[0], args[1], args[2]);
-                libc::_exit(if r < 0 { *libc::__errno_location() } else { 0 });
-            }
-        }
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status), "the child was killed: status {status:#x}");
-        libc::WEXITSTATUS(status)
-    }
-
     #[test]
     fn a_kill_action_ends_the_process_with_sigsys() {
         let c = compile_text(
@@ -975,9 +948,9 @@ mod tests {
         )
         .unwrap();
         let dir = c"/nonexistent-virtlab-dir/x".as_ptr() as u64;
-        assert_eq!(errno_under(&c.program, libc::SYS_mkdir, [dir, 0o755, 0]), libc::EPERM);
-        assert_eq!(errno_under(&c.program, libc::SYS_getpid, [0; 3]), 0);
-        assert_eq!(errno_under(&c.program, libc::SYS_getpriority, [0, 4242, 0]), libc::EACCES);
-        assert_eq!(errno_under(&c.program, libc::SYS_getpriority, [0, 0, 0]), 0);
+        assert_eq!(errno_under(&c.program, libc::SYS_mkdir, [dir, 0o755, 0, 0, 0]), libc::EPERM);
+        assert_eq!(errno_under(&c.program, libc::SYS_getpid, [0; 5]), 0);
+        assert_eq!(errno_under(&c.program, libc::SYS_getpriority, [0, 4242, 0, 0, 0]), libc::EACCES);
+        assert_eq!(errno_under(&c.program, libc::SYS_getpriority, [0, 0, 0, 0, 0]), 0);
     }
 }

@@ -50,30 +50,9 @@ pub fn program() -> &'static [sock_filter] {
 mod tests {
     use super::*;
 
-    /// Forks, installs the filter, makes `ioctl(-1, request, 0)`; the errno.
+    /// `ioctl(-1, request, 0)` under the filter: the errno.
     fn errno_of_ioctl(request: u64) -> i32 {
-        let p = program();
-        let prog = libc::sock_fprog { len: p.len() as u16, filter: p.as_ptr().cast_mut() };
-        // SAFETY: fork(2); the child only makes raw system calls and _exit(2)s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            // SAFETY: prctl and seccomp with a valid sock_fprog pointing
-            // into the static program; ioctl on fd -1 touches nothing.
-            unsafe {
-                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0 {
-                    libc::_exit(200);
-                }
-                let r = libc::syscall(libc::SYS_ioctl, -1, request, 0);
-                libc::_exit(if r < 0 { *libc::__errno_location() } else { 0 });
-            }
-        }
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status), "status {status:#x}");
-        libc::WEXITSTATUS(status)
+        crate::runtime::seccomp::errno_under(program(), libc::SYS_ioctl, [u64::MAX, request, 0, 0, 0])
     }
 
     #[test]
