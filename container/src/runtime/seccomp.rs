@@ -338,6 +338,15 @@ fn compile(caps: u64) -> Result<Vec<sock_filter>, SeccompError> {
 /// passed back as the child's exit status.
 #[cfg(test)]
 pub(crate) fn errno_under(program: &[sock_filter], nr: i64, args: [u64; 5]) -> i32 {
+    let status = wait_status_under(program, nr, args);
+    assert!(libc::WIFEXITED(status), "the child was killed: status {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
+/// For tests: as [`errno_under`], but the child's wait status as it is
+/// (a filter may kill the child).
+#[cfg(test)]
+pub(crate) fn wait_status_under(program: &[sock_filter], nr: i64, args: [u64; 5]) -> i32 {
     let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr().cast_mut() };
     // SAFETY: fork(2); the child only makes raw system calls and _exit(2)s.
     let pid = unsafe { libc::fork() };
@@ -360,8 +369,7 @@ pub(crate) fn errno_under(program: &[sock_filter], nr: i64, args: [u64; 5]) -> i
     let mut status = 0;
     // SAFETY: waitpid on our own child with a valid status pointer.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFEXITED(status), "the child was killed: status {status:#x}");
-    libc::WEXITSTATUS(status)
+    status
 }
 
 #[cfg(test)]

@@ -913,26 +913,7 @@ mod tests {
             host(),
         )
         .unwrap();
-        let prog = libc::sock_fprog { len: c.program.len() as u16, filter: c.program.as_ptr().cast_mut() };
-        // SAFETY: fork(2); the child only makes raw system calls and _exit(2)s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            // SAFETY: prctl with integer arguments; seccomp(2) reads the
-            // sock_fprog above, alive in this copy of the address space;
-            // getppid has no arguments.
-            unsafe {
-                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0 {
-                    libc::_exit(200);
-                }
-                libc::syscall(libc::SYS_getppid);
-                libc::_exit(0);
-            }
-        }
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let status = crate::runtime::seccomp::wait_status_under(&c.program, libc::SYS_getppid, [0; 5]);
         assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS, "status {status:#x}");
     }
 
