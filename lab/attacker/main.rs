@@ -63,6 +63,7 @@ const SYS_WAIT4: u64 = 61;
 const SYS_CHDIR: u64 = 80;
 const SYS_FCHDIR: u64 = 81;
 const SYS_MKDIR: u64 = 83;
+const SYS_READLINK: u64 = 89;
 const SYS_PTRACE: u64 = 101;
 const SYS_MKNOD: u64 = 133;
 const SYS_CHROOT: u64 = 161;
@@ -361,6 +362,12 @@ fn exe(rounds: u32) -> i32 {
             path.push(b"/proc/").num(pid).push(b"/exe\0");
             // SAFETY: a NUL-terminated path; O_PATH opens no file for I/O.
             let r = unsafe { sys(SYS_OPEN, path.buf.as_ptr() as u64, O_PATH, 0) };
+            if r >= 0 && !is_the_scenes_copy(r) {
+                // Caught between the visitor's fork and its execve: still
+                // the lab's own binary, never a target. Look again.
+                close(r);
+                continue;
+            }
             if r >= 0 || r == -13 || r == -1 {
                 fd = r;
                 break 'search;
@@ -389,6 +396,18 @@ fn exe(rounds: u32) -> i32 {
     }
     close(r);
     reached(name, b"the host binary that ran in the container is open for writing: the next run of it on the host would run the attacker's code (not written)")
+}
+
+/// Whether the O_PATH `fd` is the scene's copy of a binary (its name ends
+/// in `/sacrificial`): the lab's rail, so the attack only ever reaches that
+/// copy.
+fn is_the_scenes_copy(fd: i64) -> bool {
+    let mut link = Line::new();
+    link.push(b"/proc/self/fd/").num(fd as u64).push(b"\0");
+    let mut target = [0u8; 256];
+    // SAFETY: a NUL-terminated path and a writable buffer of that length.
+    let n = unsafe { sys(SYS_READLINK, link.buf.as_ptr() as u64, target.as_mut_ptr() as u64, target.len() as u64) };
+    n > 0 && target[..n as usize].ends_with(b"/sacrificial")
 }
 
 fn tiocsti() -> i32 {
