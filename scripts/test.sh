@@ -17,4 +17,4 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo bench --no-run"
 cargo bench --workspace --no-run --quiet
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
