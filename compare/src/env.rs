@@ -234,20 +234,29 @@ fn launch_restore(workload: &Workload, ctx: &Context, linux: bool) -> Result<Sam
             virtlab_vmm::run(&c, ConsoleSink::Discard, &mut Quiet).map(drop).map_err(|e| format!("{e:#}"))
         })?
     };
-    let mut args = workload.args();
-    if linux {
-        args.insert(0, WORKLOAD_PATH.to_string());
-    }
+    let args = restore_args(workload, linux);
     let timeout = Some(if linux { ctx.linux_timeout } else { ctx.timeout });
     let config = RestoreConfig { args, timeout, ..RestoreConfig::default() };
     let r = snapshot::restore(&dir, &config, ConsoleSink::Capture, &mut Quiet).map_err(|e| format!("{e:#}"))?;
     // Pages of the snapshot's file the guest touched are shared between
     // restores; the memory estimate counts them whole: an upper bound.
     if linux {
-        vm_sample(workload, ctx, &r, "restored")
+        let mut s = vm_sample(workload, ctx, &r, "restored")?;
+        s.host_fixups = r.restore.as_ref().map(|h| h.fixups.values().sum());
+        Ok(s)
     } else {
         minikernel_sample(workload, ctx, &r, "pv-console", "restored")
     }
+}
+
+/// What a restore of a `*-restore` row's snapshot is given: the
+/// workload's arguments, after its path in the initramfs for Linux.
+pub fn restore_args(workload: &Workload, linux: bool) -> Vec<String> {
+    let mut args = workload.args();
+    if linux {
+        args.insert(0, virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string());
+    }
+    args
 }
 
 /// The Linux guest of `vm-linux`, running `program`.

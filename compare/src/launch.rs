@@ -376,6 +376,12 @@ impl Snapshots {
         self.once(&self.linux, "linux", take)
     }
 
+    /// A snapshot already taken (by the timed runs), without taking one.
+    pub fn taken(&self, linux: bool) -> Option<PathBuf> {
+        let cell = if linux { &self.linux } else { &self.mini };
+        cell.get().and_then(|r| r.as_ref().ok()).cloned()
+    }
+
     fn once(
         &self,
         cell: &std::sync::OnceLock<Result<PathBuf, String>>,

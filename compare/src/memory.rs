@@ -146,6 +146,58 @@ pub fn vm_mini(env: Env, workload: &Workload, ctx: &Context) -> Result<u64, Stri
     peak_of(cmd, env.name(), ctx.timeout)
 }
 
+/// The command line of a restore as a process: `virtlab vm restore DIR
+/// --timeout T -- ARGS`.
+pub fn vm_restore_command(virtlab: &Path, dir: &Path, args: &[String], timeout: Duration) -> Command {
+    let mut cmd = Command::new(virtlab);
+    cmd.args(["vm", "restore"]).arg(dir).arg("--timeout");
+    cmd.arg(format!("{}ms", timeout.as_millis().max(1)));
+    cmd.arg("--").args(args);
+    cmd
+}
+
+/// The snapshot a `*-restore` row restores (taken by its timed runs) and
+/// the restore's time limit.
+fn restore_of(env: Env, ctx: &Context) -> Result<(std::path::PathBuf, Duration), String> {
+    let linux = match env {
+        Env::VmMiniRestore => false,
+        Env::VmLinuxRestore => true,
+        other => return Err(format!("{} does not restore a snapshot", other.name())),
+    };
+    let dir = ctx.snapshots.taken(linux).ok_or_else(|| format!("{}: no snapshot was taken", env.name()))?;
+    Ok((dir, if linux { ctx.linux_timeout } else { ctx.timeout }))
+}
+
+/// The memory of one more VM restored from a `*-restore` row's snapshot:
+/// one untimed `virtlab vm restore` process in a fresh cgroup, after the
+/// timed restores. The pages of the snapshot's memory file that the guest
+/// only reads are already in the page cache (charged to whoever read them
+/// first) and shared by every restore; what this cgroup is charged is what
+/// a restore adds: the VMM and the guest pages it wrote (copied on write).
+pub fn vm_restore(env: Env, workload: &Workload, ctx: &Context) -> Result<u64, String> {
+    let (dir, timeout) = restore_of(env, ctx)?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the virtlab binary: {e}"))?;
+    let args = crate::env::restore_args(workload, env == Env::VmLinuxRestore);
+    peak_of(vm_restore_command(&exe, &dir, &args, timeout), env.name(), timeout)
+}
+
+/// `n` restores of a `*-restore` row's snapshot at once, each a `virtlab
+/// vm restore` process in a cgroup of its own: the mean of their peaks
+/// (see [`vm_restore`] for what a restore is charged).
+pub fn vm_restores_at_once(env: Env, n: usize, workload: &Workload, ctx: &Context) -> Result<f64, String> {
+    let (dir, timeout) = restore_of(env, ctx)?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the virtlab binary: {e}"))?;
+    let args = crate::env::restore_args(workload, env == Env::VmLinuxRestore);
+    let peaks: Vec<Result<u64, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n.max(1))
+            .map(|_| scope.spawn(|| peak_of(vm_restore_command(&exe, &dir, &args, timeout), env.name(), timeout)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a memory thread panicked".into()))).collect()
+    });
+    let peaks: Vec<u64> = peaks.into_iter().collect::<Result<_, _>>()?;
+    Ok(peaks.iter().sum::<u64>() as f64 / peaks.len() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +209,9 @@ mod tests {
         let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args, ["vm", "run", "--console", "pv", "--timeout", "60000ms", "--", "cpu", "1000"]);
         assert!(vm_mini_command(Path::new("/bin/virtlab"), Env::VmLinux, &w, Duration::from_secs(1)).is_err());
+        let r = vm_restore_command(Path::new("/bin/virtlab"), Path::new("/s"), &w.args(), Duration::from_secs(2));
+        let args: Vec<String> = r.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args, ["vm", "restore", "/s", "--timeout", "2000ms", "--", "cpu", "1000"]);
     }
 
     /// A process that touches 32 MiB shows at least that much in its own

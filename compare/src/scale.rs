@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::env::launch;
-use crate::launch::{Context, Env, Workload};
+use crate::launch::{Context, Env, MemoryMethod, Workload};
 
 /// N instances of one environment, started together.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,6 +23,10 @@ pub struct ScalePoint {
     pub per_second: f64,
     /// Mean host memory per instance, bytes.
     pub memory_per_instance_bytes: Option<f64>,
+    /// How it was measured: a cgroup peak for each instance, or the
+    /// in-process estimate (absent in reports that predate the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_method: Option<MemoryMethod>,
     /// Instances that failed (their errors are in `errors`).
     pub failed: usize,
     /// The first few errors.
@@ -58,6 +62,7 @@ pub fn run_point(env: Env, n: usize, ctx: &Context) -> ScalePoint {
         wall_us: wall * 1e6,
         per_second: if wall > 0.0 { ok as f64 / wall } else { 0.0 },
         memory_per_instance_bytes: (!mems.is_empty()).then(|| mems.iter().sum::<f64>() / mems.len() as f64),
+        memory_method: results.iter().find_map(|r| r.as_ref().ok()?.memory_method),
         failed: errors.len(),
         errors: errors.into_iter().take(3).collect(),
     }

@@ -138,6 +138,25 @@ fn the_restore_row_runs_from_one_snapshot_and_scales() {
     let restored: Vec<_> = scale.iter().filter(|p| p["env"] == "vm-mini-restore").collect();
     assert_eq!(restored.len(), 2);
     assert!(restored.iter().all(|p| p["failed"] == 0), "{restored:?}");
+    if root_or_skip("the_restore_row_runs_from_one_snapshot_and_scales (its memory figures)") {
+        // Each restore's own memory is a cgroup peak of a `vm restore`
+        // process, in the rows and at every scale point.
+        for r in &restore {
+            assert_eq!(r["memory_method"], "cgroup-peak", "{r}");
+            assert!(r["memory_bytes"]["median"].as_f64().is_some_and(|b| b > 0.0), "{r}");
+        }
+        for p in &restored {
+            assert_eq!(p["memory_method"], "cgroup-peak", "{p}");
+            assert!(p["memory_per_instance_bytes"].as_f64().is_some_and(|b| b > 0.0), "{p}");
+        }
+        let cgroups = std::fs::read_dir("/sys/fs/cgroup/memory")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("virtlab-mem-vm-mini-restore-"))
+            .count();
+        assert_eq!(cgroups, 0, "a restore's memory cgroup was left");
+    }
     // The snapshot's temporary directory went with the run.
     let left = std::fs::read_dir(std::env::temp_dir())
         .unwrap()

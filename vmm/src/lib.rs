@@ -60,7 +60,7 @@ pub use console::ConsoleSink;
 pub use exit::UnknownIo;
 pub use linux::{run_linux, LinuxConfig, LinuxReport};
 pub use observe::{Observer, Quiet, Step};
-pub use report::RunReport;
+pub use report::{RestoreHost, RunReport};
 pub use stop::GuestStop;
 pub use vm::{run, VmError};
 

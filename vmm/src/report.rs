@@ -110,6 +110,22 @@ pub struct RunReport {
     /// (None: no seccomp filter: `--no-seccomp`, or a run that stopped
     /// before the snapshot it was to save).
     pub sandbox: Option<crate::sandbox::SandboxReport>,
+    /// For a restore: what the host would not take back and what the VMM
+    /// worked around while the restored guest ran (None for a boot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreHost>,
+}
+
+/// A restore's dealings with this host, counted so that a report says
+/// exactly what could not be set back.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreHost {
+    /// Saved state the host refused to take back, each skipped with the
+    /// reason (e.g. an MSR a nested host does not know).
+    pub refused: Vec<String>,
+    /// Work-arounds the VMM made for the host while the restored guest ran,
+    /// by kind (the same counters as a Linux boot's `host_quirks.fixups`).
+    pub fixups: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl RunReport {

@@ -81,6 +81,14 @@ pub fn memory_note(report: &CompareReport) -> String {
               container, QEMU, or virtlab's VMM as a `virtlab vm run` process), measured after an earlier run of the \
               same binary so that its page cache is not charged.\n";
     }
+    if report.rows.iter().any(|r| {
+        matches!(r.env, Env::VmMiniRestore | Env::VmLinuxRestore) && r.memory_method == Some(MemoryMethod::CgroupPeak)
+    }) {
+        t +=
+            "restored VMs' memory: the cgroup peak of one more `virtlab vm restore` process after the timed restores: \
+              the VMM and the guest pages it wrote (copied on write); the snapshot's pages it only read are in the \
+              page cache already, shared by every restore, and not charged to it.\n";
+    }
     if report.rows.iter().any(|r| r.env == Env::Podman && r.memory_bytes.is_some()) {
         t += "podman's memory: the peak of the fresh cgroup its container's cgroup went under (--cgroup-parent): \
               runc's container init and the workload, not podman or conmon.\n";
@@ -104,7 +112,9 @@ pub fn memory_note(report: &CompareReport) -> String {
 pub(super) const SCALE_MEMORY_NOTE: &str =
     "memory each: a container's cgroup peak; for a VM, the guest pages it touched plus the \
      VMM's own memory (peak RSS minus guest pages), an estimate that also counts the binary's and libraries' pages \
-     which a cgroup peak (the table above) does not charge again";
+     which a cgroup peak (the table above) does not charge again; for restored VMs, the mean cgroup peak of as many \
+     `virtlab vm restore` processes at once, each charged only what it adds: the pages of the snapshot it only reads \
+     are shared by all";
 
 /// Published figures of the real systems, for context beside ours.
 pub const ANCHORS: &[(&str, &str)] = &[

@@ -105,7 +105,11 @@ pub fn results(report: &CompareReport) -> Table {
 
 /// A row's memory, "~" in front when it is an estimate.
 fn memory_cell(r: &Row) -> String {
-    match (med(&r.memory_bytes), r.memory_method) {
+    memory_text(med(&r.memory_bytes), r.memory_method)
+}
+
+fn memory_text(bytes: Option<f64>, method: Option<MemoryMethod>) -> String {
+    match (bytes, method) {
         (Some(b), Some(MemoryMethod::Estimate)) => format!("~{}", fmt_mib(b)),
         (Some(b), _) => fmt_mib(b),
         (None, _) => "-".into(),
@@ -201,7 +205,7 @@ pub fn scale(report: &CompareReport) -> Table {
             p.instances.to_string(),
             fmt_us(p.wall_us),
             format!("{:.1}", p.per_second),
-            cell(p.memory_per_instance_bytes, fmt_mib),
+            memory_text(p.memory_per_instance_bytes, p.memory_method),
             p.failed.to_string(),
         ]
     })

@@ -4,7 +4,7 @@
 use super::notes::{estimate_legend, memory_note, tcg_note, SCALE_MEMORY_NOTE};
 use super::tables::{self, Align, Table};
 use super::CompareReport;
-use crate::launch::Env;
+use crate::launch::{Env, Sample};
 
 /// `table` with its columns padded to their widths, one line per row under
 /// a line of headings.
@@ -95,12 +95,17 @@ pub fn text(report: &CompareReport) -> String {
         t += "\n";
         t += &memory;
     }
-    let fixups: u64 = report.samples.iter().filter(|s| s.env == Env::VmLinux).filter_map(|s| s.host_fixups).sum();
+    let linux = |s: &&Sample| matches!(s.env, Env::VmLinux | Env::VmLinuxRestore);
+    let fixups: u64 = report.samples.iter().filter(linux).filter_map(|s| s.host_fixups).sum();
     if fixups > 0 {
+        let mut rows: Vec<&str> = report.samples.iter().filter(linux).map(|s| s.env.name()).collect();
+        rows.sort_unstable();
+        rows.dedup();
         t += &format!(
-            "\nvm-linux: this host's nested KVM cannot run a Linux guest's user mode unaided; the VMM's host \
+            "\n{}: this host's nested KVM cannot run a Linux guest's user mode unaided; the VMM's host \
              work-arounds (hidden CPU features, emulated instructions) made {fixups} fix-up(s) over these runs, and the \
-             guest kernel carries a small patch that serves a trapped SYSCALL (see guest/linux/README.md).\n"
+             guest kernel carries a small patch that serves a trapped SYSCALL (see guest/linux/README.md).\n",
+            rows.join(", ")
         );
     }
     for s in &report.skipped {

@@ -29,7 +29,7 @@ use crate::linux::command::encode;
 use crate::linux::run::{devices, pc_board, NARRATION};
 use crate::linux::{HostFixups, HostQuirks, UartKicker};
 use crate::observe::Step;
-use crate::report::RunReport;
+use crate::report::{RestoreHost, RunReport};
 use crate::sandbox::{Plan, Sandbox, ThreadKind};
 use crate::vstate::clock::Clock;
 use crate::vstate::error::VmError;
@@ -129,6 +129,7 @@ pub(crate) fn restore(
     Ok(RunReport {
         tsc_khz: state.vcpus[0].tsc_khz,
         output,
+        restore: Some(RestoreHost { refused: quirks, fixups: guest.fixups.quirks.fixups.clone() }),
         ..stopped.report(clock, guest.stats, &guest.console, memory)
     })
 }

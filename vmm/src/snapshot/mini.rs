@@ -19,7 +19,7 @@ use crate::devices::PortBus;
 use crate::exit::UnknownIo;
 use crate::loader;
 use crate::observe::{Observer, Step};
-use crate::report::{RunReport, SyscallCounts};
+use crate::report::{RestoreHost, RunReport, SyscallCounts};
 use crate::sandbox::{Plan, Sandbox};
 use crate::vstate::clock::Clock;
 use crate::vstate::error::VmError;
@@ -183,6 +183,7 @@ pub fn restore(
         tsc_khz: state.vcpus[0].tsc_khz,
         kernel_pvh: false,
         output,
+        restore: Some(RestoreHost { refused: quirks, fixups: Default::default() }),
         ..stopped.report(clock, guest.stats, &guest.console, memory)
     })
 }

@@ -296,6 +296,7 @@ impl Stopped {
             output: None,
             snapshot: None,
             sandbox: self.sandbox,
+            restore: None,
         }
     }
 }

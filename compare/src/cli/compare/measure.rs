@@ -139,13 +139,20 @@ pub(super) fn timed(plan: &Plan, root: bool, skipped: &mut Vec<Skipped>) -> Time
 /// each of `samples` of that environment and workload. Needs root.
 pub(super) fn memory_runs(plan: &Plan, samples: &mut [Sample]) {
     let mut vm_warmed = false;
-    for &e in plan.envs.iter().filter(|e| matches!(e, Env::Native | Env::VmMiniUart | Env::VmMiniPv)) {
+    let measured_here = |e: &&Env| {
+        matches!(e, Env::Native | Env::VmMiniUart | Env::VmMiniPv | Env::VmMiniRestore | Env::VmLinuxRestore)
+    };
+    for &e in plan.envs.iter().filter(measured_here) {
         for w in plan.workloads {
             if stop_asked() {
                 break;
             }
             let measured = if e == Env::Native {
                 memory::native(w, plan.ctx)
+            } else if matches!(e, Env::VmMiniRestore | Env::VmLinuxRestore) {
+                // After the timed restores: the snapshot's pages they read
+                // are in the page cache, shared, charged to them.
+                memory::vm_restore(e, w, plan.ctx)
             } else {
                 // The timed VM runs were in this process, not runs of
                 // `virtlab vm run`: one throw-away run of it first, so
@@ -179,7 +186,24 @@ pub(super) fn scale_points(counts: &[usize], envs: &[Env], ctx: &Context) -> Vec
                 break;
             }
             eprintln!("virtlab compare: scale: {n} x {} at once...", e.name());
-            points.push(scale::run_point(e, n, ctx));
+            let mut point = scale::run_point(e, n, ctx);
+            // Restored VMs share their snapshot's pages: each one's own
+            // cost is a cgroup peak per restore, `n` of them at once as
+            // processes (untimed, after the timed point).
+            if matches!(e, Env::VmMiniRestore | Env::VmLinuxRestore)
+                && virtlab_compare::process::is_root()
+                && !stop_asked()
+            {
+                let ready = Workload { mode: "ready".into(), arg: None };
+                match memory::vm_restores_at_once(e, n, &ready, ctx) {
+                    Ok(each) => {
+                        point.memory_per_instance_bytes = Some(each);
+                        point.memory_method = Some(MemoryMethod::CgroupPeak);
+                    }
+                    Err(err) => eprintln!("virtlab compare: scale: memory of {n} x {}: {err}", e.name()),
+                }
+            }
+            points.push(point);
         }
     }
     points
