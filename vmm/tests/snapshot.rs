@@ -181,6 +181,22 @@ fn a_minikernel_saved_mid_run_resumes_where_it_was() {
         assert_eq!(result_line(back.output.as_deref().unwrap_or_default()), expected);
     }
 
+    // The guest's clock: either the TSC was set back, and the loop's time
+    // leaves out a pause between save and restore, or the report says the
+    // host kept its own count (and by how much the clock is ahead).
+    let ns = |r: &RunReport| -> u64 {
+        let out = r.output.as_deref().unwrap_or_default();
+        let w = out.split_whitespace().find_map(|w| w.strip_prefix("ns=")).expect("a ns= field");
+        w.parse().unwrap()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let late = restore(&dir, &[]).unwrap();
+    let refused = &late.restore.as_ref().expect("a restore reports the host's part").refused;
+    match refused.iter().find(|q| q.starts_with("IA32_TSC")) {
+        Some(q) => assert!(q.contains("later than at the save"), "{q}"),
+        None => assert!(ns(&late) < ns(&cold) + 1_000_000_000, "the TSC was set back: {} vs {}", ns(&late), ns(&cold)),
+    }
+
     // Its workload has read its arguments: new ones, an environment or a
     // directory are refused, and say what to do.
     let e = restore(&dir, &["cpu", "5"]).unwrap_err();

@@ -327,6 +327,12 @@ fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
     if !report.stop.is_exit() || args.explain {
         eprintln!("virtlab: {}", report.summary);
     }
+    // A guest resumed mid-run may print times it measured across the
+    // snapshot: when this host could not set its clock back, say so.
+    let clock = report.restore.iter().flat_map(|h| &h.refused).find(|q| q.starts_with("IA32_TSC"));
+    if let (true, Some(q)) = (timed, clock) {
+        eprintln!("virtlab: note: {q}");
+    }
     if args.explain {
         let start = if timed {
             "nothing booted and nothing was rewritten (the snapshot was taken at a time, mid-boot or mid-run)"

@@ -88,6 +88,7 @@ pub(crate) fn restore(
     clock.before(Step::VcpuSetup);
     let mut vcpu_fd = vstate_vcpu::create_vcpu(&vm)?;
     quirks.extend(vcpu::restore_vcpu(&mut vcpu_fd, &state.vcpus[0])?);
+    vcpu::restore_tsc(&vcpu_fd, &state.vcpus[0], &mut quirks);
     let plan = Plan {
         vcpu_fd: vcpu_fd.as_raw_fd(),
         console: sink.fd(),

@@ -135,6 +135,7 @@ pub fn restore(
     clock.before(Step::VcpuSetup);
     let mut vcpu_fd = vstate_vcpu::create_vcpu(&vm)?;
     quirks.extend(vcpu::restore_vcpu(&mut vcpu_fd, &state.vcpus[0])?);
+    vcpu::restore_tsc(&vcpu_fd, &state.vcpus[0], &mut quirks);
     // At `ready` the kernel reads the user entry and stack from the
     // boot-info page right after the instruction it was paused at: a new
     // argv goes there. Mid-run, the workload's stack is live: left alone.

@@ -12,6 +12,7 @@ use kvm_bindings::{
     kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, Msrs,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use std::os::fd::AsRawFd;
 
 use super::error::SnapshotError;
 use super::format::{Hex, VcpuState};
@@ -211,6 +212,61 @@ pub fn restore_vcpu(vcpu: &mut VcpuFd, s: &VcpuState) -> Result<Vec<String>, Sna
         }
     }
     Ok(quirks)
+}
+
+/// `IA32_TSC`, the guest's time stamp counter.
+const MSR_IA32_TSC: u32 = 0x10;
+/// `KVM_SET_DEVICE_ATTR` on a vCPU: `_IOW(KVMIO, 0xe1, struct kvm_device_attr)`.
+const KVM_SET_DEVICE_ATTR: libc::c_ulong = 0x4018_aee1;
+/// The vCPU attribute group and attribute of the guest's TSC offset
+/// (`KVM_VCPU_TSC_CTRL`, `KVM_VCPU_TSC_OFFSET`, Linux 5.16).
+const KVM_VCPU_TSC_CTRL: u32 = 0;
+const KVM_VCPU_TSC_OFFSET: u64 = 0;
+
+/// Checks that the guest's TSC reads what was saved (KVM_SET_MSRS set it),
+/// so that the guest's clock goes on from the snapshot's moment, not from
+/// the host's. If the host kept its own count, sets the TSC offset
+/// directly; if it keeps it still (a nested host that does not offset the
+/// guest's TSC), says so: times the guest measures across the snapshot
+/// then include the gap between save and restore.
+/// (Called by a restore after [`restore_vcpu`]; not by the save's probe,
+/// where the gap is that of the probe itself.)
+pub fn restore_tsc(vcpu: &VcpuFd, s: &VcpuState, quirks: &mut Vec<String>) {
+    let Some(saved) = s.msrs.iter().find(|m| m.0 == MSR_IA32_TSC).map(|m| m.1) else { return };
+    let read = || -> Option<u64> {
+        let mut m = Msrs::from_entries(&[kvm_msr_entry { index: MSR_IA32_TSC, ..Default::default() }]).ok()?;
+        (vcpu.get_msrs(&mut m).ok()? == 1).then(|| m.as_slice()[0].data)
+    };
+    // What the guest reads within a millisecond of the write counts as set.
+    let slack = u64::from(s.tsc_khz.max(1));
+    let close = |now: u64| now.abs_diff(saved) <= slack;
+    let Some(now) = read() else { return };
+    if close(now) {
+        return;
+    }
+    // SAFETY: rdtsc only reads the time stamp counter.
+    let host = unsafe { core::arch::x86_64::_rdtsc() };
+    let offset = saved.wrapping_sub(host);
+    let attr = kvm_bindings::kvm_device_attr {
+        flags: 0,
+        group: KVM_VCPU_TSC_CTRL,
+        attr: KVM_VCPU_TSC_OFFSET,
+        addr: &offset as *const u64 as u64,
+    };
+    // SAFETY: KVM_SET_DEVICE_ATTR on a vCPU fd this function borrows, with
+    // a kvm_device_attr that lives across the call and whose `addr` points
+    // at a u64 that does too; KVM only reads them.
+    let set = unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_SET_DEVICE_ATTR, &attr) } == 0;
+    let now = read().unwrap_or(now);
+    if set && close(now) {
+        return;
+    }
+    let ahead_s = now.wrapping_sub(saved) as i64 as f64 / (f64::from(s.tsc_khz.max(1)) * 1e3);
+    quirks.push(format!(
+        "IA32_TSC: the host kept its own count (KVM_SET_MSRS{}): the guest's clock reads {ahead_s:.3} s later than \
+         at the save, so a time the guest measures across the snapshot includes the gap",
+        if set { " and the TSC offset attribute" } else { "; no TSC offset attribute" }
+    ));
 }
 
 /// `KVM_SET_MSRS` of everything saved; an MSR the host refuses is skipped
