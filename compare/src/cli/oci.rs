@@ -182,8 +182,8 @@ pub struct ExecArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     preserve_fds: u32,
     /// Add this capability (CAP_NET_ADMIN or NET_ADMIN) to the process's
-    /// bounding, effective and permitted sets; repeatable. Only what the
-    /// container's first process has (its bounding set) can be added
+    /// bounding, effective and permitted sets, even one the container's
+    /// first process lacks (as runc); repeatable
     #[arg(long = "cap", value_name = "CAP")]
     caps: Vec<String>,
     /// The container's ID
@@ -520,7 +520,10 @@ fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
     // In the foreground, the signals to forward are blocked before the
     // process exists, so that none is lost before the wait.
     let blocked = if a.detach { None } else { Some(forward::block()?) };
-    let pid = match virtlab_container::engine::exec::start_in(s.pid, &cfg, socket_fd) {
+    // Named by --cap, so granted even beyond the container's bounding set
+    // (as runc does); a process.json alone gets no more than the container has.
+    let granted = cap_mask(&a.caps);
+    let pid = match virtlab_container::engine::exec::start_in_granting(s.pid, &cfg, socket_fd, granted) {
         Ok(pid) => pid,
         // 127 not found, 126 not executable, 125 virtlab failed.
         Err(e) => {
@@ -566,6 +569,17 @@ fn add_caps(process: &mut oci_spec::runtime::Process, caps: &[String]) -> anyhow
     }
     process.set_capabilities(Some(set));
     Ok(())
+}
+
+/// The mask of the capabilities `--cap` names (already checked by [`add_caps`]).
+fn cap_mask(caps: &[String]) -> u64 {
+    caps.iter()
+        .filter_map(|c| {
+            let name = c.to_ascii_uppercase();
+            let name = if name.starts_with("CAP_") { name } else { format!("CAP_{name}") };
+            oci::bundle::CAPABILITIES.iter().position(|n| *n == name)
+        })
+        .fold(0, |m, p| m | (1u64 << p))
 }
 
 /// `--preserve-fds N`: fds 3 to 3+N-1 must be open here.

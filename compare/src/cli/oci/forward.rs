@@ -68,7 +68,8 @@ impl Blocked {
         // SAFETY: pidfd_open returned a new fd that nothing else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
         loop {
-            let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            let mut fds =
+                [PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => bail!("cannot poll for the process's end: {e}"),
