@@ -239,12 +239,8 @@ fn clone_joined(
             r => break r,
         }
     };
-    loop {
-        match waitpid(joiner_pid, None) {
-            Err(Errno::EINTR) => continue,
-            _ => break,
-        }
-    }
+    // The joiner ends right after the clone (or a failure): reaped here.
+    while let Err(Errno::EINTR) = waitpid(joiner_pid, None) {}
     if got != Ok(12) {
         return Err(LaunchError::ChildVanished);
     }
