@@ -180,6 +180,56 @@ fn uts_and_pid_namespaces_joined_from_another_container() {
 }
 
 #[test]
+fn a_user_namespace_joined_by_path_keeps_its_maps() {
+    let Some(lab) = Lab::new("a_user_namespace_joined_by_path_keeps_its_maps") else { return };
+    // Only /proc and /dev: enough for both, in a user namespace.
+    let keep_few = |c: &mut serde_json::Value| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] == "/proc" || m["destination"] == "/dev");
+    };
+    let first = lab.bundle("userfirst", &["sleep", "60"], |c| {
+        keep_few(c);
+        c["hostname"] = "mapped".into();
+        c["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+        let m = serde_json::json!([{"containerID": 0, "hostID": 231072, "size": 65536}]);
+        c["linux"]["uidMappings"] = m.clone();
+        c["linux"]["gidMappings"] = m;
+    });
+    let root = lab.dir.path().join("state");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["oci", "--root", root.to_str().unwrap(), "run", "--bundle", first.to_str().unwrap(), "u1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        let state: serde_json::Value = serde_json::from_slice(&lab.oci(&["state", "u1"]).stdout).unwrap_or_default();
+        if state["status"] == "running" {
+            break state["pid"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "u1 never ran: {state}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let second = lab.bundle("usersecond", &["sh", "-c", "id -u; cat /proc/self/uid_map; hostname"], |c| {
+        keep_few(c);
+        c.as_object_mut().unwrap().remove("hostname");
+        join(c, "user", &format!("/proc/{pid}/ns/user"));
+        join(c, "uts", &format!("/proc/{pid}/ns/uts"));
+    });
+    let o = lab.oci(&["run", "--bundle", second.to_str().unwrap(), "u2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"0"), "root of the joined namespace: {text}");
+    let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert_eq!(lines.get(1).map(|l| l.split_whitespace().collect::<Vec<_>>()), Some(map.split_whitespace().collect()));
+    assert_eq!(lines.get(2), Some(&"mapped"), "{text}");
+    assert!(lab.oci(&["delete", "--force", "u1"]).status.success());
+    let _ = run.wait();
+}
+
+#[test]
 fn namespace_paths_that_cannot_be_joined_are_refused() {
     let Some(lab) = Lab::new("namespace_paths_that_cannot_be_joined_are_refused") else { return };
     let cases = [
