@@ -122,8 +122,18 @@ impl Drop for NetNs {
     }
 }
 
+/// Whether ip(8) runs (it answers `-V`, not `--version`); if not, a loud
+/// skip, or a failure under VIRTLAB_REQUIRE_ROOT=1.
 fn ip_or_skip(test: &str) -> bool {
-    common::tool_or_skip(test, "ip", "apt-get install iproute2", &["VIRTLAB_REQUIRE_ROOT"])
+    let ok = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            !common::must("VIRTLAB_REQUIRE_ROOT"),
+            "{test}: ip(8) is required (VIRTLAB_REQUIRE_ROOT=1) but missing"
+        );
+        eprintln!("SKIPPED {test}: ip(8) is not installed (apt-get install iproute2)");
+    }
+    ok
 }
 
 /// Sets the `path` of the bundle's namespace of type `typ`.
@@ -347,6 +357,27 @@ fn run_and_create_pass_preserved_fds() {
     let o = lab.oci(&["run", "--preserve-fds", "3", "--bundle", bundle.to_str().unwrap(), "f4"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(err(&o).contains("--preserve-fds 3"), "{}", err(&o));
+}
+
+#[test]
+fn a_foreground_run_forwards_signals_too() {
+    let Some(lab) = Lab::new("a_foreground_run_forwards_signals_too") else { return };
+    let script = "trap 'exit 42' TERM; trap 'echo usr1' USR1; echo ready; while :; do sleep 0.1; done";
+    let bundle = lab.bundle("trap", &["sh", "-c", script], |_| {});
+    let ready = lab.dir.path().join("ready");
+    let root = lab.dir.path().join("state");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["oci", "--root", root.to_str().unwrap(), "run", "--bundle", bundle.to_str().unwrap(), "r1"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&ready).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready, "ready");
+    let pid = nix::unistd::Pid::from_raw(run.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    wait_for_file(&ready, "usr1");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(42));
 }
 
 /// Waits until `path` holds `text`.
