@@ -314,7 +314,7 @@ pub struct ContainerConfig {
     pub stdio: Stdio,
     /// rlimits to set before exec.
     pub rlimits: Vec<Rlimit>,
-    /// Forward SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the launcher to the
+    /// Forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to the launcher to the
     /// container. The launcher blocks them in the calling thread while it runs.
     pub forward_signals: bool,
     /// Narrate every step on stderr.
