@@ -235,6 +235,16 @@ fn a_user_namespace_joined_by_path_keeps_its_maps() {
     let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
     assert_eq!(lines.get(1).map(|l| l.split_whitespace().collect::<Vec<_>>()), Some(map.split_whitespace().collect()));
     assert_eq!(lines.get(2), Some(&"mapped"), "{text}");
+    // Inside that user namespace, the host's network namespace is out of reach.
+    let beyond = lab.bundle("userbeyond", &["true"], |c| {
+        keep_few(c);
+        c.as_object_mut().unwrap().remove("hostname");
+        join(c, "user", &format!("/proc/{pid}/ns/user"));
+        join(c, "network", "/proc/self/ns/net"); // the launcher's own: the host's
+    });
+    let o = lab.oci(&["run", "--bundle", beyond.to_str().unwrap(), "u3"]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    assert!(err(&o).contains("holds no privilege"), "{}", err(&o));
     assert!(lab.oci(&["delete", "--force", "u1"]).status.success());
     let _ = run.wait();
 }

@@ -129,7 +129,7 @@ pub enum NsJoinError {
         found: &'static str,
     },
     /// setns(2) refused it.
-    #[error("{field}: cannot join {path} (setns(2)): {errno}")]
+    #[error("{field}: cannot join {path} (setns(2)): {errno}{hint}")]
     Setns {
         /// The configuration field.
         field: String,
@@ -137,7 +137,24 @@ pub enum NsJoinError {
         path: PathBuf,
         /// The error.
         errno: Errno,
+        /// What it usually means.
+        hint: &'static str,
     },
+}
+
+impl NsJoinError {
+    /// The error of a setns(2) that failed on the join `j`, after a user
+    /// namespace was joined if `after_user`.
+    pub fn setns(j: Option<&NsJoin>, errno: Errno, after_user: bool) -> NsJoinError {
+        let hint = match errno {
+            Errno::EPERM if after_user => {
+                ": the user namespace joined first holds no privilege over this namespace (join one it owns, or leave the user namespace out)"
+            }
+            _ => "",
+        };
+        let (field, path) = j.map(|j| (j.field.clone(), j.path.clone())).unwrap_or_default();
+        NsJoinError::Setns { field, path, errno, hint }
+    }
 }
 
 /// `NS_GET_NSTYPE`: _IO(0xb7, 0x3), ioctl_ns(2).

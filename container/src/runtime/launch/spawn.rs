@@ -250,8 +250,9 @@ fn clone_joined(
         [0, _, pid] => Ok(ChildGuard { pid: Pid::from_raw(pid), reaped: false }),
         [1, index, errno] => {
             let j = usize::try_from(index).ok().and_then(|i| cfg.join_namespaces.get(i));
-            let (field, path) = j.map(|j| (j.field.clone(), j.path.clone())).unwrap_or_default();
-            Err(NsJoinError::Setns { field, path, errno: Errno::from_raw(errno) }.into())
+            let after_user =
+                j.is_some_and(|j| j.kind != NsKind::User) && nsjoin::joins(&cfg.join_namespaces, NsKind::User);
+            Err(NsJoinError::setns(j, Errno::from_raw(errno), after_user).into())
         }
         [_, _, errno] => Err(clone_error()(Errno::from_raw(errno))),
     }
