@@ -166,7 +166,16 @@ fn bundles_it_cannot_run_are_refused_naming_the_field() {
         (lab.bundle("domain", |c| c["domainname"] = "example.org".into()), "domainname"),
         (lab.bundle("hooks", |c| c["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]})), "hooks"),
         (lab.bundle("terminal", |_| {}), "process.terminal"),
-        (lab.bundle("join", |c| c["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid".into()), "linux.namespaces"),
+        // Namespaces are joined by path, but not a mount namespace (the
+        // container's root is built in one of its own).
+        (
+            lab.bundle("join", |c| {
+                let list = c["linux"]["namespaces"].as_array_mut().unwrap();
+                let mount = list.iter_mut().find(|n| n["type"] == "mount").unwrap();
+                mount["path"] = "/proc/1/ns/mnt".into();
+            }),
+            "joining a mount namespace is not supported",
+        ),
     ];
     for (bundle, says) in cases {
         let out = run(&bundle);

@@ -366,3 +366,62 @@ fn podman_calls_are_traced_with_explain() {
     assert!(text.lines().all(|l| !l.contains("⇒ error")), "{text}");
     no_container_cgroups_left(&parent);
 }
+
+/// `podman run --network ns:/run/netns/NAME` with virtlab as its runtime:
+/// podman writes the path into config.json's `linux.namespaces`, and the
+/// container joins that network namespace (its interface and address)
+/// instead of making one.
+#[test]
+fn podman_joins_a_network_namespace_by_path_through_virtlab() {
+    let test = "podman_joins_a_network_namespace_by_path_through_virtlab";
+    let Some(lab) = Both::new(test) else { return };
+    if !ip_or_skip(test) {
+        return;
+    }
+    let runtime = lab.virtlab_runtime();
+    let parent = format!("virtlab-podman-netns-test-{}", std::process::id());
+    let name = format!("vlp{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let o = Command::new("ip").args(args).output().unwrap();
+        assert!(o.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let _ = Command::new("ip").args(["netns", "del", &name]).output();
+    ip(&["netns", "add", &name]);
+    // Deleted however the test ends.
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+    let _gone = Gone(name.clone());
+    ip(&["-n", &name, "link", "add", "vp0", "type", "veth", "peer", "name", "vp1"]);
+    ip(&["-n", &name, "addr", "add", "10.213.9.1/24", "dev", "vp0"]);
+    let out = virtlab_compare::podman::podman(&lab.podman)
+        .args(["run", "--rm", "--runtime"])
+        .arg(&runtime)
+        .args(["--cgroup-parent", &format!("/{parent}"), "--network", &format!("ns:/run/netns/{name}")])
+        .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--security-opt", "seccomp=unconfined"])
+        .args(["localhost/busybox:latest", "ip", "addr"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("vp0") && text.contains("10.213.9.1/24"), "{text}");
+    no_container_cgroups_left(&parent);
+}
+
+/// Whether ip(8) runs (it answers `-V`, not `--version`); if not, a loud
+/// skip, or a failure under VIRTLAB_REQUIRE_ROOT=1.
+fn ip_or_skip(test: &str) -> bool {
+    let ok = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            !common::must("VIRTLAB_REQUIRE_ROOT"),
+            "{test}: ip(8) is required (VIRTLAB_REQUIRE_ROOT=1) but missing"
+        );
+        eprintln!("SKIPPED {test}: ip(8) is not installed (apt-get install iproute2)");
+    }
+    ok
+}

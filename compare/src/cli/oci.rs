@@ -19,6 +19,7 @@
 //! of it; `explain [-f]` prints the trace (see [`explain`]).
 
 mod explain;
+mod forward;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -85,6 +86,9 @@ pub enum OciCommand {
         /// A unix socket to send the terminal's master end to (process.terminal)
         #[arg(long, value_name = "SOCKET")]
         console_socket: Option<PathBuf>,
+        /// Pass this many fds from 3 on (3, 4, ...) to the process, as they are
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        preserve_fds: u32,
         /// The container's ID
         id: String,
     },
@@ -101,6 +105,9 @@ pub enum OciCommand {
         /// A unix socket to send the terminal's master end to (needed with process.terminal)
         #[arg(long, value_name = "SOCKET")]
         console_socket: Option<PathBuf>,
+        /// Pass this many fds from 3 on (3, 4, ...) to the process, as they are
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        preserve_fds: u32,
         /// The container's ID
         id: String,
     },
@@ -171,9 +178,14 @@ pub struct ExecArgs {
     /// Run as this user: UID[:GID]
     #[arg(short, long, value_name = "UID[:GID]")]
     user: Option<String>,
-    /// Keep this many fds above 2 open for the process (only 0 is supported)
+    /// Pass this many fds from 3 on (3, 4, ...) to the process, as they are
     #[arg(long, value_name = "N", default_value_t = 0)]
     preserve_fds: u32,
+    /// Add this capability (CAP_NET_ADMIN or NET_ADMIN) to the process's
+    /// bounding, effective and permitted sets, even one the container's
+    /// first process lacks (as runc); repeatable
+    #[arg(long = "cap", value_name = "CAP")]
+    caps: Vec<String>,
     /// The container's ID
     id: String,
     /// The command and its arguments (without --process)
@@ -235,10 +247,11 @@ fn outcome(args: &OciArgs, result: &anyhow::Result<u8>) -> String {
     };
     let state = |id: &str| State::load(&args.root, id).ok();
     match &args.command {
-        OciCommand::Create { id, .. } => match state(id) {
-            Some(s) => format!("created, pid {}", s.pid),
+        OciCommand::Create { id, bundle, .. } => match state(id) {
+            Some(s) => format!("created, pid {}{}", s.pid, joined_text(bundle)),
             None => "created".into(),
         },
+        OciCommand::Run { bundle, .. } => format!("exit status {code}{}", joined_text(bundle)),
         OciCommand::Start { .. } => "started".into(),
         OciCommand::State { id } => match state(id) {
             Some(s) => format!("status {}, pid {}", s.status, s.pid),
@@ -247,9 +260,20 @@ fn outcome(args: &OciArgs, result: &anyhow::Result<u8>) -> String {
         OciCommand::Kill { signal, .. } => format!("sent {signal}"),
         OciCommand::Delete { .. } => "deleted".into(),
         OciCommand::Spec { .. } => "config.json written".into(),
-        OciCommand::Run { .. } | OciCommand::Exec(_) => format!("exit status {code}"),
+        OciCommand::Exec(_) => format!("exit status {code}"),
         OciCommand::List { .. } | OciCommand::Features | OciCommand::Explain { .. } => "printed".into(),
     }
+}
+
+/// The namespaces a bundle's container joined, for its trace line:
+/// `; join net namespace /run/netns/x`.
+fn joined_text(bundle: &Path) -> String {
+    let Ok(b) = oci::load(bundle) else { return String::new() };
+    b.config
+        .join_namespaces
+        .iter()
+        .map(|j| format!("; join {} namespace {}", j.kind.name(), j.path.display()))
+        .collect()
 }
 
 fn dispatch(args: &OciArgs) -> anyhow::Result<u8> {
@@ -259,11 +283,11 @@ fn dispatch(args: &OciArgs) -> anyhow::Result<u8> {
     let root = &args.root;
     match &args.command {
         OciCommand::Spec { bundle } => spec(bundle),
-        OciCommand::Run { bundle, pid_file, console_socket, id } => {
-            run_bundle(root, bundle, pid_file.as_deref(), console_socket.as_deref(), id)
+        OciCommand::Run { bundle, pid_file, console_socket, preserve_fds, id } => {
+            run_bundle(root, bundle, pid_file.as_deref(), console_socket.as_deref(), *preserve_fds, id)
         }
-        OciCommand::Create { bundle, pid_file, console_socket, id } => {
-            create(root, bundle, pid_file.as_deref(), console_socket.as_deref(), id)
+        OciCommand::Create { bundle, pid_file, console_socket, preserve_fds, id } => {
+            create(root, bundle, pid_file.as_deref(), console_socket.as_deref(), *preserve_fds, id)
         }
         OciCommand::Start { id } => start(root, id),
         OciCommand::Exec(a) => exec(root, a),
@@ -312,10 +336,13 @@ fn run_bundle(
     bundle: &Path,
     pid_file: Option<&Path>,
     console: Option<&Path>,
+    preserve_fds: u32,
     id: &str,
 ) -> anyhow::Result<u8> {
+    check_preserved(preserve_fds)?;
     let b = oci::load(bundle)?;
     let mut cfg = b.config.clone();
+    cfg.preserve_fds = preserve_fds;
     check_terminal(b.terminal, console)?;
     cfg.console_socket = console.map(Path::to_path_buf);
     if b.terminal && console.is_none() && !std::io::stdin().is_terminal() {
@@ -369,7 +396,15 @@ fn run_bundle(
 
 /// `create`: everything up to execve, the process left waiting on
 /// `ROOT/ID/exec.fifo`, the record `created`.
-fn create(root: &Path, bundle: &Path, pid_file: Option<&Path>, console: Option<&Path>, id: &str) -> anyhow::Result<u8> {
+fn create(
+    root: &Path,
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    console: Option<&Path>,
+    preserve_fds: u32,
+    id: &str,
+) -> anyhow::Result<u8> {
+    check_preserved(preserve_fds)?;
     let b = oci::load(bundle)?;
     check_terminal(b.terminal, console)?;
     if b.terminal && console.is_none() {
@@ -385,6 +420,7 @@ fn create(root: &Path, bundle: &Path, pid_file: Option<&Path>, console: Option<&
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .with_context(|| format!("cannot make {}", fifo.display()))?;
         let mut cfg = b.config.clone();
+        cfg.preserve_fds = preserve_fds;
         cfg.stdio = Stdio::Inherit;
         cfg.pid_file = pid_file.map(Path::to_path_buf);
         cfg.console_socket = console.map(Path::to_path_buf);
@@ -424,17 +460,13 @@ fn check_terminal(terminal: bool, console: Option<&Path>) -> anyhow::Result<()> 
 /// engine's exec (setns into its namespaces, its cgroup, the same last
 /// steps as its first process).
 fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
+    // Before this opens anything that could take those numbers.
+    check_preserved(a.preserve_fds)?;
     let s = State::load(root, &a.id)?;
     if s.status != "running" && s.status != "created" {
         bail!("container {} is {}: a process can only be added to a running container", a.id, s.status);
     }
-    if a.preserve_fds != 0 {
-        bail!(
-            "--preserve-fds {}: virtlab passes no fds beyond stdin, stdout and stderr (leave it out)",
-            a.preserve_fds
-        );
-    }
-    let process = match &a.process {
+    let mut process = match &a.process {
         Some(path) => {
             if !a.command.is_empty() {
                 bail!("give the command either in --process or after the ID, not both");
@@ -470,7 +502,9 @@ fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
             p
         }
     };
-    let (cfg, terminal) = oci::bundle::exec_config(&s.bundle, &process)?;
+    add_caps(&mut process, &a.caps)?;
+    let (mut cfg, terminal) = oci::bundle::exec_config(&s.bundle, &process)?;
+    cfg.preserve_fds = a.preserve_fds;
     let console = a.console_socket.as_deref();
     check_terminal(terminal, console)?;
     if terminal && console.is_none() && (a.detach || !std::io::stdin().is_terminal()) {
@@ -483,7 +517,13 @@ fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
         })
         .transpose()?;
     let socket_fd = socket.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    let pid = match virtlab_container::engine::exec::start_in(s.pid, &cfg, socket_fd) {
+    // In the foreground, the signals to forward are blocked before the
+    // process exists, so that none is lost before the wait.
+    let blocked = if a.detach { None } else { Some(forward::block()?) };
+    // Named by --cap, so granted even beyond the container's bounding set
+    // (as runc does); a process.json alone gets no more than the container has.
+    let granted = cap_mask(&a.caps);
+    let pid = match virtlab_container::engine::exec::start_in_granting(s.pid, &cfg, socket_fd, granted) {
         Ok(pid) => pid,
         // 127 not found, 126 not executable, 125 virtlab failed.
         Err(e) => {
@@ -497,18 +537,59 @@ fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
     if let Some(f) = &a.pid_file {
         std::fs::write(f, format!("{pid}")).with_context(|| format!("cannot write {}", f.display()))?;
     }
-    if a.detach {
-        return Ok(0);
+    match blocked {
+        None => Ok(0),
+        Some(b) => b.wait(pid),
     }
-    loop {
-        use nix::sys::wait::{waitpid, WaitStatus};
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code as u8),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128u8.wrapping_add(sig as u8)),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => bail!("cannot wait for the process: {e}"),
+}
+
+/// `exec --cap`: each capability added to the process's bounding,
+/// effective and permitted sets (virtlab keeps those three equal).
+fn add_caps(process: &mut oci_spec::runtime::Process, caps: &[String]) -> anyhow::Result<()> {
+    if caps.is_empty() {
+        return Ok(());
+    }
+    let mut set = process.capabilities().clone().unwrap_or_default();
+    for c in caps {
+        let name = c.to_ascii_uppercase();
+        let name = if name.starts_with("CAP_") { name } else { format!("CAP_{name}") };
+        if !oci::bundle::CAPABILITIES.contains(&name.as_str()) {
+            bail!("--cap {c}: not a capability this kernel has: give a name from capabilities(7), e.g. CAP_NET_ADMIN");
+        }
+        let cap: oci_spec::runtime::Capability = serde_json::from_value(serde_json::Value::String(name.clone()))
+            .with_context(|| format!("--cap {c}: not a capability the runtime specification names"))?;
+        let add = |s: &Option<oci_spec::runtime::Capabilities>| {
+            let mut s = s.clone().unwrap_or_default();
+            s.insert(cap);
+            Some(s)
+        };
+        set.set_bounding(add(set.bounding()));
+        set.set_effective(add(set.effective()));
+        set.set_permitted(add(set.permitted()));
+    }
+    process.set_capabilities(Some(set));
+    Ok(())
+}
+
+/// The mask of the capabilities `--cap` names (already checked by [`add_caps`]).
+fn cap_mask(caps: &[String]) -> u64 {
+    caps.iter()
+        .filter_map(|c| {
+            let name = c.to_ascii_uppercase();
+            let name = if name.starts_with("CAP_") { name } else { format!("CAP_{name}") };
+            oci::bundle::CAPABILITIES.iter().position(|n| *n == name)
+        })
+        .fold(0, |m, p| m | (1u64 << p))
+}
+
+/// `--preserve-fds N`: fds 3 to 3+N-1 must be open here.
+fn check_preserved(count: u32) -> anyhow::Result<()> {
+    for fd in 3..3u32.saturating_add(count) {
+        if nix::fcntl::fcntl(fd as i32, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            bail!("--preserve-fds {count}: fd {fd} is not open (the fds 3 to {} are passed): pass only fds the caller opened", 2 + count);
         }
     }
+    Ok(())
 }
 
 /// `start`: the exec FIFO opened for reading, which lets the process exec.

@@ -338,6 +338,19 @@ pub fn start(root: &Path, name: &str, spec: &ExecSpec) -> Result<Exec, EngineErr
 /// terminal of the container's own. Returns its host PID once execve
 /// succeeded; it is the caller's child.
 pub fn start_in(pid: i32, cfg: &ContainerConfig, console: Option<std::os::fd::RawFd>) -> Result<Pid, ExecError> {
+    start_in_granting(pid, cfg, console, 0)
+}
+
+/// [`start_in`], with the capabilities of `granted` (a mask) allowed
+/// beyond the container's bounding set: the ones its caller, host root,
+/// adds on purpose (an OCI runtime's `exec --cap`, as runc allows it).
+/// Any other capability the first process lacks is still refused.
+pub fn start_in_granting(
+    pid: i32,
+    cfg: &ContainerConfig,
+    console: Option<std::os::fd::RawFd>,
+    granted: u64,
+) -> Result<Pid, ExecError> {
     let target = Target::open(pid)?;
     let mut cfg = cfg.clone();
     cfg.namespaces = crate::runtime::config::Namespaces {
@@ -352,7 +365,7 @@ pub fn start_in(pid: i32, cfg: &ContainerConfig, console: Option<std::os::fd::Ra
     };
     // No capability the container's first process lacks.
     let kept = cfg.capabilities.unwrap_or_else(crate::runtime::plan::default_cap_mask);
-    if kept & !target.bounding != 0 {
+    if kept & !(target.bounding | granted) != 0 {
         return Err(ExecError::CapabilitiesBeyond { asked: kept, bounding: target.bounding });
     }
     let stdio = StdioFds { console, ..StdioFds::default() };

@@ -9,6 +9,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
 use super::{unsupported, OciError, SPEC_MAJOR};
 use crate::runtime::config::{ContainerConfig, MountSpec, Namespaces, Rlimit, User};
 use crate::runtime::idmap::{IdRange, IdRanges};
+use crate::runtime::nsjoin::{NsJoin, NsKind};
 use crate::runtime::seccomp_profile::Target;
 
 /// A bundle read and checked.
@@ -58,6 +59,9 @@ pub fn convert(dir: &Path, spec: &Spec) -> Result<Bundle, OciError> {
             return Err(unsupported("hostname", "needs a uts namespace in linux.namespaces"));
         }
         cfg.hostname = h.clone();
+    } else if crate::runtime::nsjoin::joins(&cfg.join_namespaces, NsKind::Uts) {
+        // A joined uts namespace keeps its hostname.
+        cfg.hostname = String::new();
     }
     if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(unsupported("domainname", "not supported"));
@@ -177,22 +181,52 @@ fn linux_part(cfg: &mut ContainerConfig, spec: &Spec) -> Result<(), OciError> {
         return Err(unsupported("linux", "missing: virtlab runs Linux containers"));
     };
     let mut ns = Namespaces::NONE;
-    for n in l.namespaces().iter().flatten() {
-        if n.path().is_some() {
-            return Err(unsupported("linux.namespaces", "joining a namespace by path is not supported yet"));
+    let mut joins = Vec::new();
+    for (i, n) in l.namespaces().iter().flatten().enumerate() {
+        let (switch, kind) = match n.typ() {
+            LinuxNamespaceType::Mount => (&mut ns.mnt, None),
+            LinuxNamespaceType::Cgroup => (&mut ns.cgroup, Some(NsKind::Cgroup)),
+            LinuxNamespaceType::Uts => (&mut ns.uts, Some(NsKind::Uts)),
+            LinuxNamespaceType::Ipc => (&mut ns.ipc, Some(NsKind::Ipc)),
+            LinuxNamespaceType::User => (&mut ns.user, Some(NsKind::User)),
+            LinuxNamespaceType::Pid => (&mut ns.pid, Some(NsKind::Pid)),
+            LinuxNamespaceType::Network => (&mut ns.net, Some(NsKind::Net)),
+            other => return Err(unsupported(format!("linux.namespaces[{i}]"), format!("{other:?} is not supported"))),
+        };
+        if *switch {
+            return Err(unsupported(
+                format!("linux.namespaces[{i}]"),
+                format!("a second {:?} entry: give each type once", n.typ()),
+            ));
         }
-        match n.typ() {
-            LinuxNamespaceType::Mount => ns.mnt = true,
-            LinuxNamespaceType::Cgroup => ns.cgroup = true,
-            LinuxNamespaceType::Uts => ns.uts = true,
-            LinuxNamespaceType::Ipc => ns.ipc = true,
-            LinuxNamespaceType::User => ns.user = true,
-            LinuxNamespaceType::Pid => ns.pid = true,
-            LinuxNamespaceType::Network => ns.net = true,
-            other => return Err(unsupported("linux.namespaces", format!("{other:?} is not supported"))),
+        *switch = true;
+        let Some(path) = n.path() else { continue };
+        let field = format!("linux.namespaces[{i}].path");
+        let Some(kind) = kind else {
+            return Err(unsupported(
+                field,
+                "joining a mount namespace is not supported: virtlab builds the container's root in a mount namespace of its own (leave the path out)",
+            ));
+        };
+        if !path.is_absolute() {
+            return Err(unsupported(field, format!("{} is not an absolute path", path.display())));
         }
+        // Opened (and its type checked) by the launcher, before it makes anything.
+        joins.push(NsJoin { kind, path: path.clone(), field });
     }
     cfg.namespaces = ns;
+    let joined_user = joins.iter().find(|j| j.kind == NsKind::User).map(|j| j.field.clone());
+    if let Some(field) = &joined_user {
+        if l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+            || l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        {
+            return Err(unsupported(
+                "linux.uidMappings",
+                format!("the user namespace is joined ({field}): its maps are already written, leave uidMappings and gidMappings out"),
+            ));
+        }
+    }
+    cfg.join_namespaces = joins;
     let one =
         |field: &str, maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Result<Option<IdRange>, OciError> {
             match maps.as_deref().unwrap_or_default() {
@@ -526,6 +560,47 @@ mod tests {
         root.set_path("missing".into());
         spec.set_root(Some(root));
         assert!(matches!(convert(dir.path(), &spec), Err(OciError::Root { .. })));
+    }
+
+    #[test]
+    fn namespaces_joined_by_path_are_kept_apart_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |entries: serde_json::Value, maps: bool| {
+            let mut spec = runc_default(dir.path());
+            let mut linux = spec.linux().clone().unwrap();
+            linux.set_namespaces(Some(serde_json::from_value(entries).unwrap()));
+            if maps {
+                let m: Vec<oci_spec::runtime::LinuxIdMapping> =
+                    serde_json::from_value(serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]))
+                        .unwrap();
+                linux.set_uid_mappings(Some(m.clone()));
+                linux.set_gid_mappings(Some(m));
+            }
+            spec.set_linux(Some(linux));
+            spec.set_hostname(None);
+            convert(dir.path(), &spec)
+        };
+        let c = with(
+            serde_json::json!([{"type": "pid"}, {"type": "mount"}, {"type": "network", "path": "/run/netns/t"},
+                {"type": "uts", "path": "/proc/1/ns/uts"}]),
+            false,
+        )
+        .unwrap()
+        .config;
+        assert!(c.namespaces.net && c.namespaces.uts, "still the container's own, joined");
+        let joined: Vec<(NsKind, &str)> = c.join_namespaces.iter().map(|j| (j.kind, j.field.as_str())).collect();
+        assert_eq!(joined, [(NsKind::Net, "linux.namespaces[2].path"), (NsKind::Uts, "linux.namespaces[3].path")]);
+        assert_eq!(c.hostname, "", "a joined uts namespace keeps its hostname");
+        let err = |entries, maps| with(entries, maps).unwrap_err().to_string();
+        let e = err(serde_json::json!([{"type": "mount", "path": "/proc/1/ns/mnt"}]), false);
+        assert!(e.contains("linux.namespaces[0].path") && e.contains("mount namespace"), "{e}");
+        let e =
+            err(serde_json::json!([{"type": "mount"}, {"type": "network"}, {"type": "network", "path": "/x"}]), false);
+        assert!(e.contains("linux.namespaces[2]") && e.contains("second"), "{e}");
+        let e = err(serde_json::json!([{"type": "mount"}, {"type": "user", "path": "/proc/1/ns/user"}]), true);
+        assert!(e.contains("linux.uidMappings") && e.contains("linux.namespaces[1].path"), "{e}");
+        let e = err(serde_json::json!([{"type": "mount"}, {"type": "ipc", "path": "relative"}]), false);
+        assert!(e.contains("linux.namespaces[1].path") && e.contains("absolute"), "{e}");
     }
 
     #[test]

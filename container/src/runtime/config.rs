@@ -314,7 +314,7 @@ pub struct ContainerConfig {
     pub stdio: Stdio,
     /// rlimits to set before exec.
     pub rlimits: Vec<Rlimit>,
-    /// Forward SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the launcher to the
+    /// Forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to the launcher to the
     /// container. The launcher blocks them in the calling thread while it runs.
     pub forward_signals: bool,
     /// Narrate every step on stderr.
@@ -392,6 +392,12 @@ pub struct ContainerConfig {
     /// master end to the unix socket at this path (an OCI runtime's
     /// `--console-socket`, see [`crate::runtime::sys::Sys::console`]).
     pub console_socket: Option<PathBuf>,
+    /// Namespaces joined by path instead of made (their switches in
+    /// `namespaces` stay on), see [`crate::runtime::nsjoin`].
+    pub join_namespaces: Vec<crate::runtime::nsjoin::NsJoin>,
+    /// Keep the launcher's fds 3 to 3+N-1 open for the command (an OCI
+    /// runtime's `--preserve-fds N`); the ones above still close.
+    pub preserve_fds: u32,
 }
 
 impl ContainerConfig {
@@ -433,6 +439,8 @@ impl ContainerConfig {
             close_fds: true,
             device_allowlist: true,
             deny_tiocsti: true,
+            join_namespaces: Vec::new(),
+            preserve_fds: 0,
         }
     }
 }

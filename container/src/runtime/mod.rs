@@ -19,6 +19,7 @@
 //! | `child`    | the child from clone to execve |
 //! | `launch`   | `run()`: validation, clone, maps, watching, clean-up |
 //! | `log`      | a container's output as Docker's json-file log |
+//! | `nsjoin`   | namespaces joined by path instead of made |
 //! | `sentinel` | clean-up after a launcher killed with SIGKILL |
 //! | `rootfs`   | building a rootfs directory |
 
@@ -31,6 +32,7 @@ pub mod devices;
 pub mod idmap;
 pub mod launch;
 pub mod log;
+pub mod nsjoin;
 pub mod overlay;
 pub mod plan;
 pub mod rootfs;

@@ -95,8 +95,10 @@ pub trait Sys {
     fn no_new_privs(&self) -> Result<(), Errno>;
     /// dup2(2).
     fn dup2(&self, from: RawFd, to: RawFd) -> Result<(), Errno>;
-    /// close_range(3, ~0, CLOSE_RANGE_CLOEXEC): no launcher fd leaks into the command.
-    fn cloexec_from_3(&self) -> Result<(), Errno>;
+    /// close_range(3+keep, ~0, CLOSE_RANGE_CLOEXEC): no launcher fd leaks
+    /// into the command; the `keep` fds from 3 on (`--preserve-fds`) lose
+    /// their close-on-exec flag instead.
+    fn cloexec_above(&self, keep: u32) -> Result<(), Errno>;
     /// move_mount(2) of the detached tree `fd` onto `target`.
     fn move_mount(&self, fd: RawFd, target: &CStr) -> Result<(), Errno>;
     /// seccomp(2) `SECCOMP_SET_MODE_FILTER` of one BPF program.
@@ -387,9 +389,15 @@ impl Sys for RealSys {
         nix::unistd::dup2(from, to).map(drop)
     }
 
-    fn cloexec_from_3(&self) -> Result<(), Errno> {
+    fn cloexec_above(&self, keep: u32) -> Result<(), Errno> {
+        let first = 3u32.saturating_add(keep);
+        for fd in 3..first {
+            // SAFETY: fcntl(2) F_SETFD with an integer flag on an fd the
+            // launcher checked to be open.
+            Errno::result(unsafe { libc::fcntl(fd as RawFd, libc::F_SETFD, 0) })?;
+        }
         // SAFETY: close_range(2) with integer arguments; CLOEXEC only marks fds.
-        let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+        let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
         Errno::result(r).map(drop)
     }
 

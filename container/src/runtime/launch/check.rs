@@ -40,8 +40,11 @@ pub(super) fn check(cfg: &ContainerConfig) -> Result<Checked, LaunchError> {
         return Err(LaunchError::NeedRoot);
     }
     let rootfs = check_rootfs_and_command(cfg)?;
-    let id_ranges = (root && cfg.namespaces.user).then(|| cfg.id_ranges.unwrap_or_else(IdRanges::lookup));
-    if let (Some(u), true) = (cfg.user, cfg.namespaces.user) {
+    // A user namespace joined by path comes with its own maps.
+    let made_user = cfg.namespaces.user
+        && !crate::runtime::nsjoin::joins(&cfg.join_namespaces, crate::runtime::nsjoin::NsKind::User);
+    let id_ranges = (root && made_user).then(|| cfg.id_ranges.unwrap_or_else(IdRanges::lookup));
+    if let (Some(u), true) = (cfg.user, made_user) {
         let (uids, gids) = id_ranges.map_or((1, 1), |r| (r.uid.count, r.gid.count));
         for (what, id, count) in [("uid", u.uid, uids), ("gid", u.gid, gids)] {
             if id >= count {
@@ -49,7 +52,19 @@ pub(super) fn check(cfg: &ContainerConfig) -> Result<Checked, LaunchError> {
             }
         }
     }
+    check_preserved_fds(cfg.preserve_fds)?;
     Ok(Checked { root, rootfs, id_ranges })
+}
+
+/// `--preserve-fds N`: the fds 3 to 3+N-1 the command gets must be open
+/// here (else the launcher's own files could take their numbers).
+fn check_preserved_fds(count: u32) -> Result<(), LaunchError> {
+    for fd in 3..3u32.saturating_add(count) {
+        if nix::fcntl::fcntl(fd as i32, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            return Err(LaunchError::PreservedFdClosed { count, fd: fd as i32, last: 2 + count });
+        }
+    }
+    Ok(())
 }
 
 /// Checks the rootfs and finds the command in it; returns the absolute rootfs.

@@ -77,6 +77,19 @@ pub enum LaunchError {
     /// The overlay of an image's layers could not be made.
     #[error("cannot stack the image's layers with overlayfs (it needs root and Linux 5.2 or later; its layers and upper directory must be on a file system overlayfs accepts as layers)")]
     Overlay(#[from] crate::runtime::overlay::OverlayError),
+    /// A namespace to join cannot be.
+    #[error(transparent)]
+    JoinNamespace(#[from] crate::runtime::nsjoin::NsJoinError),
+    /// An fd to pass to the command (`--preserve-fds`) is not open.
+    #[error("--preserve-fds {count}: fd {fd} is not open in virtlab (the fds 3 to {last} are passed): give the command only fds the caller opened")]
+    PreservedFdClosed {
+        /// The count asked for.
+        count: u32,
+        /// The first fd not open.
+        fd: i32,
+        /// The last fd passed.
+        last: u32,
+    },
     /// The child ended before its set-up was done, without a word.
     #[error("the container's process ended during its set-up")]
     ChildVanished,

@@ -189,6 +189,8 @@ struct UserOutcome {
 fn launch(cfg: &ContainerConfig, id: &str, await_start: Option<std::os::fd::RawFd>) -> Result<Launched, LaunchError> {
     let start_ns = monotonic_ns();
     let checked = check::check(cfg)?;
+    // The namespaces to join, opened and checked before anything is made.
+    let joined = crate::runtime::nsjoin::open_all(&cfg.join_namespaces)?;
     let detached = await_start.is_some();
 
     // Before the child exists: its cgroup (a bad limit fails early) and the
@@ -211,7 +213,8 @@ fn launch(cfg: &ContainerConfig, id: &str, await_start: Option<std::os::fd::RawF
     let (parent_end, child_end) = channel::pair()?;
     let signals = if detached { wait::Signals::none() } else { wait::Signals::block(cfg)? };
 
-    let child = spawn::clone_child(cfg, &plan, &parent_end, &child_end, detached)?;
+    let child = spawn::clone_child(cfg, &plan, &parent_end, &child_end, detached, &joined)?;
+    drop(joined);
     let pid = child.pid;
     let mut timeline = vec![Stamp::now(Step::Clone, start_ns)];
     drop(child_end);
@@ -221,7 +224,7 @@ fn launch(cfg: &ContainerConfig, id: &str, await_start: Option<std::os::fd::RawF
 
     // While the child waits for Go: its maps, its rootfs, its cgroup.
     let user_ns = setup::map_user_ns(cfg, pid, checked.id_ranges, &checked.rootfs)?;
-    if cfg.namespaces.user {
+    if user_ns.uid_map.is_some() {
         timeline.push(Stamp::now(Step::UserMaps, start_ns));
     }
     if setup::join_v2(cfg, cgroup.as_ref(), pid)? {

@@ -73,7 +73,9 @@ pub(super) fn map_user_ns(
     rootfs: &Path,
 ) -> Result<UserNs, LaunchError> {
     let mut user_ns = UserNs::default();
-    if !cfg.namespaces.user {
+    // A user namespace joined by path has its maps already.
+    let joined = crate::runtime::nsjoin::joins(&cfg.join_namespaces, crate::runtime::nsjoin::NsKind::User);
+    if !cfg.namespaces.user || joined {
         return Ok(user_ns);
     }
     let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());

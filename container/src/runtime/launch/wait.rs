@@ -29,7 +29,8 @@ use crate::runtime::plan::Step;
 /// processes it left behind when there is no PID namespace).
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// The signals the launcher forwards (SIGINT, SIGTERM, SIGHUP, SIGQUIT):
+/// The signals the launcher forwards (SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+/// SIGUSR1, SIGUSR2):
 /// blocked in the calling thread and read from a signalfd instead of
 /// handled. The thread's old mask comes back on drop.
 #[derive(Debug)]
@@ -63,7 +64,7 @@ impl Signals {
             return Ok(Signals { fd: None, _mask: mask });
         }
         let mut set = SigSet::empty();
-        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
             set.add(s);
         }
         let mut old = SigSet::empty();
@@ -364,10 +365,12 @@ fn ready_time(out: &[u8]) -> Option<u64> {
 
 /// Forwards a signal. PID 1 of a namespace only receives signals it has a
 /// handler for (the kernel protects a namespace's init); if the command has
-/// none for this one, it would never stop, so it gets SIGKILL instead.
+/// none for one meant to stop it (SIGINT, SIGTERM, SIGHUP, SIGQUIT), it
+/// would never stop, so it gets SIGKILL instead; the others go as they are.
 fn forward(pid: Pid, sig: i32, pid_ns: bool) {
     let Ok(signal) = Signal::try_from(sig) else { return };
-    if pid_ns && !catches(pid, sig) {
+    let stop = matches!(signal, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT);
+    if pid_ns && stop && !catches(pid, sig) {
         let _ = kill(pid, Signal::SIGKILL);
     } else {
         let _ = kill(pid, signal);

@@ -17,6 +17,7 @@ use super::mounts;
 use super::security;
 use super::step::Step;
 use crate::runtime::config::{ConfigError, ContainerConfig};
+use crate::runtime::nsjoin::NsKind;
 
 impl Plan {
     /// Builds the plan for `cfg`. `rootfs` is the absolute rootfs path;
@@ -31,12 +32,15 @@ impl Plan {
         host: PlanHost,
     ) -> Result<Plan, ConfigError> {
         let ns = cfg.namespaces;
+        // A namespace joined by path is there already, made and set up by
+        // its owner: no unshare, no loopback, a hostname only if asked for.
+        let joined = |kind| crate::runtime::nsjoin::joins(&cfg.join_namespaces, kind);
         let mut ops: Ops = Vec::new();
         let root = path_c(rootfs, "rootfs path")?;
         for fd in join_fds {
             ops.push((Step::Cgroup, Op::WriteFd(*fd, b"0")));
         }
-        if ns.cgroup {
+        if ns.cgroup && !joined(NsKind::Cgroup) {
             ops.push((Step::CgroupNs, Op::Unshare(CloneFlags::CLONE_NEWCGROUP)));
         }
         if ns.mnt {
@@ -68,10 +72,10 @@ impl Plan {
             mounts::chroot(&mut ops, &root)?;
             identity::ns_root(&mut ops, ns.user);
         }
-        if ns.uts {
+        if ns.uts && !(joined(NsKind::Uts) && cfg.hostname.is_empty()) {
             ops.push((Step::Hostname, Op::Hostname(cstr(cfg.hostname.as_str(), "hostname")?)));
         }
-        if ns.net {
+        if ns.net && !joined(NsKind::Net) {
             ops.push((Step::Loopback, Op::LoopbackUp));
         }
         process_steps(&mut ops, cfg, &stdio, host, true)?;
@@ -96,7 +100,15 @@ impl Plan {
     /// `ops` with the command of `cfg` ready for execve.
     fn with_command(ops: Ops, cfg: &ContainerConfig) -> Result<Plan, ConfigError> {
         let command::Command { candidates, argv, envp, exec } = command::prepare(cfg)?;
-        Ok(Plan { ops, candidates, _argv: argv, _envp: envp, exec, close_fds: cfg.close_fds })
+        Ok(Plan {
+            ops,
+            candidates,
+            _argv: argv,
+            _envp: envp,
+            exec,
+            close_fds: cfg.close_fds,
+            preserve_fds: cfg.preserve_fds,
+        })
     }
 }
 
@@ -263,6 +275,36 @@ mod tests {
         assert!(calls(&c).contains(&"mount sysfs sys sysfs".to_string()));
         let v = calls(&cfg(Namespaces::parse("user,mnt,pid").unwrap()));
         assert!(pos(&v, "mount sysfs").is_none(), "{v:#?}");
+    }
+
+    #[test]
+    fn joined_namespaces_are_not_set_up_again() {
+        use crate::runtime::nsjoin::{NsJoin, NsKind};
+        let mut c = cfg(Namespaces::ALL);
+        c.hostname = String::new();
+        c.join_namespaces = [NsKind::Net, NsKind::Uts, NsKind::Cgroup]
+            .into_iter()
+            .map(|kind| NsJoin { kind, path: "/proc/1/ns/x".into(), field: "f".into() })
+            .collect();
+        let plan = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[], host()).unwrap();
+        let v = crate::runtime::plan::fake::record(&plan, Received::default());
+        for absent in ["loopback_up", "sethostname", "unshare"] {
+            assert!(!v.iter().any(|x| x.starts_with(absent)), "{absent}: {v:#?}");
+        }
+        // A hostname given is set in the joined namespace, as runc does.
+        c.hostname = "pod".into();
+        let plan = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[], host()).unwrap();
+        let v = crate::runtime::plan::fake::record(&plan, Received::default());
+        assert!(v.contains(&"sethostname pod".to_string()), "{v:#?}");
+    }
+
+    #[test]
+    fn preserved_fds_stay_open_and_the_rest_close() {
+        let mut c = cfg(Namespaces::ALL);
+        c.preserve_fds = 2;
+        let plan = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[], host()).unwrap();
+        let v = crate::runtime::plan::fake::record(&plan, Received::default());
+        assert!(v.contains(&"cloexec_from_5".to_string()), "{v:#?}");
     }
 
     #[test]

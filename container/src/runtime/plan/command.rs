@@ -74,12 +74,13 @@ pub(super) fn prepare(cfg: &ContainerConfig) -> Result<Command, ConfigError> {
 }
 
 /// [`Op::Exec`](super::model::Op::Exec): every fd from 3 up marked
-/// close-on-exec (unless `close_fds` is off), then execve of each candidate
+/// close-on-exec (unless `close_fds` is off) but the `keep` first
+/// (`--preserve-fds`), then execve of each candidate
 /// in turn. Returns only on failure, with the most telling error across the
 /// candidates.
-pub(super) fn exec<S: Sys>(sys: &S, candidates: &[CString], args: &ExecArgs, close_fds: bool) -> Errno {
+pub(super) fn exec<S: Sys>(sys: &S, candidates: &[CString], args: &ExecArgs, close_fds: bool, keep: u32) -> Errno {
     if close_fds {
-        if let Err(e) = sys.cloexec_from_3() {
+        if let Err(e) = sys.cloexec_above(keep) {
             return e;
         }
     }

@@ -129,8 +129,8 @@ impl Sys for Recorder {
     fn dup2(&self, f: RawFd, t: RawFd) -> Result<(), Errno> {
         self.rec(format!("dup2 {f} {t}"))
     }
-    fn cloexec_from_3(&self) -> Result<(), Errno> {
-        self.rec("cloexec_from_3".into())
+    fn cloexec_above(&self, keep: u32) -> Result<(), Errno> {
+        self.rec(format!("cloexec_from_{}", 3 + keep))
     }
     fn move_mount(&self, fd: RawFd, t: &CStr) -> Result<(), Errno> {
         self.rec(format!("move_mount {fd} {}", s(t)))

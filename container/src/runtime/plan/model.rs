@@ -155,6 +155,8 @@ pub struct Plan {
     pub exec: ExecArgs,
     /// Mark every fd above 2 close-on-exec before execve.
     pub close_fds: bool,
+    /// The fds from 3 on left open for the command (`--preserve-fds`).
+    pub preserve_fds: u32,
 }
 
 impl Plan {

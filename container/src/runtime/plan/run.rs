@@ -85,7 +85,7 @@ fn run_op<S: Sys>(sys: &S, plan: &Plan, received: Received, op: &Op) -> Result<(
         Op::SetUid(u) => sys.setuid(*u),
         Op::NoNewPrivs => sys.no_new_privs(),
         Op::Dup2(from, to) => sys.dup2(*from, *to),
-        Op::Exec => Err(command::exec(sys, &plan.candidates, &plan.exec, plan.close_fds)),
+        Op::Exec => Err(command::exec(sys, &plan.candidates, &plan.exec, plan.close_fds, plan.preserve_fds)),
     }
 }
 
