@@ -392,6 +392,11 @@ pub struct ContainerConfig {
     /// master end to the unix socket at this path (an OCI runtime's
     /// `--console-socket`, see [`crate::runtime::sys::Sys::console`]).
     pub console_socket: Option<PathBuf>,
+    /// Lifecycle hooks (an OCI bundle's `hooks`, see
+    /// [`crate::runtime::hooks`]): the launcher runs `prestart` and
+    /// `createRuntime`, the container's process `createContainer` and
+    /// `startContainer`.
+    pub hooks: Option<std::sync::Arc<crate::runtime::hooks::LifecycleHooks>>,
 }
 
 impl ContainerConfig {
@@ -418,6 +423,7 @@ impl ContainerConfig {
             seccomp: true,
             seccomp_profile: None,
             sys_writable: false,
+            hooks: None,
             id_ranges: None,
             layers: None,
             pid_file: None,

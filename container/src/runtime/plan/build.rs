@@ -17,6 +17,7 @@ use super::mounts;
 use super::security;
 use super::step::Step;
 use crate::runtime::config::{ConfigError, ContainerConfig};
+use crate::runtime::hooks::{ChildHook, HookKind};
 
 impl Plan {
     /// Builds the plan for `cfg`. `rootfs` is the absolute rootfs path;
@@ -60,11 +61,13 @@ impl Plan {
             if cfg.mounts.is_none() {
                 mounts::tmp(&mut ops)?;
             }
+            create_container_hooks(&mut ops, cfg, &root)?;
             mounts::pivot_root(&mut ops, cfg.read_only)?;
         } else {
             if cfg.read_only {
                 return Err(ConfigError::NeedsNamespace { what: "--read-only", ns: "mnt" });
             }
+            create_container_hooks(&mut ops, cfg, &root)?;
             mounts::chroot(&mut ops, &root)?;
             identity::ns_root(&mut ops, ns.user);
         }
@@ -144,7 +147,28 @@ fn process_steps(
     if let Some(fd) = host.await_start {
         ops.push((Step::AwaitStart, Op::AwaitStart(fd)));
     }
+    if let (true, Some(h)) = (first, &cfg.hooks) {
+        // A failure also goes to `start`, through the exec FIFO.
+        for hook in h.of(HookKind::StartContainer) {
+            let prepared = ChildHook::prepare(hook, &h.state, host.await_start)?;
+            ops.push((Step::StartContainerHooks, Op::Hook(Box::new(prepared))));
+        }
+    }
     ops.push((Step::Exec, Op::Exec));
+    Ok(())
+}
+
+/// The `createContainer` hooks, from the rootfs (as runc runs them): the
+/// container's namespaces and mounts, the host's root still reachable.
+fn create_container_hooks(ops: &mut Ops, cfg: &ContainerConfig, root: &std::ffi::CString) -> Result<(), ConfigError> {
+    let Some(h) = &cfg.hooks else { return Ok(()) };
+    let mut hooks = h.of(HookKind::CreateContainer).peekable();
+    if hooks.peek().is_some() {
+        ops.push((Step::CreateContainerHooks, Op::Chdir(root.clone())));
+    }
+    for hook in hooks {
+        ops.push((Step::CreateContainerHooks, Op::Hook(Box::new(ChildHook::prepare(hook, &h.state, None)?))));
+    }
     Ok(())
 }
 
