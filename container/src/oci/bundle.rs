@@ -602,6 +602,71 @@ mod tests {
         assert!(matches!(convert(dir.path(), &spec), Err(OciError::Root { .. })));
     }
 
+    fn with_hooks(dir: &Path, hooks: serde_json::Value) -> Spec {
+        let mut spec = runc_default(dir);
+        spec.set_hooks(Some(serde_json::from_value(hooks).unwrap()));
+        spec
+    }
+
+    #[test]
+    fn hooks_convert_in_order_with_their_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("rootfs/bin")).unwrap();
+        std::fs::write(dir.path().join("rootfs/bin/inside"), "").unwrap();
+        let spec = with_hooks(
+            dir.path(),
+            serde_json::json!({
+                "prestart": [{"path": "/bin/sh"}],
+                "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "true"], "env": ["A=1"], "timeout": 5},
+                                  {"path": "/bin/true"}],
+                "createContainer": [{"path": "/bin/sh"}],
+                "startContainer": [{"path": "/bin/inside"}],
+                "poststart": [{"path": "/bin/sh"}],
+                "poststop": [{"path": "/bin/sh"}]
+            }),
+        );
+        let b = convert(dir.path(), &spec).unwrap();
+        let fields: Vec<String> = b.hooks.iter().map(Hook::field).collect();
+        assert_eq!(
+            fields,
+            [
+                "hooks.prestart[0]",
+                "hooks.createRuntime[0]",
+                "hooks.createRuntime[1]",
+                "hooks.createContainer[0]",
+                "hooks.startContainer[0]",
+                "hooks.poststart[0]",
+                "hooks.poststop[0]"
+            ]
+        );
+        let h = &b.hooks[1];
+        assert_eq!(h.args, ["sh", "-c", "true"]);
+        assert_eq!(h.env, ["A=1"]);
+        assert_eq!(h.timeout, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(b.hooks[2].timeout, None);
+        assert!(b.config.hooks.is_none(), "the caller sets them, with the container's ID");
+    }
+
+    #[test]
+    fn a_hook_that_cannot_run_is_refused_naming_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_exec = dir.path().join("plain-file");
+        std::fs::write(&not_exec, "").unwrap();
+        let cases = [
+            (serde_json::json!({"createRuntime": [{"path": "/no/such/hook"}]}), "hooks.createRuntime[0].path"),
+            (serde_json::json!({"poststop": [{"path": "relative/hook"}]}), "hooks.poststop[0].path"),
+            (serde_json::json!({"prestart": [{"path": not_exec}]}), "chmod +x"),
+            (serde_json::json!({"poststart": [{"path": "/bin/sh", "timeout": 0}]}), "hooks.poststart[0].timeout"),
+            (serde_json::json!({"createContainer": [{"path": "/bin/sh", "env": ["NOEQUALS"]}]}), "hooks.createContainer[0].env"),
+            (serde_json::json!({"startContainer": [{"path": "/not/in/rootfs"}]}), "hooks.startContainer[0].path"),
+        ];
+        for (hooks, says) in cases {
+            let spec = with_hooks(dir.path(), hooks.clone());
+            let e = convert(dir.path(), &spec).unwrap_err().to_string();
+            assert!(e.contains(says), "{hooks}: {e}");
+        }
+    }
+
     #[test]
     fn an_exec_process_replaces_the_bundles_own() {
         let dir = tempfile::tempdir().unwrap();

@@ -334,6 +334,39 @@ mod tests {
     }
 
     #[test]
+    fn hooks_run_before_pivot_root_and_after_start_and_a_failure_goes_to_the_fifo() {
+        use crate::runtime::hooks::{Hook, HookKind, HookState, LifecycleHooks};
+        let hook = |kind, path: &str| Hook { kind, index: 0, path: path.into(), args: vec![], env: vec![], timeout: None };
+        let mut c = cfg(Namespaces::ALL);
+        c.hooks = Some(std::sync::Arc::new(LifecycleHooks {
+            hooks: vec![hook(HookKind::CreateContainer, "/cc"), hook(HookKind::StartContainer, "/sc")],
+            state: HookState { id: "x".into(), ..Default::default() },
+            observer: None,
+        }));
+        let h = PlanHost { await_start: Some(11), ..host() };
+        let plan = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[], h).unwrap();
+        let sys = Recorder::default();
+        let received = Received { host_pid: 42, ..Default::default() };
+        run_plan(&sys, &plan, received, &mut Steps::default());
+        let calls = sys.calls.into_inner();
+        let at = |prefix: &str| calls.iter().position(|x| x.starts_with(prefix)).unwrap();
+        assert!(at("chdir /r") < at("hook 0 /cc") && at("hook 0 /cc") < at("pivot_root"), "{calls:#?}");
+        assert!(at("await_start") < at("hook 0 /sc") && at("hook 0 /sc") < at("execve"), "{calls:#?}");
+        assert!(calls[at("hook 0 /cc")].contains("\"status\":\"creating\""), "{calls:#?}");
+        assert!(calls[at("hook 0 /sc")].ends_with("\"status\":\"created\",\"bundle\":\"\",\"annotations\":{},\"pid\":42}"), "{calls:#?}");
+        // An exec'd process runs none.
+        let exec = Plan::build_exec(&c, StdioFds::default(), h).unwrap();
+        assert!(!exec.steps().contains(&Step::StartContainerHooks));
+        // startContainer failing: reported on the FIFO's fd, the program not run.
+        let sys = Recorder { fail: Some("hook 0 /sc"), ..Default::default() };
+        let (step, _) = run_plan(&sys, &plan, received, &mut Steps::default());
+        assert_eq!(step, Step::StartContainerHooks);
+        let calls = sys.calls.into_inner();
+        assert!(calls.iter().any(|x| x.starts_with("write 11 H")), "{calls:#?}");
+        assert!(!calls.iter().any(|x| x.starts_with("execve")), "{calls:#?}");
+    }
+
+    #[test]
     fn a_console_comes_before_the_lockdown_and_replaces_the_dup2s() {
         let c = cfg(Namespaces::ALL);
         let program = crate::runtime::seccomp::default_program().unwrap();
