@@ -105,21 +105,31 @@ fn hooks(h: &oci_spec::runtime::Hooks, rootfs: &Path, mounts: &[MountSpec]) -> R
             let field = format!("hooks.{}[{index}]", kind.name());
             let path = spec.path();
             if !path.is_absolute() {
-                return Err(unsupported(format!("{field}.path"), format!("{} is not absolute: give the program's absolute path", path.display())));
+                return Err(unsupported(
+                    format!("{field}.path"),
+                    format!("{} is not absolute: give the program's absolute path", path.display()),
+                ));
             }
             if kind == HookKind::StartContainer {
                 // Inside the root; a path under one of the mounts is only
                 // there once they are made.
-                let mounted = mounts.iter().any(|m| path.starts_with(&m.destination) && m.destination != Path::new("/"));
+                let mounted =
+                    mounts.iter().any(|m| path.starts_with(&m.destination) && m.destination != Path::new("/"));
                 let inside = rootfs.join(path.strip_prefix("/").unwrap_or(path));
                 if !mounted && inside.symlink_metadata().is_err() {
                     return Err(unsupported(format!("{field}.path"), format!("{} is not in the container's root file system {} (startContainer hooks run inside it): put the program there", path.display(), rootfs.display())));
                 }
             } else {
-                executable(path).map_err(|why| unsupported(format!("{field}.path"), format!("{}: {why}", path.display())))?;
+                executable(path)
+                    .map_err(|why| unsupported(format!("{field}.path"), format!("{}: {why}", path.display())))?;
             }
             let timeout = match spec.timeout() {
-                Some(t) if t <= 0 => return Err(unsupported(format!("{field}.timeout"), format!("{t}: must be above 0 (seconds), or left out for no limit"))),
+                Some(t) if t <= 0 => {
+                    return Err(unsupported(
+                        format!("{field}.timeout"),
+                        format!("{t}: must be above 0 (seconds), or left out for no limit"),
+                    ))
+                }
                 Some(t) => Some(std::time::Duration::from_secs(t as u64)),
                 None => None,
             };
@@ -657,7 +667,10 @@ mod tests {
             (serde_json::json!({"poststop": [{"path": "relative/hook"}]}), "hooks.poststop[0].path"),
             (serde_json::json!({"prestart": [{"path": not_exec}]}), "chmod +x"),
             (serde_json::json!({"poststart": [{"path": "/bin/sh", "timeout": 0}]}), "hooks.poststart[0].timeout"),
-            (serde_json::json!({"createContainer": [{"path": "/bin/sh", "env": ["NOEQUALS"]}]}), "hooks.createContainer[0].env"),
+            (
+                serde_json::json!({"createContainer": [{"path": "/bin/sh", "env": ["NOEQUALS"]}]}),
+                "hooks.createContainer[0].env",
+            ),
             (serde_json::json!({"startContainer": [{"path": "/not/in/rootfs"}]}), "hooks.startContainer[0].path"),
         ];
         for (hooks, says) in cases {

@@ -151,7 +151,10 @@ impl HookState {
 
 /// Called with each hook the launcher ran, as it ran (a trace).
 #[derive(Clone)]
-pub struct Observer(pub Arc<dyn Fn(&Hook, &Result<Duration, HookError>) + Send + Sync>);
+pub struct Observer(pub Arc<ObserverFn>);
+
+/// What an [`Observer`] calls: the hook, and how long it took or how it failed.
+pub type ObserverFn = dyn Fn(&Hook, &Result<Duration, HookError>) + Send + Sync;
 
 impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -277,9 +280,7 @@ pub fn run_host(hook: &Hook, state: &[u8]) -> Result<Duration, HookError> {
         let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
         cmd.env(k, v);
     }
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| {
         let failure = match e.raw_os_error() {
             Some(libc::ENOENT | libc::EACCES | libc::ENOEXEC) => HookFailure::Exit(127),
@@ -380,7 +381,11 @@ impl ChildHook {
     pub fn prepare(hook: &Hook, state: &HookState, report: Option<RawFd>) -> Result<ChildHook, ConfigError> {
         let c = |s: &str| CString::new(s).map_err(|_| ConfigError::Nul { what: "a hook's path, args or env" });
         let path = c(&hook.path.to_string_lossy())?;
-        let args = if hook.args.is_empty() { vec![path.clone()] } else { hook.args.iter().map(|a| c(a)).collect::<Result<_, _>>()? };
+        let args = if hook.args.is_empty() {
+            vec![path.clone()]
+        } else {
+            hook.args.iter().map(|a| c(a)).collect::<Result<_, _>>()?
+        };
         let env: Vec<CString> = hook.env.iter().map(|e| c(e)).collect::<Result<_, _>>()?;
         let ptrs = |v: &[CString]| v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
         let exec = ExecArgs { argv: ptrs(&args), envp: ptrs(&env) };

@@ -179,11 +179,8 @@ pub(super) fn sys_err(what: &'static str, hint: &'static str) -> impl Fn(Errno) 
 pub(super) fn hook_failed(step: Step, index: u32, code: u32, cfg: &ContainerConfig) -> LaunchError {
     use crate::runtime::hooks::{HookError, HookFailure, HookKind};
     let kind = if step == Step::StartContainerHooks { HookKind::StartContainer } else { HookKind::CreateContainer };
-    let path = cfg
-        .hooks
-        .as_ref()
-        .and_then(|h| h.of(kind).nth(index as usize).map(|h| h.path.clone()))
-        .unwrap_or_default();
+    let path =
+        cfg.hooks.as_ref().and_then(|h| h.of(kind).nth(index as usize).map(|h| h.path.clone())).unwrap_or_default();
     LaunchError::Hook(HookError {
         field: format!("hooks.{}[{index}]", kind.name()),
         path,

@@ -336,7 +336,8 @@ mod tests {
     #[test]
     fn hooks_run_before_pivot_root_and_after_start_and_a_failure_goes_to_the_fifo() {
         use crate::runtime::hooks::{Hook, HookKind, HookState, LifecycleHooks};
-        let hook = |kind, path: &str| Hook { kind, index: 0, path: path.into(), args: vec![], env: vec![], timeout: None };
+        let hook =
+            |kind, path: &str| Hook { kind, index: 0, path: path.into(), args: vec![], env: vec![], timeout: None };
         let mut c = cfg(Namespaces::ALL);
         c.hooks = Some(std::sync::Arc::new(LifecycleHooks {
             hooks: vec![hook(HookKind::CreateContainer, "/cc"), hook(HookKind::StartContainer, "/sc")],
@@ -353,7 +354,10 @@ mod tests {
         assert!(at("chdir /r") < at("hook 0 /cc") && at("hook 0 /cc") < at("pivot_root"), "{calls:#?}");
         assert!(at("await_start") < at("hook 0 /sc") && at("hook 0 /sc") < at("execve"), "{calls:#?}");
         assert!(calls[at("hook 0 /cc")].contains("\"status\":\"creating\""), "{calls:#?}");
-        assert!(calls[at("hook 0 /sc")].ends_with("\"status\":\"created\",\"bundle\":\"\",\"annotations\":{},\"pid\":42}"), "{calls:#?}");
+        assert!(
+            calls[at("hook 0 /sc")].ends_with("\"status\":\"created\",\"bundle\":\"\",\"annotations\":{},\"pid\":42}"),
+            "{calls:#?}"
+        );
         // An exec'd process runs none.
         let exec = Plan::build_exec(&c, StdioFds::default(), h).unwrap();
         assert!(!exec.steps().contains(&Step::StartContainerHooks));
