@@ -695,14 +695,24 @@ fn start(ctx: &HookCtx, id: &str) -> anyhow::Result<u8> {
     // SAFETY: open(2) just returned this fd, owned by nobody else.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let take = || -> anyhow::Result<bool> {
         let mut byte = [0u8; 1];
         match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut byte) {
-            Ok(1) => break,
-            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+            Ok(1) => Ok(true),
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => Ok(false),
             Err(e) => bail!("cannot read {}: {e}", fifo.display()),
         }
+    };
+    loop {
+        if take()? {
+            break;
+        }
+        // Gone, unless it took the start and ran to its end between the
+        // read above and this check (its byte is still in the FIFO).
         if !virtlab_container::engine::container::alive(s.pid) {
+            if take()? {
+                break;
+            }
             bail!("container {id}'s process (PID {}) is gone: it cannot be started", s.pid);
         }
         if std::time::Instant::now() > deadline {
@@ -791,7 +801,10 @@ fn kill(root: &Path, id: &str, signal: &str) -> anyhow::Result<u8> {
 fn delete(ctx: &HookCtx, id: &str, force: bool) -> anyhow::Result<u8> {
     let root = ctx.root.as_path();
     let s = State::load(root, id)?;
-    let hooks = State::load_hooks(root, id).unwrap_or_default();
+    let hooks = State::load_hooks(root, id).unwrap_or_else(|e| {
+        ctx.warn(&format!("{e}: the container's poststop hooks cannot run"));
+        LifecycleHooks::default()
+    });
     if s.status == "running" || s.status == "created" {
         if !force {
             bail!(

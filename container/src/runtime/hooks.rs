@@ -309,19 +309,26 @@ pub fn run_host(hook: &Hook, state: &[u8]) -> Result<Duration, HookError> {
         })
     })
     .collect();
-    let deadline = hook.timeout.map(|t| began + t);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) => {}
-            Err(e) => return Err(fail(HookFailure::Start(e.raw_os_error().unwrap_or(libc::EIO)), String::new())),
+    let waited = |e: std::io::Error| fail(HookFailure::Start(e.raw_os_error().unwrap_or(libc::EIO)), String::new());
+    // Without a timeout a plain wait; with one, a poll that starts short
+    // (most hooks are quick) and backs off to 10 ms.
+    let status = match hook.timeout {
+        None => Some(child.wait().map_err(waited)?),
+        Some(t) => {
+            let (deadline, mut pause) = (began + t, Duration::from_micros(100));
+            loop {
+                if let Some(status) = child.try_wait().map_err(waited)? {
+                    break Some(status);
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
     };
     if let Some(w) = writer {
         let _ = w.join();
@@ -379,8 +386,9 @@ pub const FIFO_FAILURE: u8 = b'H';
 impl ChildHook {
     /// `hook` made ready for the child, with the state of `status`.
     pub fn prepare(hook: &Hook, state: &HookState, report: Option<RawFd>) -> Result<ChildHook, ConfigError> {
-        let c = |s: &str| CString::new(s).map_err(|_| ConfigError::Nul { what: "a hook's path, args or env" });
-        let path = c(&hook.path.to_string_lossy())?;
+        let nul = |_| ConfigError::Nul { what: "a hook's path, args or env" };
+        let c = |s: &str| CString::new(s).map_err(nul);
+        let path = CString::new(std::os::unix::ffi::OsStrExt::as_bytes(hook.path.as_os_str())).map_err(nul)?;
         let args = if hook.args.is_empty() {
             vec![path.clone()]
         } else {
