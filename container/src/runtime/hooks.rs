@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -77,12 +77,6 @@ impl HookKind {
             HookKind::Poststart => "running",
             HookKind::Poststop => "stopped",
         }
-    }
-
-    /// Whether the path is resolved in the container (its mount namespace)
-    /// rather than on the host.
-    pub fn in_container(self) -> bool {
-        matches!(self, HookKind::CreateContainer | HookKind::StartContainer)
     }
 }
 
@@ -280,7 +274,17 @@ pub fn run_host(hook: &Hook, state: &[u8]) -> Result<Duration, HookError> {
         let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
         cmd.env(k, v);
     }
-    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    // A process group of its own, for a timeout to end all of it.
+    cmd.process_group(0);
+    // Its output goes to an anonymous file, read once it exits: a pipe
+    // would keep a reader waiting on whatever the hook left running.
+    let said =
+        output_file().map_err(|e| fail(HookFailure::Start(e.raw_os_error().unwrap_or(libc::EIO)), String::new()))?;
+    let clone = || said.try_clone().map(std::process::Stdio::from);
+    let (out, err) = clone()
+        .and_then(|o| Ok((o, clone()?)))
+        .map_err(|e| fail(HookFailure::Start(e.raw_os_error().unwrap_or(libc::EIO)), String::new()))?;
+    cmd.stdin(std::process::Stdio::piped()).stdout(out).stderr(err);
     let mut child = cmd.spawn().map_err(|e| {
         let failure = match e.raw_os_error() {
             Some(libc::ENOENT | libc::EACCES | libc::ENOEXEC) => HookFailure::Exit(127),
@@ -288,27 +292,14 @@ pub fn run_host(hook: &Hook, state: &[u8]) -> Result<Duration, HookError> {
         };
         fail(failure, e.to_string())
     })?;
-    // The state goes in while the hook runs (it may not read it all).
-    let writer = child.stdin.take().map(|mut input| {
+    // The state goes in while the hook runs (it may not read it all; the
+    // thread ends when the pipe's last reader does).
+    if let Some(mut input) = child.stdin.take() {
         let state = state.to_vec();
         std::thread::spawn(move || {
             let _ = input.write_all(&state);
-        })
-    });
-    let readers: Vec<_> = [
-        child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>),
-        child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|mut r| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = r.read_to_end(&mut text);
-            text
-        })
-    })
-    .collect();
+        });
+    }
     let waited = |e: std::io::Error| fail(HookFailure::Start(e.raw_os_error().unwrap_or(libc::EIO)), String::new());
     // Without a timeout a plain wait; with one, a poll that starts short
     // (most hooks are quick) and backs off to 10 ms.
@@ -321,7 +312,8 @@ pub fn run_host(hook: &Hook, state: &[u8]) -> Result<Duration, HookError> {
                     break Some(status);
                 }
                 if Instant::now() >= deadline {
-                    let _ = child.kill();
+                    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+                    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
                     let _ = child.wait();
                     break None;
                 }
@@ -330,18 +322,11 @@ pub fn run_host(hook: &Hook, state: &[u8]) -> Result<Duration, HookError> {
             }
         }
     };
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
-    // A timed-out hook's own children may hold its pipes: not waited for.
-    let said = match status {
-        Some(_) => readers
-            .into_iter()
-            .filter_map(|r| r.join().ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .collect::<Vec<_>>()
-            .join(""),
-        None => String::new(),
+    let said = {
+        let mut text = Vec::new();
+        let mut file = said;
+        let _ = file.seek(std::io::SeekFrom::Start(0)).and_then(|_| file.take(64 * 1024).read_to_end(&mut text));
+        String::from_utf8_lossy(&text).into_owned()
     };
     match status {
         Some(s) if s.success() => Ok(began.elapsed()),
@@ -352,6 +337,18 @@ pub fn run_host(hook: &Hook, state: &[u8]) -> Result<Duration, HookError> {
         },
         None => Err(fail(HookFailure::Timeout(timeout_secs(hook.timeout)), said)),
     }
+}
+
+/// An anonymous file in memory (memfd_create(2)), close-on-exec.
+fn output_file() -> std::io::Result<std::fs::File> {
+    // SAFETY: memfd_create(2) with a NUL-terminated name and flags; the
+    // result is checked.
+    let fd = unsafe { libc::memfd_create(c"virtlab-hook".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create just returned this fd, owned by nobody else.
+    Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 fn timeout_secs(t: Option<Duration>) -> u32 {
@@ -451,7 +448,16 @@ mod tests {
         let e = run_host(&bad, b"{}").unwrap_err();
         assert_eq!(e.failure, HookFailure::Exit(4));
         assert_eq!(e.to_string(), "hooks.poststart[0] (/bin/sh) exited with status 4: no test");
-        let slow = hook(HookKind::Poststop, "exec sleep 30", Some(Duration::from_millis(100)));
+        // The hook and what it started: `sleep` is the shell's child here.
+        let slow = hook(HookKind::Poststop, "sleep 30; true", Some(Duration::from_millis(100)));
         assert_eq!(run_host(&slow, b"{}").unwrap_err().failure, HookFailure::Timeout(1));
+        // A hook that leaves something running (holding its output) is
+        // done when it exits.
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("pid");
+        let daemon = hook(HookKind::Poststop, &format!("sleep 30 & echo $! > {}; exit 0", pid.display()), None);
+        run_host(&daemon, b"{}").unwrap();
+        let pid: i32 = std::fs::read_to_string(&pid).unwrap().trim().parse().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     }
 }

@@ -443,16 +443,19 @@ impl Sys for RealSys {
         // SAFETY: pipe2(2) writes two fds into the two-int array.
         Errno::result(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }).map_err(start_failed)?;
         let [read_end, write_end] = fds;
+        let began = crate::runtime::child::monotonic_ns();
         // SAFETY: fork(2) in the container's (single-threaded) process; the
         // new process only calls dup2, execve and _exit, all
         // async-signal-safe, on data prepared before.
         let child = unsafe { libc::fork() };
         if child == 0 {
             // The hook's process: the container's namespaces, its
-            // privileges as they are at this step; stdin from the pipe.
+            // privileges as they are at this step; stdin from the pipe; a
+            // process group of its own, for a timeout to end all of it.
             // SAFETY: as above; path, argv and envp are NUL-terminated and
             // owned by the plan.
             unsafe {
+                libc::setpgid(0, 0);
                 libc::dup2(read_end, 0);
                 libc::execve(hook.path.as_ptr(), hook.exec.argv.as_ptr(), hook.exec.envp.as_ptr());
                 libc::_exit(127);
@@ -476,8 +479,9 @@ impl Sys for RealSys {
         // SAFETY: as above.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
         let _ = nix::unistd::close(write_end);
-        let began = crate::runtime::child::monotonic_ns();
         let limit = hook.timeout_ms.saturating_mul(1_000_000);
+        // Polled: short at first (most hooks are quick), backing off to 10 ms.
+        let mut pause_ns = 50_000;
         loop {
             let mut status: libc::c_int = 0;
             // SAFETY: waitpid(2) of our own child, status into a local.
@@ -495,16 +499,18 @@ impl Sys for RealSys {
                 return Err(start_failed(Errno::last()));
             }
             if limit > 0 && crate::runtime::child::monotonic_ns().saturating_sub(began) >= limit {
-                // SAFETY: kill(2) and waitpid(2) of our own child.
+                // SAFETY: kill(2) of our own child's process group, and
+                // waitpid(2) of our own child.
                 unsafe {
-                    libc::kill(child, libc::SIGKILL);
+                    libc::kill(-child, libc::SIGKILL);
                     libc::waitpid(child, &mut status, 0);
                 }
                 return Err(HookFailure::Timeout(hook.timeout_ms.div_ceil(1000) as u32));
             }
-            let pause = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+            let pause = libc::timespec { tv_sec: 0, tv_nsec: pause_ns };
             // SAFETY: nanosleep(2) reads the local timespec; no remainder wanted.
             unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+            pause_ns = (pause_ns * 2).min(10_000_000);
         }
     }
 }
