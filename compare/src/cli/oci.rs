@@ -14,6 +14,12 @@
 //! socket (the engine's monitor, conmon, holds it); without one (`run`,
 //! a non-detached `exec`), the process shares the caller's terminal.
 //!
+//! config.json's `hooks` run at their moments (see
+//! `virtlab_container::runtime::hooks`): `prestart`, `createRuntime` and
+//! `createContainer` in `create`, `startContainer` and `poststart` in
+//! `start`, `poststop` in `delete` (`run` has them all); `ROOT/ID/hooks.json`
+//! keeps them between the calls.
+//!
 //! With `--explain` (from podman: `podman --runtime-flag explain ...`),
 //! each call adds a line to a trace file: who called, the call, what came
 //! of it; `explain [-f]` prints the trace (see [`explain`]).
