@@ -761,7 +761,7 @@ fn start(ctx: &HookCtx, id: &str) -> anyhow::Result<u8> {
 }
 
 /// The startContainer hook failure the container's process reported on
-/// the exec FIFO, if it did: [`FIFO_FAILURE`], the index, the code.
+/// the exec FIFO, if it did: `FIFO_FAILURE`, the index, the code.
 fn start_hook_failure(hooks: &LifecycleHooks, report: &[u8]) -> Option<HookError> {
     use virtlab_container::runtime::hooks::{HookFailure, FIFO_FAILURE};
     let at = report.iter().position(|b| *b == FIFO_FAILURE)?;

@@ -167,4 +167,32 @@ mod tests {
         State::remove(root.path(), "c1").unwrap();
         assert!(matches!(State::load(root.path(), "c1"), Err(OciError::NotFound(_))));
     }
+
+    #[test]
+    fn hooks_are_kept_with_the_record() {
+        use crate::runtime::hooks::HookKind;
+        let root = tempfile::tempdir().unwrap();
+        State::create(root.path(), "h1", Path::new("/b")).unwrap();
+        assert!(State::load_hooks(root.path(), "h1").unwrap().hooks.is_empty(), "none kept: none");
+        let hooks = LifecycleHooks {
+            hooks: vec![Hook {
+                kind: HookKind::Poststop,
+                index: 0,
+                path: "/bin/true".into(),
+                args: vec!["true".into()],
+                env: vec!["A=1".into()],
+                timeout: Some(std::time::Duration::from_secs(3)),
+            }],
+            state: HookState {
+                oci_version: "1.0.2".into(),
+                id: "h1".into(),
+                bundle: "/b".into(),
+                ..Default::default()
+            },
+            observer: None,
+        };
+        State::save_hooks(root.path(), "h1", &hooks).unwrap();
+        let back = State::load_hooks(root.path(), "h1").unwrap();
+        assert_eq!((back.hooks, back.state), (hooks.hooks, hooks.state));
+    }
 }
