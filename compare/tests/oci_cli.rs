@@ -164,7 +164,16 @@ fn bundles_it_cannot_run_are_refused_naming_the_field() {
         (lab.bundle("version", |c| c["ociVersion"] = "2.0.0".into()), "runtime-spec 2.0.0"),
         (lab.bundle("root", |c| c["root"]["path"] = "nowhere".into()), "root.path"),
         (lab.bundle("domain", |c| c["domainname"] = "example.org".into()), "domainname"),
-        (lab.bundle("hooks", |c| c["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]})), "hooks"),
+        (
+            lab.bundle("hooks", |c| c["hooks"] = serde_json::json!({"createRuntime": [{"path": "/no/such/hook"}]})),
+            "hooks.createRuntime[0].path",
+        ),
+        (
+            lab.bundle("timeout", |c| {
+                c["hooks"] = serde_json::json!({"poststop": [{"path": "/bin/sh", "timeout": 0}]})
+            }),
+            "hooks.poststop[0].timeout",
+        ),
         (lab.bundle("terminal", |_| {}), "process.terminal"),
         // Namespaces are joined by path, but not a mount namespace (the
         // container's root is built in one of its own).
@@ -194,6 +203,9 @@ fn bundles_it_cannot_run_are_refused_naming_the_field() {
     assert_eq!(lab.oci(&["spec", "--bundle", fresh.to_str().unwrap()]).status.code(), Some(125));
     let features: serde_json::Value = serde_json::from_slice(&lab.oci(&["features"]).stdout).unwrap();
     assert!(features["linux"]["namespaces"].as_array().unwrap().contains(&"user".into()));
+    for kind in ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"] {
+        assert!(features["hooks"].as_array().unwrap().contains(&kind.into()), "{features}");
+    }
     let systemd = lab.oci(&["--systemd-cgroup", "list"]);
     assert_eq!(systemd.status.code(), Some(125));
     assert!(err(&systemd).contains("cgroupfs"));
@@ -487,4 +499,228 @@ fn explain_traces_each_call_of_a_containers_life() {
         assert!(line.as_bytes()[2] == b':' && line.as_bytes()[8] == b'.', "{line}");
     }
     assert!(lines[0].contains(" x1 ⇒ "), "{}", lines[0]);
+}
+
+/// A hook script: appends `KIND STATUS PID MNT-NS CWD-HAS-PROC` to the
+/// log file `$2`, reading status and pid from the state JSON on stdin. Run
+/// by the host's /bin/sh, or by busybox's inside the root.
+const HOOK: &str = r#"#!/bin/sh
+read -r state
+status=$(echo "$state" | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p')
+pid=$(echo "$state" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+proc=no; [ -e proc/self/status ] && proc=proc
+echo "$1 $status $pid $(readlink /proc/self/ns/mnt) $proc" >> "$2"
+"#;
+
+/// A bundle whose every kind of hook logs to `LOG` (a host directory,
+/// bound at /hooklog inside): the program (`sh -c 'echo program ...'`)
+/// too. The log's path on the host.
+fn hooked_bundle(lab: &Lab, name: &str) -> (PathBuf, PathBuf) {
+    let logs = lab.dir.path().join(format!("{name}-log"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("log");
+    let script = lab.dir.path().join("hook.sh");
+    std::fs::write(&script, HOOK).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let rootfs = lab.dir.path().join("rootfs");
+    std::fs::copy(&script, rootfs.join("hook.sh")).unwrap();
+    std::fs::create_dir_all(rootfs.join("hooklog")).unwrap();
+    let host = |kind: &str| serde_json::json!({"path": script, "args": ["hook.sh", kind, log]});
+    let bundle = lab.bundle(name, |c| {
+        not_a_terminal(c, &["sh", "-c", "echo program >> /hooklog/log"]);
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/hooklog", "type": "bind", "source": logs, "options": ["rbind", "rw"]
+        }));
+        c["hooks"] = serde_json::json!({
+            "prestart": [host("prestart")],
+            "createRuntime": [host("createRuntime")],
+            "createContainer": [host("createContainer")],
+            "startContainer": [{"path": "/hook.sh", "args": ["hook.sh", "startContainer", "/hooklog/log"], "env": ["PATH=/bin"]}],
+            "poststart": [host("poststart")],
+            "poststop": [host("poststop")],
+        });
+    });
+    (bundle, log)
+}
+
+/// The log of [`hooked_bundle`] in the order the hooks ran, checked: each
+/// kind once, in the lifecycle's order, with the spec's status, one host
+/// PID, the host's mount namespace for the runtime's hooks and the
+/// container's for createContainer (before pivot_root: its /proc under the
+/// rootfs) and startContainer.
+fn check_hook_log(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let host_ns = std::fs::read_link("/proc/self/ns/mnt").unwrap().to_string_lossy().into_owned();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let hooks: Vec<&Vec<&str>> = lines.iter().filter(|l| l[0] != "program").collect();
+    let kinds: Vec<&str> = hooks.iter().map(|l| l[0]).collect();
+    assert_eq!(
+        kinds,
+        ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "{text}"
+    );
+    let statuses: Vec<&str> = hooks.iter().map(|l| l[1]).collect();
+    assert_eq!(statuses, ["creating", "creating", "creating", "created", "running", "stopped"], "{text}");
+    let pid = hooks[0][2];
+    assert!(pid.parse::<u32>().unwrap() > 1, "{text}");
+    assert!(hooks.iter().all(|l| l[2] == pid), "one host PID for the container: {text}");
+    for l in &hooks {
+        let inside = l[0] == "createContainer" || l[0] == "startContainer";
+        assert_eq!(l[3] != host_ns, inside, "the mount namespace of {}: {text}", l[0]);
+        assert_eq!(l[4] == "proc", inside, "the container's /proc where {} runs: {text}", l[0]);
+    }
+    let program = lines.iter().position(|l| l[0] == "program").expect("the program ran");
+    let started = lines.iter().position(|l| l[0] == "startContainer").unwrap();
+    assert!(started < program, "startContainer before the program: {text}");
+}
+
+#[test]
+fn hooks_run_at_their_moments_in_order() {
+    let Some(lab) = Lab::new("hooks_run_at_their_moments_in_order") else { return };
+    // `run`: create, start, wait, delete in one call.
+    let (bundle, log) = hooked_bundle(&lab, "hooked-run");
+    let out = lab.oci(&["run", "--bundle", bundle.to_str().unwrap(), "h1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    check_hook_log(&log);
+
+    // The engine's way: create, start, (the program ends), delete, traced.
+    let (bundle, log) = hooked_bundle(&lab, "hooked-steps");
+    let stderr = lab.dir.path().join("hooked-create.err");
+    let status = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["oci", "--root", &lab.state_root(), "--explain", "create", "--bundle", bundle.to_str().unwrap(), "h2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&stderr).unwrap());
+    let kinds = |text: &str| text.lines().map(|l| l.split(' ').next().unwrap_or("").to_string()).collect::<Vec<_>>();
+    let so_far = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(kinds(&so_far), ["prestart", "createRuntime", "createContainer"], "create runs its hooks: {so_far}");
+    let started = lab.oci(&["start", "h2"]);
+    assert!(started.status.success(), "{}", err(&started));
+    wait_for_status(&lab, "h2", "stopped");
+    let so_far = std::fs::read_to_string(&log).unwrap();
+    assert!(!so_far.contains("poststop"), "not before delete: {so_far}");
+    let deleted = lab.oci(&["delete", "h2"]);
+    assert!(deleted.status.success(), "{}", err(&deleted));
+    assert!(!Path::new(&lab.state_root()).join("h2").exists());
+    check_hook_log(&log);
+    let trace = std::fs::read_to_string(Path::new(&lab.state_root()).join("explain.log")).unwrap();
+    for kind in ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"] {
+        let line = format!("hook hooks.{kind}[0] ");
+        assert_eq!(trace.lines().filter(|l| l.contains(&line)).count(), 1, "one line for {kind}: {trace}");
+    }
+}
+
+/// The leftovers of a container whose cgroupsPath is `path`: its cgroup
+/// in any hierarchy.
+fn cgroup_left(path: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut bases = vec![root.to_path_buf()];
+    bases.extend(std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path()));
+    bases.into_iter().map(|b| b.join(path)).filter(|p| p.exists()).collect()
+}
+
+#[test]
+fn a_failing_or_slow_hook_fails_create_and_leaves_nothing() {
+    let Some(lab) = Lab::new("a_failing_or_slow_hook_fails_create_and_leaves_nothing") else { return };
+    let pid_file = lab.dir.path().join("container-pid");
+    let hook_pid = lab.dir.path().join("hook-pid");
+    let cases = [
+        (
+            "failing",
+            // Notes the container's PID from the state, then fails.
+            serde_json::json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c",
+                format!("sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p' > {}; echo broken network >&2; exit 3", pid_file.display())]}]}),
+            "exited with status 3: broken network",
+            "hooks.createRuntime[0]",
+        ),
+        (
+            "slow",
+            serde_json::json!({"createRuntime": [{"path": "/bin/sh", "timeout": 1, "args": ["sh", "-c",
+                format!("sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p' > {}; echo $$ > {}; exec sleep 600", pid_file.display(), hook_pid.display())]}]}),
+            "ran past its timeout of 1 s and was killed",
+            "hooks.createRuntime[0]",
+        ),
+        (
+            "in-the-container",
+            serde_json::json!({"createContainer": [{"path": "/bin/sh", "args": ["sh", "-c",
+                format!("sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p' > {}; exit 5", pid_file.display())]}]}),
+            "exited with status 5",
+            "hooks.createContainer[0]",
+        ),
+    ];
+    for (name, hooks, says, field) in cases {
+        let cgroup = format!("virtlab-hooktest-{}-{name}", std::process::id());
+        let bundle = lab.bundle(name, |c| {
+            not_a_terminal(c, &["true"]);
+            c["hooks"] = hooks.clone();
+            c["linux"]["cgroupsPath"] = cgroup.clone().into();
+        });
+        let log = lab.dir.path().join(format!("{name}.log"));
+        let root = lab.state_root();
+        let out = lab.virtlab(&[
+            "oci",
+            "--root",
+            &root,
+            "--log",
+            log.to_str().unwrap(),
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            name,
+        ]);
+        assert_eq!(out.status.code(), Some(125), "{name}: {}", err(&out));
+        assert!(err(&out).contains(says) && err(&out).contains(field), "{name}: {}", err(&out));
+        assert!(std::fs::read_to_string(&log).unwrap().contains(field), "{name}: --log has the failure");
+        // Nothing left: no record, no cgroup, no process (nor the hook's).
+        assert!(!Path::new(&root).join(name).exists(), "{name}: the record is gone");
+        assert!(lab.oci(&["state", name]).status.code() == Some(125));
+        assert_eq!(cgroup_left(&cgroup), Vec::<PathBuf>::new(), "{name}: the cgroup is gone");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let pid: u32 = pid.trim().parse().unwrap_or_else(|_| panic!("{name}: the hook saw a pid: {pid:?}"));
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{name}: the container's process is gone");
+        std::fs::remove_file(&pid_file).unwrap();
+    }
+    let pid = std::fs::read_to_string(&hook_pid).unwrap();
+    assert!(!Path::new(&format!("/proc/{}", pid.trim())).exists(), "the slow hook was killed");
+}
+
+#[test]
+fn a_failing_start_container_hook_stops_the_container_and_poststop_failures_only_warn() {
+    let test = "a_failing_start_container_hook_stops_the_container_and_poststop_failures_only_warn";
+    let Some(lab) = Lab::new(test) else { return };
+    let marker = lab.dir.path().join("program-ran");
+    let bundle = lab.bundle("start-fails", |c| {
+        not_a_terminal(c, &["true"]);
+        c["hooks"] = serde_json::json!({
+            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 7"]}],
+            "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", "echo cleanup failed >&2; exit 2"]},
+                         {"path": "/bin/sh", "args": ["sh", "-c", format!("echo second > {}", marker.display())]}],
+        });
+    });
+    let stderr = lab.dir.path().join("start-fails.err");
+    let status = Command::new(env!("CARGO_BIN_EXE_virtlab"))
+        .args(["oci", "--root", &lab.state_root(), "create", "--bundle", bundle.to_str().unwrap(), "sf"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&stderr).unwrap());
+    let started = lab.oci(&["start", "sf"]);
+    assert_eq!(started.status.code(), Some(125), "{}", err(&started));
+    assert!(
+        err(&started).contains("hooks.startContainer[0]") && err(&started).contains("exited with status 7"),
+        "{}",
+        err(&started)
+    );
+    let state: serde_json::Value = serde_json::from_slice(&lab.oci(&["state", "sf"]).stdout).unwrap();
+    assert_eq!(state["status"], "stopped");
+    let deleted = lab.oci(&["delete", "sf"]);
+    assert!(deleted.status.success(), "a poststop failure is a warning: {}", err(&deleted));
+    assert!(err(&deleted).contains("warning") && err(&deleted).contains("cleanup failed"), "{}", err(&deleted));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "second", "the next poststop hook ran");
+    assert!(!Path::new(&lab.state_root()).join("sf").exists());
 }

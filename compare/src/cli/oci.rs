@@ -14,6 +14,12 @@
 //! socket (the engine's monitor, conmon, holds it); without one (`run`,
 //! a non-detached `exec`), the process shares the caller's terminal.
 //!
+//! config.json's `hooks` run at their moments (see
+//! `virtlab_container::runtime::hooks`): `prestart`, `createRuntime` and
+//! `createContainer` in `create`, `startContainer` and `poststart` in
+//! `start`, `poststop` in `delete` (`run` has them all); `ROOT/ID/hooks.json`
+//! keeps them between the calls.
+//!
 //! With `--explain` (from podman: `podman --runtime-flag explain ...`),
 //! each call adds a line to a trace file: who called, the call, what came
 //! of it; `explain [-f]` prints the trace (see [`explain`]).
@@ -31,6 +37,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use virtlab_container::oci::state::{State, DEFAULT_ROOT};
 use virtlab_container::oci::{self, OciError};
+use virtlab_container::runtime::hooks::{Hook, HookError, HookKind, HookState, LifecycleHooks, Observer};
 use virtlab_container::Stdio;
 
 use super::EXIT_TOOL_ERROR;
@@ -281,15 +288,16 @@ fn dispatch(args: &OciArgs) -> anyhow::Result<u8> {
         bail!("--systemd-cgroup is not supported: virtlab makes its cgroups with cgroupfs; configure the engine for cgroupfs (podman: --cgroup-manager cgroupfs)");
     }
     let root = &args.root;
+    let ctx = HookCtx::new(args);
     match &args.command {
         OciCommand::Spec { bundle } => spec(bundle),
         OciCommand::Run { bundle, pid_file, console_socket, preserve_fds, id } => {
-            run_bundle(root, bundle, pid_file.as_deref(), console_socket.as_deref(), *preserve_fds, id)
+            run_bundle(&ctx, bundle, pid_file.as_deref(), console_socket.as_deref(), *preserve_fds, id)
         }
         OciCommand::Create { bundle, pid_file, console_socket, preserve_fds, id } => {
-            create(root, bundle, pid_file.as_deref(), console_socket.as_deref(), *preserve_fds, id)
+            create(&ctx, bundle, pid_file.as_deref(), console_socket.as_deref(), *preserve_fds, id)
         }
-        OciCommand::Start { id } => start(root, id),
+        OciCommand::Start { id } => start(&ctx, id),
         OciCommand::Exec(a) => exec(root, a),
         OciCommand::State { id } => {
             println!("{}", serde_json::to_string_pretty(&State::load(root, id)?)?);
@@ -297,7 +305,7 @@ fn dispatch(args: &OciArgs) -> anyhow::Result<u8> {
         }
         OciCommand::List { format } => list(root, format),
         OciCommand::Kill { id, signal } => kill(root, id, signal),
-        OciCommand::Delete { force, id } => delete(root, id, *force),
+        OciCommand::Delete { force, id } => delete(&ctx, id, *force),
         OciCommand::Features => {
             println!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
@@ -309,12 +317,104 @@ fn dispatch(args: &OciArgs) -> anyhow::Result<u8> {
 }
 
 fn log_error(path: &Path, format: &str, message: &str) -> std::io::Result<()> {
+    log_line(path, format, "error", message)
+}
+
+fn log_line(path: &Path, format: &str, level: &str, message: &str) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     let time = virtlab_container::time::rfc3339(std::time::SystemTime::now());
     match format {
-        "json" => writeln!(f, "{}", serde_json::json!({ "level": "error", "msg": message, "time": time })),
-        _ => writeln!(f, "time=\"{time}\" level=error msg={message:?}"),
+        "json" => writeln!(f, "{}", serde_json::json!({ "level": level, "msg": message, "time": time })),
+        _ => writeln!(f, "time=\"{time}\" level={level} msg={message:?}"),
     }
+}
+
+/// Where the hooks of a call are told of: the trace (one line per hook
+/// run, with --explain) and --log (a hook's failure).
+#[derive(Debug, Clone)]
+struct HookCtx {
+    root: PathBuf,
+    trace: Option<PathBuf>,
+    log: Option<(PathBuf, String)>,
+}
+
+impl HookCtx {
+    fn new(args: &OciArgs) -> HookCtx {
+        HookCtx {
+            root: args.root.clone(),
+            trace: trace_path(args),
+            log: args.log.clone().map(|p| (p, args.log_format.clone())),
+        }
+    }
+
+    /// A trace line for one hook run, and a --log line if it failed.
+    fn record(&self, hook: &Hook, result: &Result<Duration, HookError>) {
+        let took = *result.as_ref().unwrap_or(&Duration::ZERO);
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.record_line(hook, &outcome, took);
+        if let (Err(e), Some((path, format))) = (result, &self.log) {
+            let _ = log_line(path, format, "error", &e.to_string());
+        }
+    }
+
+    fn record_line(&self, hook: &Hook, outcome: &str, took: Duration) {
+        if let Some(path) = &self.trace {
+            let call = format!("hook {} {} (state {})", hook.field(), hook.path.display(), hook.kind.status());
+            let at = std::time::SystemTime::now() - took;
+            let _ = explain::append(path, &explain::line(at, "virtlab → ", &call, outcome, took));
+        }
+    }
+
+    /// A hook the container's process ran (no duration known): a trace
+    /// line each, `failed` the one that failed, if one did.
+    fn record_child(&self, hooks: &LifecycleHooks, kind: HookKind, failed: Option<&HookError>) {
+        for hook in hooks.of(kind) {
+            match failed {
+                Some(e) if e.field == hook.field() => {
+                    self.record(hook, &Err(e.clone()));
+                    return;
+                }
+                _ => self.record_line(hook, "ok (run by the container's process)", Duration::ZERO),
+            }
+        }
+    }
+
+    /// A warning on stderr and in --log.
+    fn warn(&self, message: &str) {
+        eprintln!("virtlab: warning: {message}");
+        if let Some((path, format)) = &self.log {
+            let _ = log_line(path, format, "warning", message);
+        }
+    }
+
+    /// An observer that records each hook run here.
+    fn hooks_observer(&self) -> Option<Observer> {
+        let me = self.clone();
+        Some(Observer(Arc::new(move |hook, result| me.record(hook, result))))
+    }
+
+    /// The container's hooks, told to this context as they run.
+    fn hooks_of(&self, b: &oci::Bundle, id: &str) -> LifecycleHooks {
+        let me = self.clone();
+        LifecycleHooks {
+            hooks: b.hooks.clone(),
+            state: HookState {
+                oci_version: oci::SPEC_VERSION.into(),
+                id: id.into(),
+                bundle: b.dir.clone(),
+                annotations: b.annotations.clone(),
+            },
+            observer: me.hooks_observer(),
+        }
+    }
+}
+
+/// The hook error inside `e`, if a hook is what failed.
+fn hook_error(e: &anyhow::Error) -> Option<&HookError> {
+    e.chain().find_map(|c| c.downcast_ref::<HookError>())
 }
 
 /// `spec`: runc's default config.json (as the oci-spec crate gives it).
@@ -332,7 +432,7 @@ fn spec(bundle: &Path) -> anyhow::Result<u8> {
 /// `run`: the bundle's process in a new container, to its end; the record
 /// says `running` meanwhile and goes at the end, as with `runc run`.
 fn run_bundle(
-    root: &Path,
+    ctx: &HookCtx,
     bundle: &Path,
     pid_file: Option<&Path>,
     console: Option<&Path>,
@@ -340,9 +440,14 @@ fn run_bundle(
     id: &str,
 ) -> anyhow::Result<u8> {
     check_preserved(preserve_fds)?;
+    let root = ctx.root.as_path();
     let b = oci::load(bundle)?;
     let mut cfg = b.config.clone();
     cfg.preserve_fds = preserve_fds;
+    let hooks = Arc::new(ctx.hooks_of(&b, id));
+    if !hooks.hooks.is_empty() {
+        cfg.hooks = Some(hooks.clone());
+    }
     check_terminal(b.terminal, console)?;
     cfg.console_socket = console.map(Path::to_path_buf);
     if b.terminal && console.is_none() && !std::io::stdin().is_terminal() {
@@ -353,15 +458,20 @@ fn run_bundle(
         .into());
     }
     let mut state = State::create(root, id, &b.dir)?;
+    state.annotations = b.annotations.clone();
     let record = root.join(id).join("pid");
     cfg.pid_file = Some(record.clone());
     cfg.stdio = Stdio::Inherit;
     cfg.forward_signals = true;
     // The record says running once the process runs.
+    // Once it runs, the poststart hooks; one failing stops the container
+    // (as runc does).
     let done = Arc::new(AtomicBool::new(false));
+    let poststart_failed = Arc::new(std::sync::Mutex::new(None::<HookError>));
     let watcher = {
         let (done, root, mut s, user_pid_file) =
             (done.clone(), root.to_path_buf(), state.clone(), pid_file.map(Path::to_path_buf));
+        let (hooks, failed) = (hooks.clone(), poststart_failed.clone());
         std::thread::spawn(move || loop {
             if let Some(pid) = std::fs::read_to_string(&record).ok().and_then(|t| t.trim().parse().ok()) {
                 s.status = "running".into();
@@ -369,6 +479,10 @@ fn run_bundle(
                 let _ = s.save(&root);
                 if let Some(f) = user_pid_file {
                     let _ = std::fs::write(f, format!("{pid}"));
+                }
+                if let Err(e) = hooks.run_host(&[HookKind::Poststart], pid) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    *failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
                 }
                 return;
             }
@@ -383,13 +497,58 @@ fn run_bundle(
     let _ = watcher.join();
     state.status = "stopped".into();
     let _ = state.save(root);
+    let pid = std::fs::read_to_string(root.join(id).join("pid")).ok().and_then(|t| t.trim().parse().ok());
     State::remove(root, id)?;
+    match &result {
+        Ok(_) => {
+            ctx.record_child(&hooks, HookKind::CreateContainer, None);
+            ctx.record_child(&hooks, HookKind::StartContainer, None);
+        }
+        Err(virtlab_container::LaunchError::Hook(e)) if e.field.starts_with("hooks.createContainer") => {
+            ctx.record_child(&hooks, HookKind::CreateContainer, Some(e));
+        }
+        Err(virtlab_container::LaunchError::Hook(e)) if e.field.starts_with("hooks.startContainer") => {
+            ctx.record_child(&hooks, HookKind::CreateContainer, None);
+            ctx.record_child(&hooks, HookKind::StartContainer, Some(e));
+        }
+        Err(_) => {}
+    }
+    // Created (its createRuntime hooks passed): the poststop hooks.
+    if !matches!(&result, Err(virtlab_container::LaunchError::Hook(e)) if e.field.starts_with("hooks.createRuntime") || e.field.starts_with("hooks.prestart"))
+    {
+        poststop(ctx, &hooks, pid.unwrap_or(0));
+    }
+    let failed = poststart_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    if let Some(e) = failed {
+        let e = anyhow::Error::new(e).context(format!("container {id} was stopped: a poststart hook failed"));
+        return Err(e);
+    }
     match result {
         Ok(o) => Ok(o.exit_code()),
         Err(e) => {
             let code = e.exit_code();
-            eprintln!("virtlab: error: {e}");
+            let text = match &e {
+                virtlab_container::LaunchError::Hook(_) => format!("{:#}", anyhow::Error::new(e)),
+                _ => e.to_string(),
+            };
+            eprintln!("virtlab: error: {text}");
+            if let Some((path, format)) = &ctx.log {
+                let _ = log_error(path, format, &text);
+            }
             Ok(code)
+        }
+    }
+}
+
+/// The poststop hooks, each run even if one before it failed; a failure
+/// is a warning (runtime-spec "Lifecycle"; runc too).
+fn poststop(ctx: &HookCtx, hooks: &LifecycleHooks, pid: i32) {
+    let state = hooks.state.json(HookKind::Poststop.status(), pid);
+    for hook in hooks.of(HookKind::Poststop) {
+        let result = virtlab_container::runtime::hooks::run_host(hook, &state);
+        ctx.record(hook, &result);
+        if let Err(e) = result {
+            ctx.warn(&format!("{e} (the container is deleted all the same)"));
         }
     }
 }
@@ -397,7 +556,7 @@ fn run_bundle(
 /// `create`: everything up to execve, the process left waiting on
 /// `ROOT/ID/exec.fifo`, the record `created`.
 fn create(
-    root: &Path,
+    ctx: &HookCtx,
     bundle: &Path,
     pid_file: Option<&Path>,
     console: Option<&Path>,
@@ -405,7 +564,9 @@ fn create(
     id: &str,
 ) -> anyhow::Result<u8> {
     check_preserved(preserve_fds)?;
+    let root = ctx.root.as_path();
     let b = oci::load(bundle)?;
+    let hooks = ctx.hooks_of(&b, id);
     check_terminal(b.terminal, console)?;
     if b.terminal && console.is_none() {
         return Err(OciError::Unsupported {
@@ -415,6 +576,7 @@ fn create(
         .into());
     }
     let mut state = State::create(root, id, &b.dir)?;
+    state.annotations = b.annotations.clone();
     let made = (|| -> anyhow::Result<virtlab_container::launch::Created> {
         let fifo = root.join(id).join("exec.fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -424,6 +586,10 @@ fn create(
         cfg.stdio = Stdio::Inherit;
         cfg.pid_file = pid_file.map(Path::to_path_buf);
         cfg.console_socket = console.map(Path::to_path_buf);
+        if !hooks.hooks.is_empty() {
+            cfg.hooks = Some(Arc::new(hooks.clone()));
+            State::save_hooks(root, id, &hooks)?;
+        }
         // Named after the runtime's root too: two roots may hold the same ID.
         let root_tag = &virtlab_container::image::digest::sha256_hex(root.to_string_lossy().as_bytes())[..8];
         let created = virtlab_container::launch::create(&cfg, &format!("{root_tag}-{id}"), &fifo)?;
@@ -432,12 +598,16 @@ fn create(
     })();
     match made {
         Ok(c) => {
+            ctx.record_child(&hooks, HookKind::CreateContainer, None);
             state.status = "created".into();
             state.pid = c.pid;
             state.save(root)?;
             Ok(0)
         }
         Err(e) => {
+            if let Some(h) = hook_error(&e).filter(|h| h.field.starts_with("hooks.createContainer")) {
+                ctx.record_child(&hooks, HookKind::CreateContainer, Some(h));
+            }
             let _ = State::remove(root, id);
             Err(e)
         }
@@ -593,8 +763,9 @@ fn check_preserved(count: u32) -> anyhow::Result<()> {
 }
 
 /// `start`: the exec FIFO opened for reading, which lets the process exec.
-fn start(root: &Path, id: &str) -> anyhow::Result<u8> {
+fn start(ctx: &HookCtx, id: &str) -> anyhow::Result<u8> {
     use nix::fcntl::{open, OFlag};
+    let root = ctx.root.as_path();
     let mut s = State::load(root, id)?;
     if s.status != "created" {
         bail!("container {id} is {}: only a created container can be started", s.status);
@@ -605,14 +776,24 @@ fn start(root: &Path, id: &str) -> anyhow::Result<u8> {
     // SAFETY: open(2) just returned this fd, owned by nobody else.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let take = || -> anyhow::Result<bool> {
         let mut byte = [0u8; 1];
         match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut byte) {
-            Ok(1) => break,
-            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+            Ok(1) => Ok(true),
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => Ok(false),
             Err(e) => bail!("cannot read {}: {e}", fifo.display()),
         }
+    };
+    loop {
+        if take()? {
+            break;
+        }
+        // Gone, unless it took the start and ran to its end between the
+        // read above and this check (its byte is still in the FIFO).
         if !virtlab_container::engine::container::alive(s.pid) {
+            if take()? {
+                break;
+            }
             bail!("container {id}'s process (PID {}) is gone: it cannot be started", s.pid);
         }
         if std::time::Instant::now() > deadline {
@@ -620,10 +801,55 @@ fn start(root: &Path, id: &str) -> anyhow::Result<u8> {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
+    // Then the FIFO's end, when execve closes the process's end (its
+    // startContainer hooks ran), or a hook's failure report before it.
+    let mut report = Vec::new();
+    loop {
+        let mut buf = [0u8; 16];
+        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => report.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_micros(200)),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => bail!("cannot read {}: {e}", fifo.display()),
+        }
+    }
     let _ = std::fs::remove_file(&fifo);
+    let hooks = State::load_hooks(root, id)?;
+    if let Some(e) = start_hook_failure(&hooks, &report) {
+        ctx.record_child(&hooks, HookKind::StartContainer, Some(&e));
+        s.status = "stopped".into();
+        s.save(root)?;
+        return Err(anyhow::Error::new(e)
+            .context(format!("container {id} stopped before its program ran: a startContainer hook failed")));
+    }
+    ctx.record_child(&hooks, HookKind::StartContainer, None);
     s.status = "running".into();
     s.save(root)?;
+    // As runc: a poststart hook that fails stops the container.
+    let observed = LifecycleHooks { observer: ctx.hooks_observer(), ..hooks };
+    if let Err(e) = observed.run_host(&[HookKind::Poststart], s.pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), nix::sys::signal::Signal::SIGKILL);
+        return Err(anyhow::Error::new(e).context(format!("container {id} was stopped: a poststart hook failed")));
+    }
     Ok(0)
+}
+
+/// The startContainer hook failure the container's process reported on
+/// the exec FIFO, if it did: `FIFO_FAILURE`, the index, the code.
+fn start_hook_failure(hooks: &LifecycleHooks, report: &[u8]) -> Option<HookError> {
+    use virtlab_container::runtime::hooks::{HookFailure, FIFO_FAILURE};
+    let at = report.iter().position(|b| *b == FIFO_FAILURE)?;
+    let bytes = report.get(at + 1..at + 9)?;
+    let index = u32::from_ne_bytes(bytes[..4].try_into().ok()?);
+    let code = u32::from_ne_bytes(bytes[4..].try_into().ok()?);
+    let path = hooks.of(HookKind::StartContainer).nth(index as usize).map(|h| h.path.clone()).unwrap_or_default();
+    Some(HookError {
+        field: format!("hooks.startContainer[{index}]"),
+        path,
+        failure: HookFailure::decode(code),
+        stderr: String::new(),
+    })
 }
 
 fn list(root: &Path, format: &str) -> anyhow::Result<u8> {
@@ -653,8 +879,13 @@ fn kill(root: &Path, id: &str, signal: &str) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn delete(root: &Path, id: &str, force: bool) -> anyhow::Result<u8> {
+fn delete(ctx: &HookCtx, id: &str, force: bool) -> anyhow::Result<u8> {
+    let root = ctx.root.as_path();
     let s = State::load(root, id)?;
+    let hooks = State::load_hooks(root, id).unwrap_or_else(|e| {
+        ctx.warn(&format!("{e}: the container's poststop hooks cannot run"));
+        LifecycleHooks::default()
+    });
     if s.status == "running" || s.status == "created" {
         if !force {
             bail!(
@@ -677,10 +908,13 @@ fn delete(root: &Path, id: &str, force: bool) -> anyhow::Result<u8> {
         virtlab_container::cgroup::Cgroup::remove_kept(&paths)?;
     }
     match State::remove(root, id) {
-        Ok(()) => Ok(0),
-        Err(_) if State::load(root, id).is_err() => Ok(0),
-        Err(e) => Err(e.into()),
+        Ok(()) => {}
+        Err(_) if State::load(root, id).is_err() => {}
+        Err(e) => return Err(e.into()),
     }
+    // The container is gone: its poststop hooks.
+    poststop(ctx, &hooks, s.pid);
+    Ok(0)
 }
 
 /// What this runtime supports, in the runtime spec's features format.
@@ -688,7 +922,7 @@ fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": oci::SPEC_VERSION,
-        "hooks": [],
+        "hooks": HookKind::ALL.map(HookKind::name),
         "mountOptions": ["ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async",
             "dirsync", "noatime", "atime", "nodiratime", "diratime", "relatime", "norelatime", "strictatime",
             "nostrictatime", "mand", "nomand", "bind", "rbind", "private", "rprivate"],

@@ -8,6 +8,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
 
 use super::{unsupported, OciError, SPEC_MAJOR};
 use crate::runtime::config::{ContainerConfig, MountSpec, Namespaces, Rlimit, User};
+use crate::runtime::hooks::{Hook, HookKind};
 use crate::runtime::idmap::{IdRange, IdRanges};
 use crate::runtime::nsjoin::{NsJoin, NsKind};
 use crate::runtime::seccomp_profile::Target;
@@ -21,6 +22,10 @@ pub struct Bundle {
     pub config: ContainerConfig,
     /// `process.terminal`: the process wants a terminal.
     pub terminal: bool,
+    /// `hooks`, checked, in the order each kind runs them.
+    pub hooks: Vec<Hook>,
+    /// `annotations`, which the hooks' state carries.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads the bundle at `dir` (its `config.json` and root).
@@ -66,22 +71,101 @@ pub fn convert(dir: &Path, spec: &Spec) -> Result<Bundle, OciError> {
     if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(unsupported("domainname", "not supported"));
     }
-    if spec.hooks().as_ref().is_some_and(|h| {
-        h.prestart().is_some()
-            || h.create_runtime().is_some()
-            || h.create_container().is_some()
-            || h.start_container().is_some()
-            || h.poststart().is_some()
-            || h.poststop().is_some()
-    }) {
-        return Err(unsupported("hooks", "not supported yet"));
-    }
     let mut mounts = Vec::new();
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         mounts.extend(mount(dir, i, m)?);
     }
+    let hooks = match spec.hooks() {
+        Some(h) => hooks(h, &cfg.rootfs, &mounts)?,
+        None => Vec::new(),
+    };
     cfg.mounts = Some(mounts);
-    Ok(Bundle { dir: dir.to_path_buf(), config: cfg, terminal: process.terminal().unwrap_or(false) })
+    let annotations = spec.annotations().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(Bundle {
+        dir: dir.to_path_buf(),
+        config: cfg,
+        terminal: process.terminal().unwrap_or(false),
+        hooks,
+        annotations,
+    })
+}
+
+/// `hooks`, each checked: an absolute path to an executable file where it
+/// runs (the host for all but `startContainer`, which runs inside the
+/// root; `createContainer` runs in the container's namespaces before
+/// pivot_root, so its path is the host's, as with runc), a timeout above 0.
+fn hooks(h: &oci_spec::runtime::Hooks, rootfs: &Path, mounts: &[MountSpec]) -> Result<Vec<Hook>, OciError> {
+    let lists = [
+        (HookKind::Prestart, h.prestart()),
+        (HookKind::CreateRuntime, h.create_runtime()),
+        (HookKind::CreateContainer, h.create_container()),
+        (HookKind::StartContainer, h.start_container()),
+        (HookKind::Poststart, h.poststart()),
+        (HookKind::Poststop, h.poststop()),
+    ];
+    let mut out = Vec::new();
+    for (kind, list) in lists {
+        for (index, spec) in list.iter().flatten().enumerate() {
+            let field = format!("hooks.{}[{index}]", kind.name());
+            let path = spec.path();
+            if !path.is_absolute() {
+                return Err(unsupported(
+                    format!("{field}.path"),
+                    format!("{} is not absolute: give the program's absolute path", path.display()),
+                ));
+            }
+            if kind == HookKind::StartContainer {
+                // Inside the root; a path under one of the mounts is only
+                // there once they are made.
+                let mounted =
+                    mounts.iter().any(|m| path.starts_with(&m.destination) && m.destination != Path::new("/"));
+                let inside = rootfs.join(path.strip_prefix("/").unwrap_or(path));
+                if !mounted && inside.symlink_metadata().is_err() {
+                    return Err(unsupported(format!("{field}.path"), format!("{} is not in the container's root file system {} (startContainer hooks run inside it): put the program there", path.display(), rootfs.display())));
+                }
+            } else {
+                executable(path)
+                    .map_err(|why| unsupported(format!("{field}.path"), format!("{}: {why}", path.display())))?;
+            }
+            let timeout = match spec.timeout() {
+                Some(t) if t <= 0 => {
+                    return Err(unsupported(
+                        format!("{field}.timeout"),
+                        format!("{t}: must be above 0 (seconds), or left out for no limit"),
+                    ))
+                }
+                Some(t) => Some(std::time::Duration::from_secs(t as u64)),
+                None => None,
+            };
+            for e in spec.env().iter().flatten() {
+                if !e.contains('=') {
+                    return Err(unsupported(format!("{field}.env"), format!("{e:?} is not KEY=VALUE")));
+                }
+            }
+            out.push(Hook {
+                kind,
+                index,
+                path: path.clone(),
+                args: spec.args().clone().unwrap_or_default(),
+                env: spec.env().clone().unwrap_or_default(),
+                timeout,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Why `path` cannot be run, if it cannot: missing, not a file, no x bit.
+fn executable(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot be found ({e}): install it, or fix the path"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file: give a program".into());
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err("is not executable: chmod +x it".into());
+    }
+    Ok(())
 }
 
 /// One more process of the bundle's container (an OCI `exec`): the
@@ -560,6 +644,74 @@ mod tests {
         root.set_path("missing".into());
         spec.set_root(Some(root));
         assert!(matches!(convert(dir.path(), &spec), Err(OciError::Root { .. })));
+    }
+
+    fn with_hooks(dir: &Path, hooks: serde_json::Value) -> Spec {
+        let mut spec = runc_default(dir);
+        spec.set_hooks(Some(serde_json::from_value(hooks).unwrap()));
+        spec
+    }
+
+    #[test]
+    fn hooks_convert_in_order_with_their_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("rootfs/bin")).unwrap();
+        std::fs::write(dir.path().join("rootfs/bin/inside"), "").unwrap();
+        let spec = with_hooks(
+            dir.path(),
+            serde_json::json!({
+                "prestart": [{"path": "/bin/sh"}],
+                "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "true"], "env": ["A=1"], "timeout": 5},
+                                  {"path": "/bin/true"}],
+                "createContainer": [{"path": "/bin/sh"}],
+                "startContainer": [{"path": "/bin/inside"}],
+                "poststart": [{"path": "/bin/sh"}],
+                "poststop": [{"path": "/bin/sh"}]
+            }),
+        );
+        let b = convert(dir.path(), &spec).unwrap();
+        let fields: Vec<String> = b.hooks.iter().map(Hook::field).collect();
+        assert_eq!(
+            fields,
+            [
+                "hooks.prestart[0]",
+                "hooks.createRuntime[0]",
+                "hooks.createRuntime[1]",
+                "hooks.createContainer[0]",
+                "hooks.startContainer[0]",
+                "hooks.poststart[0]",
+                "hooks.poststop[0]"
+            ]
+        );
+        let h = &b.hooks[1];
+        assert_eq!(h.args, ["sh", "-c", "true"]);
+        assert_eq!(h.env, ["A=1"]);
+        assert_eq!(h.timeout, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(b.hooks[2].timeout, None);
+        assert!(b.config.hooks.is_none(), "the caller sets them, with the container's ID");
+    }
+
+    #[test]
+    fn a_hook_that_cannot_run_is_refused_naming_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_exec = dir.path().join("plain-file");
+        std::fs::write(&not_exec, "").unwrap();
+        let cases = [
+            (serde_json::json!({"createRuntime": [{"path": "/no/such/hook"}]}), "hooks.createRuntime[0].path"),
+            (serde_json::json!({"poststop": [{"path": "relative/hook"}]}), "hooks.poststop[0].path"),
+            (serde_json::json!({"prestart": [{"path": not_exec}]}), "chmod +x"),
+            (serde_json::json!({"poststart": [{"path": "/bin/sh", "timeout": 0}]}), "hooks.poststart[0].timeout"),
+            (
+                serde_json::json!({"createContainer": [{"path": "/bin/sh", "env": ["NOEQUALS"]}]}),
+                "hooks.createContainer[0].env",
+            ),
+            (serde_json::json!({"startContainer": [{"path": "/not/in/rootfs"}]}), "hooks.startContainer[0].path"),
+        ];
+        for (hooks, says) in cases {
+            let spec = with_hooks(dir.path(), hooks.clone());
+            let e = convert(dir.path(), &spec).unwrap_err().to_string();
+            assert!(e.contains(says), "{hooks}: {e}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! `state.rs` keeps the runtime's own record of each container
 //! (`ROOT/ID/state.json`, the specification's state: ociVersion, id,
-//! status, pid, bundle).
+//! status, pid, bundle, annotations) and its hooks (`ROOT/ID/hooks.json`).
 
 pub mod bundle;
 pub mod state;

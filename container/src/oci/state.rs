@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{OciError, SPEC_VERSION};
+use crate::runtime::hooks::{Hook, HookState, LifecycleHooks};
 
 /// The runtime's default root.
 pub const DEFAULT_ROOT: &str = "/run/virtlab/oci";
@@ -26,6 +27,9 @@ pub struct State {
     pub bundle: PathBuf,
     /// When it was made (RFC 3339).
     pub created: String,
+    /// config.json's annotations.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Whether `id` may name a container (and a directory).
@@ -60,6 +64,7 @@ impl State {
             pid: 0,
             bundle: bundle.to_path_buf(),
             created: crate::time::rfc3339(std::time::SystemTime::now()),
+            annotations: Default::default(),
         };
         state.save(root)?;
         Ok(state)
@@ -106,11 +111,40 @@ impl State {
             .map_err(io(format!("write {}", path.display())))
     }
 
+    /// Keeps the container's hooks (and the state they read) with its
+    /// record, for `start` (poststart) and `delete` (poststop).
+    pub fn save_hooks(root: &Path, id: &str, hooks: &LifecycleHooks) -> Result<(), OciError> {
+        let path = root.join(id).join("hooks.json");
+        let saved = SavedHooks { hooks: hooks.hooks.clone(), state: hooks.state.clone() };
+        let bytes = serde_json::to_vec_pretty(&saved).map_err(|e| io("encode the hooks".into())(e.into()))?;
+        std::fs::write(&path, bytes).map_err(io(format!("write {}", path.display())))
+    }
+
+    /// The hooks [`State::save_hooks`] kept (none if there are none).
+    pub fn load_hooks(root: &Path, id: &str) -> Result<LifecycleHooks, OciError> {
+        let path = root.join(id).join("hooks.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LifecycleHooks::default()),
+            Err(e) => return Err(io(format!("read {}", path.display()))(e)),
+        };
+        let saved: SavedHooks = serde_json::from_slice(&bytes)
+            .map_err(|e| OciError::BadConfig { path: path.clone(), cause: e.to_string() })?;
+        Ok(LifecycleHooks { hooks: saved.hooks, state: saved.state, observer: None })
+    }
+
     /// Removes the container's record.
     pub fn remove(root: &Path, id: &str) -> Result<(), OciError> {
         let dir = root.join(id);
         std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))
     }
+}
+
+/// `hooks.json`: a container's hooks and their state.
+#[derive(Serialize, Deserialize)]
+struct SavedHooks {
+    hooks: Vec<Hook>,
+    state: HookState,
 }
 
 #[cfg(test)]
@@ -132,5 +166,33 @@ mod tests {
         assert_eq!(State::list(root.path()).len(), 1);
         State::remove(root.path(), "c1").unwrap();
         assert!(matches!(State::load(root.path(), "c1"), Err(OciError::NotFound(_))));
+    }
+
+    #[test]
+    fn hooks_are_kept_with_the_record() {
+        use crate::runtime::hooks::HookKind;
+        let root = tempfile::tempdir().unwrap();
+        State::create(root.path(), "h1", Path::new("/b")).unwrap();
+        assert!(State::load_hooks(root.path(), "h1").unwrap().hooks.is_empty(), "none kept: none");
+        let hooks = LifecycleHooks {
+            hooks: vec![Hook {
+                kind: HookKind::Poststop,
+                index: 0,
+                path: "/bin/true".into(),
+                args: vec!["true".into()],
+                env: vec!["A=1".into()],
+                timeout: Some(std::time::Duration::from_secs(3)),
+            }],
+            state: HookState {
+                oci_version: "1.0.2".into(),
+                id: "h1".into(),
+                bundle: "/b".into(),
+                ..Default::default()
+            },
+            observer: None,
+        };
+        State::save_hooks(root.path(), "h1", &hooks).unwrap();
+        let back = State::load_hooks(root.path(), "h1").unwrap();
+        assert_eq!((back.hooks, back.state), (hooks.hooks, hooks.state));
     }
 }

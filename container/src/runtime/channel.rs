@@ -50,6 +50,15 @@ pub enum ChildMsg {
         /// The errno.
         errno: i32,
     },
+    /// A lifecycle hook of the step failed (a `Failed` follows).
+    HookFailed {
+        /// The step.
+        step: Step,
+        /// The hook's index in its kind's list.
+        index: u32,
+        /// [`HookFailure::encode`](crate::runtime::hooks::HookFailure::encode).
+        code: u32,
+    },
 }
 
 /// Messages from the parent.
@@ -60,6 +69,8 @@ pub enum ParentMsg<'a> {
     Go {
         /// A detached mount (open_tree(2)), passed as `SCM_RIGHTS`.
         rootfs_tree: Option<BorrowedFd<'a>>,
+        /// The child's PID as the host sees it.
+        pid: i32,
     },
 }
 
@@ -67,6 +78,7 @@ const LEN: usize = 16;
 const KIND_STEP: u32 = 1;
 const KIND_FAILED: u32 = 2;
 const KIND_GO: u32 = 3;
+const KIND_HOOK: u32 = 4;
 
 impl ChildMsg {
     /// Packs into one packet.
@@ -74,6 +86,7 @@ impl ChildMsg {
         let (kind, step, value) = match *self {
             ChildMsg::StepDone { step, t_ns } => (KIND_STEP, step, t_ns),
             ChildMsg::Failed { step, errno } => (KIND_FAILED, step, errno as u32 as u64),
+            ChildMsg::HookFailed { step, index, code } => (KIND_HOOK, step, ((index as u64) << 32) | code as u64),
         };
         pack(kind, step as u32, value)
     }
@@ -86,6 +99,7 @@ impl ChildMsg {
         match kind {
             KIND_STEP => Ok(ChildMsg::StepDone { step, t_ns: value }),
             KIND_FAILED => Ok(ChildMsg::Failed { step, errno: value as u32 as i32 }),
+            KIND_HOOK => Ok(ChildMsg::HookFailed { step, index: (value >> 32) as u32, code: value as u32 }),
             _ => Err(bad()),
         }
     }
@@ -128,8 +142,8 @@ pub fn pair() -> Result<(ParentEnd, ChildEnd), ChannelError> {
 impl ParentEnd {
     /// Sends a message to the child.
     pub fn send(&self, msg: ParentMsg<'_>) -> Result<(), ChannelError> {
-        let ParentMsg::Go { rootfs_tree } = msg;
-        let b = pack(KIND_GO, 0, 0);
+        let ParentMsg::Go { rootfs_tree, pid } = msg;
+        let b = pack(KIND_GO, 0, pid as u32 as u64);
         let iov = [IoSlice::new(&b)];
         let fds: Vec<RawFd> = rootfs_tree.iter().map(|f| f.as_raw_fd()).collect();
         let cmsgs: Vec<ControlMessage<'_>> =
@@ -207,6 +221,9 @@ pub fn child_wait_go(fd: RawFd) -> Option<Received> {
             return None;
         }
         let mut received = Received::default();
+        if let Some((_, _, pid)) = unpack(&b) {
+            received.host_pid = pid as i32;
+        }
         // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR
         // and CMSG_DATA only do pointer arithmetic within that buffer, and a
         // SCM_RIGHTS header of at least CMSG_LEN(4) holds one int.
@@ -233,6 +250,7 @@ mod tests {
         for m in [
             ChildMsg::StepDone { step: Step::PivotRoot, t_ns: 123_456_789_012 },
             ChildMsg::Failed { step: Step::Exec, errno: libc::ENOENT },
+            ChildMsg::HookFailed { step: Step::StartContainerHooks, index: 2, code: 0x0200_0005 },
         ] {
             assert_eq!(ChildMsg::decode(&m.encode()).unwrap(), m);
         }
@@ -245,18 +263,19 @@ mod tests {
     fn go_carries_an_fd_and_a_child_killed_before_reading_is_an_end() {
         let (p, c) = pair().unwrap();
         let file = std::fs::File::open("/dev/null").unwrap();
-        p.send(ParentMsg::Go { rootfs_tree: Some(file.as_fd()) }).unwrap();
+        p.send(ParentMsg::Go { rootfs_tree: Some(file.as_fd()), pid: 7 }).unwrap();
         let got = child_wait_go(c.raw()).expect("go");
         let fd = got.rootfs_tree.expect("the fd came along");
+        assert_eq!(got.host_pid, 7, "and the child's PID");
         assert_ne!(fd, file.as_raw_fd(), "a new descriptor for the same file");
         // SAFETY: fd was just received and is owned by nobody else.
         drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-        p.send(ParentMsg::Go { rootfs_tree: None }).unwrap();
+        p.send(ParentMsg::Go { rootfs_tree: None, pid: 7 }).unwrap();
         assert_eq!(child_wait_go(c.raw()).expect("go").rootfs_tree, None);
 
         // The child dies with Go unread: the parent reads an end, not an
         // error (a --timeout of 1ms used to report ECONNRESET here).
-        p.send(ParentMsg::Go { rootfs_tree: None }).unwrap();
+        p.send(ParentMsg::Go { rootfs_tree: None, pid: 7 }).unwrap();
         drop(c);
         assert_eq!(p.recv().unwrap(), None);
     }

@@ -63,6 +63,10 @@ impl StepHooks for Hooks {
     fn after(&mut self, step: Step) {
         child_send(self.args.channel, ChildMsg::StepDone { step, t_ns: monotonic_ns() });
     }
+
+    fn hook_failed(&mut self, step: Step, index: u32, code: u32) {
+        child_send(self.args.channel, ChildMsg::HookFailed { step, index, code });
+    }
 }
 
 fn write_all(fd: RawFd, mut b: &[u8]) {

@@ -398,6 +398,11 @@ pub struct ContainerConfig {
     /// Keep the launcher's fds 3 to 3+N-1 open for the command (an OCI
     /// runtime's `--preserve-fds N`); the ones above still close.
     pub preserve_fds: u32,
+    /// Lifecycle hooks (an OCI bundle's `hooks`, see
+    /// [`crate::runtime::hooks`]): the launcher runs `prestart` and
+    /// `createRuntime`, the container's process `createContainer` and
+    /// `startContainer`.
+    pub hooks: Option<std::sync::Arc<crate::runtime::hooks::LifecycleHooks>>,
 }
 
 impl ContainerConfig {
@@ -424,6 +429,7 @@ impl ContainerConfig {
             seccomp: true,
             seccomp_profile: None,
             sys_writable: false,
+            hooks: None,
             id_ranges: None,
             layers: None,
             pid_file: None,

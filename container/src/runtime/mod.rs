@@ -13,6 +13,7 @@
 //! | `syscall_table` | x86_64 system call names and numbers |
 //! | `defences` | `--security-opt`, `--cap-add`/`--cap-drop`, `--privileged` |
 //! | `tty_filter` | the filter stacked on it: no faked terminal input (`TIOCSTI`) |
+//! | `hooks`    | lifecycle hooks (OCI `hooks`): their state JSON, how they run |
 //! | `plan`     | the child's set-up as data, and `run_plan` |
 //! | `sys`      | the system calls of the set-up, behind a trait |
 //! | `channel`  | the parent/child channel |
@@ -29,6 +30,7 @@ pub mod child;
 pub mod config;
 pub mod defences;
 pub mod devices;
+pub mod hooks;
 pub mod idmap;
 pub mod launch;
 pub mod log;

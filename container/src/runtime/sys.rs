@@ -17,6 +17,8 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::stat::{mknod, Mode, SFlag};
 
+use crate::runtime::hooks::{ChildHook, HookFailure};
+
 /// argv and envp for execve(2), as NULL-terminated pointer arrays.
 #[derive(Debug)]
 pub struct ExecArgs {
@@ -105,6 +107,11 @@ pub trait Sys {
     fn seccomp(&self, program: &[crate::runtime::seccomp::sock_filter]) -> Result<(), Errno>;
     /// execve(2); returns only on failure.
     fn execve(&self, path: &CStr, args: &ExecArgs) -> Errno;
+    /// A lifecycle hook run from the container's process: fork(2); the
+    /// new process takes a pipe as stdin and execve(2)s the hook; this one
+    /// writes the state (its prefix, `pid`, `}`) into the pipe and waits,
+    /// killing it past its timeout.
+    fn run_hook(&self, hook: &ChildHook, pid: i32) -> Result<(), HookFailure>;
 }
 
 /// The real system calls.
@@ -202,8 +209,13 @@ impl Sys for RealSys {
         let path = CStr::from_bytes_until_nul(&path[..=n]).map_err(|_| Errno::EINVAL)?;
         let w = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
         let r = self.write_fd(w, b"0");
+        // The write end takes the O_PATH fd's number and stays open until
+        // execve closes it (close-on-exec): `start` reads end-of-file once
+        // the program runs, or a hook's failure report before that.
+        // SAFETY: dup3(2) of two fds this process holds; `w` is closed after.
+        let moved = Errno::result(unsafe { libc::dup3(w, fd, libc::O_CLOEXEC) });
         let _ = nix::unistd::close(w);
-        r
+        r.and(moved.map(drop))
     }
 
     fn console(&self, socket: RawFd, bind_console: bool) -> Result<(), Errno> {
@@ -431,6 +443,83 @@ impl Sys for RealSys {
         // arrays of pointers into CStrings the plan owns, alive for the call.
         unsafe { libc::execve(path.as_ptr(), args.argv.as_ptr(), args.envp.as_ptr()) };
         Errno::last()
+    }
+
+    fn run_hook(&self, hook: &ChildHook, pid: i32) -> Result<(), HookFailure> {
+        let start_failed = |e: Errno| HookFailure::Start(e as i32);
+        let mut fds: [libc::c_int; 2] = [-1; 2];
+        // SAFETY: pipe2(2) writes two fds into the two-int array.
+        Errno::result(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }).map_err(start_failed)?;
+        let [read_end, write_end] = fds;
+        let began = crate::runtime::child::monotonic_ns();
+        // SAFETY: fork(2) in the container's (single-threaded) process; the
+        // new process only calls dup2, execve and _exit, all
+        // async-signal-safe, on data prepared before.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // The hook's process: the container's namespaces, its
+            // privileges as they are at this step; stdin from the pipe; a
+            // process group of its own, for a timeout to end all of it.
+            // SAFETY: as above; path, argv and envp are NUL-terminated and
+            // owned by the plan.
+            unsafe {
+                libc::setpgid(0, 0);
+                libc::dup2(read_end, 0);
+                libc::execve(hook.path.as_ptr(), hook.exec.argv.as_ptr(), hook.exec.envp.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        // The container's process again.
+        let _ = nix::unistd::close(read_end);
+        if child < 0 {
+            let _ = nix::unistd::close(write_end);
+            return Err(start_failed(Errno::last()));
+        }
+        // A hook that exits without reading must not take us down with
+        // SIGPIPE: ignored while writing, the default again after.
+        // SAFETY: signal(2) with a constant disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        let mut digits = [0u8; 12];
+        let n = decimal(pid.unsigned_abs(), &mut digits);
+        let _ = self.write_fd(write_end, &hook.state_prefix);
+        let _ = self.write_fd(write_end, &digits[..n]);
+        let _ = self.write_fd(write_end, b"}\n");
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let _ = nix::unistd::close(write_end);
+        let limit = hook.timeout_ms.saturating_mul(1_000_000);
+        // Polled: short at first (most hooks are quick), backing off to 10 ms.
+        let mut pause_ns = 50_000;
+        loop {
+            let mut status: libc::c_int = 0;
+            // SAFETY: waitpid(2) of our own child, status into a local.
+            let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+            if r == child {
+                return if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                    Ok(())
+                } else if libc::WIFEXITED(status) {
+                    Err(HookFailure::Exit(libc::WEXITSTATUS(status)))
+                } else {
+                    Err(HookFailure::Signal(libc::WTERMSIG(status)))
+                };
+            }
+            if r < 0 && Errno::last() != Errno::EINTR {
+                return Err(start_failed(Errno::last()));
+            }
+            if limit > 0 && crate::runtime::child::monotonic_ns().saturating_sub(began) >= limit {
+                // SAFETY: kill(2) of our own child's process group, and
+                // waitpid(2) of our own child.
+                unsafe {
+                    libc::kill(-child, libc::SIGKILL);
+                    libc::waitpid(child, &mut status, 0);
+                }
+                return Err(HookFailure::Timeout(hook.timeout_ms.div_ceil(1000) as u32));
+            }
+            let pause = libc::timespec { tv_sec: 0, tv_nsec: pause_ns };
+            // SAFETY: nanosleep(2) reads the local timespec; no remainder wanted.
+            unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+            pause_ns = (pause_ns * 2).min(10_000_000);
+        }
     }
 }
 

@@ -132,7 +132,8 @@ pub(super) fn spawn(target: &Target, plan: &Plan) -> Result<Pid, ExecError> {
     loop {
         match parent_end.recv() {
             Ok(None) => return Ok(pid),
-            Ok(Some(ChildMsg::StepDone { .. })) => continue,
+            // An exec'd process runs no lifecycle hooks.
+            Ok(Some(ChildMsg::StepDone { .. } | ChildMsg::HookFailed { .. })) => continue,
             Ok(Some(ChildMsg::Failed { step, errno })) => {
                 let _ = waitpid(pid, None);
                 return Err(ExecError::Step { step, syscall: step.syscall(), hint: "", errno: Errno::from_raw(errno) });

@@ -162,6 +162,9 @@ pub enum LaunchError {
         #[source]
         errno: Errno,
     },
+    /// A lifecycle hook failed (the container is torn down).
+    #[error("a lifecycle hook failed, so the container was torn down")]
+    Hook(#[source] crate::runtime::hooks::HookError),
 }
 
 impl LaunchError {
@@ -182,6 +185,21 @@ impl LaunchError {
 /// A [`LaunchError::Sys`] maker for `map_err`.
 pub(super) fn sys_err(what: &'static str, hint: &'static str) -> impl Fn(Errno) -> LaunchError {
     move |source| LaunchError::Sys { what, hint, source }
+}
+
+/// The error of a hook that failed inside the container (its index in its
+/// kind's list and [`HookFailure::encode`](crate::runtime::hooks::HookFailure::encode)).
+pub(super) fn hook_failed(step: Step, index: u32, code: u32, cfg: &ContainerConfig) -> LaunchError {
+    use crate::runtime::hooks::{HookError, HookFailure, HookKind};
+    let kind = if step == Step::StartContainerHooks { HookKind::StartContainer } else { HookKind::CreateContainer };
+    let path =
+        cfg.hooks.as_ref().and_then(|h| h.of(kind).nth(index as usize).map(|h| h.path.clone())).unwrap_or_default();
+    LaunchError::Hook(HookError {
+        field: format!("hooks.{}[{index}]", kind.name()),
+        path,
+        failure: HookFailure::decode(code),
+        stderr: String::new(),
+    })
 }
 
 /// The error of a step that failed inside the container, with a hint.

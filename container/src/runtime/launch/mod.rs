@@ -53,6 +53,7 @@ use std::time::Instant;
 use crate::runtime::channel::{self, ParentMsg};
 use crate::runtime::child::monotonic_ns;
 use crate::runtime::config::ContainerConfig;
+use crate::runtime::hooks::HookKind;
 use crate::runtime::plan::Step;
 
 pub use check::elf_interp;
@@ -86,6 +87,9 @@ pub fn run(cfg: &ContainerConfig) -> Result<Outcome, LaunchError> {
     let mut warnings: Vec<String> = user.warning.into_iter().collect();
     let cgroup = cleanup::clean_up(child, sentinel, cgroup, &mut warnings);
     drop(signals);
+    if let Some((step, index, code)) = seen.hook {
+        return Err(error::hook_failed(step, index, code, cfg));
+    }
     if let Some((step, errno)) = seen.failure {
         return Err(error::child_failed(step, errno, cfg));
     }
@@ -138,15 +142,27 @@ pub fn create(cfg: &ContainerConfig, name: &str, fifo: &std::path::Path) -> Resu
     drop(user);
     // Until the set-up is done (the working directory is the last step
     // before the wait), a failure is reported and the child goes.
-    loop {
-        match parent_end.recv()? {
-            Some(channel::ChildMsg::StepDone { step: Step::Workdir, .. }) => break,
-            Some(channel::ChildMsg::StepDone { .. }) => {}
-            Some(channel::ChildMsg::Failed { step, errno }) => {
-                return Err(error::child_failed(step, nix::errno::Errno::from_raw(errno), cfg));
+    let mut hook = None;
+    let set_up = loop {
+        match parent_end.recv() {
+            Ok(Some(channel::ChildMsg::StepDone { step: Step::Workdir, .. })) => break Ok(()),
+            Ok(Some(channel::ChildMsg::StepDone { .. })) => {}
+            Ok(Some(channel::ChildMsg::HookFailed { step, index, code })) => hook = Some((step, index, code)),
+            Ok(Some(channel::ChildMsg::Failed { step, errno })) => {
+                break Err(match hook {
+                    Some((step, index, code)) => error::hook_failed(step, index, code, cfg),
+                    None => error::child_failed(step, nix::errno::Errno::from_raw(errno), cfg),
+                });
             }
-            None => return Err(LaunchError::ChildVanished),
+            Ok(None) => break Err(LaunchError::ChildVanished),
+            Err(e) => break Err(e.into()),
         }
+    };
+    if let Err(e) = set_up {
+        // Nothing is left: the process killed and reaped, then its cgroup.
+        drop(child);
+        drop(cgroup);
+        return Err(e);
     }
     let pid = child.release();
     let cgroup = cgroup.map(|c| c.keep()).unwrap_or_default();
@@ -242,7 +258,14 @@ fn launch(cfg: &ContainerConfig, id: &str, await_start: Option<std::os::fd::RawF
         // is not there).
         check::find_command(cfg, tree)?;
     }
-    parent_end.send(ParentMsg::Go { rootfs_tree: rootfs_tree.as_ref().map(AsFd::as_fd) })?;
+    // The container's namespaces and cgroup exist, its set-up has not
+    // begun: the hooks of the runtime's namespaces (`prestart`,
+    // `createRuntime`). One failing ends it all (the child guard kills
+    // the child, the cgroup goes with its guard).
+    if let Some(h) = &cfg.hooks {
+        h.run_host(&[HookKind::Prestart, HookKind::CreateRuntime], pid.as_raw()).map_err(LaunchError::Hook)?;
+    }
+    parent_end.send(ParentMsg::Go { rootfs_tree: rootfs_tree.as_ref().map(AsFd::as_fd), pid: pid.as_raw() })?;
     drop(rootfs_tree);
     Ok(Launched {
         start_ns,

@@ -108,6 +108,8 @@ pub(super) struct Seen {
     pub(super) status: Option<ExitStatus>,
     /// The step that failed in the child, and its errno.
     pub(super) failure: Option<(Step, Errno)>,
+    /// A hook that failed in the child: its step, index and code.
+    pub(super) hook: Option<(Step, u32, u32)>,
     /// Killed because the timeout expired.
     pub(super) timed_out: bool,
     /// The last signal forwarded.
@@ -266,6 +268,7 @@ impl<'a> Watch<'a> {
                 self.seen.timeline.push(Stamp::at_ns(step, t_ns, self.start_ns));
             }
             Some(ChildMsg::Failed { step, errno }) => self.seen.failure = Some((step, Errno::from_raw(errno))),
+            Some(ChildMsg::HookFailed { step, index, code }) => self.seen.hook = Some((step, index, code)),
             None => {
                 self.sock_open = false;
                 // The end of the channel with no failure and no exit yet:

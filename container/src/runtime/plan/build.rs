@@ -17,6 +17,7 @@ use super::mounts;
 use super::security;
 use super::step::Step;
 use crate::runtime::config::{ConfigError, ContainerConfig};
+use crate::runtime::hooks::{ChildHook, HookKind};
 use crate::runtime::nsjoin::NsKind;
 
 impl Plan {
@@ -64,11 +65,13 @@ impl Plan {
             if cfg.mounts.is_none() {
                 mounts::tmp(&mut ops)?;
             }
+            create_container_hooks(&mut ops, cfg, &root)?;
             mounts::pivot_root(&mut ops, cfg.read_only)?;
         } else {
             if cfg.read_only {
                 return Err(ConfigError::NeedsNamespace { what: "--read-only", ns: "mnt" });
             }
+            create_container_hooks(&mut ops, cfg, &root)?;
             mounts::chroot(&mut ops, &root)?;
             identity::ns_root(&mut ops, ns.user);
         }
@@ -156,7 +159,28 @@ fn process_steps(
     if let Some(fd) = host.await_start {
         ops.push((Step::AwaitStart, Op::AwaitStart(fd)));
     }
+    if let (true, Some(h)) = (first, &cfg.hooks) {
+        // A failure also goes to `start`, through the exec FIFO.
+        for hook in h.of(HookKind::StartContainer) {
+            let prepared = ChildHook::prepare(hook, &h.state, host.await_start)?;
+            ops.push((Step::StartContainerHooks, Op::Hook(Box::new(prepared))));
+        }
+    }
     ops.push((Step::Exec, Op::Exec));
+    Ok(())
+}
+
+/// The `createContainer` hooks, from the rootfs (as runc runs them): the
+/// container's namespaces and mounts, the host's root still reachable.
+fn create_container_hooks(ops: &mut Ops, cfg: &ContainerConfig, root: &std::ffi::CString) -> Result<(), ConfigError> {
+    let Some(h) = &cfg.hooks else { return Ok(()) };
+    let mut hooks = h.of(HookKind::CreateContainer).peekable();
+    if hooks.peek().is_some() {
+        ops.push((Step::CreateContainerHooks, Op::Chdir(root.clone())));
+    }
+    for hook in hooks {
+        ops.push((Step::CreateContainerHooks, Op::Hook(Box::new(ChildHook::prepare(hook, &h.state, None)?))));
+    }
     Ok(())
 }
 
@@ -349,6 +373,43 @@ mod tests {
         // Nothing of the container's world is built again.
         assert!(!exec.iter().any(|c| c.starts_with("mount") || c.starts_with("pivot_root") || c.starts_with("write")));
         assert!(!exec.iter().any(|c| c.starts_with("sethostname") || c.starts_with("unshare")));
+    }
+
+    #[test]
+    fn hooks_run_before_pivot_root_and_after_start_and_a_failure_goes_to_the_fifo() {
+        use crate::runtime::hooks::{Hook, HookKind, HookState, LifecycleHooks};
+        let hook =
+            |kind, path: &str| Hook { kind, index: 0, path: path.into(), args: vec![], env: vec![], timeout: None };
+        let mut c = cfg(Namespaces::ALL);
+        c.hooks = Some(std::sync::Arc::new(LifecycleHooks {
+            hooks: vec![hook(HookKind::CreateContainer, "/cc"), hook(HookKind::StartContainer, "/sc")],
+            state: HookState { id: "x".into(), ..Default::default() },
+            observer: None,
+        }));
+        let h = PlanHost { await_start: Some(11), ..host() };
+        let plan = Plan::build(&c, Path::new("/r"), StdioFds::default(), &[], h).unwrap();
+        let sys = Recorder::default();
+        let received = Received { host_pid: 42, ..Default::default() };
+        run_plan(&sys, &plan, received, &mut Steps::default());
+        let calls = sys.calls.into_inner();
+        let at = |prefix: &str| calls.iter().position(|x| x.starts_with(prefix)).unwrap();
+        assert!(at("chdir /r") < at("hook 0 /cc") && at("hook 0 /cc") < at("pivot_root"), "{calls:#?}");
+        assert!(at("await_start") < at("hook 0 /sc") && at("hook 0 /sc") < at("execve"), "{calls:#?}");
+        assert!(calls[at("hook 0 /cc")].contains("\"status\":\"creating\""), "{calls:#?}");
+        assert!(
+            calls[at("hook 0 /sc")].ends_with("\"status\":\"created\",\"bundle\":\"\",\"annotations\":{},\"pid\":42}"),
+            "{calls:#?}"
+        );
+        // An exec'd process runs none.
+        let exec = Plan::build_exec(&c, StdioFds::default(), h).unwrap();
+        assert!(!exec.steps().contains(&Step::StartContainerHooks));
+        // startContainer failing: reported on the FIFO's fd, the program not run.
+        let sys = Recorder { fail: Some("hook 0 /sc"), ..Default::default() };
+        let (step, _) = run_plan(&sys, &plan, received, &mut Steps::default());
+        assert_eq!(step, Step::StartContainerHooks);
+        let calls = sys.calls.into_inner();
+        assert!(calls.iter().any(|x| x.starts_with("write 11 H")), "{calls:#?}");
+        assert!(!calls.iter().any(|x| x.starts_with("execve")), "{calls:#?}");
     }
 
     #[test]

@@ -78,6 +78,15 @@ impl Sys for Recorder {
     fn await_start(&self, fd: RawFd) -> Result<(), Errno> {
         self.rec(format!("await_start {fd}"))
     }
+    fn run_hook(
+        &self,
+        h: &crate::runtime::hooks::ChildHook,
+        pid: i32,
+    ) -> Result<(), crate::runtime::hooks::HookFailure> {
+        let prefix = String::from_utf8_lossy(&h.state_prefix);
+        self.rec(format!("hook {} {} {prefix}{pid}}}", h.index, s(&h.path)))
+            .map_err(|_| crate::runtime::hooks::HookFailure::Exit(1))
+    }
     fn console(&self, socket: RawFd, bind: bool) -> Result<(), Errno> {
         self.rec(format!("console {socket} {bind}"))
     }

@@ -18,6 +18,8 @@
 //!    only allows a new proc mount while a fully visible one exists in the
 //!    mount namespace (`mount_too_revealing`), and the host's goes away with
 //!    the old root.
+//!    An OCI bundle's `createContainer` hooks run here, from the rootfs:
+//!    the container's namespaces and mounts, the host's tree still there.
 //! 6. pivot_root(".", ".") and the old root detached: the host's tree is no
 //!    longer reachable at all (chroot only moves where `/` resolves). Then
 //!    the root made read-only if asked (after the last mount into it).
@@ -25,7 +27,8 @@
 //! 8. Capabilities: bounding set and ambient set cleared down to
 //!    [`DEFAULT_CAPS`], while still root; then the user switch; then
 //!    no_new_privs, so nothing the command runs can gain privileges again.
-//! 9. Working directory, stdio, close-on-exec for every other fd, execve.
+//! 9. Working directory, stdio, (an OCI `create`: the wait for `start`, then
+//!    the `startContainer` hooks), close-on-exec for every other fd, execve.
 //!
 //! | file         | what it holds |
 //! | ------------ | ------------- |

@@ -102,6 +102,9 @@ pub enum Op {
     /// Wait for `start`: the exec FIFO behind this `O_PATH` fd opened for
     /// writing (see [`crate::runtime::sys::Sys::await_start`]).
     AwaitStart(RawFd),
+    /// A lifecycle hook run from the container's process
+    /// ([`crate::runtime::sys::Sys::run_hook`]).
+    Hook(Box<crate::runtime::hooks::ChildHook>),
     /// pivot_root(".", ".").
     PivotRoot,
     /// umount2(".", MNT_DETACH): the old root, stacked under the new one.
@@ -211,6 +214,9 @@ pub trait StepHooks {
     fn before(&mut self, step: Step, index: usize, total: usize);
     /// After the last operation of `step`.
     fn after(&mut self, step: Step);
+    /// A hook of `step` failed (before the step's failure is returned):
+    /// the index in its kind's list and [`HookFailure::encode`](crate::runtime::hooks::HookFailure::encode).
+    fn hook_failed(&mut self, _step: Step, _index: u32, _code: u32) {}
 }
 
 /// What the child received from the launcher with its go-ahead.
@@ -219,6 +225,8 @@ pub struct Received {
     /// A detached, idmapped mount of the rootfs (open_tree(2) +
     /// mount_setattr(2) in the launcher), to attach instead of a bind mount.
     pub rootfs_tree: Option<RawFd>,
+    /// The process's PID as the host sees it (the state hooks are given).
+    pub host_pid: i32,
 }
 
 impl Op {

@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn an_idmapped_tree_is_attached_instead_of_a_bind_mount() {
-        let calls = record(&plan_of(Namespaces::ALL), Received { rootfs_tree: Some(5) });
+        let calls = record(&plan_of(Namespaces::ALL), Received { rootfs_tree: Some(5), host_pid: 0 });
         assert!(position(&calls, "move_mount 5 /r") < position(&calls, "pivot_root"));
         assert!(!calls.iter().any(|c| c.starts_with("mount /r /r")), "{calls:#?}");
     }

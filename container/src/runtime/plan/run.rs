@@ -29,6 +29,21 @@ pub fn run_plan<S: Sys, H: StepHooks>(sys: &S, plan: &Plan, received: Received, 
             hooks.before(*step, index, total);
             current = Some(*step);
         }
+        if let Op::Hook(h) = op {
+            if let Err(failure) = sys.run_hook(h, received.host_pid) {
+                let code = failure.encode();
+                hooks.hook_failed(*step, h.index, code);
+                if let Some(fd) = h.report {
+                    let mut report = [0u8; 9];
+                    report[0] = crate::runtime::hooks::FIFO_FAILURE;
+                    report[1..5].copy_from_slice(&h.index.to_ne_bytes());
+                    report[5..9].copy_from_slice(&code.to_ne_bytes());
+                    let _ = sys.write_fd(fd, &report);
+                }
+                return (*step, Errno::ECANCELED);
+            }
+            continue;
+        }
         if let Err(e) = run_op(sys, plan, received, op) {
             return (*step, e);
         }
@@ -68,6 +83,8 @@ fn run_op<S: Sys>(sys: &S, plan: &Plan, received: Received, op: &Op) -> Result<(
         Op::Symlink { target, link } => sys.symlink(target, link),
         Op::Chdir(p) => sys.chdir(p),
         Op::AwaitStart(fd) => sys.await_start(*fd),
+        // Run by run_plan itself (its failure is reported apart).
+        Op::Hook(_) => Ok(()),
         Op::Console { socket, bind_console } => sys.console(*socket, *bind_console),
         Op::WriteFile { path, value } => sys.write_file(path, value.as_bytes()),
         Op::PivotRoot => sys.pivot_root(dot, dot),

@@ -50,6 +50,10 @@ pub enum Step {
     Console,
     /// setrlimit.
     Rlimits,
+    /// The `createContainer` hooks: in the container's namespaces, before pivot_root.
+    CreateContainerHooks,
+    /// The `startContainer` hooks: after `start`, before execve.
+    StartContainerHooks,
     /// Capabilities dropped.
     Capabilities,
     /// setgid/setuid.
@@ -75,7 +79,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 31] = [
+    pub const ALL: [Step; 33] = [
         Step::Clone,
         Step::UserMaps,
         Step::Cgroup,
@@ -92,6 +96,7 @@ impl Step {
         Step::ProcMasks,
         Step::Tmp,
         Step::Sysctl,
+        Step::CreateContainerHooks,
         Step::ReadOnly,
         Step::Hostname,
         Step::Loopback,
@@ -104,6 +109,7 @@ impl Step {
         Step::Workdir,
         Step::Stdio,
         Step::AwaitStart,
+        Step::StartContainerHooks,
         Step::Exec,
         Step::Ready,
         Step::Exit,
@@ -145,6 +151,8 @@ impl Step {
             Step::Workdir => "workdir",
             Step::Stdio => "stdio",
             Step::AwaitStart => "await_start",
+            Step::CreateContainerHooks => "create_container_hooks",
+            Step::StartContainerHooks => "start_container_hooks",
             Step::Exec => "exec",
             Step::Ready => "ready",
             Step::Exit => "exit",
