@@ -398,3 +398,31 @@ fn wait_for_file(path: &Path, text: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// `create` of a container in a user namespace of its own: its process is
+/// an unprivileged host uid, and still waits for `start` and then runs.
+#[test]
+fn a_container_in_its_own_user_namespace_is_created_then_started() {
+    let Some(lab) = Lab::new("a_container_in_its_own_user_namespace_is_created_then_started") else { return };
+    let bundle = lab.bundle("usercreate", &["sleep", "60"], |c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] == "/proc" || m["destination"] == "/dev");
+        c["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+        let m = serde_json::json!([{"containerID": 0, "hostID": 231072, "size": 65536}]);
+        c["linux"]["uidMappings"] = m.clone();
+        c["linux"]["gidMappings"] = m;
+    });
+    let o = lab.oci(&["create", "--bundle", bundle.to_str().unwrap(), "uc"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let state: serde_json::Value = serde_json::from_slice(&lab.oci(&["state", "uc"]).stdout).unwrap();
+    assert_eq!(state["status"], "created", "{state}");
+    let pid = lab.pid("uc");
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert_eq!(uid_map.split_whitespace().collect::<Vec<_>>(), ["0", "231072", "65536"]);
+    let o = lab.oci(&["start", "uc"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let state: serde_json::Value = serde_json::from_slice(&lab.oci(&["state", "uc"]).stdout).unwrap();
+    assert_eq!(state["status"], "running", "{state}");
+    assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap().trim(), "sleep");
+    assert!(lab.oci(&["delete", "--force", "uc"]).status.success());
+}

@@ -581,6 +581,14 @@ fn create(
         let fifo = root.join(id).join("exec.fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .with_context(|| format!("cannot make {}", fifo.display()))?;
+        // Writable by anyone (after the umask), as runc makes it: in a user
+        // namespace the container's process is an unprivileged host uid,
+        // which must still open it to wait for `start`. Only `start`
+        // (root) reads it, and the container never sees the path: its
+        // process reaches it through an fd opened before clone and closed
+        // before execve.
+        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .with_context(|| format!("cannot make {} writable for the container's process", fifo.display()))?;
         let mut cfg = b.config.clone();
         cfg.preserve_fds = preserve_fds;
         cfg.stdio = Stdio::Inherit;
