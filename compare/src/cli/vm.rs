@@ -47,6 +47,10 @@ pub enum VmCommand {
     ///   virtlab vm restore /tmp/snap -- cpu 1000000
     ///   virtlab vm run --rootfs DIR --snapshot-at init --snapshot /tmp/lx
     ///   virtlab vm restore /tmp/lx -e X=1 -w /tmp -- sh -c 'echo $X; pwd'
+    /// A Linux snapshot at `warm` holds the workload's process, waiting:
+    /// it takes workload modes only (the fastest restore to ready):
+    ///   virtlab vm run --kernel LINUX --snapshot-at warm --snapshot /tmp/lw
+    ///   virtlab vm restore /tmp/lw -- cpu 1000000
     /// A snapshot taken at a time (--snapshot-at 5ms) resumes mid-run,
     /// where the guest was, and takes no arguments: its workload has read
     /// them already.
@@ -186,7 +190,10 @@ pub struct VmRunArgs {
     /// Pause the guest at this point and save it (with --snapshot): the
     /// minikernel at `ready` ("kernel ready", before the workload starts);
     /// a Linux guest at `init` or `ready` (its init has started, before it
-    /// reads its command); either at a time (5ms, 500ms, 2s) after its
+    /// reads its command: a restore runs any command) or at `warm` (the
+    /// workload's process started and waiting for its arguments: a restore
+    /// runs only the workload's modes, with no fork or exec left in the
+    /// guest, the fastest restore); either at a time (5ms, 500ms, 2s) after its
     /// first instruction, mid-boot or mid-run, wherever it is then. A guest
     /// that stops before the point is an error, and no snapshot is left.
     #[arg(long, value_name = "POINT", value_parser = SnapshotAt::parse, requires = "snapshot")]

@@ -435,3 +435,39 @@ pub fn inspect(dir: &Path) -> Result<Inspection, SnapshotError> {
         manifest,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_points_by_name() {
+        for at in [SnapshotAt::Ready, SnapshotAt::Init, SnapshotAt::Warm, SnapshotAt::After(Duration::from_millis(20))]
+        {
+            assert_eq!(SnapshotAt::parse(&at.name()), Ok(at));
+        }
+        let e = SnapshotAt::parse("hot").unwrap_err();
+        assert!(e.contains("`warm`"), "{e}");
+        assert!(!SnapshotAt::Warm.is_time());
+    }
+
+    #[test]
+    fn a_warm_snapshot_takes_only_the_workload() {
+        let workload = crate::linux::initramfs::WORKLOAD_PATH.to_string();
+        let ok =
+            |args: &[&str]| RestoreConfig { args: args.iter().map(|a| a.to_string()).collect(), ..Default::default() };
+        check_request(GuestKind::Linux, "warm", &ok(&[])).expect("no command: the workload's default mode");
+        check_request(GuestKind::Linux, "warm", &ok(&[&workload, "cpu", "1000"])).expect("a workload mode");
+        let e = check_request(GuestKind::Linux, "warm", &ok(&["/bin/sh", "-c", "true"])).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("\"/bin/sh\"") && text.contains("--snapshot-at init"), "{text}");
+        let with_env = RestoreConfig { env: vec!["X=1".into()], ..ok(&[&workload, "ready"]) };
+        let text = check_request(GuestKind::Linux, "warm", &with_env).unwrap_err().to_string();
+        assert!(text.contains("-e, -w") && text.contains("--snapshot-at init"), "{text}");
+        let long = "9".repeat(WARM_COMMAND_MAX);
+        let text = check_request(GuestKind::Linux, "warm", &ok(&[&workload, "cpu", &long])).unwrap_err().to_string();
+        assert!(text.contains("4096 bytes"), "{text}");
+        // An `init` snapshot takes any command.
+        check_request(GuestKind::Linux, "init", &ok(&["/bin/sh", "-c", "true"])).expect("any command");
+    }
+}
