@@ -25,7 +25,8 @@
 //!                    command port 0x506 and run that mode in this process
 //!                    (see `warm` below). The ports are the ones virtlab's
 //!                    init opened with ioperm(2), inherited through fork and
-//!                    execve; anywhere else the first `in` faults (SIGSEGV).
+//!                    execve; anywhere else its first port access faults
+//!                    (SIGSEGV) before it prints anything.
 
 #![no_std]
 #![no_main]
@@ -325,7 +326,9 @@ fn touch_image() {
     let mut p = start & !(PAGE - 1);
     while p < end {
         // SAFETY: every page from the ELF header to _end is mapped
-        // readable (the loaded segments, and the zeroed data after them).
+        // readable: the linker lays the loaded segments out on consecutive
+        // pages (each starts in the page after the previous one ends), the
+        // last with its zeroed data.
         unsafe { core::ptr::read_volatile(p as *const u8) };
         p += PAGE;
     }
