@@ -304,7 +304,9 @@ fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
     let linux = manifest.as_ref().is_some_and(|m| m.guest == virtlab_vmm::snapshot::GuestKind::Linux);
     // A Linux guest saved at a time may be mid-boot: the rest of its boot
     // gets a boot's default timeout.
-    let timed = manifest.is_some_and(|m| SnapshotAt::parse(&m.taken_at).is_ok_and(|at| at.is_time()));
+    let taken_at = manifest.as_ref().and_then(|m| SnapshotAt::parse(&m.taken_at).ok());
+    let timed = taken_at.is_some_and(|at| at.is_time());
+    let warm = taken_at == Some(SnapshotAt::Warm);
     let mid_boot = linux && timed;
     let words = if linux && args.args.first().is_some_and(|w| is_builtin_mode(w)) {
         std::iter::once(virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string()).chain(args.args.clone()).collect()
@@ -345,6 +347,13 @@ fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
              the\n     guest touches it, copied only when it writes), its registers and its devices; set back, the \
              vCPU\n     simply ran on from where it was paused."
         );
+        if warm {
+            eprintln!(
+                "     No process started either: the workload's process was in the snapshot (taken at `warm`), \
+                 waiting;\n     it read its arguments from the command port itself (user-mode `in`s, no guest \
+                 kernel code)."
+            );
+        }
     }
     Ok(report.exit_status.clamp(0, 255) as u8)
 }
