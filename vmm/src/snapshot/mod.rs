@@ -146,7 +146,9 @@ pub struct SnapshotRequest {
 #[derive(Debug, Clone)]
 pub struct RestoreConfig {
     /// The workload's arguments (argv[1..]); empty: the snapshot's own.
-    /// A Linux snapshot: the program and its arguments. A snapshot taken
+    /// A Linux snapshot: the program and its arguments (a `warm` one: only
+    /// the workload, [`crate::linux::initramfs::WORKLOAD_PATH`], and its
+    /// mode). A snapshot taken
     /// at a time (mid-run) takes none: its workload has read its own.
     pub args: Vec<String>,
     /// Linux `ready`/`init` snapshots: the program's environment
