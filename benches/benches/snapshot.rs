@@ -3,10 +3,13 @@
 //! timing). Both measure the report's own clock, from the first host step
 //! to the ready marker on the console. A second group runs a `cpu` loop to
 //! its exit, cold and resumed from a snapshot taken 10 ms into it
-//! (`--snapshot-at 10ms`). A third restores a Linux guest from a snapshot
-//! of its init, beside the time of the one cold boot that took it. Run
-//! with `cargo bench --bench snapshot`. Without /dev/kvm (or, for Linux, a
-//! guest kernel) these benchmarks say so and measure nothing.
+//! (`--snapshot-at 10ms`). A third restores a Linux guest to its ready
+//! line from an `init` snapshot (the init forks and execs the workload)
+//! and from a `warm` one (the workload's process is already there), two
+//! boots taken once outside the timing; without a Linux guest kernel
+//! (`scripts/guest-kernel.sh`) it says so and is left out. Run with
+//! `cargo bench --bench snapshot`. Without /dev/kvm these benchmarks say so
+//! and measure nothing.
 
 use std::time::Duration;
 
@@ -99,60 +102,62 @@ fn cold_vs_mid_run_restore(c: &mut Criterion) {
     g.finish();
 }
 
-/// A Linux guest from launch to the workload's ready line: one cold boot
-/// (it takes seconds to minutes on a nested host, too long to repeat: its
-/// time is printed beside the group), which saves a snapshot at the init,
-/// then restores of that snapshot with the workload's `ready` command.
-/// Needs a guest kernel (`scripts/guest-kernel.sh`; `VIRTLAB_GUEST_KERNEL`).
-fn linux_restore(c: &mut Criterion) {
-    use virtlab_vmm::linux::initramfs::WORKLOAD_PATH;
-    use virtlab_vmm::linux::{provision, InitrdSource, LinuxConfig};
+fn linux_init_vs_warm_restore(c: &mut Criterion) {
+    use virtlab_vmm::linux::{initramfs::WORKLOAD_PATH, provision, InitrdSource, LinuxConfig};
     if !kvm_available() {
         return;
     }
-    let kernel = match provision::locate(None) {
+    let kernel = match provision::test_kernel(&[provision::Origin::Minimal, provision::Origin::Explicit]) {
         Ok(k) => k.path,
-        Err(e) => {
-            eprintln!("Linux snapshot bench skipped: {e}");
+        Err(why) => {
+            eprintln!("the Linux snapshot bench is skipped: {why}");
             return;
         }
     };
     let tmp = tempfile::tempdir().expect("a temporary directory");
-    let dir = tmp.path().join("linux");
-    let program = vec![WORKLOAD_PATH.to_string(), "ready".to_string()];
-    let config = LinuxConfig {
-        kernel,
-        initrd: InitrdSource::Build { rootfs: None },
-        workload: Vec::new(),
-        program: program.clone(),
-        env: Vec::new(),
-        workdir: None,
-        extra_cmdline: None,
-        mem_size: 128 << 20,
-        timeout: Some(Duration::from_secs(600)),
-        interactive: false,
-        snapshot: Some(SnapshotRequest { at: SnapshotAt::Init, dir: dir.clone() }),
-        seccomp: true,
+    let mut dirs = Vec::new();
+    for at in [SnapshotAt::Init, SnapshotAt::Warm] {
+        let dir = tmp.path().join(at.name());
+        let config = LinuxConfig {
+            kernel: kernel.clone(),
+            initrd: InitrdSource::Build { rootfs: None },
+            workload: Vec::new(),
+            program: vec![WORKLOAD_PATH.into(), "ready".into()],
+            env: Vec::new(),
+            workdir: None,
+            extra_cmdline: None,
+            mem_size: 128 << 20,
+            timeout: Some(Duration::from_secs(600)),
+            interactive: false,
+            snapshot: Some(SnapshotRequest { at, dir: dir.clone() }),
+            seccomp: true,
+        };
+        let r = virtlab_vmm::run_linux(&config, ConsoleSink::Discard, &mut Quiet).expect("the Linux guest boots");
+        assert!(r.run.snapshot.is_some(), "the {} snapshot is taken", at.name());
+        dirs.push((at.name(), dir));
+    }
+    let restore = RestoreConfig {
+        args: vec![WORKLOAD_PATH.into(), "ready".into()],
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
     };
-    let cold = virtlab_vmm::run_linux(&config, ConsoleSink::Discard, &mut Quiet).expect("the Linux guest boots");
-    let cold_ready = to_ready(&cold.run);
-    eprintln!("Linux cold boot to workload ready (one boot, saving the snapshot at its init): {cold_ready:?}");
-    let restore = RestoreConfig { args: program, timeout: Some(Duration::from_secs(60)), ..Default::default() };
-
-    let mut g = c.benchmark_group("Linux guest: launch to workload ready");
+    let mut g = c.benchmark_group("linux: restore to workload ready");
     g.sample_size(10);
-    g.measurement_time(Duration::from_secs(10));
-    g.bench_function("restore from an init snapshot", |b| {
-        b.iter_custom(|n| {
-            (0..n)
-                .map(|_| {
-                    to_ready(&snapshot::restore(&dir, &restore, ConsoleSink::Discard, &mut Quiet).expect("it restores"))
-                })
-                .sum()
-        })
-    });
+    for (name, dir) in &dirs {
+        g.bench_function(format!("{name} snapshot"), |b| {
+            b.iter_custom(|n| {
+                (0..n)
+                    .map(|_| {
+                        to_ready(
+                            &snapshot::restore(dir, &restore, ConsoleSink::Discard, &mut Quiet).expect("it restores"),
+                        )
+                    })
+                    .sum()
+            })
+        });
+    }
     g.finish();
 }
 
-criterion_group!(benches, cold_vs_restore, cold_vs_mid_run_restore, linux_restore);
+criterion_group!(benches, cold_vs_restore, cold_vs_mid_run_restore, linux_init_vs_warm_restore);
 criterion_main!(benches);

@@ -214,7 +214,8 @@ fn vm_sample(workload: &Workload, ctx: &Context, r: &virtlab_vmm::RunReport, wha
 }
 
 /// A VM from a snapshot: the minikernel's (paused at kernel ready, pv
-/// console) or the Linux guest's (paused at its init), each taken once per
+/// console) or the Linux guest's (a warm one: the workload's process
+/// already started and waiting for its arguments), each taken once per
 /// comparison before its first restore; only the restore is timed (the
 /// report's own clock, from reading the snapshot to the ready line).
 fn launch_restore(workload: &Workload, ctx: &Context, linux: bool) -> Result<Sample, String> {
@@ -223,7 +224,7 @@ fn launch_restore(workload: &Workload, ctx: &Context, linux: bool) -> Result<Sam
     let dir = if linux {
         ctx.snapshots.linux(|dir| {
             let mut c = linux_config(ctx, vec![WORKLOAD_PATH.to_string(), "ready".to_string()])?;
-            c.snapshot = Some(SnapshotRequest { at: SnapshotAt::Init, dir: dir.to_path_buf() });
+            c.snapshot = Some(SnapshotRequest { at: SnapshotAt::Warm, dir: dir.to_path_buf() });
             virtlab_vmm::run_linux(&c, ConsoleSink::Discard, &mut Quiet).map(drop).map_err(|e| format!("{e:#}"))
         })?
     } else {

@@ -35,8 +35,9 @@ pub enum Env {
     /// Our VMM restoring a minikernel snapshot (taken once per comparison,
     /// outside the timing) with the workload's arguments.
     VmMiniRestore,
-    /// Our VMM restoring a Linux snapshot taken at its init (once per
-    /// comparison, outside the timing), the command handed to the init.
+    /// Our VMM restoring a warm Linux snapshot (taken once per comparison,
+    /// outside the timing): the workload's process already started and
+    /// waiting, its arguments handed over on the command port.
     VmLinuxRestore,
     /// Peer: QEMU microvm with KVM, the same minikernel (PVH) and workload.
     QemuMicrovm,
@@ -126,8 +127,8 @@ impl Env {
                 "virtlab VMM restoring a minikernel snapshot (paused at kernel ready, taken once outside the timing)"
             }
             Env::VmLinuxRestore => {
-                "virtlab VMM restoring a Linux snapshot (paused at its init, taken once outside the timing); the \
-                 command goes to the init on the command port"
+                "virtlab VMM restoring a warm Linux snapshot (the workload's process started and waiting, taken \
+                 once outside the timing); its arguments go to it on the command port: no fork or exec in the guest"
             }
             Env::QemuMicrovm => "QEMU microvm + KVM booting the same minikernel (PVH)",
             Env::QemuTcg => "QEMU microvm under software emulation (TCG), same minikernel",

@@ -140,6 +140,8 @@ fn main(argc: usize, argv: *const *const u8) -> ! {
     // SAFETY: ioperm takes plain integers.
     // 0x501-0x509: the exit port (a 32-bit `out`), the boot timer, and the
     // command port (a 32-bit `in` at 0x506 needs 0x506-0x509 allowed).
+    // The child inherits the grant and keeps it across execve: the
+    // workload's `warm` mode reads the command port itself.
     let ports = unsafe { syscall6(SYS_IOPERM, u64::from(PORT_EXIT), 9, 1, 0, 0, 0) as i64 } == 0;
     if ports {
         outb(PORT_BOOT_TIMER, MARKER_USER_SPACE);

@@ -61,11 +61,11 @@ const NARRATION: Narration = Narration {
 pub fn run(config: &VmConfig, sink: ConsoleSink, observer: &mut dyn Observer) -> Result<RunReport, VmError> {
     check_mem_size(config.mem_size)?;
     if let Some(req) = &config.snapshot {
-        if req.at == SnapshotAt::Init {
+        if matches!(req.at, SnapshotAt::Init | SnapshotAt::Warm) {
             return Err(VmError::Snapshot(Box::new(SnapshotError::Point(
                 req.at.name(),
-                "the minikernel has no init: it pauses at `ready` (kernel ready, before the workload starts) or at \
-                 a time such as 5ms (mid-run)",
+                "the minikernel has no init and no warm workload process (those are Linux guests' points): it \
+                 pauses at `ready` (kernel ready, before the workload starts) or at a time such as 5ms (mid-run)",
             ))));
         }
     }

@@ -228,6 +228,88 @@ fn a_linux_guest_is_saved_at_its_init_and_restored_without_a_boot() {
     }
 }
 
+/// A warm snapshot: the workload's process is started (its `warm` mode)
+/// before the save, so a restore hands it its arguments and it runs them
+/// in place; anything but the workload is refused.
+#[test]
+fn a_warm_linux_snapshot_runs_the_workload_s_modes_in_its_waiting_process() {
+    let name = "a_warm_linux_snapshot_runs_the_workload_s_modes_in_its_waiting_process";
+    if !common::kvm_or_skip(name) {
+        return;
+    }
+    let Some(kernel) = provision::test_kernel_or_skip(name, &[provision::Origin::Minimal, provision::Origin::Explicit])
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("warm");
+
+    // Another program, or a mode the boot would not run: refused before
+    // the guest runs, nothing left behind.
+    for program in [&["/bin/sh", "-c", "true"][..], &["/virtlab/workload", "cpu", "1000"]] {
+        let mut c = config(kernel.clone(), program);
+        c.snapshot = Some(SnapshotRequest { at: SnapshotAt::Warm, dir: dir.clone() });
+        let e = err(&c);
+        assert!(e.contains("--snapshot-at warm"), "{e}");
+        assert!(!dir.exists(), "nothing left behind");
+    }
+
+    let mut c = config(kernel, &[]);
+    c.timeout = Some(Duration::from_secs(420));
+    c.snapshot = Some(SnapshotRequest { at: SnapshotAt::Warm, dir: dir.clone() });
+    let r = run_linux(&c, ConsoleSink::Capture, &mut Quiet).unwrap();
+    let out = r.run.output.clone().unwrap_or_default();
+    assert_eq!(r.run.stop, GuestStop::Exited(0), "{}\n{out}", r.summary());
+    assert!(out.contains("virtlab.result mode=ready "), "the boot goes on to `ready` after the save:\n{out}");
+    let saved = r.run.snapshot.expect("the workload marked itself warm, so the snapshot was saved");
+    eprintln!("warm snapshot: {} KiB of data", saved.memory_data_bytes >> 10);
+    assert_eq!(snapshot::inspect(&dir).unwrap().manifest.taken_at, "warm");
+
+    let restore = |args: &[&str]| {
+        let config = RestoreConfig {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        };
+        snapshot::restore(&dir, &config, ConsoleSink::Capture, &mut Quiet)
+    };
+    let back = restore(&["/virtlab/workload", "ready"]).unwrap();
+    let out = back.output.clone().unwrap_or_default();
+    assert_eq!(back.stop, GuestStop::Exited(0), "{}\n{out}", back.summary);
+    assert!(out.contains("virtlab.ready pid=") && out.contains("virtlab.result mode=ready "), "output:\n{out}");
+    assert!(back.at(Step::KernelReady).is_none(), "no boot");
+    let first = out;
+    eprintln!("warm restore: workload ready after {:.1} ms", back.at(Step::WorkloadReady).unwrap_or(0.0) / 1e3);
+
+    let back = restore(&["/virtlab/workload", "cpu", "1000"]).unwrap();
+    let out = back.output.clone().unwrap_or_default();
+    assert_eq!(back.stop, GuestStop::Exited(0), "{}\n{out}", back.summary);
+    assert!(out.contains("virtlab.result mode=cpu n=1000 "), "output:\n{out}");
+    // The same process each time (the snapshot's): its pid is the saved one.
+    let pid = |o: &str| {
+        o.lines()
+            .find_map(|l| l.strip_prefix("virtlab.ready pid="))
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+    };
+    assert_eq!(pid(&out), pid(&first), "the same process:\n{first}\n{out}");
+
+    // The workload's own exit status passes through (a bad mode: its usage, 2).
+    let back = restore(&["/virtlab/workload", "nonsense"]).unwrap();
+    assert_eq!(back.exit_status, 2, "{:?}", back.output);
+    assert!(back.output.unwrap_or_default().contains("usage: virtlab-workload"));
+
+    // Any other program, or an environment: refused, naming `init`.
+    let e = restore(&["/bin/sh", "-c", "true"]).unwrap_err().to_string();
+    assert!(e.contains("--snapshot-at init") && e.contains("/bin/sh"), "{e}");
+    let config = RestoreConfig {
+        args: vec!["/virtlab/workload".into(), "ready".into()],
+        env: vec!["X=1".into()],
+        ..Default::default()
+    };
+    let e = snapshot::restore(&dir, &config, ConsoleSink::Discard, &mut Quiet).unwrap_err().to_string();
+    assert!(e.contains("-e, -w") && e.contains("--snapshot-at init"), "{e}");
+}
+
 /// A root file system of busybox alone (`/bin/busybox`, `/bin/sh`), or
 /// None after a loud skip (a failure under VIRTLAB_REQUIRE_ROOT=1, as the
 /// other busybox tests).

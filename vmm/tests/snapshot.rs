@@ -237,3 +237,23 @@ fn a_minikernel_snapshot_takes_no_environment_or_directory() {
         assert!(e.to_string().contains("minikernel") && e.to_string().contains("-e, -w"), "{e}");
     }
 }
+
+#[test]
+fn the_minikernel_refuses_a_warm_snapshot_and_leaves_nothing() {
+    if !kvm_or_skip("the_minikernel_refuses_a_warm_snapshot_and_leaves_nothing") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("warm");
+    let mut c = VmConfig::builtin_workload(&["ready"]);
+    c.snapshot = Some(SnapshotRequest { at: SnapshotAt::parse("warm").unwrap(), dir: dir.clone() });
+    let e = run(&c, ConsoleSink::Discard, &mut Quiet).unwrap_err();
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(x) = src {
+        text += &format!(": {x}");
+        src = x.source();
+    }
+    assert!(text.contains("--snapshot-at warm") && text.contains("minikernel") && text.contains("`ready`"), "{text}");
+    assert!(!dir.exists(), "nothing left behind");
+}

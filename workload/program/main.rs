@@ -19,6 +19,14 @@
 //!   fault KIND       misbehave on purpose: pf (bad address), ud (invalid
 //!                    instruction), gp (privileged instruction)
 //!   spin             loop forever (for timeouts)
+//!   warm             virtlab's Linux guests only: get ready, tell the VMM
+//!                    (boot-timer port 0x505, marker 3), which saves a warm
+//!                    snapshot there, then take the real arguments from the
+//!                    command port 0x506 and run that mode in this process
+//!                    (see `warm` below). The ports are the ones virtlab's
+//!                    init opened with ioperm(2), inherited through fork and
+//!                    execve; anywhere else its first port access faults
+//!                    (SIGSEGV) before it prints anything.
 
 #![no_std]
 #![no_main]
@@ -61,8 +69,14 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
 
 fn run(args: &Args) -> i32 {
     let mode = args.get(1).unwrap_or(b"ready");
-    let arg = args.get(2);
-    let pid = getpid();
+    if mode == b"warm" {
+        return warm();
+    }
+    run_mode(getpid(), mode, args.get(2))
+}
+
+/// Prints the ready line, then runs `mode` with its argument.
+fn run_mode(pid: u64, mode: &[u8], arg: Option<&[u8]>) -> i32 {
     let mut out = Line::new();
     out.push(b"virtlab.ready pid=").num(pid).push(b" t_ns=").num(now_ns()).push(b"\n");
     out.flush(1);
@@ -87,7 +101,7 @@ fn run(args: &Args) -> i32 {
 
 fn usage() -> i32 {
     let mut l = Line::new();
-    l.push(b"usage: virtlab-workload [ready | cpu N | syscall N | mem MIB | io KIB | fault pf|ud|gp | spin]\n");
+    l.push(b"usage: virtlab-workload [ready | cpu N | syscall N | mem MIB | io KIB | fault pf|ud|gp | spin | warm]\n");
     l.flush(2);
     2
 }
@@ -214,6 +228,142 @@ fn fault(kind: &[u8]) -> i32 {
         }
     }
     1
+}
+
+/// The boot-timer port and the mark that says "the workload is warm".
+const PORT_BOOT_TIMER: u16 = 0x505;
+const MARKER_WARM: u8 = 3;
+/// The command port: a 32-bit `in` gives the command's length, then one
+/// 8-bit `in` per byte gives it, in the format of virtlab's command file
+/// (`vmm/guest-init/command.rs`: magic, directory, environment, an empty
+/// field, then argv, each field ended by a NUL).
+const PORT_COMMAND: u16 = 0x506;
+const COMMAND_MAGIC: &[u8] = b"virtlab-exec/1";
+/// The longest command a warm workload takes (the VMM refuses longer ones).
+const WARM_COMMAND_MAX: usize = 4096;
+/// How much stack the modes may use after the restore without a page fault.
+const WARM_STACK: usize = 64 << 10;
+
+/// The command, read after the restore (a static, so its pages can be
+/// touched before the snapshot).
+static mut COMMAND: [u8; WARM_COMMAND_MAX] = [0; WARM_COMMAND_MAX];
+
+/// The `warm` mode: everything that needs the guest kernel is done before
+/// the VMM saves the snapshot (the process exists, its pid is known, its
+/// code, data and stack pages are mapped), so that what is left after a
+/// restore is plain user-mode code and the mode's own system calls (the
+/// ready line's clock_gettime and write). Guest kernel code is the slow
+/// part of a VM on a nested host; user-mode code and port I/O are not.
+fn warm() -> i32 {
+    let pid = getpid();
+    touch_image();
+    touch_stack();
+    // SAFETY: the program is single-threaded and nothing else refers to
+    // COMMAND; writing each page makes it this process's own (no
+    // copy-on-write fault left for after the restore).
+    let command: &'static mut [u8; WARM_COMMAND_MAX] = unsafe { &mut *(&raw mut COMMAND) };
+    for p in (0..WARM_COMMAND_MAX).step_by(PAGE) {
+        // SAFETY: p is inside the buffer.
+        unsafe { core::ptr::write_volatile(command.as_mut_ptr().add(p), 0) };
+    }
+    // The VMM pauses the guest on this `out` and saves it; a restore
+    // resumes at the next instruction. (Without a snapshot, the boot just
+    // goes on.)
+    outb(PORT_BOOT_TIMER, MARKER_WARM);
+    let len = inl(PORT_COMMAND) as usize;
+    if len == 0 {
+        // No command (the boot that took the snapshot, or a restore with
+        // no arguments): the default mode.
+        return run_mode(pid, b"ready", None);
+    }
+    if len > WARM_COMMAND_MAX {
+        return warm_error(b"the command is longer than 4096 bytes");
+    }
+    for b in command[..len].iter_mut() {
+        *b = inb(PORT_COMMAND);
+    }
+    if command[len - 1] != 0 {
+        return warm_error(b"the command's last field has no NUL");
+    }
+    // magic, directory, environment up to an empty field, then argv.
+    let mut fields = command[..len - 1].split(|&b| b == 0);
+    if fields.next() != Some(COMMAND_MAGIC) {
+        return warm_error(b"the command does not start with virtlab-exec/1");
+    }
+    let _workdir = fields.next();
+    for entry in fields.by_ref() {
+        if entry.is_empty() {
+            break;
+        }
+    }
+    let _program = fields.next();
+    run_mode(pid, fields.next().unwrap_or(b"ready"), fields.next())
+}
+
+fn warm_error(what: &[u8]) -> i32 {
+    let mut l = Line::new();
+    l.push(b"virtlab.error mode=warm ").push(what).push(b"\n");
+    l.flush(2);
+    2
+}
+
+extern "C" {
+    /// The ELF header, the first byte the program's image maps (defined by
+    /// the linker).
+    static __ehdr_start: u8;
+    /// The first byte after the image, its zeroed data included (defined
+    /// by the linker).
+    static _end: u8;
+}
+
+/// Reads one byte of every page of the program's image, so its code and
+/// data are mapped before the snapshot. (Data pages written later still
+/// take one copy-on-write fault each; the modes write only the stack and
+/// COMMAND.)
+fn touch_image() {
+    // Only the addresses of the linker's symbols are taken (no read).
+    let (start, end) = (&raw const __ehdr_start as usize, &raw const _end as usize);
+    let mut p = start & !(PAGE - 1);
+    while p < end {
+        // SAFETY: every page from the ELF header to _end is mapped
+        // readable: the linker lays the loaded segments out on consecutive
+        // pages (each starts in the page after the previous one ends), the
+        // last with its zeroed data.
+        unsafe { core::ptr::read_volatile(p as *const u8) };
+        p += PAGE;
+    }
+}
+
+/// Writes WARM_STACK bytes of stack below this frame, so the modes' stack
+/// pages exist before the snapshot.
+#[inline(never)]
+fn touch_stack() {
+    let mut area = [0u8; WARM_STACK];
+    for p in (0..WARM_STACK).step_by(PAGE) {
+        // SAFETY: p is inside the local array.
+        unsafe { core::ptr::write_volatile(area.as_mut_ptr().add(p), 1) };
+    }
+    core::hint::black_box(&mut area);
+}
+
+fn outb(port: u16, v: u8) {
+    // SAFETY: an `out` to the VMM's port changes no memory of this
+    // process; without the ioperm grant it faults (SIGSEGV), nothing else.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nostack, nomem)) };
+}
+
+fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: as for outb; `in` only writes eax.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nostack, nomem)) };
+    v
+}
+
+fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: as for inl.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nostack, nomem)) };
+    v
 }
 
 fn getpid() -> u64 {

@@ -65,3 +65,14 @@ fn faults_are_real_faults() {
 fn libc_sigsegv() -> i32 {
     11
 }
+
+/// `warm` talks to virtlab's VMM through I/O ports its guest init opened;
+/// a process without that grant (here, natively) faults at its first
+/// `out`, before it prints or does anything else.
+#[test]
+fn warm_outside_a_virtlab_guest_faults_at_its_first_port_access() {
+    use std::os::unix::process::ExitStatusExt;
+    let out = Command::new(materialize().unwrap()).arg("warm").output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc_sigsegv()), "{out:?}");
+    assert!(out.stdout.is_empty(), "nothing printed: {out:?}");
+}

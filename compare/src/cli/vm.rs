@@ -47,6 +47,10 @@ pub enum VmCommand {
     ///   virtlab vm restore /tmp/snap -- cpu 1000000
     ///   virtlab vm run --rootfs DIR --snapshot-at init --snapshot /tmp/lx
     ///   virtlab vm restore /tmp/lx -e X=1 -w /tmp -- sh -c 'echo $X; pwd'
+    /// A Linux snapshot at `warm` holds the workload's process, waiting:
+    /// it takes workload modes only (the fastest restore to ready):
+    ///   virtlab vm run --kernel LINUX --snapshot-at warm --snapshot /tmp/lw
+    ///   virtlab vm restore /tmp/lw -- cpu 1000000
     /// A snapshot taken at a time (--snapshot-at 5ms) resumes mid-run,
     /// where the guest was, and takes no arguments: its workload has read
     /// them already.
@@ -186,7 +190,10 @@ pub struct VmRunArgs {
     /// Pause the guest at this point and save it (with --snapshot): the
     /// minikernel at `ready` ("kernel ready", before the workload starts);
     /// a Linux guest at `init` or `ready` (its init has started, before it
-    /// reads its command); either at a time (5ms, 500ms, 2s) after its
+    /// reads its command: a restore runs any command) or at `warm` (the
+    /// workload's process started and waiting for its arguments: a restore
+    /// runs only the workload's modes, with no fork or exec left in the
+    /// guest, the fastest restore); either at a time (5ms, 500ms, 2s) after its
     /// first instruction, mid-boot or mid-run, wherever it is then. A guest
     /// that stops before the point is an error, and no snapshot is left.
     #[arg(long, value_name = "POINT", value_parser = SnapshotAt::parse, requires = "snapshot")]
@@ -297,7 +304,9 @@ fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
     let linux = manifest.as_ref().is_some_and(|m| m.guest == virtlab_vmm::snapshot::GuestKind::Linux);
     // A Linux guest saved at a time may be mid-boot: the rest of its boot
     // gets a boot's default timeout.
-    let timed = manifest.is_some_and(|m| SnapshotAt::parse(&m.taken_at).is_ok_and(|at| at.is_time()));
+    let taken_at = manifest.as_ref().and_then(|m| SnapshotAt::parse(&m.taken_at).ok());
+    let timed = taken_at.is_some_and(|at| at.is_time());
+    let warm = taken_at == Some(SnapshotAt::Warm);
     let mid_boot = linux && timed;
     let words = if linux && args.args.first().is_some_and(|w| is_builtin_mode(w)) {
         std::iter::once(virtlab_vmm::linux::initramfs::WORKLOAD_PATH.to_string()).chain(args.args.clone()).collect()
@@ -344,6 +353,13 @@ fn vm_restore(args: VmRestoreArgs) -> anyhow::Result<u8> {
              the\n     guest touches it, copied only when it writes), its registers and its devices; set back, the \
              vCPU\n     simply ran on from where it was paused."
         );
+        if warm {
+            eprintln!(
+                "     No process started either: the workload's process was in the snapshot (taken at `warm`), \
+                 waiting;\n     it read its arguments from the command port itself (user-mode `in`s, no guest \
+                 kernel code)."
+            );
+        }
     }
     Ok(report.exit_status.clamp(0, 255) as u8)
 }

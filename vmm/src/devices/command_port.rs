@@ -4,7 +4,10 @@
 //! 32-bit `in` gives the command's length (0: none, use the command file),
 //! then one 8-bit `in` per byte gives the command, in the command file's
 //! own format (`guest-init/command.rs`). A boot has no command here; a
-//! restore may carry one, so one booted snapshot runs any command.
+//! restore may carry one, so one booted snapshot runs any command. In a
+//! `warm` snapshot the workload's process asks the port itself, from user
+//! mode, with the ports the init opened (`ioperm`, inherited): the same
+//! bytes, read without any guest kernel code.
 
 use super::{DeviceContext, PortDevice};
 use crate::stop::GuestStop;

@@ -36,7 +36,7 @@ use crate::input::{self, FileRole};
 use crate::observe::{Observer, Step};
 use crate::report::RunReport;
 use crate::sandbox::{Plan, Sandbox, ThreadKind};
-use crate::snapshot::{self, Extra, GuestKind, Live};
+use crate::snapshot::{self, Extra, GuestKind, Live, SnapshotAt, SnapshotError};
 use crate::vstate::clock::{us, Clock};
 use crate::vstate::error::VmError;
 use crate::vstate::exit_loop::{Narration, PauseHook, VcpuLoop};
@@ -72,6 +72,14 @@ pub fn run_linux(
     sink: ConsoleSink,
     observer: &mut dyn Observer,
 ) -> Result<LinuxReport, LinuxError> {
+    let warm;
+    let config = match &config.snapshot {
+        Some(req) if req.at == SnapshotAt::Warm => {
+            warm = warm_config(config)?;
+            &warm
+        }
+        _ => config,
+    };
     let Prepared { kernel_name, mut image, initrd, mut quirks, cmdline } = prepare(config)?;
 
     let mut clock = Clock::new(observer);
@@ -149,7 +157,13 @@ pub fn run_linux(
             let pause = Some((req.at.pause_point(MARKER_USER_SPACE), &mut save as PauseHook<'_>));
             let stopped = guest.run_pausing(&mut vcpu, &mem, &mut clock, config.timeout, NARRATION, pause)?;
             if let Some(s) = &saved {
-                let story = crate::vm::save_story(s, req.at, "when the init marked user space on the boot timer");
+                let milestone = match req.at {
+                    SnapshotAt::Warm => {
+                        "when the workload, started in its warm mode, marked itself ready to take its arguments"
+                    }
+                    _ => "when the init marked user space on the boot timer",
+                };
+                let story = crate::vm::save_story(s, req.at, milestone);
                 clock.observer.note(&story);
             }
             stopped
@@ -201,6 +215,37 @@ struct Prepared {
 
 /// Checks the config and reads what the guest gets before KVM is opened: a
 /// bad file is the user's mistake, and is reported as such.
+/// The boot that takes a warm snapshot: the workload, started by the init
+/// in its `warm` mode, which marks the boot timer once it is ready and then
+/// waits for its arguments (after the snapshot: none, so it runs `ready`).
+/// Another program, or a mode the boot would silently not run, is refused.
+fn warm_config(config: &LinuxConfig) -> Result<LinuxConfig, LinuxError> {
+    let refuse =
+        |why: &'static str| Err(LinuxError::Vm(VmError::Snapshot(Box::new(SnapshotError::Point("warm".into(), why)))));
+    let argv = config.argv();
+    if argv[0] != initramfs::WORKLOAD_PATH {
+        return refuse(
+            "a warm snapshot holds virtlab's workload, started and waiting for its arguments; it cannot hold another \
+             program: take the snapshot at `init` (--snapshot-at init) to run any command after a restore",
+        );
+    }
+    if !matches!(argv.get(1).map(String::as_str), None | Some("ready") | Some("warm")) || argv.len() > 2 {
+        return refuse(
+            "the boot that takes a warm snapshot runs the workload's `warm` mode (and `ready` after the snapshot); \
+             give the mode and its arguments to the restore instead (virtlab vm restore DIR -- cpu 1000)",
+        );
+    }
+    if !config.env.is_empty() || config.workdir.is_some() || matches!(config.initrd, InitrdSource::File(_)) {
+        return refuse(
+            "a warm snapshot runs the built-in workload from virtlab's own initramfs, with the default environment \
+             and directory: drop -e/-w/--initrd, or take the snapshot at `init`",
+        );
+    }
+    let mut c = config.clone();
+    c.program = vec![initramfs::WORKLOAD_PATH.to_string(), "warm".to_string()];
+    Ok(c)
+}
+
 fn prepare(config: &LinuxConfig) -> Result<Prepared, LinuxError> {
     check_mem(config.mem_size)?;
     // The program, environment and directory: the user's words, checked

@@ -8,7 +8,12 @@
 //! command file when there is none): a restore given arguments hands them
 //! over there, with an environment and a working directory if asked (the
 //! command file's own `virtlab-exec/1` format), so one booted snapshot runs
-//! any program of its initramfs. A snapshot taken at a time resumes where
+//! any program of its initramfs. A `warm` snapshot was paused later, in
+//! the workload's own process (its `warm` mode, started by the init), which
+//! reads the same port itself: the command is the same bytes, but only the
+//! workload's modes are accepted (`super::check_request`), and nothing is
+//! left for the guest kernel but the mode's own system calls. A snapshot
+//! taken at a time resumes where
 //! the guest was, booting or running, and takes no command.
 
 use std::os::fd::AsRawFd;

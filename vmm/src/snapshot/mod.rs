@@ -13,7 +13,10 @@
 //! from the boot-info page. A restore rebuilds that stack with the
 //! arguments it is given (host-side, as a boot does), so one snapshot runs
 //! any workload mode. A Linux guest is paused where its init is about to
-//! ask for its command (program, arguments, environment, directory).
+//! ask for its command (program, arguments, environment, directory)
+//! ([`SnapshotAt::Init`]), or later, with the workload process already
+//! started and waiting for its arguments ([`SnapshotAt::Warm`]): a restore
+//! of that one has no fork, exec or page faults left for the guest kernel.
 //!
 //! A guest can also be paused at a time ([`SnapshotAt::After`]): a timer
 //! kicks the vCPU out of `KVM_RUN` wherever it is, mid-boot or mid-run.
@@ -65,19 +68,24 @@ pub enum SnapshotAt {
     Ready,
     /// Linux: the init is running (the boot timer's "user space" mark).
     Init,
+    /// Linux: the workload process is running, in its `warm` mode, waiting
+    /// for its arguments (the boot timer's "workload warm" mark). A
+    /// restore runs only the workload, any of its modes.
+    Warm,
     /// This long after the first guest instruction.
     After(Duration),
 }
 
 impl SnapshotAt {
-    /// `ready`, `init`, or a duration (`500ms`, `2s`).
+    /// `ready`, `init`, `warm`, or a duration (`500ms`, `2s`).
     pub fn parse(s: &str) -> Result<SnapshotAt, String> {
         match s {
             "ready" => Ok(SnapshotAt::Ready),
             "init" => Ok(SnapshotAt::Init),
+            "warm" => Ok(SnapshotAt::Warm),
             d => parse_duration(d)
                 .map(SnapshotAt::After)
-                .ok_or_else(|| format!("{d:?} is not `ready`, `init` or a duration such as 500ms or 2s")),
+                .ok_or_else(|| format!("{d:?} is not `ready`, `init`, `warm` or a duration such as 500ms or 2s")),
         }
     }
 
@@ -87,12 +95,13 @@ impl SnapshotAt {
     }
 
     /// The vCPU loop's pause point: `marker` (the guest's boot-timer mark
-    /// for `ready` and `init`), or the time.
+    /// for `ready` and `init`), the workload's [`MARKER_WARM`], or the time.
     pub(crate) fn pause_point(&self, marker: u8) -> crate::vstate::exit_loop::PausePoint {
         use crate::vstate::exit_loop::PausePoint;
         match self {
             SnapshotAt::After(d) => PausePoint::After(*d),
             SnapshotAt::Ready | SnapshotAt::Init => PausePoint::Marker(marker),
+            SnapshotAt::Warm => PausePoint::Marker(MARKER_WARM),
         }
     }
 
@@ -101,10 +110,18 @@ impl SnapshotAt {
         match self {
             SnapshotAt::Ready => "ready".into(),
             SnapshotAt::Init => "init".into(),
+            SnapshotAt::Warm => "warm".into(),
             SnapshotAt::After(d) => format!("{}ms", d.as_millis()),
         }
     }
 }
+
+/// The boot-timer mark the workload's `warm` mode writes when it is
+/// started and waiting for its arguments (`workload/program/main.rs`).
+pub const MARKER_WARM: u8 = 3;
+
+/// The longest command a warm workload reads (its static buffer).
+pub const WARM_COMMAND_MAX: usize = 4096;
 
 fn parse_duration(s: &str) -> Option<Duration> {
     let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).unwrap_or((s, "ms"));
@@ -129,7 +146,9 @@ pub struct SnapshotRequest {
 #[derive(Debug, Clone)]
 pub struct RestoreConfig {
     /// The workload's arguments (argv[1..]); empty: the snapshot's own.
-    /// A Linux snapshot: the program and its arguments. A snapshot taken
+    /// A Linux snapshot: the program and its arguments (a `warm` one: only
+    /// the workload, [`crate::linux::initramfs::WORKLOAD_PATH`], and its
+    /// mode). A snapshot taken
     /// at a time (mid-run) takes none: its workload has read its own.
     pub args: Vec<String>,
     /// Linux `ready`/`init` snapshots: the program's environment
@@ -171,6 +190,9 @@ pub fn check_request(guest: GuestKind, taken_at: &str, config: &RestoreConfig) -
             ),
         });
     }
+    if taken_at == "warm" {
+        check_warm(config)?;
+    }
     if guest == GuestKind::Minikernel && (!config.env.is_empty() || config.workdir.is_some()) {
         return Err(SnapshotError::NotForSnapshot {
             what: "an environment or working directory (-e, -w)",
@@ -185,6 +207,35 @@ pub fn check_request(guest: GuestKind, taken_at: &str, config: &RestoreConfig) -
             why: "the snapshot's own command is in its initramfs, where a restore cannot change it; name the program \
                   after `--` (e.g. -- sh -c 'echo $X')"
                 .into(),
+        });
+    }
+    Ok(())
+}
+
+/// A warm snapshot's workload runs its modes in the process that is
+/// already there: it takes the workload's own arguments and nothing else.
+fn check_warm(config: &RestoreConfig) -> Result<(), SnapshotError> {
+    let init = "a warm snapshot holds the workload's process, started and waiting for its arguments; to run any \
+                other command (with -e/-w), take the snapshot at `init` (--snapshot-at init)";
+    if let Some(program) = config.args.first() {
+        if program != crate::linux::initramfs::WORKLOAD_PATH {
+            return Err(SnapshotError::NotForSnapshot {
+                what: "a program other than the workload",
+                why: format!("{program:?} is not {}: {init}", crate::linux::initramfs::WORKLOAD_PATH),
+            });
+        }
+    }
+    if !config.env.is_empty() || config.workdir.is_some() {
+        return Err(SnapshotError::NotForSnapshot {
+            what: "an environment or working directory (-e, -w)",
+            why: format!("the workload's process has its own already: {init}"),
+        });
+    }
+    let bytes: usize = config.args.iter().map(|a| a.len() + 1).sum();
+    if bytes + 64 > WARM_COMMAND_MAX {
+        return Err(SnapshotError::NotForSnapshot {
+            what: "arguments this long",
+            why: format!("the warm workload reads at most {WARM_COMMAND_MAX} bytes of command: {init}"),
         });
     }
     Ok(())
@@ -385,4 +436,40 @@ pub fn inspect(dir: &Path) -> Result<Inspection, SnapshotError> {
         quirks: state.quirks,
         manifest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_points_by_name() {
+        for at in [SnapshotAt::Ready, SnapshotAt::Init, SnapshotAt::Warm, SnapshotAt::After(Duration::from_millis(20))]
+        {
+            assert_eq!(SnapshotAt::parse(&at.name()), Ok(at));
+        }
+        let e = SnapshotAt::parse("hot").unwrap_err();
+        assert!(e.contains("`warm`"), "{e}");
+        assert!(!SnapshotAt::Warm.is_time());
+    }
+
+    #[test]
+    fn a_warm_snapshot_takes_only_the_workload() {
+        let workload = crate::linux::initramfs::WORKLOAD_PATH.to_string();
+        let ok =
+            |args: &[&str]| RestoreConfig { args: args.iter().map(|a| a.to_string()).collect(), ..Default::default() };
+        check_request(GuestKind::Linux, "warm", &ok(&[])).expect("no command: the workload's default mode");
+        check_request(GuestKind::Linux, "warm", &ok(&[&workload, "cpu", "1000"])).expect("a workload mode");
+        let e = check_request(GuestKind::Linux, "warm", &ok(&["/bin/sh", "-c", "true"])).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("\"/bin/sh\"") && text.contains("--snapshot-at init"), "{text}");
+        let with_env = RestoreConfig { env: vec!["X=1".into()], ..ok(&[&workload, "ready"]) };
+        let text = check_request(GuestKind::Linux, "warm", &with_env).unwrap_err().to_string();
+        assert!(text.contains("-e, -w") && text.contains("--snapshot-at init"), "{text}");
+        let long = "9".repeat(WARM_COMMAND_MAX);
+        let text = check_request(GuestKind::Linux, "warm", &ok(&[&workload, "cpu", &long])).unwrap_err().to_string();
+        assert!(text.contains("4096 bytes"), "{text}");
+        // An `init` snapshot takes any command.
+        check_request(GuestKind::Linux, "init", &ok(&["/bin/sh", "-c", "true"])).expect("any command");
+    }
 }

@@ -92,14 +92,18 @@ fn why_not(e: Env, args: &CompareArgs, host: &HostInfo, kernel: &mut KernelLooku
             Some("containers with cgroup limits need root; run virtlab as root (sudo) to include them".to_string())
         }
         Env::Container | Env::ContainerImage => None,
-        Env::VmMiniUart | Env::VmMiniPv | Env::VmLinux if host.kvm.is_err() => Some(format!(
-            "no usable KVM ({}): enable VT-x/AMD-V (or nested virtualization) and make /dev/kvm accessible",
-            host.kvm.as_ref().err().map(String::as_str).unwrap_or("")
-        )),
+        Env::VmMiniUart | Env::VmMiniPv | Env::VmLinux | Env::VmMiniRestore | Env::VmLinuxRestore
+            if host.kvm.is_err() =>
+        {
+            Some(format!(
+                "no usable KVM ({}): enable VT-x/AMD-V (or nested virtualization) and make /dev/kvm accessible",
+                host.kvm.as_ref().err().map(String::as_str).unwrap_or("")
+            ))
+        }
         e if e.boots_linux() && args.quick => {
             Some("left out of --quick: a Linux guest boots in minutes on nested hosts; run without --quick".into())
         }
-        Env::VmLinux => kernel.find(Env::VmLinux).err(),
+        Env::VmLinux | Env::VmLinuxRestore => kernel.find(e).err(),
         peer if peer.is_peer() => peers::unavailable(peer, host.kvm.is_ok(), host.cgroup_mode.as_deref())
             .or_else(|| if peer.boots_linux() { kernel.find(peer).err() } else { None }),
         _ => None,
