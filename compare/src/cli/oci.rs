@@ -61,6 +61,16 @@ pub struct OciArgs {
     command: OciCommand,
 }
 
+/// `virtlab-runc ...`: the runtime's command line alone. An engine calls
+/// the runtime several times for each container, so this parses only the
+/// `oci` commands, without building the rest of virtlab's command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "virtlab-runc", version, about = "virtlab as an OCI runtime: runc's command line over a bundle")]
+pub struct RuncCli {
+    #[command(flatten)]
+    pub args: OciArgs,
+}
+
 /// The runtime's commands.
 #[derive(Debug, Subcommand)]
 pub enum OciCommand {
@@ -512,8 +522,13 @@ fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
 }
 
 /// `start`: the exec FIFO opened for reading, which lets the process exec.
+/// The process is blocked opening the FIFO for writing; the open here
+/// wakes it, and it writes one byte. Waited for with poll(2) on the FIFO
+/// and on a pidfd of the process (readable if it is gone), no sleeps.
 fn start(root: &Path, id: &str) -> anyhow::Result<u8> {
     use nix::fcntl::{open, OFlag};
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
     let mut s = State::load(root, id)?;
     if s.status != "created" {
         bail!("container {id} is {}: only a created container can be started", s.status);
@@ -522,22 +537,44 @@ fn start(root: &Path, id: &str) -> anyhow::Result<u8> {
     let fd = open(&fifo, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
         .with_context(|| format!("cannot open {}", fifo.display()))?;
     // SAFETY: open(2) just returned this fd, owned by nobody else.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: pidfd_open(2) with integer arguments; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, s.pid, 0) };
+    // SAFETY: a non-negative result is a new fd that nothing else owns.
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as std::os::fd::RawFd) });
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let mut byte = [0u8; 1];
-        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut byte) {
+        match nix::unistd::read(fd.as_raw_fd(), &mut byte) {
             Ok(1) => break,
             Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
             Err(e) => bail!("cannot read {}: {e}", fifo.display()),
         }
-        if !virtlab_container::engine::container::alive(s.pid) {
-            bail!("container {id}'s process (PID {}) is gone: it cannot be started", s.pid);
-        }
-        if std::time::Instant::now() > deadline {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
             bail!("container {id}'s process did not take the start within 10 s");
         }
-        std::thread::sleep(Duration::from_micros(200));
+        let mut fds = vec![PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if let Some(p) = &pidfd {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        }
+        let wait = PollTimeout::try_from(left.as_millis().min(10_000) as i32 + 1).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, wait) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => bail!("cannot wait for container {id}'s process: poll: {e}"),
+        }
+        let gone = fds.get(1).and_then(|p| p.revents()).is_some_and(|r| !r.is_empty());
+        if (gone || pidfd.is_none()) && !virtlab_container::engine::container::alive(s.pid) {
+            // One last read: it may have written its byte and gone on.
+            if nix::unistd::read(fd.as_raw_fd(), &mut byte) == Ok(1) {
+                break;
+            }
+            bail!("container {id}'s process (PID {}) is gone: it cannot be started", s.pid);
+        }
+        if pidfd.is_none() {
+            // No pidfd (Linux before 5.3): look again shortly.
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
     let _ = std::fs::remove_file(&fifo);
     s.status = "running".into();

@@ -81,9 +81,9 @@ pub fn memory_note(report: &CompareReport) -> String {
               container, QEMU, or virtlab's VMM as a `virtlab vm run` process), measured after an earlier run of the \
               same binary so that its page cache is not charged.\n";
     }
-    if report.rows.iter().any(|r| r.env == Env::Podman && r.memory_bytes.is_some()) {
+    if report.rows.iter().any(|r| r.env.is_podman() && r.memory_bytes.is_some()) {
         t += "podman's memory: the peak of the fresh cgroup its container's cgroup went under (--cgroup-parent): \
-              runc's container init and the workload, not podman or conmon.\n";
+              the runtime's container init (runc's or virtlab's) and the workload, not podman or conmon.\n";
     }
     if !report.host.root {
         t += "memory per instance: not root, so no cgroup could be made: native and QEMU rows have no memory figure \
