@@ -538,10 +538,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot open {}", fifo.display()))?;
     // SAFETY: open(2) just returned this fd, owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: pidfd_open(2) with integer arguments; the result is checked.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, s.pid, 0) };
-    // SAFETY: a non-negative result is a new fd that nothing else owns.
-    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as std::os::fd::RawFd) });
+    let pidfd = pidfd(s.pid);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let mut byte = [0u8; 1];
@@ -582,6 +579,15 @@ fn start(root: &Path, id: &str) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// A pidfd of process `pid` (readable once it is gone), or None (no such
+/// process, or a kernel before 5.3).
+fn pidfd(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open(2) with integer arguments; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative result is a new fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
 fn list(root: &Path, format: &str) -> anyhow::Result<u8> {
     let all = State::list(root);
     if format == "json" {
@@ -618,13 +624,26 @@ fn delete(root: &Path, id: &str, force: bool) -> anyhow::Result<u8> {
                 s.status
             );
         }
+        // Its pidfd, taken before the signal, is readable once it is gone.
+        let pidfd = pidfd(s.pid);
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), nix::sys::signal::Signal::SIGKILL);
-        for _ in 0..1000 {
-            // A `run` removes its record itself once the process is gone.
-            if State::load(root, id).is_err() || !virtlab_container::engine::container::alive(s.pid) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // A `run` removes its record itself once the process is gone.
+        while State::load(root, id).is_ok() && virtlab_container::engine::container::alive(s.pid) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            match &pidfd {
+                Some(fd) => {
+                    use std::os::fd::AsFd;
+                    let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+                    let wait = nix::poll::PollTimeout::try_from(left.as_millis().min(10_000) as i32 + 1)
+                        .unwrap_or(nix::poll::PollTimeout::MAX);
+                    let _ = nix::poll::poll(&mut fds, wait);
+                }
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
         }
     }
     // A created container's cgroup outlived its launcher: it goes now.
