@@ -450,6 +450,17 @@ mod tests {
     }
 
     #[test]
+    fn the_processes_of_a_launch_are_known_by_name() {
+        for comm in ["conmon", "podman", "runc", "runc:[2:INIT]", "virtlab-runc"] {
+            assert!(is_podman_process(comm), "{comm}");
+        }
+        // The workload after its execve is conmon's child, never ours.
+        for comm in ["virtlab", "virtlab-workloa", "sh"] {
+            assert!(!is_podman_process(comm), "{comm}");
+        }
+    }
+
+    #[test]
     fn mountinfo_escapes_are_read() {
         assert_eq!(unescape_mountinfo("/tmp/a\\040b/shm"), "/tmp/a b/shm");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
