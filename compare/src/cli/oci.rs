@@ -555,7 +555,12 @@ fn start(root: &Path, id: &str) -> anyhow::Result<u8> {
         if let Some(p) = &pidfd {
             fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
         }
-        let wait = PollTimeout::try_from(left.as_millis().min(10_000) as i32 + 1).unwrap_or(PollTimeout::MAX);
+        // Without a pidfd (Linux before 5.3), the process is looked at
+        // again every millisecond.
+        let wait = match pidfd {
+            Some(_) => PollTimeout::try_from(left.as_millis().min(10_000) as i32 + 1).unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::from(1u8),
+        };
         match poll(&mut fds, wait) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => bail!("cannot wait for container {id}'s process: poll: {e}"),
@@ -567,10 +572,6 @@ fn start(root: &Path, id: &str) -> anyhow::Result<u8> {
                 break;
             }
             bail!("container {id}'s process (PID {}) is gone: it cannot be started", s.pid);
-        }
-        if pidfd.is_none() {
-            // No pidfd (Linux before 5.3): look again shortly.
-            std::thread::sleep(Duration::from_micros(200));
         }
     }
     let _ = std::fs::remove_file(&fifo);
