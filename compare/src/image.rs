@@ -153,6 +153,16 @@ pub fn make(dir: &ImageDir, rootfs: &Path, base: Option<Base>) -> anyhow::Result
 
 /// Saves `image` as an OCI archive and loads it into a podman storage in
 /// `dir`; from then on, dropping `dir` clears that storage too.
+/// Links `virtlab-runc` in `storage`'s directory to the running virtlab
+/// binary: podman's `--runtime` for `podman+virtlab` (the name is what
+/// makes virtlab the OCI runtime). It goes with the directory.
+pub fn link_virtlab_runtime(storage: &PodmanStorage) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the virtlab binary: {e}"))?;
+    let link = storage.virtlab_runtime();
+    std::os::unix::fs::symlink(&exe, &link)
+        .map_err(|e| format!("cannot link {} to {}: {e}", link.display(), exe.display()))
+}
+
 pub fn load_into_podman(dir: &mut ImageDir, image: &mut RunImage) -> Result<(), String> {
     let archive_path: PathBuf = dir.path().join("image.tar");
     let out = File::create(&archive_path).map_err(|e| format!("cannot create {}: {e}", archive_path.display()))?;

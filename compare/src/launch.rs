@@ -55,8 +55,14 @@ pub enum Env {
     /// Peer: crun with the same bundle.
     Crun,
     /// Peer: `podman run --rm` of the same image as `container-image`
-    /// (runc, the same limits), from a private podman storage.
+    /// (runc, the same limits), from a private podman storage. Named
+    /// `podman+runc`; `podman` is its old name, still accepted.
+    #[serde(rename = "podman+runc", alias = "podman")]
     Podman,
+    /// The same `podman run --rm` with virtlab as podman's OCI runtime
+    /// (`--runtime` pointed at a `virtlab-runc` link to this binary).
+    #[serde(rename = "podman+virtlab")]
+    PodmanVirtlab,
 }
 
 impl Env {
@@ -78,7 +84,7 @@ impl Env {
     pub const DEFAULT: [Env; 5] = [Env::Native, Env::Container, Env::VmMiniUart, Env::VmMiniPv, Env::VmLinux];
 
     /// The peers (`--peers`).
-    pub const PEERS: [Env; 8] = [
+    pub const PEERS: [Env; 9] = [
         Env::QemuMicrovm,
         Env::QemuTcg,
         Env::QemuMicrovmLinux,
@@ -87,6 +93,7 @@ impl Env {
         Env::Runc,
         Env::Crun,
         Env::Podman,
+        Env::PodmanVirtlab,
     ];
 
     /// The name used on the command line and in reports.
@@ -107,7 +114,8 @@ impl Env {
             Env::Bwrap => "bwrap",
             Env::Runc => "runc",
             Env::Crun => "crun",
-            Env::Podman => "podman",
+            Env::Podman => "podman+runc",
+            Env::PodmanVirtlab => "podman+virtlab",
         }
     }
 
@@ -138,12 +146,19 @@ impl Env {
             Env::Runc => "runc, OCI bundle of the same rootfs and limits",
             Env::Crun => "crun, the same OCI bundle",
             Env::Podman => "podman run --rm of the same 3-layer image as container-image (runc, the same limits)",
+            Env::PodmanVirtlab => "the same podman run --rm with virtlab as podman's OCI runtime (virtlab-runc)",
         }
     }
 
     /// Whether it is one of the peers rather than virtlab's own.
     pub fn is_peer(self) -> bool {
         Env::PEERS.contains(&self)
+    }
+
+    /// Whether it is a `podman run` (either runtime): it needs the image
+    /// loaded into podman's storage.
+    pub fn is_podman(self) -> bool {
+        matches!(self, Env::Podman | Env::PodmanVirtlab)
     }
 
     /// Whether it is a VM.
@@ -186,12 +201,13 @@ impl Env {
                 "bwrap" => &[Env::Bwrap],
                 "runc" => &[Env::Runc],
                 "crun" => &[Env::Crun],
-                "podman" => &[Env::Podman],
+                "podman" | "podman+runc" => &[Env::Podman],
+                "podman+virtlab" => &[Env::PodmanVirtlab],
                 other => {
                     return Err(format!(
                         "unknown environment {other:?}: use native, container, container-image, vm-mini (both \
                          consoles), vm-mini-uart, vm-mini-pv, vm-linux, vm-mini-restore, vm-linux-restore, all, or the peers qemu-microvm, qemu-tcg, \
-                         qemu-microvm-linux, qemu-tcg-linux, bwrap, runc, crun, podman (peers: all eight)"
+                         qemu-microvm-linux, qemu-tcg-linux, bwrap, runc, crun, podman+runc (or podman), podman+virtlab (peers: all nine)"
                     ))
                 }
             };
@@ -442,6 +458,11 @@ impl PodmanStorage {
     pub fn tmpdir(&self) -> PathBuf {
         self.dir.join("tmp")
     }
+
+    /// `podman+virtlab`'s `--runtime`: a `virtlab-runc` link to virtlab.
+    pub fn virtlab_runtime(&self) -> PathBuf {
+        self.dir.join("virtlab-runc")
+    }
 }
 
 /// How a row's "memory per instance" was measured.
@@ -559,8 +580,13 @@ mod tests {
             vec![Env::VmLinux, Env::QemuMicrovmLinux, Env::QemuTcgLinux]
         );
         let peers = Env::parse_list("peers").unwrap();
-        assert_eq!(peers.len(), 8);
+        assert_eq!(peers.len(), 9);
         assert!(peers.contains(&Env::Podman) && Env::Podman.is_peer() && !Env::ContainerImage.is_peer());
+        assert!(peers.contains(&Env::PodmanVirtlab) && Env::PodmanVirtlab.is_podman() && !Env::Runc.is_podman());
+        // The podman row's old name still selects it, and old reports still read.
+        assert_eq!(Env::parse_list("podman,podman+virtlab").unwrap(), vec![Env::Podman, Env::PodmanVirtlab]);
+        assert_eq!(Env::parse_list("podman+runc").unwrap(), vec![Env::Podman]);
+        assert_eq!(serde_json::from_value::<Env>("podman".into()).unwrap(), Env::Podman);
         assert!(Env::ContainerImage.describe().contains("writable layer"));
         assert!(peers.contains(&Env::QemuMicrovmLinux) && peers.contains(&Env::QemuTcgLinux));
         assert!(!Env::parse_list("all").unwrap().iter().any(|e| e.is_peer()));

@@ -109,9 +109,9 @@ enum GuestCommand {
 fn main() -> ExitCode {
     // Installed (linked) as `virtlab-runc`, it is the OCI runtime: an
     // engine calls it with runc's command line.
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.first().and_then(|a| std::path::Path::new(a).file_name()).is_some_and(|n| n == "virtlab-runc") {
-        args.insert(1, "oci".into());
+        return finish(cli::oci::run(cli::oci::RuncCli::parse_from(args).args));
     }
     let cli = Cli::parse_from(args);
     let result = match cli.command {
@@ -156,6 +156,11 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
     };
+    finish(result)
+}
+
+/// The exit status of a command's result, its error printed.
+fn finish(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

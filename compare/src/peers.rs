@@ -12,17 +12,21 @@
 //! - `bwrap`: bubblewrap with every namespace, on the same rootfs.
 //! - `runc`: an OCI bundle of the same rootfs with the same limits.
 //! - `crun`: the same bundle, where crun accepts this host's cgroup layout.
-//! - `podman`: `podman run --rm` of the same three-layer image as our
-//!   `container-image` row, with runc, the same limits and rlimits, from a
-//!   podman storage of the run's own ([`crate::podman`]).
+//! - `podman+runc` (once `podman`, a name still accepted): `podman run
+//!   --rm` of the same three-layer image as our `container-image` row,
+//!   with runc, the same limits and rlimits, from a podman storage of the
+//!   run's own ([`crate::podman`]).
+//! - `podman+virtlab`: the same `podman run --rm` with virtlab as podman's
+//!   OCI runtime: `--runtime` names a `virtlab-runc` link to the running
+//!   binary, made in that storage's directory and removed with it.
 //!
 //! Each launch yields the same [`Sample`] as our own environments: launch to
 //! ready marker and to exit on the host clock, and the workload's own line.
 //! A QEMU launch runs in a memory cgroup of its own when virtlab is root
 //! ([`crate::memory`]), so its memory per instance is measured like a
 //! native process's; a podman container's cgroup goes under a fresh cgroup
-//! of ours, whose peak is the container's (runc's init and the workload;
-//! not podman or conmon).
+//! of ours, whose peak is the container's (the runtime's init and the
+//! workload; not podman or conmon).
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
@@ -69,7 +73,9 @@ pub fn unavailable(env: Env, host_kvm: bool, cgroup_mode: Option<&str>) -> Optio
         Env::Bwrap if !has("bwrap", "--version") => Some("bwrap is not installed (apt-get install bubblewrap)".into()),
         Env::Runc if !has("runc", "--version") => Some("runc is not installed (apt-get install runc)".into()),
         Env::Crun if !has("crun", "--version") => Some("crun is not installed (apt-get install crun)".into()),
-        Env::Podman if !has("podman", "--version") => Some("podman is not installed (apt-get install podman)".into()),
+        Env::Podman | Env::PodmanVirtlab if !has("podman", "--version") => {
+            Some("podman is not installed (apt-get install podman)".into())
+        }
         Env::Podman if !has("runc", "--version") => {
             Some("podman runs the container with runc here, which is not installed (apt-get install runc)".into())
         }
@@ -78,7 +84,9 @@ pub fn unavailable(env: Env, host_kvm: bool, cgroup_mode: Option<&str>) -> Optio
              virtlab's launcher and runc handle it"
                 .into(),
         ),
-        Env::Runc | Env::Crun | Env::Bwrap | Env::Podman if !is_root() => Some("needs root".into()),
+        Env::Runc | Env::Crun | Env::Bwrap | Env::Podman | Env::PodmanVirtlab if !is_root() => {
+            Some("needs root".into())
+        }
         _ => None,
     }
 }
@@ -218,7 +226,7 @@ pub fn launch(env: Env, workload: &Workload, ctx: &Context) -> Result<Sample, St
     // only), whose peak is its memory; dropped on every way out, which
     // waits for podman's processes and removes the cgroup.
     let podman_launch = match (env, &ctx.image) {
-        (Env::Podman, Some(RunImage { podman: Some(storage), .. })) if is_root() => {
+        (Env::Podman | Env::PodmanVirtlab, Some(RunImage { podman: Some(storage), .. })) if is_root() => {
             Some(podman::LaunchGuard::create(storage)?)
         }
         _ => None,
@@ -228,7 +236,7 @@ pub fn launch(env: Env, workload: &Workload, ctx: &Context) -> Result<Sample, St
         Env::QemuMicrovmLinux | Env::QemuTcgLinux => qemu_linux(env, workload, ctx)?,
         Env::Bwrap => bwrap(workload, ctx)?,
         Env::Runc | Env::Crun => oci(env, workload, ctx)?,
-        Env::Podman => podman_run(workload, ctx, podman_launch.as_ref())?,
+        Env::Podman | Env::PodmanVirtlab => podman_run(env, workload, ctx, podman_launch.as_ref())?,
         other => return Err(format!("{} is not a peer", other.name())),
     };
     // QEMU: a memory cgroup of its own (root only), joined before exec, and
@@ -494,10 +502,21 @@ fn bwrap(workload: &Workload, ctx: &Context) -> Result<Command, String> {
     Ok(c)
 }
 
-/// `podman run --rm` of the comparison's image (see [`crate::podman`]).
-fn podman_run(workload: &Workload, ctx: &Context, launch: Option<&podman::LaunchGuard>) -> Result<Command, String> {
+/// `podman run --rm` of the comparison's image (see [`crate::podman`]),
+/// with runc or (`podman+virtlab`) virtlab as the runtime.
+fn podman_run(
+    env: Env,
+    workload: &Workload,
+    ctx: &Context,
+    launch: Option<&podman::LaunchGuard>,
+) -> Result<Command, String> {
     let image = ctx.image.as_ref().ok_or("no image for podman")?;
     let storage = image.podman.as_ref().ok_or("the image was not loaded into podman")?;
+    let link = storage.virtlab_runtime();
+    let runtime = match env {
+        Env::PodmanVirtlab => link.to_str().ok_or("the temporary directory's path is not UTF-8")?,
+        _ => "runc",
+    };
     let mut argv = vec!["/virtlab-workload".to_string()];
     argv.extend(workload.args());
     let options = podman::RunOptions {
@@ -506,6 +525,7 @@ fn podman_run(workload: &Workload, ctx: &Context, launch: Option<&podman::Launch
         memory: ctx.container_memory,
         pids: ctx.container_pids,
         cgroup_parent: launch.map(|l| l.name()),
+        runtime,
     };
     let mut c = podman::podman(storage);
     c.args(podman::run_args(&options));

@@ -92,13 +92,15 @@ pub struct RunOptions<'a> {
     /// (`--cgroup-parent /NAME`); conmon stays out of it (`--cgroups
     /// no-conmon`), so that its peak is the container's alone.
     pub cgroup_parent: Option<&'a str>,
+    /// The OCI runtime (`--runtime`): `runc`, or a path to `virtlab-runc`.
+    pub runtime: &'a str,
 }
 
 /// The arguments of `podman run` after the global options: removed when it
-/// exits, runc, the rlimits and limits of our container row, no network,
-/// never a registry.
+/// exits, the runtime, the rlimits and limits of our container row, no
+/// network, never a registry.
 pub fn run_args(o: &RunOptions<'_>) -> Vec<String> {
-    let mut a: Vec<String> = ["run", "--rm", "--pull", "never", "--runtime", "runc"].map(String::from).to_vec();
+    let mut a: Vec<String> = ["run", "--rm", "--pull", "never", "--runtime", o.runtime].map(String::from).to_vec();
     a.extend(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "none"].map(String::from));
     a.extend(["--memory".into(), format!("{}b", o.memory), "--pids-limit".into(), o.pids.to_string()]);
     if let Some(parent) = o.cgroup_parent {
@@ -164,9 +166,10 @@ fn set_subreaper(on: bool) {
 }
 
 /// The programs of a podman launch that can end up as our children once
-/// orphaned (runc's init names itself `runc:[N:...]`).
+/// orphaned (runc's init names itself `runc:[N:...]`; virtlab's container
+/// process is `virtlab-runc` until it execs).
 fn is_podman_process(comm: &str) -> bool {
-    comm == "conmon" || comm == "podman" || comm.starts_with("runc")
+    comm == "conmon" || comm == "podman" || comm.starts_with("runc") || comm == "virtlab-runc"
 }
 
 /// This process's children that are podman's (adopted as a subreaper),
@@ -397,8 +400,14 @@ mod tests {
     #[test]
     fn the_run_has_our_limits_and_nothing_of_the_host() {
         let argv: Vec<String> = ["/virtlab-workload", "ready"].map(String::from).to_vec();
-        let o =
-            RunOptions { image: "localhost/x:latest", argv: &argv, memory: 256 << 20, pids: 64, cgroup_parent: None };
+        let o = RunOptions {
+            image: "localhost/x:latest",
+            argv: &argv,
+            memory: 256 << 20,
+            pids: 64,
+            cgroup_parent: None,
+            runtime: "runc",
+        };
         let a = run_args(&o);
         let after = |flag: &str| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
         assert_eq!(&a[..2], ["run", "--rm"]);
@@ -416,6 +425,8 @@ mod tests {
         let at = with.iter().position(|x| x == "--cgroup-parent").unwrap();
         assert_eq!(with[at + 1], "/virtlab-mem-podman-1-0");
         assert_eq!(with[with.iter().position(|x| x == "--cgroups").unwrap() + 1], "no-conmon");
+        let ours = run_args(&RunOptions { runtime: "/tmp/v/podman/virtlab-runc", ..o });
+        assert_eq!(ours[ours.iter().position(|x| x == "--runtime").unwrap() + 1], "/tmp/v/podman/virtlab-runc");
 
         let storage = PodmanStorage { dir: "/tmp/v/podman".into() };
         let g: Vec<String> = global_args(&storage).iter().map(|s| s.to_string_lossy().into_owned()).collect();
@@ -436,6 +447,17 @@ mod tests {
                 "none"
             ]
         );
+    }
+
+    #[test]
+    fn the_processes_of_a_launch_are_known_by_name() {
+        for comm in ["conmon", "podman", "runc", "runc:[2:INIT]", "virtlab-runc"] {
+            assert!(is_podman_process(comm), "{comm}");
+        }
+        // The workload after its execve is conmon's child, never ours.
+        for comm in ["virtlab", "virtlab-workloa", "sh"] {
+            assert!(!is_podman_process(comm), "{comm}");
+        }
     }
 
     #[test]

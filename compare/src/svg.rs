@@ -19,7 +19,7 @@ const COLORS: [&str; 10] =
 
 /// Every environment in the order it was added to virtlab: its colour
 /// comes from its place here, so a new one leaves the others' alone.
-const COLOR_ORDER: [Env; 16] = [
+const COLOR_ORDER: [Env; 17] = [
     Env::Native,
     Env::Container,
     Env::VmMiniUart,
@@ -34,6 +34,7 @@ const COLOR_ORDER: [Env; 16] = [
     Env::Crun,
     Env::ContainerImage,
     Env::Podman,
+    Env::PodmanVirtlab,
     Env::VmMiniRestore,
     Env::VmLinuxRestore,
 ];

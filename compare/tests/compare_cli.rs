@@ -189,8 +189,9 @@ fn peers_run_beside_ours_or_say_why_not() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows: Vec<&str> = report["rows"].as_array().unwrap().iter().map(|r| r["env"].as_str().unwrap()).collect();
     let skipped: Vec<&str> = report["skipped"].as_array().unwrap().iter().map(|r| r["env"].as_str().unwrap()).collect();
-    for peer in ["qemu-microvm", "qemu-tcg", "qemu-microvm-linux", "qemu-tcg-linux", "bwrap", "runc", "crun", "podman"]
-    {
+    let peers =
+        ["qemu-microvm", "qemu-tcg", "qemu-microvm-linux", "qemu-tcg-linux", "bwrap", "runc", "crun", "podman+runc"];
+    for peer in peers.into_iter().chain(["podman+virtlab"]) {
         let ran = rows.contains(&peer);
         assert!(ran || skipped.contains(&peer), "{peer} neither ran nor was skipped with a reason");
         if peer.ends_with("-linux") {
@@ -378,22 +379,23 @@ fn podman_runs_the_same_image_and_leaves_nothing_behind() {
     let (code, report, stderr, pid, _) =
         compare_json(&["--env", "container-image,podman", "--runs", "2", "--warmup", "0", "--workload", "ready"]);
     assert_eq!(code, Some(0), "{stderr}");
-    let r = row(&report, "podman", "ready").unwrap_or_else(|| panic!("no podman row: {stderr}"));
+    // `podman` is the podman+runc row's old name.
+    let r = row(&report, "podman+runc", "ready").unwrap_or_else(|| panic!("no podman+runc row: {stderr}"));
     assert_eq!(r["runs"], 2, "{r}");
     assert!(r["startup_us"]["median"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["total_us"]["median"].as_f64().unwrap() >= r["startup_us"]["median"].as_f64().unwrap(), "{r}");
     assert_eq!(r["memory_method"], "cgroup-peak", "{r}");
     assert!(r["memory_bytes"]["median"].as_f64().unwrap() > 0.0, "{r}");
     let samples: Vec<&serde_json::Value> =
-        report["samples"].as_array().unwrap().iter().filter(|s| s["env"] == "podman").collect();
+        report["samples"].as_array().unwrap().iter().filter(|s| s["env"] == "podman+runc").collect();
     assert!(samples.len() == 2 && samples.iter().all(|s| s["exit_status"] == 0), "{samples:?}");
     assert!(samples.iter().all(|s| s["pid"] == 1), "the workload is PID 1 of podman's container: {samples:?}");
     let ratio = report["peers"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["ours"] == "container-image" && p["peer"] == "podman")
-        .unwrap_or_else(|| panic!("no container-image / podman ratio: {}", report["peers"]));
+        .find(|p| p["ours"] == "container-image" && p["peer"] == "podman+runc")
+        .unwrap_or_else(|| panic!("no container-image / podman+runc ratio: {}", report["peers"]));
     assert!(ratio["startup_ratio"].as_f64().unwrap() > 0.0, "{ratio}");
     assert!(ratio["total_ratio"].as_f64().unwrap() > 0.0, "{ratio}");
     // Nothing left: storage, processes (conmon), mounts, cgroups.
@@ -407,6 +409,57 @@ fn podman_runs_the_same_image_and_leaves_nothing_behind() {
     // was left for init to reap.
     let new: Vec<u32> = init_s_conmon_zombies().into_iter().filter(|p| !zombies_before.contains(p)).collect();
     assert!(new.is_empty(), "conmon zombies left to init: {new:?}");
+}
+
+/// podman with virtlab as its OCI runtime beside podman with runc: both
+/// rows have figures, ours / peer is podman+virtlab / podman+runc, and
+/// nothing is left (the image directory with the `virtlab-runc` link,
+/// conmon or runtime processes, mounts, cgroups, runtime records).
+#[test]
+fn podman_with_virtlab_as_its_runtime_runs_beside_runc_and_leaves_nothing() {
+    let test = "podman_with_virtlab_as_its_runtime_runs_beside_runc_and_leaves_nothing";
+    if !root_or_skip(test)
+        || !common::tool_or_skip(
+            test,
+            "podman",
+            "apt-get install podman",
+            &["VIRTLAB_REQUIRE_PEERS", "VIRTLAB_REQUIRE_ROOT"],
+        )
+    {
+        return;
+    }
+    let (code, report, stderr, pid, _) =
+        compare_json(&["--env", "podman,podman+virtlab", "--runs", "1", "--warmup", "0", "--workload", "ready"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for env in ["podman+runc", "podman+virtlab"] {
+        let r = row(&report, env, "ready").unwrap_or_else(|| panic!("no {env} row: {stderr}"));
+        assert_eq!(r["runs"], 1, "{r}");
+        assert!(r["startup_us"]["median"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["total_us"]["median"].as_f64().unwrap() >= r["startup_us"]["median"].as_f64().unwrap(), "{r}");
+        assert_eq!(r["memory_method"], "cgroup-peak", "{r}");
+        assert!(r["memory_bytes"]["median"].as_f64().unwrap() > 0.0, "{r}");
+        let sample = report["samples"].as_array().unwrap().iter().find(|s| s["env"] == env).unwrap();
+        assert_eq!((&sample["exit_status"], &sample["pid"]), (&0.into(), &1.into()), "{sample}");
+    }
+    let ratio = report["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["ours"] == "podman+virtlab" && p["peer"] == "podman+runc")
+        .unwrap_or_else(|| panic!("no podman+virtlab / podman+runc ratio: {}", report["peers"]));
+    assert!(ratio["total_ratio"].as_f64().unwrap() > 0.0, "{ratio}");
+    let dir = image_dir_in(&stderr).unwrap_or_else(|| panic!("no image line: {stderr}"));
+    assert_no_trace_of(&dir, Some(pid));
+    // The runtime's records (podman names no --root, so virtlab's default
+    // root): none of a container of this run's podman storage.
+    let left: Vec<std::path::PathBuf> = std::fs::read_dir("/run/virtlab/oci")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|r| std::fs::read_to_string(r.join("state.json")).is_ok_and(|t| t.contains(&dir.display().to_string())))
+        .collect();
+    assert!(left.is_empty(), "virtlab runtime records left behind: {left:?}");
 }
 
 /// The pids of exited, unreaped conmon processes whose parent is init.

@@ -69,6 +69,16 @@ pub struct OciArgs {
     command: OciCommand,
 }
 
+/// `virtlab-runc ...`: the runtime's command line alone. An engine calls
+/// the runtime several times for each container, so this parses only the
+/// `oci` commands, without building the rest of virtlab's command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "virtlab-runc", version, about = "virtlab as an OCI runtime: runc's command line over a bundle")]
+pub struct RuncCli {
+    #[command(flatten)]
+    pub args: OciArgs,
+}
+
 /// The runtime's commands.
 #[derive(Debug, Subcommand)]
 pub enum OciCommand {
@@ -771,8 +781,14 @@ fn check_preserved(count: u32) -> anyhow::Result<()> {
 }
 
 /// `start`: the exec FIFO opened for reading, which lets the process exec.
+/// The process is blocked opening the FIFO for writing; the open here
+/// wakes it, and it writes one byte, runs its startContainer hooks and
+/// execs, which closes its end of the FIFO (or it writes a hook's failure
+/// first). Both are waited for with poll(2), on the FIFO and on a pidfd of
+/// the process (readable once it is gone): no sleeps.
 fn start(ctx: &HookCtx, id: &str) -> anyhow::Result<u8> {
     use nix::fcntl::{open, OFlag};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let root = ctx.root.as_path();
     let mut s = State::load(root, id)?;
     if s.status != "created" {
@@ -782,42 +798,43 @@ fn start(ctx: &HookCtx, id: &str) -> anyhow::Result<u8> {
     let fd = open(&fifo, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
         .with_context(|| format!("cannot open {}", fifo.display()))?;
     // SAFETY: open(2) just returned this fd, owned by nobody else.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let pidfd = pidfd(s.pid);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let take = || -> anyhow::Result<bool> {
+    loop {
         let mut byte = [0u8; 1];
-        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut byte) {
-            Ok(1) => Ok(true),
-            Ok(_) | Err(nix::errno::Errno::EAGAIN) => Ok(false),
+        match nix::unistd::read(fd.as_raw_fd(), &mut byte) {
+            Ok(1) => break,
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
             Err(e) => bail!("cannot read {}: {e}", fifo.display()),
         }
-    };
-    loop {
-        if take()? {
-            break;
+        if deadline <= std::time::Instant::now() {
+            bail!("container {id}'s process did not take the start within 10 s");
         }
-        // Gone, unless it took the start and ran to its end between the
-        // read above and this check (its byte is still in the FIFO).
-        if !virtlab_container::engine::container::alive(s.pid) {
-            if take()? {
+        let gone = wait_readable(&fd, pidfd.as_ref(), deadline)
+            .with_context(|| format!("cannot wait for container {id}'s process"))?;
+        if gone && !virtlab_container::engine::container::alive(s.pid) {
+            // One last read: it may have written its byte and gone on.
+            if nix::unistd::read(fd.as_raw_fd(), &mut byte) == Ok(1) {
                 break;
             }
             bail!("container {id}'s process (PID {}) is gone: it cannot be started", s.pid);
         }
-        if std::time::Instant::now() > deadline {
-            bail!("container {id}'s process did not take the start within 10 s");
-        }
-        std::thread::sleep(Duration::from_micros(200));
     }
     // Then the FIFO's end, when execve closes the process's end (its
     // startContainer hooks ran), or a hook's failure report before it.
     let mut report = Vec::new();
     loop {
         let mut buf = [0u8; 16];
-        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut buf) {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
             Ok(0) => break,
             Ok(n) => report.extend_from_slice(&buf[..n]),
-            Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_micros(200)),
+            Err(nix::errno::Errno::EAGAIN) => {
+                // The end comes with the process's execve or its death;
+                // a hook may take its own time (its timeout is its limit).
+                wait_readable(&fd, None, std::time::Instant::now() + Duration::from_secs(3600))
+                    .with_context(|| format!("cannot wait for container {id}'s process"))?;
+            }
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => bail!("cannot read {}: {e}", fifo.display()),
         }
@@ -843,6 +860,30 @@ fn start(ctx: &HookCtx, id: &str) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// Waits until `fd` is readable (or hung up), `pidfd` says its process is
+/// gone, or `deadline` passes; returns whether the process may be gone
+/// (always true without a pidfd, which a kernel before 5.3 does not give:
+/// then the wait is at most a millisecond, and the caller looks).
+fn wait_readable(
+    fd: &std::os::fd::OwnedFd,
+    pidfd: Option<&std::os::fd::OwnedFd>,
+    deadline: std::time::Instant,
+) -> nix::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let mut fds = vec![PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    if let Some(p) = pidfd {
+        fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+    }
+    let wait = PollTimeout::try_from(left.as_millis().min(10_000) as i32 + 1).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, wait) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(fds.get(1).and_then(|p| p.revents()).is_none_or(|r| !r.is_empty()))
+}
+
 /// The startContainer hook failure the container's process reported on
 /// the exec FIFO, if it did: `FIFO_FAILURE`, the index, the code.
 fn start_hook_failure(hooks: &LifecycleHooks, report: &[u8]) -> Option<HookError> {
@@ -858,6 +899,15 @@ fn start_hook_failure(hooks: &LifecycleHooks, report: &[u8]) -> Option<HookError
         failure: HookFailure::decode(code),
         stderr: String::new(),
     })
+}
+
+/// A pidfd of process `pid` (readable once it is gone), or None (no such
+/// process, or a kernel before 5.3).
+fn pidfd(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open(2) with integer arguments; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative result is a new fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
 fn list(root: &Path, format: &str) -> anyhow::Result<u8> {
@@ -901,13 +951,26 @@ fn delete(ctx: &HookCtx, id: &str, force: bool) -> anyhow::Result<u8> {
                 s.status
             );
         }
+        // Its pidfd, taken before the signal, is readable once it is gone.
+        let pidfd = pidfd(s.pid);
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), nix::sys::signal::Signal::SIGKILL);
-        for _ in 0..1000 {
-            // A `run` removes its record itself once the process is gone.
-            if State::load(root, id).is_err() || !virtlab_container::engine::container::alive(s.pid) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // A `run` removes its record itself once the process is gone.
+        while State::load(root, id).is_ok() && virtlab_container::engine::container::alive(s.pid) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            match &pidfd {
+                Some(fd) => {
+                    use std::os::fd::AsFd;
+                    let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+                    let wait = nix::poll::PollTimeout::try_from(left.as_millis().min(10_000) as i32 + 1)
+                        .unwrap_or(nix::poll::PollTimeout::MAX);
+                    let _ = nix::poll::poll(&mut fds, wait);
+                }
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
         }
     }
     // A created container's cgroup outlived its launcher: it goes now.

@@ -189,6 +189,7 @@ pub fn peer_ratios(rows: &[Row]) -> Vec<PeerRatio> {
         (Env::Container, Env::Runc),
         (Env::Container, Env::Crun),
         (Env::ContainerImage, Env::Podman),
+        (Env::PodmanVirtlab, Env::Podman),
     ];
     let mut out = Vec::new();
     for r in rows.iter().filter(|r| r.env.is_peer()) {

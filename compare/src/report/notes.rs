@@ -89,9 +89,9 @@ pub fn memory_note(report: &CompareReport) -> String {
               the VMM and the guest pages it wrote (copied on write); the snapshot's pages it only read are in the \
               page cache already, shared by every restore, and not charged to it.\n";
     }
-    if report.rows.iter().any(|r| r.env == Env::Podman && r.memory_bytes.is_some()) {
+        if report.rows.iter().any(|r| r.env.is_podman() && r.memory_bytes.is_some()) {
         t += "podman's memory: the peak of the fresh cgroup its container's cgroup went under (--cgroup-parent): \
-              runc's container init and the workload, not podman or conmon.\n";
+              the runtime's container init (runc's or virtlab's) and the workload, not podman or conmon.\n";
     }
     if !report.host.root {
         t += "memory per instance: not root, so no cgroup could be made: native and QEMU rows have no memory figure \

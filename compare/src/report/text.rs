@@ -56,7 +56,7 @@ pub fn peers_text(report: &CompareReport) -> String {
               memory plus the guest pages it touched).\n";
     }
     if report.peers.iter().any(|p| p.memory_ratio.is_some() && p.peer == Env::Podman) {
-        t += "memory: container-image / podman: each container's cgroup peak (podman's includes runc's container \
+        t += "memory: against podman+runc: each container's cgroup peak (podman's includes the runtime's container \
               init, not podman or conmon).\n";
     }
     if report.peers.iter().any(|p| p.ours == Env::VmLinux) {

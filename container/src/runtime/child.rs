@@ -54,13 +54,19 @@ impl StepHooks for Hooks {
         if self.args.step {
             pause();
         }
-        if step == Step::Exec {
+        if step == Step::Exec && !self.args.detached {
             // The last stamp: execve is called right after this.
             child_send(self.args.channel, ChildMsg::StepDone { step, t_ns: monotonic_ns() });
         }
     }
 
     fn after(&mut self, step: Step) {
+        // A detached child's launcher (an OCI `create`) keeps no timeline:
+        // it waits for the end of the set-up only, and each stamp would
+        // wake it for nothing (a switch between the two processes per step).
+        if self.args.detached && step != Step::Workdir {
+            return;
+        }
         child_send(self.args.channel, ChildMsg::StepDone { step, t_ns: monotonic_ns() });
     }
 

@@ -54,8 +54,9 @@ pub struct CompareArgs {
     /// 3-layer image), vm-mini (= vm-mini-uart + vm-mini-pv), vm-mini-uart,
     /// vm-mini-pv, vm-linux, vm-mini-restore and vm-linux-restore (from a
     /// snapshot taken once per run, outside the timing), all; peers by name: qemu-microvm, qemu-tcg,
-    /// qemu-microvm-linux, qemu-tcg-linux, bwrap, runc, crun, podman, or
-    /// peers (all of them) [default: all of ours but container-image; with
+    /// qemu-microvm-linux, qemu-tcg-linux, bwrap, runc, crun, podman+runc
+    /// (or podman), podman+virtlab (podman with virtlab as its OCI
+    /// runtime), or peers (all of them) [default: all of ours but container-image; with
     /// --peers, all of ours].
     #[arg(long, value_name = "LIST", value_parser = parse_envs)]
     env: Option<EnvList>,
@@ -95,8 +96,9 @@ pub struct CompareArgs {
     /// Also run the peers, when installed: qemu-microvm and qemu-tcg (the
     /// same minikernel through PVH), qemu-microvm-linux and qemu-tcg-linux
     /// (the same Linux guest as vm-linux, when a guest kernel is available),
-    /// bwrap, runc and crun (the same rootfs), podman (the same image as
-    /// container-image), and show ours / peer.
+    /// bwrap, runc and crun (the same rootfs), podman+runc and
+    /// podman+virtlab (the same image as container-image, with each OCI
+    /// runtime), and show ours / peer.
     #[arg(long)]
     peers: bool,
     /// Base the container-image (and podman) rows on this image of your

@@ -117,14 +117,14 @@ fn why_not(e: Env, args: &CompareArgs, host: &HostInfo, kernel: &mut KernelLooku
 /// that cannot load the image moves to `selection.skipped`.
 pub(super) fn context(args: &CompareArgs, selection: &mut Selection) -> anyhow::Result<(Context, Option<ImageDir>)> {
     let workload_path = virtlab_workload::materialize().context("cannot put the workload binary on disk")?;
-    let containers = [Env::Container, Env::ContainerImage, Env::Bwrap, Env::Runc, Env::Crun, Env::Podman];
-    let rootfs = if selection.envs.iter().any(|e| containers.contains(e)) {
+    let containers = [Env::Container, Env::ContainerImage, Env::Bwrap, Env::Runc, Env::Crun];
+    let rootfs = if selection.envs.iter().any(|e| containers.contains(e) || e.is_podman()) {
         Some(virtlab_container::rootfs::default_rootfs().context("cannot build the container rootfs")?)
     } else {
         None
     };
     let (image, image_dir) = match &rootfs {
-        Some(r) if selection.envs.iter().any(|e| matches!(e, Env::ContainerImage | Env::Podman)) => {
+        Some(r) if selection.envs.iter().any(|e| *e == Env::ContainerImage || e.is_podman()) => {
             let base = match &args.image {
                 Some(name) => {
                     let root = args.root.clone().unwrap_or_else(virtlab_container::image::default_root);
@@ -181,14 +181,25 @@ fn make_image(
     let mut dir = ImageDir::create()?;
     let mut image = image::make(&dir, rootfs, base)?;
     let mut podman = "";
-    if selection.envs.contains(&Env::Podman) {
+    if selection.envs.iter().any(|e| e.is_podman()) {
         match image::load_into_podman(&mut dir, &mut image) {
             Ok(()) => podman = " and loaded into podman's",
             Err(reason) => {
-                eprintln!("virtlab compare: skipping podman: {reason}");
-                selection.envs.retain(|e| *e != Env::Podman);
-                selection.skipped.push(Skipped { env: Env::Podman, reason });
+                for env in selection.envs.iter().filter(|e| e.is_podman()) {
+                    eprintln!("virtlab compare: skipping {}: {reason}", env.name());
+                    selection.skipped.push(Skipped { env: *env, reason: reason.clone() });
+                }
+                selection.envs.retain(|e| !e.is_podman());
             }
+        }
+    }
+    if selection.envs.contains(&Env::PodmanVirtlab) {
+        // podman's --runtime: a `virtlab-runc` link to this binary in the
+        // run's directory (the name makes it the OCI runtime), gone with it.
+        if let Err(reason) = image.podman.as_ref().map_or(Ok(()), image::link_virtlab_runtime) {
+            eprintln!("virtlab compare: skipping podman+virtlab: {reason}");
+            selection.envs.retain(|e| *e != Env::PodmanVirtlab);
+            selection.skipped.push(Skipped { env: Env::PodmanVirtlab, reason });
         }
     }
     eprintln!(

@@ -211,7 +211,7 @@ fn launch(cfg: &ContainerConfig, id: &str, await_start: Option<std::os::fd::RawF
 
     // Before the child exists: its cgroup (a bad limit fails early) and the
     // sentinel that cleans up if the launcher is killed.
-    let cgroup = setup::make_cgroup(cfg, checked.root, id)?;
+    let cgroup = setup::make_cgroup(cfg, checked.root, id, detached)?;
     let sentinel = if detached { None } else { setup::start_sentinel(cgroup.as_ref())? };
     let pipes = spawn::Pipes::open(cfg)?;
     let log = match &cfg.log {

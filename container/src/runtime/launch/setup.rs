@@ -24,11 +24,20 @@ use crate::runtime::sentinel::Sentinel;
 
 /// The container's cgroup `virtlab-<id>`, made before the child exists so
 /// that a bad limit fails early (stale ones of dead launchers removed
-/// first). Only root makes one; without root, limits are an error.
-pub(super) fn make_cgroup(cfg: &ContainerConfig, root: bool, id: &str) -> Result<Option<Cgroup>, LaunchError> {
+/// first, unless `detached`: an OCI `create`, whose engine calls it for
+/// each container, leaves that scan of every hierarchy to `run`). Only
+/// root makes one; without root, limits are an error.
+pub(super) fn make_cgroup(
+    cfg: &ContainerConfig,
+    root: bool,
+    id: &str,
+    detached: bool,
+) -> Result<Option<Cgroup>, LaunchError> {
     if root {
         let mode = cgroup::detect(&cfg.cgroup_root)?;
-        cgroup::cleanup_stale(&cfg.cgroup_root, mode);
+        if !detached {
+            cgroup::cleanup_stale(&cfg.cgroup_root, mode);
+        }
         match &cfg.cgroup_path {
             Some(path) => Ok(Some(Cgroup::create_at(&cfg.cgroup_root, mode, path, &cfg.limits)?)),
             None if !cfg.device_allowlist => {
