@@ -89,7 +89,7 @@ pub fn memory_note(report: &CompareReport) -> String {
               the VMM and the guest pages it wrote (copied on write); the snapshot's pages it only read are in the \
               page cache already, shared by every restore, and not charged to it.\n";
     }
-        if report.rows.iter().any(|r| r.env.is_podman() && r.memory_bytes.is_some()) {
+    if report.rows.iter().any(|r| r.env.is_podman() && r.memory_bytes.is_some()) {
         t += "podman's memory: the peak of the fresh cgroup its container's cgroup went under (--cgroup-parent): \
               the runtime's container init (runc's or virtlab's) and the workload, not podman or conmon.\n";
     }
