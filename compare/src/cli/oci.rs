@@ -821,10 +821,16 @@ fn start(ctx: &HookCtx, id: &str) -> anyhow::Result<u8> {
             bail!("container {id}'s process (PID {}) is gone: it cannot be started", s.pid);
         }
     }
-    // Then the FIFO's end, when execve closes the process's end (its
-    // startContainer hooks ran), or a hook's failure report before it.
+    // Then, when there are hooks to run in the container or after it
+    // started, the FIFO's end: execve closes the process's end (its
+    // startContainer hooks ran), or a hook's failure report comes before
+    // it. Without them `start` is done, as runc's is, once the process
+    // took the start.
+    let hooks = State::load_hooks(root, id)?;
+    let wait_exec =
+        hooks.of(HookKind::StartContainer).next().is_some() || hooks.of(HookKind::Poststart).next().is_some();
     let mut report = Vec::new();
-    loop {
+    while wait_exec {
         let mut buf = [0u8; 16];
         match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
             Ok(0) => break,
@@ -840,7 +846,6 @@ fn start(ctx: &HookCtx, id: &str) -> anyhow::Result<u8> {
         }
     }
     let _ = std::fs::remove_file(&fifo);
-    let hooks = State::load_hooks(root, id)?;
     if let Some(e) = start_hook_failure(&hooks, &report) {
         ctx.record_child(&hooks, HookKind::StartContainer, Some(&e));
         s.status = "stopped".into();
