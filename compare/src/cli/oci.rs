@@ -478,11 +478,13 @@ fn run_bundle(
     // (as runc does).
     let done = Arc::new(AtomicBool::new(false));
     let poststart_failed = Arc::new(std::sync::Mutex::new(None::<HookError>));
+    // Shielded: the launcher forwards signals to the container from this
+    // thread; the watcher must not take one and end the process.
     let watcher = {
         let (done, root, mut s, user_pid_file) =
             (done.clone(), root.to_path_buf(), state.clone(), pid_file.map(Path::to_path_buf));
         let (hooks, failed) = (hooks.clone(), poststart_failed.clone());
-        std::thread::spawn(move || loop {
+        virtlab_container::runtime::launch::spawn_shielded(move || loop {
             if let Some(pid) = std::fs::read_to_string(&record).ok().and_then(|t| t.trim().parse().ok()) {
                 s.status = "running".into();
                 s.pid = pid;
@@ -500,7 +502,7 @@ fn run_bundle(
                 return;
             }
             std::thread::sleep(Duration::from_micros(200));
-        })
+        })?
     };
     let result = virtlab_container::run(&cfg);
     done.store(true, Ordering::Release);
@@ -830,10 +832,11 @@ fn start(ctx: &HookCtx, id: &str) -> anyhow::Result<u8> {
     let wait_exec =
         hooks.of(HookKind::StartContainer).next().is_some() || hooks.of(HookKind::Poststart).next().is_some();
     let mut report = Vec::new();
-    while wait_exec {
+    let mut ended = !wait_exec;
+    while !ended {
         let mut buf = [0u8; 16];
         match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-            Ok(0) => break,
+            Ok(0) => ended = true,
             Ok(n) => report.extend_from_slice(&buf[..n]),
             Err(nix::errno::Errno::EAGAIN) => {
                 // The end comes with the process's execve or its death;

@@ -170,7 +170,9 @@ fn launch(root: &Path, c: &Container, cfg: &ContainerConfig) -> Result<crate::Ou
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (done, root, c) = (done.clone(), root.to_path_buf(), c.clone());
-        std::thread::spawn(move || {
+        // Shielded: a signal meant for the container must not end this
+        // process through this thread (see `spawn_shielded`).
+        crate::runtime::launch::spawn_shielded(move || {
             let new = c.dir.join("pid.new");
             loop {
                 // Looked at once more after the run ended, so a command
@@ -189,6 +191,11 @@ fn launch(root: &Path, c: &Container, cfg: &ContainerConfig) -> Result<crate::Ou
                 std::thread::sleep(Duration::from_micros(100));
             }
         })
+        .map_err(|source| LaunchError::Sys {
+            what: "starting the thread that watches for the container's start",
+            hint: ": the system is out of threads or memory; try again",
+            source,
+        })?
     };
     let result = crate::runtime::launch::run(cfg);
     done.store(true, Ordering::Release);

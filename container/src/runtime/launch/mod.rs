@@ -59,6 +59,7 @@ use crate::runtime::plan::Step;
 pub use check::elf_interp;
 pub use error::LaunchError;
 pub use outcome::{CgroupReport, ExitStatus, Outcome, Stamp};
+pub use wait::{spawn_shielded, FORWARDED_SIGNALS};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 

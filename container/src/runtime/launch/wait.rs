@@ -29,8 +29,35 @@ use crate::runtime::plan::Step;
 /// processes it left behind when there is no PID namespace).
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// The signals the launcher forwards (SIGINT, SIGTERM, SIGHUP, SIGQUIT,
-/// SIGUSR1, SIGUSR2):
+/// The signals a launcher that forwards them (`ContainerConfig::
+/// forward_signals`) passes on to the container. A caller with threads of
+/// its own must block them there, or one of those threads may take a
+/// signal meant for the container and the process die of it.
+pub const FORWARDED_SIGNALS: [Signal; 6] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+/// Spawns a thread that never takes one of the [`FORWARDED_SIGNALS`]: it
+/// starts with them blocked (a thread inherits its creator's mask, so
+/// there is no moment it could take one), and the calling thread's own
+/// mask is set back before this returns. For the threads a caller of
+/// `run` keeps beside the launcher, which forwards those signals from a
+/// signalfd of the calling thread: a process-directed signal goes to any
+/// thread that does not block it, and its default action would end the
+/// whole process.
+pub fn spawn_shielded<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<std::thread::JoinHandle<T>, Errno> {
+    let mut set = SigSet::empty();
+    for s in FORWARDED_SIGNALS {
+        set.add(s);
+    }
+    let old = set.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+    let spawned = std::thread::Builder::new().spawn(f);
+    old.thread_set_mask()?;
+    spawned.map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)))
+}
+
+/// The signals the launcher forwards ([`FORWARDED_SIGNALS`]):
 /// blocked in the calling thread and read from a signalfd instead of
 /// handled. The thread's old mask comes back on drop.
 #[derive(Debug)]
@@ -64,7 +91,7 @@ impl Signals {
             return Ok(Signals { fd: None, _mask: mask });
         }
         let mut set = SigSet::empty();
-        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
+        for s in FORWARDED_SIGNALS {
             set.add(s);
         }
         let mut old = SigSet::empty();
