@@ -21,7 +21,9 @@
 //! - `rt/linux.rs`: the `_start` entry of a Linux process, raw system calls,
 //!   `write` and `exit`;
 //! - `rt/text.rs`: the process's arguments, a decimal parser and a line
-//!   buffer for output (the workload and the escape lab's attacker).
+//!   buffer for output (the workload and the escape lab's attacker);
+//! - `rt/port.rs`: `in`/`out` on the VMM's ports from user mode, after
+//!   `ioperm` (the guest's init and the workload's `warm` mode).
 //!
 //! They are compiled into each program, not linked as a library: a system
 //! call wrapper is inlined into the workload's measured loops exactly as a

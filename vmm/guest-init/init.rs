@@ -32,13 +32,14 @@
 #![no_std]
 #![no_main]
 
-use core::arch::asm;
 use core::panic::PanicInfo;
 
 #[path = "../../freestanding/rt/linux.rs"]
 mod linux;
 #[path = "../../freestanding/rt/mem.rs"]
 mod mem;
+#[path = "../../freestanding/rt/port.rs"]
+mod port;
 
 // Shared with the VMM, which writes the file: not every item is used here.
 #[allow(dead_code)]
@@ -46,6 +47,7 @@ mod command;
 
 use command::{status, Command};
 use linux::{c_str, exit, syscall6, write};
+use port::{inb, inl, outb, outl};
 
 const SYS_READ: u64 = 0;
 const SYS_OPEN: u64 = 2;
@@ -81,31 +83,6 @@ const MARKER_USER_SPACE: u8 = 1;
 
 const DEFAULT_PROGRAM: &[u8] = b"/virtlab/workload\0";
 const DEFAULT_ARG: &[u8] = b"ready\0";
-
-fn outb(port: u16, v: u8) {
-    // SAFETY: only called after ioperm granted the port; an `out` to a
-    // port of the VMM's devices has no effect on this process's memory.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nostack, nomem)) };
-}
-
-fn outl(port: u16, v: u32) {
-    // SAFETY: as for outb.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nostack, nomem)) };
-}
-
-fn inl(port: u16) -> u32 {
-    let v: u32;
-    // SAFETY: as for outb; `in` only writes eax.
-    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nostack, nomem)) };
-    v
-}
-
-fn inb(port: u16) -> u8 {
-    let v: u8;
-    // SAFETY: as for inl.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nostack, nomem)) };
-    v
-}
 
 fn mount(source: &[u8], target: &[u8], fstype: &[u8]) -> i64 {
     // SAFETY: the three strings are NUL-terminated literals.

@@ -41,8 +41,12 @@ mod mem;
 #[path = "../../freestanding/rt/text.rs"]
 #[allow(dead_code)]
 mod text;
+#[path = "../../freestanding/rt/port.rs"]
+#[allow(dead_code)]
+mod port;
 
 use linux::syscall6;
+use port::{inb, inl, outb};
 use text::{parse_u64, Args, Line};
 
 // Linux x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
@@ -344,26 +348,6 @@ fn touch_stack() {
         unsafe { core::ptr::write_volatile(area.as_mut_ptr().add(p), 1) };
     }
     core::hint::black_box(&mut area);
-}
-
-fn outb(port: u16, v: u8) {
-    // SAFETY: an `out` to the VMM's port changes no memory of this
-    // process; without the ioperm grant it faults (SIGSEGV), nothing else.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nostack, nomem)) };
-}
-
-fn inl(port: u16) -> u32 {
-    let v: u32;
-    // SAFETY: as for outb; `in` only writes eax.
-    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nostack, nomem)) };
-    v
-}
-
-fn inb(port: u16) -> u8 {
-    let v: u8;
-    // SAFETY: as for inl.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nostack, nomem)) };
-    v
 }
 
 fn getpid() -> u64 {
