@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use virtlab_compare::launch::PodmanStorage;
@@ -287,8 +288,29 @@ fn no_container_cgroups_left(parent: &str) {
             .filter(|e| e.path().is_dir() && e.file_name().to_string_lossy().starts_with("libpod-"))
             .collect();
         assert!(children.is_empty(), "container cgroups left under {}: {children:?}", p.display());
-        let _ = std::fs::remove_dir(p.join("conmon"));
-        let _ = std::fs::remove_dir(p);
+        remove_emptied(&p.join("conmon"));
+        remove_emptied(p);
+        assert!(!p.exists(), "{} was left", p.display());
+    }
+}
+
+/// Removes cgroup `dir` once its processes (a conmon on its way out) are
+/// gone: waits up to 10 s, then kills what is left.
+fn remove_emptied(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while dir.exists() && std::fs::remove_dir(dir).is_err() {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if std::time::Instant::now() > deadline {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(5),
+            "{} stays: {procs}",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
