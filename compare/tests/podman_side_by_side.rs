@@ -23,7 +23,13 @@ const PODMAN_RUN: [&str; 6] = ["--runtime", "runc", "--ulimit", "nofile=1024:102
 struct Both {
     dir: tempfile::TempDir,
     podman: PodmanStorage,
+    /// One test at a time: the clean-up of a podman storage reaps the
+    /// podman processes whose parent is this test process, which would
+    /// take another test's `podman` child from under its `wait`.
+    _alone: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Both {
     fn drop(&mut self) {
@@ -46,9 +52,10 @@ impl Both {
         {
             return None;
         }
+        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::Builder::new().prefix("virtlab-side-by-side-").tempdir().unwrap();
         let podman = PodmanStorage { dir: dir.path().join("podman") };
-        let both = Both { dir, podman };
+        let both = Both { dir, podman, _alone: alone };
         let rootfs = both.dir.path().join("rootfs");
         let archive = both.dir.path().join("busybox.tar");
         both.virtlab_ok(&["container", "rootfs", rootfs.to_str().unwrap()]);

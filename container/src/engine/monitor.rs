@@ -179,13 +179,12 @@ fn launch(root: &Path, c: &Container, cfg: &ContainerConfig) -> Result<crate::Ou
                 // that ran and exited at once still has its start.
                 let finished = done.load(Ordering::Acquire);
                 if new.exists() {
-                    let attrs = [("name", c.config.name.as_str()), ("image", c.config.spec.image.as_str())];
-                    let _ = events::record(&root, &Event::now("container", "start", &c.config.id, &attrs));
+                    record_start(&root, &c);
                     let _ = std::fs::rename(&new, c.dir.join("pid"));
-                    return;
+                    return true;
                 }
                 if finished {
-                    return;
+                    return false;
                 }
                 // Often: `run -d` waits for this to say the container is up.
                 std::thread::sleep(Duration::from_micros(100));
@@ -199,6 +198,19 @@ fn launch(root: &Path, c: &Container, cfg: &ContainerConfig) -> Result<crate::Ou
     };
     let result = crate::runtime::launch::run(cfg);
     done.store(true, Ordering::Release);
-    let _ = watcher.join();
+    let seen = watcher.join().unwrap_or(false);
+    // The launcher writes the PID file when it sees the command's execve;
+    // a command that ran and ended at once may be reaped first, with no
+    // PID file. It ran all the same (a command that never ran is a launch
+    // error): its start comes before the `die` the caller records.
+    if !seen && result.is_ok() {
+        record_start(root, c);
+    }
     result
+}
+
+/// The `start` event of `c`.
+fn record_start(root: &Path, c: &Container) {
+    let attrs = [("name", c.config.name.as_str()), ("image", c.config.spec.image.as_str())];
+    let _ = events::record(root, &Event::now("container", "start", &c.config.id, &attrs));
 }
